@@ -1,0 +1,199 @@
+//! Reading the forms a browser would fill in: Keycloak's login form (keycloak.v2 and legacy
+//! themes) and oauth2-proxy's sign-in button. Attribute values come out of a real HTML parser,
+//! so an action like `...?session_code=a&amp;execution=b` is decoded as a browser decodes it.
+
+use reqwest::Method;
+use scraper::{ElementRef, Html, Selector};
+use url::Url;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FormError {
+    #[error(
+        "no login form on {url}: expected a <form> with a password field (page title: {title:?})"
+    )]
+    NoLoginForm { url: String, title: String },
+    #[error("the login form on {url} has no usable action attribute ({action:?})")]
+    BadAction { url: String, action: String },
+    #[error("the login form on {url} has no {field} field")]
+    MissingField { url: String, field: &'static str },
+}
+
+/// A form ready to submit: resolved action, method and the values a browser would send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HtmlForm {
+    pub action: Url,
+    pub method: Method,
+    pub fields: Vec<(String, String)>,
+}
+
+impl HtmlForm {
+    /// The URL a GET submission goes to: the action with the fields as its query.
+    pub fn action_with_query(&self) -> Url {
+        let mut url = self.action.clone();
+        if self.method == Method::GET {
+            url.set_query(None);
+            url.query_pairs_mut().extend_pairs(&self.fields);
+        }
+        url
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.fields.iter_mut().find(|(n, _)| n == name) {
+            Some(field) => field.1 = value.to_string(),
+            None => self.fields.push((name.to_string(), value.to_string())),
+        }
+    }
+}
+
+/// The login form fields that take the user's credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginForm {
+    pub form: HtmlForm,
+    pub username_field: String,
+    pub password_field: String,
+}
+
+impl LoginForm {
+    pub fn fill(mut self, username: &str, password: &str) -> HtmlForm {
+        let (user, pass) = (self.username_field.clone(), self.password_field.clone());
+        self.form.set(&user, username);
+        self.form.set(&pass, password);
+        self.form
+    }
+}
+
+fn selector(css: &str) -> Selector {
+    Selector::parse(css).expect("static selector is valid")
+}
+
+fn page_title(document: &Html) -> String {
+    document
+        .select(&selector("title"))
+        .next()
+        .map(|t| t.text().collect::<String>().trim().to_string())
+        .unwrap_or_default()
+}
+
+fn form_from(element: ElementRef<'_>, base: &Url) -> Result<HtmlForm, FormError> {
+    let raw_action = element.value().attr("action").unwrap_or("");
+    let action = base.join(raw_action).map_err(|_| FormError::BadAction {
+        url: base.to_string(),
+        action: raw_action.to_string(),
+    })?;
+    let method = match element
+        .value()
+        .attr("method")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("post") => Method::POST,
+        _ => Method::GET,
+    };
+    let mut fields = Vec::new();
+    for input in element.select(&selector("input[name]")) {
+        let attrs = input.value();
+        let kind = attrs.attr("type").unwrap_or("text").to_ascii_lowercase();
+        if matches!(kind.as_str(), "submit" | "button" | "image" | "reset") {
+            continue;
+        }
+        if matches!(kind.as_str(), "checkbox" | "radio") && attrs.attr("checked").is_none() {
+            continue;
+        }
+        let name = attrs.attr("name").unwrap_or_default().to_string();
+        fields.push((name, attrs.attr("value").unwrap_or_default().to_string()));
+    }
+    // A browser sends the name/value of the submit control that was clicked: the first one.
+    let submit = element
+        .select(&selector("button[name], input[type=submit][name]"))
+        .find(|e| {
+            e.value()
+                .attr("type")
+                .is_none_or(|t| t.eq_ignore_ascii_case("submit"))
+        });
+    if let Some(control) = submit {
+        let name = control.value().attr("name").unwrap_or_default();
+        let value = control.value().attr("value").unwrap_or_default();
+        fields.push((name.to_string(), value.to_string()));
+    }
+    Ok(HtmlForm {
+        action,
+        method,
+        fields,
+    })
+}
+
+/// Finds Keycloak's login form: `#kc-form-login`, else the first form with a password field.
+pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormError> {
+    let document = Html::parse_document(html);
+    let element = document
+        .select(&selector("form#kc-form-login"))
+        .next()
+        .or_else(|| {
+            document
+                .select(&selector("form"))
+                .find(|f| f.select(&selector("input[type=password]")).next().is_some())
+        })
+        .ok_or_else(|| FormError::NoLoginForm {
+            url: page_url.to_string(),
+            title: page_title(&document),
+        })?;
+    let password_field = element
+        .select(&selector("input[type=password][name]"))
+        .next()
+        .and_then(|e| e.value().attr("name"))
+        .ok_or(FormError::MissingField {
+            url: page_url.to_string(),
+            field: "password",
+        })?
+        .to_string();
+    let username_field = element
+        .select(&selector(
+            "input[name=username], input[type=email][name], input[type=text][name]",
+        ))
+        .next()
+        .and_then(|e| e.value().attr("name"))
+        .ok_or(FormError::MissingField {
+            url: page_url.to_string(),
+            field: "username",
+        })?
+        .to_string();
+    Ok(LoginForm {
+        form: form_from(element, page_url)?,
+        username_field,
+        password_field,
+    })
+}
+
+/// The error message a Keycloak login page shows (wrong password, locked account, ...).
+pub fn find_login_error(html: &str) -> Option<String> {
+    let document = Html::parse_document(html);
+    [
+        "#input-error",
+        ".kc-feedback-text",
+        ".pf-v5-c-alert__title",
+        ".alert-error",
+        ".pf-c-alert__title",
+    ]
+    .iter()
+    .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
+    .map(|e| collapse_whitespace(&e.text().collect::<String>()))
+    .find(|text| !text.is_empty())
+}
+
+/// oauth2-proxy's sign-in page: the form whose button starts the OIDC flow.
+pub fn find_provider_button(html: &str, page_url: &Url) -> Option<HtmlForm> {
+    let document = Html::parse_document(html);
+    document
+        .select(&selector("form"))
+        .find(|f| {
+            f.value()
+                .attr("action")
+                .is_some_and(|a| a.contains("/oauth2/start"))
+                || f.text().any(|t| t.contains("Sign in with"))
+        })
+        .and_then(|f| form_from(f, page_url).ok())
+}
+
+fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,237 @@
+//! A browser-like HTTP client: keeps cookies, follows redirects itself so that every hop is
+//! recorded (with cookie values and tokens redacted), and trusts only the CA it is given.
+
+pub mod form;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use reqwest_cookie_store::CookieStoreMutex;
+use serde::Serialize;
+use url::Url;
+
+use crate::redact::Redactor;
+
+pub use form::{FormError, HtmlForm, find_login_error, find_login_form, find_provider_button};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    #[error("the per-run CA certificate is not valid PEM: {0}")]
+    Trust(#[source] reqwest::Error),
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{method} {url} failed: {detail}")]
+    Request {
+        method: String,
+        url: String,
+        detail: String,
+    },
+    #[error("more than {limit} redirects starting at {start}; last hop went to {last}")]
+    TooManyRedirects {
+        limit: usize,
+        start: String,
+        last: String,
+    },
+    #[error("{status} redirect from {url} has no usable Location header")]
+    BadLocation { status: u16, url: String },
+}
+
+/// One request/response exchange, as shown in reports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hop {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Names of the cookies the response set; values are never recorded.
+    pub set_cookies: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// The final response of a navigation.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub url: Url,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Empty,
+    Form(Vec<(String, String)>),
+}
+
+pub struct Browser {
+    client: reqwest::Client,
+    cookies: Arc<CookieStoreMutex>,
+    redactor: Redactor,
+    max_redirects: usize,
+    hops: Vec<Hop>,
+}
+
+/// An HTTP client trusting the platform roots plus `extra_ca_pem`; no cookies, no redirects.
+pub fn http_client(extra_ca_pem: Option<&str>) -> Result<reqwest::Client, BrowserError> {
+    builder(extra_ca_pem)?.build().map_err(BrowserError::Client)
+}
+
+fn builder(extra_ca_pem: Option<&str>) -> Result<reqwest::ClientBuilder, BrowserError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("meshauth/", env!("CARGO_PKG_VERSION")))
+        .no_proxy();
+    if let Some(pem) = extra_ca_pem {
+        let certificate =
+            reqwest::Certificate::from_pem(pem.as_bytes()).map_err(BrowserError::Trust)?;
+        builder = builder.tls_certs_merge([certificate]);
+    }
+    Ok(builder)
+}
+
+impl Browser {
+    /// A browser trusting the platform roots plus `extra_ca_pem` (the per-run CA). Certificate
+    /// verification is never disabled.
+    pub fn new(extra_ca_pem: Option<&str>, redactor: Redactor) -> Result<Self, BrowserError> {
+        let cookies = Arc::new(CookieStoreMutex::default());
+        let client = builder(extra_ca_pem)?
+            .cookie_provider(Arc::clone(&cookies))
+            .build()
+            .map_err(BrowserError::Client)?;
+        Ok(Self {
+            client,
+            cookies,
+            redactor,
+            max_redirects: 20,
+            hops: Vec::new(),
+        })
+    }
+
+    /// Hops recorded since the last call.
+    pub fn take_hops(&mut self) -> Vec<Hop> {
+        std::mem::take(&mut self.hops)
+    }
+
+    /// Whether the cookie jar holds a cookie named `name` that would be sent to `url`.
+    pub fn has_cookie_for(&self, url: &Url, name: &str) -> bool {
+        let Ok(store) = self.cookies.lock() else {
+            return false;
+        };
+        store.matches(url).iter().any(|c| c.name() == name)
+    }
+
+    /// Sends one request without following redirects.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        url: Url,
+        body: &Body,
+        headers: &HeaderMap,
+    ) -> Result<Page, BrowserError> {
+        let started = Instant::now();
+        let mut request = self
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
+        if let Body::Form(fields) = body {
+            request = request.form(fields);
+        }
+        let response = request.send().await.map_err(|e| BrowserError::Request {
+            method: method.to_string(),
+            url: self.redactor.redact(url.as_str()),
+            detail: describe_reqwest_error(&e),
+        })?;
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        let body = response.text().await.map_err(|e| BrowserError::Request {
+            method: method.to_string(),
+            url: self.redactor.redact(url.as_str()),
+            detail: describe_reqwest_error(&e),
+        })?;
+        self.hops.push(Hop {
+            method: method.to_string(),
+            url: self.redactor.redact(url.as_str()),
+            status: status.as_u16(),
+            location: response_headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| self.redactor.redact(l)),
+            set_cookies: response_headers
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split('=').next())
+                .map(|n| n.trim().to_string())
+                .collect(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(Page {
+            url,
+            status,
+            headers: response_headers,
+            body,
+        })
+    }
+
+    /// Sends a request and follows redirects as a browser does (303, and 301/302 after a POST,
+    /// become GET), recording every hop. Returns the first non-redirect response.
+    pub async fn navigate(
+        &mut self,
+        method: Method,
+        url: Url,
+        body: Body,
+        headers: &HeaderMap,
+    ) -> Result<Page, BrowserError> {
+        let start = url.clone();
+        let (mut method, mut url, mut body) = (method, url, body);
+        for _ in 0..=self.max_redirects {
+            let page = self
+                .send(method.clone(), url.clone(), &body, headers)
+                .await?;
+            if !page.status.is_redirection() || page.status == StatusCode::NOT_MODIFIED {
+                return Ok(page);
+            }
+            let next = page
+                .header("location")
+                .and_then(|l| page.url.join(l).ok())
+                .ok_or_else(|| BrowserError::BadLocation {
+                    status: page.status.as_u16(),
+                    url: self.redactor.redact(page.url.as_str()),
+                })?;
+            let keeps_method = matches!(page.status.as_u16(), 307 | 308);
+            if !keeps_method && method != Method::HEAD {
+                method = Method::GET;
+                body = Body::Empty;
+            }
+            url = next;
+        }
+        Err(BrowserError::TooManyRedirects {
+            limit: self.max_redirects,
+            start: self.redactor.redact(start.as_str()),
+            last: self.redactor.redact(url.as_str()),
+        })
+    }
+}
+
+/// reqwest's Display hides the cause (e.g. the TLS error); users need it.
+fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

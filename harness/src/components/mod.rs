@@ -1,0 +1,73 @@
+//! The real components of the stack: one module per component knows its pinned version, how to
+//! obtain it through its ordinary package client, and how to start it. Nothing here knows about
+//! scenarios.
+
+pub mod install;
+pub mod java;
+pub mod process;
+pub mod versions;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use install::{CacheDir, InstallEvent, Toolchain, ensure_installed};
+pub use process::{Launch, Supervised};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error(
+        "installing {component} failed: `{command}` exited with {status}\n--- last output ---\n{tail}\n--- how to fix ---\n{hint}"
+    )]
+    Install {
+        component: &'static str,
+        command: String,
+        status: String,
+        tail: String,
+        hint: String,
+    },
+    #[error("{component}: `{program}` could not be started: {source}")]
+    Spawn {
+        component: &'static str,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{component} is not usable: {reason}\nhow to fix: {hint}")]
+    Unusable {
+        component: &'static str,
+        reason: String,
+        hint: String,
+    },
+    #[error(
+        "{component} did not become ready within {seconds}s (probe: {probe})\n--- last lines of {log} ---\n{tail}"
+    )]
+    NotReady {
+        component: &'static str,
+        seconds: u64,
+        probe: String,
+        log: String,
+        tail: String,
+    },
+    #[error("{component} exited during start-up ({status})\n--- last lines of {log} ---\n{tail}")]
+    Exited {
+        component: &'static str,
+        status: String,
+        log: String,
+        tail: String,
+    },
+}
+
+/// Versions of the components a run used, shown in reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ComponentVersion {
+    pub component: String,
+    pub version: String,
+    pub source: String,
+}

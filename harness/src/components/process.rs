@@ -1,0 +1,234 @@
+//! Supervised child processes: each runs in its own process group with its output captured to
+//! a log file, and is torn down (TERM, then KILL) on drop, on Ctrl-C and on failure.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use crate::components::ComponentError;
+
+/// Process groups still alive; the signal handler kills them so Ctrl-C leaves no orphans.
+static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+static HANDLER: Once = Once::new();
+
+/// Installs a SIGINT/SIGTERM handler that tears down every supervised process group and exits
+/// with 130. Safe to call more than once.
+pub fn install_signal_cleanup() {
+    HANDLER.call_once(|| {
+        let result = ctrlc::set_handler(|| {
+            eprintln!("\ninterrupted: stopping the stack");
+            kill_all_groups();
+            std::process::exit(130);
+        });
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not install the Ctrl-C handler; interrupting may leave processes behind");
+        }
+    });
+}
+
+/// Kills every live supervised process group (TERM, grace period, KILL).
+pub fn kill_all_groups() {
+    let groups: Vec<i32> = LIVE_GROUPS
+        .lock()
+        .map(|g| g.iter().copied().collect())
+        .unwrap_or_default();
+    for &pgid in &groups {
+        signal_group(pgid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && groups.iter().any(|&g| group_alive(g)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &pgid in &groups {
+        signal_group(pgid, libc::SIGKILL);
+    }
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only probes for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+/// How to launch one component.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub log_path: PathBuf,
+}
+
+impl Launch {
+    pub fn new(name: &'static str, program: impl Into<PathBuf>, log_path: PathBuf) -> Self {
+        Self {
+            name,
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            log_path,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+}
+
+/// A running component. Dropping it stops the whole process group.
+#[derive(Debug)]
+pub struct Supervised {
+    name: &'static str,
+    child: Child,
+    pgid: i32,
+    log_path: PathBuf,
+    stopped: bool,
+}
+
+impl Supervised {
+    pub fn spawn(launch: &Launch) -> Result<Self, ComponentError> {
+        let log = File::create(&launch.log_path).map_err(|source| ComponentError::Io {
+            what: format!("create log file {}", launch.log_path.display()),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| ComponentError::Io {
+            what: "duplicate log handle".into(),
+            source,
+        })?;
+        let mut command = Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        if let Some(dir) = &launch.cwd {
+            command.current_dir(dir);
+        }
+        // SAFETY: prctl is async-signal-safe; it makes the kernel kill the child if we die
+        // without running our cleanup (e.g. SIGKILL).
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| ComponentError::Spawn {
+            component: launch.name,
+            program: launch.program.clone(),
+            source,
+        })?;
+        let pgid = child.id() as i32;
+        if let Ok(mut groups) = LIVE_GROUPS.lock() {
+            groups.insert(pgid);
+        }
+        tracing::debug!(component = launch.name, pid = pgid, "started");
+        Ok(Self {
+            name: launch.name,
+            child,
+            pgid,
+            log_path: launch.log_path.clone(),
+            stopped: false,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `Some(status)` when the process has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `lines` lines of the captured log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log_path, lines)
+    }
+
+    /// Stops the process group: TERM, up to `grace`, then KILL. Idempotent.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        signal_group(self.pgid, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && group_alive(self.pgid) {
+            let _ = self.child.try_wait();
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        signal_group(self.pgid, libc::SIGKILL);
+        let _ = self.child.wait();
+        if let Ok(mut groups) = LIVE_GROUPS.lock() {
+            groups.remove(&self.pgid);
+        }
+        tracing::debug!(component = self.name, "stopped");
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Reads the last `lines` lines of a file (at most the last 64 KiB).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

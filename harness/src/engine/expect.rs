@@ -1,0 +1,219 @@
+//! Checks on a response: each expectation field becomes one [`CheckResult`].
+
+use serde_json::Value;
+
+use crate::browser::{Browser, Page, find_login_error, find_login_form, find_provider_button};
+use crate::check::CheckResult;
+use crate::env::Endpoints;
+use crate::scenario::{ResponseExpectation, Variables};
+
+const EXCERPT: usize = 160;
+
+pub fn check_response(
+    expect: &ResponseExpectation,
+    page: &Page,
+    browser: &Browser,
+    endpoints: &Endpoints,
+    vars: &Variables,
+) -> Vec<CheckResult> {
+    let mut checks = Vec::new();
+    if let Some(status) = expect.status {
+        checks.push(CheckResult::new(
+            "status",
+            page.status.as_u16() == status,
+            status.to_string(),
+            format!("{} at {}", page.status.as_u16(), page.url),
+        ));
+    }
+    if let Some(prefix) = &expect.url_starts_with {
+        let prefix = vars.expand(prefix);
+        checks.push(CheckResult::new(
+            "final URL",
+            page.url.as_str().starts_with(&prefix),
+            format!("starting with {prefix}"),
+            page.url.to_string(),
+        ));
+    }
+    if let Some(prefix) = &expect.location_starts_with {
+        let prefix = vars.expand(prefix);
+        let location = page.header("location").and_then(|l| page.url.join(l).ok());
+        checks.push(CheckResult::new(
+            "redirect Location",
+            page.status.is_redirection()
+                && location
+                    .as_ref()
+                    .is_some_and(|l| l.as_str().starts_with(&prefix)),
+            format!("a redirect to {prefix}..."),
+            match location {
+                Some(l) => format!("{} to {l}", page.status.as_u16()),
+                None => format!("{} without Location", page.status.as_u16()),
+            },
+        ));
+    }
+    for needle in &expect.body_contains {
+        let needle = vars.expand(needle);
+        checks.push(CheckResult::new(
+            "body",
+            page.body.contains(&needle),
+            format!("containing {needle:?}"),
+            excerpt(&page.body),
+        ));
+    }
+    if let Some(want) = &expect.login_form {
+        let found = find_login_form(&page.body, &page.url).is_ok();
+        checks.push(CheckResult::new(
+            "login form",
+            found == *want,
+            if *want {
+                "the IdP's login form"
+            } else {
+                "no login form"
+            },
+            if found {
+                format!("a login form at {}", page.url)
+            } else {
+                format!(
+                    "no login form at {} (status {})",
+                    page.url,
+                    page.status.as_u16()
+                )
+            },
+        ));
+    }
+    if let Some(want) = &expect.sign_in_page {
+        let provider_page = find_provider_button(&page.body, &page.url).is_some();
+        let login_form = find_login_form(&page.body, &page.url).is_ok();
+        let actual = match (provider_page, login_form) {
+            (true, _) => format!(
+                "oauth2-proxy's sign-in page ({} at {})",
+                page.status.as_u16(),
+                page.url
+            ),
+            (_, true) => format!(
+                "the IdP's login form ({} at {})",
+                page.status.as_u16(),
+                page.url
+            ),
+            _ => format!(
+                "{} at {} with {}",
+                page.status.as_u16(),
+                page.url,
+                excerpt(&page.body)
+            ),
+        };
+        checks.push(CheckResult::new(
+            "sign-in page",
+            (provider_page || login_form) == *want,
+            if *want {
+                "a sign-in page (oauth2-proxy's or the IdP's)"
+            } else {
+                "no sign-in page"
+            },
+            actual,
+        ));
+    }
+    if let Some(want) = &expect.login_error {
+        let shown = find_login_error(&page.body);
+        checks.push(CheckResult::new(
+            "login error",
+            shown.as_deref().is_some_and(|s| s.contains(want.as_str())),
+            format!("the login page showing {want:?}"),
+            shown.map_or_else(
+                || format!("no error shown at {}", page.url),
+                |s| format!("{s:?}"),
+            ),
+        ));
+    }
+    for name in &expect.app_cookies {
+        let present = browser.has_cookie_for(&endpoints.app, name);
+        checks.push(CheckResult::new(
+            format!("cookie {name}"),
+            present,
+            format!("the browser holds {name} for the app"),
+            if present { "present" } else { "absent" },
+        ));
+    }
+    for name in &expect.no_app_cookies {
+        let present = browser.has_cookie_for(&endpoints.app, name);
+        checks.push(CheckResult::new(
+            format!("cookie {name}"),
+            !present,
+            format!("no {name} cookie for the app"),
+            if present { "present" } else { "absent" },
+        ));
+    }
+    if !expect.app_received_headers.is_empty() || !expect.app_did_not_receive_headers.is_empty() {
+        match echoed_headers(page) {
+            Ok(received) => {
+                let has = |name: &str| received.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+                let names = || {
+                    received
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                for name in &expect.app_received_headers {
+                    checks.push(CheckResult::new(
+                        format!("app received {name}"),
+                        has(name),
+                        format!("{name} among the headers the app received"),
+                        names(),
+                    ));
+                }
+                for name in &expect.app_did_not_receive_headers {
+                    checks.push(CheckResult::new(
+                        format!("app did not receive {name}"),
+                        !has(name),
+                        format!("no {name} among the headers the app received"),
+                        names(),
+                    ));
+                }
+            }
+            Err(error) => checks.push(CheckResult::new(
+                "app echo",
+                false,
+                "httpbin's /headers JSON",
+                error,
+            )),
+        }
+    }
+    checks
+}
+
+/// The request headers httpbin echoed in a `/headers` response, as (name, first value).
+/// go-httpbin echoes arrays of values, Python httpbin single strings; both are accepted.
+pub fn echoed_headers(page: &Page) -> Result<Vec<(String, String)>, String> {
+    let json: Value = serde_json::from_str(&page.body).map_err(|_| {
+        format!(
+            "expected httpbin's /headers JSON at {}, got status {} with {}",
+            page.url,
+            page.status.as_u16(),
+            excerpt(&page.body)
+        )
+    })?;
+    let headers = json
+        .get("headers")
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("no \"headers\" object in the JSON at {}", page.url))?;
+    Ok(headers
+        .iter()
+        .map(|(name, value)| {
+            let first = match value {
+                Value::Array(items) => items.first().and_then(Value::as_str).unwrap_or_default(),
+                Value::String(s) => s.as_str(),
+                _ => "",
+            };
+            (name.clone(), first.to_string())
+        })
+        .collect())
+}
+
+fn excerpt(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= EXCERPT {
+        format!("{flat:?}")
+    } else {
+        format!("{:?}...", flat.chars().take(EXCERPT).collect::<String>())
+    }
+}

@@ -1,0 +1,478 @@
+//! Runs scenarios: executes each operation against an environment's endpoints and emits
+//! [`RunEvent`]s. It judges outcomes but formats nothing.
+
+mod expect;
+
+use std::time::Instant;
+
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+use crate::browser::{Body, Browser, BrowserError, Page, find_login_form, find_provider_button};
+use crate::check::CheckResult;
+use crate::env::Endpoints;
+use crate::events::{EnvironmentInfo, EventSink, RunEvent, RunSummary, StepReport, Verdict};
+use crate::oidc::{self, DecodedJwt};
+use crate::redact::{Redactor, Secret};
+use crate::scenario::{Bearer, Credentials, Scenario, Step, Suite, TokenSource, Variables};
+
+/// Clock skew allowed when checking `exp` and `iat`.
+pub const CLOCK_SKEW_SECONDS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+}
+
+pub struct Engine {
+    endpoints: Endpoints,
+    redactor: Redactor,
+    vars: Variables,
+    /// For IdP calls (discovery, JWKS, token grants): no cookies, same trust as the browser.
+    http: reqwest::Client,
+}
+
+/// How one scenario ended.
+#[derive(Debug, Clone)]
+pub struct ScenarioOutcome {
+    pub verdict: Verdict,
+    pub failures: Vec<String>,
+    pub steps: Vec<StepReport>,
+}
+
+/// Per-scenario state: a fresh browser, the last response, the last granted token.
+struct ScenarioState {
+    browser: Browser,
+    last: Option<Page>,
+    granted: Option<Secret>,
+}
+
+/// What a step produced besides its checks.
+#[derive(Default)]
+struct StepOutput {
+    checks: Vec<CheckResult>,
+    jwt: Option<DecodedJwt>,
+}
+
+impl Engine {
+    pub fn new(endpoints: Endpoints, redactor: Redactor) -> Result<Self, EngineError> {
+        redactor.register(&endpoints.client_secret);
+        redactor.register(&endpoints.user.password);
+        let vars = endpoints.variables();
+        let http = crate::browser::http_client(endpoints.ca_pem.as_deref())?;
+        Ok(Self {
+            endpoints,
+            redactor,
+            vars,
+            http,
+        })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Runs the selected scenarios in order, emitting the full event stream.
+    pub async fn run(
+        &self,
+        run_id: &str,
+        environment: EnvironmentInfo,
+        selection: &[(&Suite, &Scenario)],
+        sink: &mut dyn EventSink,
+    ) -> RunSummary {
+        let started = Instant::now();
+        sink.emit(RunEvent::RunStarted {
+            run_id: run_id.to_string(),
+            started_at: now_rfc3339(),
+            environment,
+            selected: selection.len(),
+        });
+        let mut summary = RunSummary {
+            total: selection.len(),
+            ..RunSummary::default()
+        };
+        for (suite, scenario) in selection {
+            match self.run_scenario(suite, scenario, sink).await.verdict {
+                Verdict::Pass => summary.passed += 1,
+                Verdict::Fail => summary.failed += 1,
+            }
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        sink.emit(RunEvent::RunFinished {
+            summary: summary.clone(),
+        });
+        summary
+    }
+
+    /// Runs one scenario, stopping at the first failed step (later steps depend on it).
+    pub async fn run_scenario(
+        &self,
+        suite: &Suite,
+        scenario: &Scenario,
+        sink: &mut dyn EventSink,
+    ) -> ScenarioOutcome {
+        let started = Instant::now();
+        sink.emit(RunEvent::ScenarioStarted {
+            suite: suite.suite.clone(),
+            scenario: scenario.id.clone(),
+            title: scenario.title.clone(),
+            file: suite.file.clone(),
+        });
+        let mut failures = Vec::new();
+        let mut steps = Vec::new();
+        match Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone()) {
+            Ok(browser) => {
+                let mut state = ScenarioState {
+                    browser,
+                    last: None,
+                    granted: None,
+                };
+                for (index, step) in scenario.steps.iter().enumerate() {
+                    let report = self.run_step(index + 1, step, &mut state).await;
+                    let passed = report.passed;
+                    if !passed {
+                        let prefix = format!("step {} ({})", report.index, report.op);
+                        failures.extend(report.error.iter().map(|e| format!("{prefix}: {e}")));
+                        failures.extend(
+                            report
+                                .checks
+                                .iter()
+                                .filter(|c| !c.passed)
+                                .map(|c| format!("{prefix}: {c}")),
+                        );
+                    }
+                    steps.push(report.clone());
+                    sink.emit(RunEvent::StepFinished {
+                        suite: suite.suite.clone(),
+                        scenario: scenario.id.clone(),
+                        step: report,
+                    });
+                    if !passed {
+                        break;
+                    }
+                }
+            }
+            Err(error) => failures.push(format!("could not create the browser: {error}")),
+        }
+        let verdict = if failures.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        sink.emit(RunEvent::ScenarioFinished {
+            suite: suite.suite.clone(),
+            scenario: scenario.id.clone(),
+            verdict,
+            duration_ms: started.elapsed().as_millis() as u64,
+            failures: failures.clone(),
+        });
+        ScenarioOutcome {
+            verdict,
+            failures,
+            steps,
+        }
+    }
+
+    async fn run_step(&self, index: usize, step: &Step, state: &mut ScenarioState) -> StepReport {
+        let started = Instant::now();
+        let result = self.execute(step, state).await;
+        let hops = state.browser.take_hops();
+        let (output, error) = match result {
+            Ok(output) => (output, None),
+            Err(error) => (StepOutput::default(), Some(self.redactor.redact(&error))),
+        };
+        let checks: Vec<CheckResult> = output
+            .checks
+            .into_iter()
+            .map(|c| CheckResult {
+                expected: self.redactor.redact(&c.expected),
+                actual: self.redactor.redact(&c.actual),
+                ..c
+            })
+            .collect();
+        StepReport {
+            index,
+            op: step.op_name(),
+            summary: self.redactor.redact(&self.describe(step)),
+            passed: error.is_none() && checks.iter().all(|c| c.passed),
+            duration_ms: started.elapsed().as_millis() as u64,
+            hops,
+            checks,
+            jwt: output.jwt,
+            error,
+        }
+    }
+
+    fn describe(&self, step: &Step) -> String {
+        match step {
+            Step::Open { url } => format!("open {}", self.vars.expand(url)),
+            Step::SignIn { credentials } => format!(
+                "sign in as {} ({credentials:?})",
+                self.endpoints.user.username
+            ),
+            Step::Request { url, bearer } => match bearer {
+                Some(bearer) => format!(
+                    "request {} with {bearer:?} bearer token",
+                    self.vars.expand(url)
+                ),
+                None => format!("request {}", self.vars.expand(url)),
+            },
+            Step::TokenGrant { credentials } => format!(
+                "password grant for {} ({credentials:?})",
+                self.endpoints.user.username
+            ),
+            Step::Expect(_) => "check the last response".to_string(),
+            Step::ExpectJwt { token, claims } => {
+                format!("verify the {token:?} JWT and {} claim(s)", claims.len())
+            }
+        }
+    }
+
+    fn url(&self, template: &str) -> Result<Url, String> {
+        let expanded = self.vars.expand(template);
+        Url::parse(&expanded).map_err(|e| format!("{expanded:?} is not a URL: {e}"))
+    }
+
+    fn password(&self, credentials: Credentials) -> String {
+        match credentials {
+            Credentials::TestUser => self.endpoints.user.password.expose().to_string(),
+            Credentials::WrongPassword => "certainly-not-the-password".to_string(),
+        }
+    }
+
+    async fn execute(&self, step: &Step, state: &mut ScenarioState) -> Result<StepOutput, String> {
+        match step {
+            Step::Open { url } => {
+                let page = state
+                    .browser
+                    .navigate(Method::GET, self.url(url)?, Body::Empty, &HeaderMap::new())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.last = Some(page);
+                Ok(StepOutput::default())
+            }
+            Step::SignIn { credentials } => {
+                let page = self.sign_in(*credentials, state).await?;
+                state.last = Some(page);
+                Ok(StepOutput::default())
+            }
+            Step::Request { url, bearer } => {
+                let mut headers = HeaderMap::new();
+                if let Some(bearer) = bearer {
+                    let token = match bearer {
+                        Bearer::Granted => state
+                            .granted
+                            .as_ref()
+                            .ok_or("no token: run a successful token_grant step first")?
+                            .expose()
+                            .to_string(),
+                        Bearer::Forged => forged_token(),
+                        Bearer::Garbage => "not-a-jwt".to_string(),
+                    };
+                    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                        .map_err(|e| e.to_string())?;
+                    headers.insert(AUTHORIZATION, value);
+                }
+                let page = state
+                    .browser
+                    .send(Method::GET, self.url(url)?, &Body::Empty, &headers)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.last = Some(page);
+                Ok(StepOutput::default())
+            }
+            Step::TokenGrant { credentials } => {
+                let (page, token) = self.token_grant(*credentials).await?;
+                state.granted = token;
+                state.last = Some(page);
+                Ok(StepOutput::default())
+            }
+            Step::Expect(expectation) => {
+                let page = state
+                    .last
+                    .as_ref()
+                    .ok_or("nothing to check: no request was made yet")?;
+                let checks = expect::check_response(
+                    expectation,
+                    page,
+                    &state.browser,
+                    &self.endpoints,
+                    &self.vars,
+                );
+                Ok(StepOutput { checks, jwt: None })
+            }
+            Step::ExpectJwt { token, claims } => {
+                let raw = match token {
+                    TokenSource::Granted => state
+                        .granted
+                        .as_ref()
+                        .map(|t| t.expose().to_string())
+                        .ok_or("no token: run a successful token_grant step first")?,
+                    TokenSource::Forwarded => {
+                        let page = state
+                            .last
+                            .as_ref()
+                            .ok_or("nothing to check: no request was made yet")?;
+                        forwarded_bearer(page)?
+                    }
+                };
+                self.verify_jwt(&raw, claims).await
+            }
+        }
+    }
+
+    async fn sign_in(
+        &self,
+        credentials: Credentials,
+        state: &mut ScenarioState,
+    ) -> Result<Page, String> {
+        let mut page = state
+            .last
+            .take()
+            .ok_or("nothing to sign in on: open the app first")?;
+        if let Some(button) = find_provider_button(&page.body, &page.url) {
+            let target = button.action_with_query();
+            page = state
+                .browser
+                .navigate(button.method, target, Body::Empty, &HeaderMap::new())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let form = find_login_form(&page.body, &page.url).map_err(|e| e.to_string())?;
+        let filled = form.fill(&self.endpoints.user.username, &self.password(credentials));
+        state
+            .browser
+            .navigate(
+                filled.method.clone(),
+                filled.action.clone(),
+                Body::Form(filled.fields),
+                &HeaderMap::new(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn discovery(&self) -> Result<oidc::Discovery, String> {
+        oidc::discover(&self.http, &self.endpoints.issuer)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn token_grant(
+        &self,
+        credentials: Credentials,
+    ) -> Result<(Page, Option<Secret>), String> {
+        let discovery = self.discovery().await?;
+        let form = [
+            ("grant_type", "password".to_string()),
+            ("client_id", self.endpoints.client_id.clone()),
+            (
+                "client_secret",
+                self.endpoints.client_secret.expose().to_string(),
+            ),
+            ("username", self.endpoints.user.username.clone()),
+            ("password", self.password(credentials)),
+            ("scope", "openid".to_string()),
+        ];
+        let url = discovery.token_endpoint.clone();
+        let response = self
+            .http
+            .post(url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url} failed: {e}"))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        let token = serde_json::from_str::<Value>(&body)
+            .ok()
+            .filter(|_| status.is_success())
+            .and_then(|v| {
+                v.get("access_token")
+                    .and_then(Value::as_str)
+                    .map(Secret::new)
+            });
+        if let Some(token) = &token {
+            self.redactor.register(token);
+        }
+        Ok((
+            Page {
+                url,
+                status,
+                headers,
+                body,
+            },
+            token,
+        ))
+    }
+
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        claims: &std::collections::BTreeMap<String, oidc::ClaimExpectation>,
+    ) -> Result<StepOutput, String> {
+        let decoded = oidc::decode_unverified(token).map_err(|e| e.to_string())?;
+        // Fetched per check, not cached: the check is against what the IdP publishes now.
+        let discovery = self.discovery().await?;
+        let jwks = oidc::fetch_jwks(&self.http, &discovery)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut checks = vec![oidc::verify_signature(token, &jwks)];
+        checks.extend(oidc::check_lifetime(
+            &decoded.claims,
+            oidc::now_unix(),
+            CLOCK_SKEW_SECONDS,
+        ));
+        for (name, expectation) in claims {
+            let expectation = expectation.map_strings(&|s| self.vars.expand(s));
+            checks.push(oidc::check_claim(
+                &decoded.claims,
+                &self.vars.expand(name),
+                &expectation,
+            ));
+        }
+        Ok(StepOutput {
+            checks,
+            jwt: Some(decoded),
+        })
+    }
+}
+
+/// The bearer token in the `Authorization` header httpbin echoed on `page`.
+pub fn forwarded_bearer(page: &Page) -> Result<String, String> {
+    let headers = expect::echoed_headers(page)?;
+    let value = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value.clone())
+        .ok_or_else(|| {
+            let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+            format!(
+                "the app received no Authorization header (it received: {})",
+                names.join(", ")
+            )
+        })?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+        .ok_or_else(|| "the app's Authorization header is not a Bearer token".to_string())
+}
+
+/// A well-formed RS256 JWT whose signature is garbage: a gateway must reject it.
+fn forged_token() -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = b64(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "forged"}));
+    let claims = b64(&serde_json::json!({"sub": "mallory", "exp": oidc::now_unix() + 300}));
+    format!("{header}.{claims}.Zm9yZ2VkLXNpZ25hdHVyZS1ub3QtdmFsaWQ")
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

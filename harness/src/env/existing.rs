@@ -1,0 +1,201 @@
+//! The `existing` environment: a user's own deployment described in a YAML file. Secrets are
+//! never written in the file; it names the environment variables that hold them.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{Endpoints, EnvError, TestUser};
+use crate::events::EnvironmentInfo;
+use crate::redact::Secret;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExistingFile {
+    /// The application's URL through the gateway.
+    app_url: Url,
+    /// The IdP's public base URL.
+    idp_url: Url,
+    issuer: String,
+    client_id: String,
+    /// Name of the environment variable holding the client secret (for token grants).
+    client_secret_env: String,
+    user: UserFile,
+    role: String,
+    #[serde(default = "default_roles_claim")]
+    roles_claim: String,
+    /// A PEM file with an extra CA to trust, relative to the config file.
+    #[serde(default)]
+    ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    username: String,
+    email: String,
+    password_env: String,
+}
+
+fn default_roles_claim() -> String {
+    "realm_roles".into()
+}
+
+/// A deployment the harness does not manage.
+#[derive(Debug, Clone)]
+pub struct ExistingEnvironment {
+    endpoints: Endpoints,
+    file: String,
+}
+
+impl ExistingEnvironment {
+    pub fn load(path: &Path) -> Result<Self, EnvError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| EnvError::Io {
+            what: "read the environment file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(
+            &file,
+            &text,
+            path.parent().unwrap_or(Path::new(".")),
+            &|name| std::env::var(name).ok(),
+        )
+    }
+
+    /// Parses the file's text; `lookup` reads environment variables (injected for tests).
+    pub fn parse(
+        file: &str,
+        text: &str,
+        base_dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, EnvError> {
+        let config_error = |message: String, hint: &str| EnvError::Config {
+            file: file.to_string(),
+            message,
+            hint: hint.to_string(),
+        };
+        let parsed: ExistingFile = serde_saphyr::from_str(text).map_err(|e| {
+            config_error(
+                e.to_string(),
+                "see `meshauth run --help` and docs/existing-environment.md for the file's fields",
+            )
+        })?;
+        let secret = |var: &str, what: &str| {
+            lookup(var)
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+                .ok_or_else(|| {
+                    config_error(
+                        format!("{what} is read from ${var}, which is not set"),
+                        &format!("export {var}=... before running meshauth"),
+                    )
+                })
+        };
+        let client_secret = secret(&parsed.client_secret_env, "the client secret")?;
+        let password = secret(&parsed.user.password_env, "the test user's password")?;
+        let ca_pem = match &parsed.ca_file {
+            Some(relative) => {
+                let path = base_dir.join(relative);
+                Some(std::fs::read_to_string(&path).map_err(|e| {
+                    config_error(
+                        format!("ca_file {}: {e}", path.display()),
+                        "ca_file is a PEM file path relative to this file",
+                    )
+                })?)
+            }
+            None => None,
+        };
+        for (name, url) in [("app_url", &parsed.app_url), ("idp_url", &parsed.idp_url)] {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(config_error(
+                    format!("{name} {url} is not http(s)"),
+                    "use an http:// or https:// URL",
+                ));
+            }
+        }
+        Ok(Self {
+            file: file.to_string(),
+            endpoints: Endpoints {
+                app: parsed.app_url,
+                idp: parsed.idp_url,
+                issuer: parsed.issuer,
+                client_id: parsed.client_id,
+                client_secret,
+                user: TestUser {
+                    username: parsed.user.username,
+                    password,
+                    email: parsed.user.email,
+                },
+                role: parsed.role,
+                roles_claim: parsed.roles_claim,
+                ca_pem,
+            },
+        })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn info(&self) -> EnvironmentInfo {
+        EnvironmentInfo {
+            kind: "existing".into(),
+            app_url: self.endpoints.app.to_string(),
+            idp_url: self.endpoints.idp.to_string(),
+            issuer: self.endpoints.issuer.clone(),
+            profile: vec![format!("described by {}", self.file)],
+            components: Vec::new(),
+            run_dir: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "app_url: https://app.example.test/\nidp_url: https://idp.example.test/\n\
+        issuer: https://idp.example.test/realms/r\nclient_id: proxy\nclient_secret_env: CS\n\
+        user:\n  username: alice\n  email: a@example.test\n  password_env: PW\nrole: sso-user\n";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "CS" => Some("client-secret-value".into()),
+            "PW" => Some("password-value".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_a_complete_file() {
+        let parsed = ExistingEnvironment::parse("env.yaml", GOOD, Path::new("."), &env).unwrap();
+        assert_eq!(parsed.endpoints().client_id, "proxy");
+        assert_eq!(parsed.endpoints().roles_claim, "realm_roles");
+        assert_eq!(
+            parsed.endpoints().client_secret.expose(),
+            "client-secret-value"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_secrets_are_clear_errors() {
+        let typo = GOOD.replace("role: sso-user", "rol: sso-user");
+        let error = ExistingEnvironment::parse("env.yaml", &typo, Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("env.yaml:") && error.contains("rol"),
+            "{error}"
+        );
+        let error = ExistingEnvironment::parse("env.yaml", GOOD, Path::new("."), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("$CS, which is not set") && error.contains("export CS="),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,700 @@
+//! The `local` environment: real Keycloak, oauth2-proxy, Envoy (as the Istio ingress gateway)
+//! and httpbin as supervised processes on loopback, mirroring seed 000. Changing the stack's
+//! configuration restarts only the components it affects.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use url::Url;
+
+use super::pki::RunPki;
+use super::ports::Ports;
+use super::{Endpoints, EnvError, TestUser};
+use crate::components::{ComponentError, Launch, Supervised, Toolchain};
+use crate::events::EnvironmentInfo;
+use crate::redact::{Redactor, Secret};
+
+pub const REALM: &str = "Test-oidc";
+pub const CLIENT_ID: &str = "oauth2proxy";
+pub const USERNAME: &str = "alice";
+pub const EMAIL: &str = "alice@example.test";
+pub const ROLE: &str = "sso-user";
+pub const ROLES_CLAIM: &str = "realm_roles";
+
+const KEYCLOAK_READY: Duration = Duration::from_secs(180);
+const COMPONENT_READY: Duration = Duration::from_secs(30);
+
+/// Keycloak's login theme: the current one and the legacy one have different markup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum LoginTheme {
+    #[default]
+    #[serde(rename = "keycloak.v2")]
+    KeycloakV2,
+    #[serde(rename = "keycloak")]
+    Legacy,
+}
+
+impl LoginTheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeycloakV2 => "keycloak.v2",
+            Self::Legacy => "keycloak",
+        }
+    }
+}
+
+/// The stack's configuration: the policy profile plus the knobs tests turn to break it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackConfig {
+    /// `AuthorizationPolicy` action CUSTOM on the gateway: ext_authz to oauth2-proxy.
+    pub ext_authz: bool,
+    /// `RequestAuthentication` on the gateway: Envoy's jwt_authn for the realm's issuer.
+    pub request_authentication: bool,
+    /// oauth2-proxy puts the user's token in the `Authorization` header it answers with.
+    pub forward_authorization: bool,
+    /// oauth2-proxy goes straight to the IdP instead of showing its sign-in button.
+    pub skip_provider_button: bool,
+    pub login_theme: LoginTheme,
+    /// The realm's "User Realm Role" mapper that writes the roles claim.
+    pub role_mapper: bool,
+    /// The audience mapper that puts the client id into `aud`.
+    pub audience_mapper: bool,
+    /// oauth2-proxy is given a wrong client secret.
+    pub wrong_client_secret: bool,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            ext_authz: true,
+            request_authentication: true,
+            forward_authorization: true,
+            skip_provider_button: false,
+            login_theme: LoginTheme::KeycloakV2,
+            role_mapper: true,
+            audience_mapper: true,
+            wrong_client_secret: false,
+        }
+    }
+}
+
+impl StackConfig {
+    /// The profile in words, for reports.
+    pub fn profile(&self) -> Vec<String> {
+        let on_off = |b: bool| if b { "on" } else { "OFF" };
+        vec![
+            format!(
+                "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS: {}",
+                on_off(self.ext_authz)
+            ),
+            "plain-HTTP listener (IdP) exempt from ext_authz: notPorts".to_string(),
+            format!(
+                "RequestAuthentication (jwt_authn, issuer's JWKS): {}",
+                on_off(self.request_authentication)
+            ),
+            format!(
+                "oauth2-proxy forwards Authorization: {}",
+                on_off(self.forward_authorization)
+            ),
+            format!(
+                "oauth2-proxy sign-in page: {}",
+                if self.skip_provider_button {
+                    "skipped"
+                } else {
+                    "shown"
+                }
+            ),
+            format!("Keycloak login theme: {}", self.login_theme.name()),
+            format!("realm role mapper: {}", on_off(self.role_mapper)),
+            format!("audience mapper: {}", on_off(self.audience_mapper)),
+            format!(
+                "oauth2-proxy client secret: {}",
+                if self.wrong_client_secret {
+                    "WRONG"
+                } else {
+                    "correct"
+                }
+            ),
+        ]
+    }
+
+    fn keycloak_differs(&self, other: &Self) -> bool {
+        (self.login_theme, self.role_mapper, self.audience_mapper)
+            != (other.login_theme, other.role_mapper, other.audience_mapper)
+    }
+
+    fn oauth2_proxy_differs(&self, other: &Self) -> bool {
+        (
+            self.forward_authorization,
+            self.skip_provider_button,
+            self.wrong_client_secret,
+        ) != (
+            other.forward_authorization,
+            other.skip_provider_button,
+            other.wrong_client_secret,
+        )
+    }
+
+    fn envoy_differs(&self, other: &Self) -> bool {
+        (self.ext_authz, self.request_authentication)
+            != (other.ext_authz, other.request_authentication)
+    }
+}
+
+/// Start-up progress, for a progress display.
+#[derive(Debug, Clone)]
+pub enum StackEvent {
+    Starting(&'static str),
+    Ready {
+        component: &'static str,
+        after: Duration,
+    },
+}
+
+struct Secrets {
+    client_secret: Secret,
+    user_password: Secret,
+    cookie_secret: Secret,
+    admin_password: Secret,
+}
+
+/// Variables for every fixture template (each template uses the ones it needs).
+#[derive(Serialize)]
+struct FixtureContext<'a> {
+    // realm
+    client_id: &'a str,
+    client_secret: &'a str,
+    redirect_uri: String,
+    username: &'a str,
+    user_password: &'a str,
+    email: &'a str,
+    login_theme: &'a str,
+    include_role_mapper: bool,
+    include_audience_mapper: bool,
+    // oauth2-proxy
+    port: u16,
+    issuer_url: &'a str,
+    skip_provider_button: bool,
+    forward_authorization: bool,
+    // gateway
+    https_port: u16,
+    http_port: u16,
+    admin_port: u16,
+    tls_cert: String,
+    tls_key: String,
+    ext_authz: bool,
+    request_authentication: bool,
+    httpbin_port: u16,
+    oauth2_proxy_port: u16,
+    keycloak_port: u16,
+}
+
+/// A running local stack. Dropping it stops every process.
+pub struct LocalStack {
+    toolchain: Toolchain,
+    run_dir: PathBuf,
+    ports: Ports,
+    secrets: Secrets,
+    config: StackConfig,
+    issuer: String,
+    endpoints: Endpoints,
+    probe: reqwest::Client,
+    // Stopped in reverse dependency order on drop (fields drop in declaration order).
+    envoy: Option<Supervised>,
+    oauth2_proxy: Option<Supervised>,
+    httpbin: Option<Supervised>,
+    keycloak: Option<Supervised>,
+}
+
+impl LocalStack {
+    /// Starts every component and waits until each is ready.
+    pub async fn start(
+        toolchain: Toolchain,
+        run_dir: &Path,
+        config: StackConfig,
+        redactor: &Redactor,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Self, EnvError> {
+        crate::components::process::install_signal_cleanup();
+        std::fs::create_dir_all(run_dir).map_err(|source| EnvError::Io {
+            what: "create run directory",
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        let ports = Ports::free()?;
+        let secrets = Secrets {
+            client_secret: Secret::generate(24),
+            user_password: Secret::generate(18),
+            cookie_secret: Secret::new(random_alphanumeric(32)),
+            admin_password: Secret::generate(18),
+        };
+        for secret in [
+            &secrets.client_secret,
+            &secrets.user_password,
+            &secrets.cookie_secret,
+            &secrets.admin_password,
+        ] {
+            redactor.register(secret);
+        }
+        let pki = RunPki::generate()?;
+        let tls_dir = run_dir.join("tls");
+        write_private(&tls_dir.join("ca.pem"), &pki.ca_cert_pem)?;
+        write_private(&tls_dir.join("gateway.pem"), &pki.server_cert_pem)?;
+        write_private(&tls_dir.join("gateway-key.pem"), &pki.server_key_pem)?;
+
+        let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
+        let endpoints = Endpoints {
+            app: url(&format!("https://127.0.0.1:{}/", ports.gateway_https)),
+            idp: url(&format!("http://127.0.0.1:{}/", ports.gateway_http)),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.to_string(),
+            client_secret: secrets.client_secret.clone(),
+            user: TestUser {
+                username: USERNAME.to_string(),
+                password: secrets.user_password.clone(),
+                email: EMAIL.to_string(),
+            },
+            role: ROLE.to_string(),
+            roles_claim: ROLES_CLAIM.to_string(),
+            ca_pem: Some(pki.ca_cert_pem.clone()),
+        };
+        let mut stack = Self {
+            toolchain,
+            run_dir: run_dir.to_path_buf(),
+            ports,
+            secrets,
+            config,
+            issuer,
+            endpoints,
+            probe: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .no_proxy()
+                .build()
+                .map_err(|e| EnvError::Io {
+                    what: "build the readiness-probe client for",
+                    path: run_dir.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })?,
+            envoy: None,
+            oauth2_proxy: None,
+            httpbin: None,
+            keycloak: None,
+        };
+        // Keycloak is slow to start; everything that does not depend on it starts meanwhile.
+        progress(StackEvent::Starting("keycloak"));
+        let keycloak_started = Instant::now();
+        stack.keycloak = Some(stack.spawn_keycloak()?);
+        progress(StackEvent::Starting("httpbin"));
+        stack.start_httpbin(progress).await?;
+        progress(StackEvent::Starting("envoy"));
+        stack.start_envoy(progress).await?;
+        stack.wait_keycloak().await?;
+        progress(StackEvent::Ready {
+            component: "keycloak",
+            after: keycloak_started.elapsed(),
+        });
+        progress(StackEvent::Starting("oauth2-proxy"));
+        stack.start_oauth2_proxy(progress).await?;
+        Ok(stack)
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// The Keycloak bootstrap admin's password (for `meshauth up` users).
+    pub fn admin_password(&self) -> &Secret {
+        &self.secrets.admin_password
+    }
+
+    pub fn info(&self) -> EnvironmentInfo {
+        EnvironmentInfo {
+            kind: "local".into(),
+            app_url: self.endpoints.app.to_string(),
+            idp_url: self.endpoints.idp.to_string(),
+            issuer: self.issuer.clone(),
+            profile: self.config.profile(),
+            components: self.toolchain.versions.clone(),
+            run_dir: Some(self.run_dir.display().to_string()),
+        }
+    }
+
+    /// Applies a new configuration, restarting only the components it changes. Keycloak's
+    /// realm keys are regenerated on restart, so a Keycloak change restarts its consumers too.
+    pub async fn reconfigure(&mut self, config: StackConfig) -> Result<(), EnvError> {
+        let keycloak = config.keycloak_differs(&self.config);
+        let oauth2_proxy = keycloak || config.oauth2_proxy_differs(&self.config);
+        let envoy = keycloak || config.envoy_differs(&self.config);
+        self.config = config;
+        let quiet = |_: StackEvent| {};
+        if envoy {
+            stop(&mut self.envoy);
+        }
+        if oauth2_proxy {
+            stop(&mut self.oauth2_proxy);
+        }
+        if keycloak {
+            stop(&mut self.keycloak);
+            self.keycloak = Some(self.spawn_keycloak()?);
+            self.wait_keycloak().await?;
+        }
+        if envoy {
+            self.start_envoy(&quiet).await?;
+        }
+        if oauth2_proxy {
+            self.start_oauth2_proxy(&quiet).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every component (also done on drop).
+    pub fn stop(&mut self) {
+        stop(&mut self.envoy);
+        stop(&mut self.oauth2_proxy);
+        stop(&mut self.httpbin);
+        stop(&mut self.keycloak);
+    }
+
+    /// Sum of each stack process's peak resident memory (VmHWM), in KiB, from /proc.
+    pub fn peak_resident_kib(&self) -> u64 {
+        [
+            &self.keycloak,
+            &self.httpbin,
+            &self.oauth2_proxy,
+            &self.envoy,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| group_peak_rss_kib(p.pid()))
+        .sum()
+    }
+
+    fn context(&self) -> FixtureContext<'_> {
+        let client_secret = if self.config.wrong_client_secret {
+            "not-the-client-secret"
+        } else {
+            self.secrets.client_secret.expose()
+        };
+        let tls_dir = self.run_dir.join("tls");
+        FixtureContext {
+            client_id: CLIENT_ID,
+            client_secret,
+            redirect_uri: format!(
+                "https://127.0.0.1:{}/oauth2/callback",
+                self.ports.gateway_https
+            ),
+            username: USERNAME,
+            user_password: self.secrets.user_password.expose(),
+            email: EMAIL,
+            login_theme: self.config.login_theme.name(),
+            include_role_mapper: self.config.role_mapper,
+            include_audience_mapper: self.config.audience_mapper,
+            port: self.ports.oauth2_proxy,
+            issuer_url: &self.issuer,
+            skip_provider_button: self.config.skip_provider_button,
+            forward_authorization: self.config.forward_authorization,
+            https_port: self.ports.gateway_https,
+            http_port: self.ports.gateway_http,
+            admin_port: self.ports.gateway_admin,
+            tls_cert: tls_dir.join("gateway.pem").display().to_string(),
+            tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
+            ext_authz: self.config.ext_authz,
+            request_authentication: self.config.request_authentication,
+            httpbin_port: self.ports.httpbin,
+            oauth2_proxy_port: self.ports.oauth2_proxy,
+            keycloak_port: self.ports.keycloak,
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.log"))
+    }
+
+    /// Keycloak runs from a per-run home: `bin/` and `conf/` copied, the built `lib/` (and
+    /// themes, providers) linked from the cache, and a per-run `data/` holding the realm import.
+    fn spawn_keycloak(&self) -> Result<Supervised, EnvError> {
+        let home = self.run_dir.join("keycloak");
+        let _ = std::fs::remove_dir_all(&home);
+        let dist = &self.toolchain.keycloak_home;
+        for dir in ["bin", "conf"] {
+            copy_dir(&dist.join(dir), &home.join(dir))?;
+        }
+        for dir in ["lib", "themes", "providers"] {
+            std::os::unix::fs::symlink(dist.join(dir), home.join(dir)).map_err(|source| {
+                EnvError::Io {
+                    what: "link Keycloak directory",
+                    path: home.join(dir),
+                    source,
+                }
+            })?;
+        }
+        let realm = crate::fixtures::render("keycloak/realm-test-oidc.json.j2", &self.context())?;
+        write_private(&home.join("data/import/realm-test-oidc.json"), &realm)?;
+        let launch = Launch::new("keycloak", home.join("bin/kc.sh"), self.log("keycloak"))
+            .args([
+                "start",
+                "--optimized",
+                "--import-realm",
+                "--http-enabled=true",
+                "--http-host=127.0.0.1",
+            ])
+            .arg(format!("--http-port={}", self.ports.keycloak))
+            .arg(format!(
+                "--http-management-port={}",
+                self.ports.keycloak_management
+            ))
+            // The issuer is the gateway's plain-HTTP listener, as in seed 000.
+            .arg(format!(
+                "--hostname=http://127.0.0.1:{}",
+                self.ports.gateway_http
+            ))
+            .arg("--hostname-backchannel-dynamic=false")
+            .env("JAVA_HOME", self.toolchain.java.home.display().to_string())
+            .env("KC_BOOTSTRAP_ADMIN_USERNAME", "admin")
+            .env(
+                "KC_BOOTSTRAP_ADMIN_PASSWORD",
+                self.secrets.admin_password.expose(),
+            )
+            .cwd(&home);
+        Ok(Supervised::spawn(&launch)?)
+    }
+
+    async fn wait_keycloak(&mut self) -> Result<(), EnvError> {
+        let probe = format!(
+            "http://127.0.0.1:{}/health/ready",
+            self.ports.keycloak_management
+        );
+        let process = self.keycloak.as_mut().expect("keycloak was spawned");
+        wait_ready(&self.probe, process, &probe, KEYCLOAK_READY).await?;
+        // The import file holds the client secret and the user's password: gone once imported.
+        let _ = std::fs::remove_file(
+            self.run_dir
+                .join("keycloak/data/import/realm-test-oidc.json"),
+        );
+        Ok(())
+    }
+
+    async fn start_httpbin(
+        &mut self,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        let started = Instant::now();
+        let launch = Launch::new("httpbin", &self.toolchain.httpbin, self.log("httpbin"))
+            .args(["-host", "127.0.0.1", "-port"])
+            .arg(self.ports.httpbin.to_string());
+        let mut process = Supervised::spawn(&launch)?;
+        let probe = format!("http://127.0.0.1:{}/status/200", self.ports.httpbin);
+        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
+        self.httpbin = Some(process);
+        progress(StackEvent::Ready {
+            component: "httpbin",
+            after: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    async fn start_envoy(
+        &mut self,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        let started = Instant::now();
+        let config = crate::fixtures::render("envoy/gateway.yaml.j2", &self.context())?;
+        let path = self.run_dir.join("gateway.yaml");
+        write_private(&path, &config)?;
+        let launch = Launch::new("envoy", &self.toolchain.envoy, self.log("envoy"))
+            .arg("-c")
+            .arg(path.display().to_string())
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ]);
+        let mut process = Supervised::spawn(&launch)?;
+        let probe = format!("http://127.0.0.1:{}/ready", self.ports.gateway_admin);
+        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
+        self.envoy = Some(process);
+        progress(StackEvent::Ready {
+            component: "envoy",
+            after: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    async fn start_oauth2_proxy(
+        &mut self,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        let started = Instant::now();
+        let config = crate::fixtures::render("oauth2-proxy/oauth2-proxy.cfg.j2", &self.context())?;
+        let path = self.run_dir.join("oauth2-proxy.cfg");
+        write_private(&path, &config)?;
+        let client_secret = self.context().client_secret.to_string();
+        let launch = Launch::new(
+            "oauth2-proxy",
+            &self.toolchain.oauth2_proxy,
+            self.log("oauth2-proxy"),
+        )
+        .arg(format!("--config={}", path.display()))
+        .env("OAUTH2_PROXY_CLIENT_SECRET", client_secret)
+        .env(
+            "OAUTH2_PROXY_COOKIE_SECRET",
+            self.secrets.cookie_secret.expose(),
+        );
+        let mut process = Supervised::spawn(&launch)?;
+        let probe = format!("http://127.0.0.1:{}/ping", self.ports.oauth2_proxy);
+        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
+        self.oauth2_proxy = Some(process);
+        progress(StackEvent::Ready {
+            component: "oauth2-proxy",
+            after: started.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn stop(process: &mut Option<Supervised>) {
+    if let Some(mut p) = process.take() {
+        p.stop(Duration::from_secs(10));
+    }
+}
+
+fn url(text: &str) -> Url {
+    Url::parse(text).expect("loopback URLs built from ports are valid")
+}
+
+/// Polls `probe` until it answers 2xx, failing early (with the log tail) if the process exits.
+async fn wait_ready(
+    client: &reqwest::Client,
+    process: &mut Supervised,
+    probe: &str,
+    timeout: Duration,
+) -> Result<(), ComponentError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(ComponentError::Exited {
+                component: process.name(),
+                status: status.to_string(),
+                log: process.log_path().display().to_string(),
+                tail: process.log_tail(25),
+            });
+        }
+        if let Ok(response) = client.get(probe).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ComponentError::NotReady {
+                component: process.name(),
+                seconds: timeout.as_secs(),
+                probe: probe.to_string(),
+                log: process.log_path().display().to_string(),
+                tail: process.log_tail(25),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes a file readable only by the user: rendered configs can hold secrets.
+fn write_private(path: &Path, contents: &str) -> Result<(), EnvError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| EnvError::Io {
+        what: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), EnvError> {
+    let io = |source| EnvError::Io {
+        what: "copy Keycloak files into",
+        path: to.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(to).map_err(io)?;
+    for entry in std::fs::read_dir(from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(io)?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn random_alphanumeric(len: usize) -> String {
+    use rand::Rng as _;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Peak resident memory of a process group's members (the group leader's pid is the group id).
+fn group_peak_rss_kib(pgid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .map(|s| (pid, s))
+        })
+        .filter(|(_, stat)| {
+            // Fields after the parenthesised command: state ppid pgrp ...
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|g| g.parse::<u32>().ok())
+                == Some(pgid)
+        })
+        .filter_map(|(pid, _)| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}

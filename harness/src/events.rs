@@ -1,0 +1,105 @@
+//! The runner's event stream. The engine emits these; reporters (terminal, JSON, JUnit, HTML)
+//! consume them and never call back into the engine.
+
+use serde::Serialize;
+
+use crate::browser::Hop;
+use crate::check::CheckResult;
+use crate::components::ComponentVersion;
+use crate::oidc::DecodedJwt;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted {
+        run_id: String,
+        started_at: String,
+        environment: EnvironmentInfo,
+        selected: usize,
+    },
+    ScenarioStarted {
+        suite: String,
+        scenario: String,
+        title: String,
+        file: String,
+    },
+    StepFinished {
+        suite: String,
+        scenario: String,
+        step: StepReport,
+    },
+    ScenarioFinished {
+        suite: String,
+        scenario: String,
+        verdict: Verdict,
+        duration_ms: u64,
+        /// One line per failed check or error, for summaries.
+        failures: Vec<String>,
+    },
+    RunFinished {
+        summary: RunSummary,
+    },
+}
+
+/// What the run ran against.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EnvironmentInfo {
+    pub kind: String,
+    pub app_url: String,
+    pub idp_url: String,
+    pub issuer: String,
+    /// The policy profile the gateway was configured with, in words.
+    pub profile: Vec<String>,
+    pub components: Vec<ComponentVersion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// 1-based position in the scenario.
+    pub index: usize,
+    pub op: &'static str,
+    /// The step as written, variables expanded, secrets redacted.
+    pub summary: String,
+    pub passed: bool,
+    pub duration_ms: u64,
+    pub hops: Vec<Hop>,
+    pub checks: Vec<CheckResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<DecodedJwt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub duration_ms: u64,
+}
+
+impl RunSummary {
+    pub fn all_passed(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+/// Anything that consumes events.
+pub trait EventSink {
+    fn emit(&mut self, event: RunEvent);
+}
+
+impl<F: FnMut(RunEvent)> EventSink for F {
+    fn emit(&mut self, event: RunEvent) {
+        self(event)
+    }
+}

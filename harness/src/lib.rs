@@ -1,0 +1,22 @@
+//! meshauth: end-to-end conformance and load testing of single sign-on at a service-mesh
+//! gateway (Istio ingress gateway + `AuthorizationPolicy` CUSTOM → oauth2-proxy → OIDC IdP).
+//!
+//! Data flows one way: scenario files → [`scenario::Catalog`]; fixtures → component configs →
+//! an environment's [`env::Endpoints`]; [`engine::Engine`] runs operations and emits
+//! [`events::RunEvent`]s; [`report`] reporters consume them.
+
+pub mod browser;
+pub mod check;
+pub mod components;
+pub mod engine;
+pub mod env;
+pub mod events;
+pub mod fixtures;
+pub mod oidc;
+pub mod redact;
+pub mod report;
+pub mod scenario;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}

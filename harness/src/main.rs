@@ -1,0 +1,377 @@
+//! The `meshauth` command: parses arguments, calls the library, maps outcomes to exit codes
+//! (0 all passed, 1 a scenario failed, 2 usage or environment error).
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use meshauth::components::{self, CacheDir, InstallEvent, Toolchain};
+use meshauth::engine::Engine;
+use meshauth::env::existing::ExistingEnvironment;
+use meshauth::env::local::LoginTheme;
+use meshauth::env::{LocalStack, StackConfig, StackEvent};
+use meshauth::events::EnvironmentInfo;
+use meshauth::redact::Redactor;
+use meshauth::report::Reporters;
+use meshauth::report::terminal::TerminalReporter;
+use meshauth::scenario::{Catalog, qualified_name};
+
+#[derive(Parser)]
+#[command(
+    name = "meshauth",
+    version,
+    about = "Conformance and load testing of SSO at a service-mesh gateway"
+)]
+#[command(
+    after_help = "Exit codes: 0 every scenario passed, 1 a scenario failed, 2 usage or environment error.\n\
+Colour is off when NO_COLOR is set or output is not a terminal."
+)]
+struct Cli {
+    /// Show every step, hop and check, not only failures.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the scenario catalog.
+    List(CatalogArgs),
+    /// Install (or verify the cache of) every component of the local environment.
+    Install,
+    /// Start the local stack, print its URLs and test user, and keep it up until Ctrl-C.
+    Up(StackArgs),
+    /// Run the catalog (or the scenarios matching FILTER) and print a verdict per scenario.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct CatalogArgs {
+    /// A directory of scenario files instead of the built-in catalog.
+    #[arg(long, value_name = "DIR")]
+    catalog: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnvKind {
+    /// Real components as processes on loopback (needs no Docker).
+    Local,
+    /// A deployment described by --env-file.
+    Existing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Theme {
+    V2,
+    Legacy,
+}
+
+#[derive(clap::Args)]
+struct StackArgs {
+    /// oauth2-proxy redirects straight to the IdP instead of showing its sign-in page.
+    #[arg(long)]
+    skip_provider_button: bool,
+    /// Keycloak's login theme.
+    #[arg(long, value_enum, default_value = "v2")]
+    login_theme: Theme,
+    /// Where run directories (logs, rendered configs) go.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "meshauth-runs",
+        env = "MESHAUTH_RUNS_DIR"
+    )]
+    runs_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Run only scenarios whose `suite::id` contains one of these.
+    filter: Vec<String>,
+    #[arg(long = "env", value_enum, default_value = "local")]
+    env_kind: EnvKind,
+    /// The YAML file describing an existing deployment (with --env existing).
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        owo_colors::set_override(false);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List(args) => list(&args),
+        Command::Install => {
+            install()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(args) => up(&args).await,
+        Command::Run(args) => run(&args, cli.verbose).await,
+    }
+}
+
+fn load_catalog(args: &CatalogArgs) -> Result<Catalog> {
+    match &args.catalog {
+        Some(dir) => Ok(Catalog::load_dir(dir)?),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+fn list(args: &CatalogArgs) -> Result<ExitCode> {
+    let catalog = load_catalog(args)?;
+    for suite in &catalog.suites {
+        let seeds = if suite.seeds.is_empty() {
+            String::new()
+        } else {
+            format!(" [seeds: {}]", suite.seeds.join(", "))
+        };
+        println!("{} — {}{seeds}", suite.suite, suite.description.trim());
+        for scenario in &suite.scenarios {
+            println!(
+                "  {:<52} {}",
+                qualified_name(suite, scenario),
+                scenario.title
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A spinner on a terminal, plain lines otherwise (CI logs).
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn say(&self, message: String) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn done(&self, message: String) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("✓ {message}")),
+            None => eprintln!("✓ {message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn install() -> Result<Toolchain> {
+    let progress = Progress::new();
+    let started = Instant::now();
+    let cache = CacheDir::from_env()?;
+    progress.say(format!("checking components in {}", cache.path().display()));
+    let observe = |event: InstallEvent| match event {
+        InstallEvent::Started { component, action } => {
+            progress.say(format!("{component}: {action}"))
+        }
+        InstallEvent::Finished { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
+    };
+    let toolchain = components::ensure_installed(&cache, &observe);
+    progress.finish();
+    let toolchain = toolchain.context("installing the local environment's components")?;
+    eprintln!(
+        "components ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(toolchain)
+}
+
+fn stack_config(args: &StackArgs) -> StackConfig {
+    StackConfig {
+        skip_provider_button: args.skip_provider_button,
+        login_theme: match args.login_theme {
+            Theme::V2 => LoginTheme::KeycloakV2,
+            Theme::Legacy => LoginTheme::Legacy,
+        },
+        ..StackConfig::default()
+    }
+}
+
+/// A fresh run directory under `runs_dir`, with `latest` pointing at it.
+fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
+        .unwrap_or_else(|_| "run".into());
+    let run_id = format!("{stamp}-{:04x}", rand::random::<u16>());
+    let dir = runs_dir.join(&run_id);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating run directory {}", dir.display()))?;
+    let latest = runs_dir.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&run_id, &latest);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    Ok((run_id, dir))
+}
+
+async fn start_local(args: &StackArgs, redactor: &Redactor) -> Result<(String, LocalStack)> {
+    let toolchain = install()?;
+    let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
+    let progress = Progress::new();
+    let started = Instant::now();
+    let observe = |event: StackEvent| match event {
+        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Ready { component, after } => progress.done(format!(
+            "{component} ready after {:.1}s",
+            after.as_secs_f64()
+        )),
+    };
+    let stack =
+        LocalStack::start(toolchain, &run_dir, stack_config(args), redactor, &observe).await;
+    progress.finish();
+    let stack = stack
+        .with_context(|| format!("starting the local stack (logs in {})", run_dir.display()))?;
+    eprintln!(
+        "stack ready in {:.1}s (run directory {})",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok((run_id, stack))
+}
+
+async fn up(args: &StackArgs) -> Result<ExitCode> {
+    let redactor = Redactor::new();
+    let (_, mut stack) = start_local(args, &redactor).await?;
+    let endpoints = stack.endpoints();
+    let run_dir = stack.run_dir().display().to_string();
+    println!("app (HTTPS, SSO required):   {}headers", endpoints.app);
+    println!("Keycloak (plain HTTP, open): {}", endpoints.idp);
+    println!("issuer:                      {}", endpoints.issuer);
+    println!("CA certificate:              {run_dir}/tls/ca.pem");
+    println!(
+        "test user:                   {} / {}",
+        endpoints.user.username,
+        endpoints.user.password.expose()
+    );
+    println!(
+        "Keycloak admin:              admin / {}",
+        stack.admin_password().expose()
+    );
+    println!("logs:                        {run_dir}/*.log");
+    println!("press Ctrl-C to stop");
+    // The credentials above are printed on purpose, once, for the person at the terminal.
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("stopping the stack");
+    stack.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
+    let catalog = load_catalog(&args.catalog)?;
+    let selection = catalog.select(&args.filter);
+    if selection.is_empty() {
+        bail!(
+            "no scenario matches {:?}; `meshauth list` shows the catalog",
+            args.filter
+        );
+    }
+    let redactor = Redactor::new();
+    let mut stack = None;
+    let (run_id, endpoints, info): (String, _, EnvironmentInfo) = match args.env_kind {
+        EnvKind::Local => {
+            if args.env_file.is_some() {
+                bail!("--env-file is only used with --env existing");
+            }
+            let (run_id, local) = start_local(&args.stack, &redactor).await?;
+            let endpoints = local.endpoints().clone();
+            let info = local.info();
+            stack = Some(local);
+            (run_id, endpoints, info)
+        }
+        EnvKind::Existing => {
+            let Some(file) = &args.env_file else {
+                bail!(
+                    "--env existing needs --env-file FILE describing the deployment (see docs/existing-environment.md)"
+                );
+            };
+            let existing = ExistingEnvironment::load(file)?;
+            let run_id = new_run_dir(&args.stack.runs_dir)?.0;
+            (run_id, existing.endpoints().clone(), existing.info())
+        }
+    };
+    let engine = Engine::new(endpoints, redactor)?;
+    let mut reporters = Reporters::new();
+    reporters.add(Box::new(TerminalReporter::new(std::io::stdout(), verbose)));
+    let summary = engine.run(&run_id, info, &selection, &mut reporters).await;
+    for error in reporters.finish() {
+        eprintln!("warning: {error}");
+    }
+    if let Some(stack) = &stack {
+        eprintln!(
+            "stack peak memory: {} MiB",
+            stack.peak_resident_kib() / 1024
+        );
+    }
+    drop(stack);
+    Ok(if summary.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,348 @@
+//! OIDC verification: discovery, JWKS, signature and claim checks. Every check returns a
+//! [`CheckResult`] naming the claim, the expectation and the actual value, so a failing check
+//! explains itself.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::check::CheckResult;
+use crate::redact::SIGNATURE_REDACTED;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("fetching {what} from {url} failed: {detail}")]
+    Fetch {
+        what: &'static str,
+        url: String,
+        detail: String,
+    },
+    #[error("the discovery document at {url} names issuer {actual:?}, expected {expected:?}")]
+    IssuerMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("not a JWT: {0}")]
+    Malformed(String),
+}
+
+/// The parts of the OpenID Provider metadata the harness uses.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    pub jwks_uri: Url,
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    what: &'static str,
+    url: &str,
+) -> Result<T, OidcError> {
+    let fail = |detail: String| OidcError::Fetch {
+        what,
+        url: url.to_string(),
+        detail,
+    };
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    response.json().await.map_err(|e| fail(e.to_string()))
+}
+
+/// Fetches `{issuer}/.well-known/openid-configuration` and checks that it names the same issuer.
+pub async fn discover(client: &reqwest::Client, issuer: &str) -> Result<Discovery, OidcError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let discovery: Discovery = get_json(client, "the discovery document", &url).await?;
+    if discovery.issuer != issuer {
+        return Err(OidcError::IssuerMismatch {
+            url,
+            expected: issuer.to_string(),
+            actual: discovery.issuer,
+        });
+    }
+    Ok(discovery)
+}
+
+pub async fn fetch_jwks(
+    client: &reqwest::Client,
+    discovery: &Discovery,
+) -> Result<JwkSet, OidcError> {
+    get_json(client, "the JWKS", discovery.jwks_uri.as_str()).await
+}
+
+/// A JWT's header and claims as shown in reports; the signature is never kept.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecodedJwt {
+    pub header: Value,
+    pub claims: Map<String, Value>,
+    pub signature: &'static str,
+}
+
+fn decode_segment(segment: &str) -> Result<Value, OidcError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|e| OidcError::Malformed(format!("segment is not base64url: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| OidcError::Malformed(format!("segment is not JSON: {e}")))
+}
+
+/// Decodes header and claims without verifying anything: for display and for claim checks
+/// that run next to [`verify_signature`].
+pub fn decode_unverified(token: &str) -> Result<DecodedJwt, OidcError> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, _signature] = parts.as_slice() else {
+        return Err(OidcError::Malformed(format!(
+            "expected 3 dot-separated segments, found {}",
+            parts.len()
+        )));
+    };
+    let header = decode_segment(header)?;
+    let Value::Object(claims) = decode_segment(claims)? else {
+        return Err(OidcError::Malformed(
+            "the claims segment is not a JSON object".into(),
+        ));
+    };
+    Ok(DecodedJwt {
+        header,
+        claims,
+        signature: SIGNATURE_REDACTED,
+    })
+}
+
+/// Verifies the signature against the key in `jwks` named by the token's `kid`.
+pub fn verify_signature(token: &str, jwks: &JwkSet) -> CheckResult {
+    let fail = |actual: String| {
+        CheckResult::new(
+            "signature",
+            false,
+            "valid signature by a key in the issuer's JWKS",
+            actual,
+        )
+    };
+    let header = match jsonwebtoken::decode_header(token) {
+        Ok(header) => header,
+        Err(e) => return fail(format!("unreadable header: {e}")),
+    };
+    let Some(kid) = header.kid.as_deref() else {
+        return fail("token header has no kid".into());
+    };
+    let Some(jwk) = jwks.find(kid) else {
+        let known: Vec<&str> = jwks
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.as_deref())
+            .collect();
+        return fail(format!("kid {kid:?} not in the JWKS (keys: {known:?})"));
+    };
+    let key = match DecodingKey::from_jwk(jwk) {
+        Ok(key) => key,
+        Err(e) => return fail(format!("JWKS key {kid:?} unusable: {e}")),
+    };
+    // Claims are checked separately with explicit expected/actual values.
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+        Ok(_) => CheckResult::new(
+            "signature",
+            true,
+            "valid signature by a key in the issuer's JWKS",
+            format!("valid {:?} signature, kid {kid}", header.alg),
+        ),
+        Err(e) => fail(format!("{:?} signature invalid: {e}", header.alg)),
+    }
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `exp` is in the future and `iat` not in the future, both within `skew_seconds`.
+pub fn check_lifetime(
+    claims: &Map<String, Value>,
+    now: i64,
+    skew_seconds: i64,
+) -> Vec<CheckResult> {
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    let iat = claims.get("iat").and_then(Value::as_i64);
+    vec![
+        match exp {
+            Some(exp) => CheckResult::new(
+                "exp",
+                exp + skew_seconds > now,
+                format!("after now ({now}) minus {skew_seconds}s skew"),
+                format!("{exp} ({:+}s from now)", exp - now),
+            ),
+            None => CheckResult::new("exp", false, "a numeric exp claim", "missing"),
+        },
+        match iat {
+            Some(iat) => CheckResult::new(
+                "iat",
+                iat - skew_seconds <= now,
+                format!("not after now ({now}) plus {skew_seconds}s skew"),
+                format!("{iat} ({:+}s from now)", iat - now),
+            ),
+            None => CheckResult::new("iat", false, "a numeric iat claim", "missing"),
+        },
+    ]
+}
+
+/// What a claim must look like.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClaimExpectation {
+    /// The claim equals this value exactly.
+    Equals(Value),
+    /// A string claim equal to this, or an array claim containing it.
+    Contains(Value),
+    /// The claim is present (any value).
+    Present(bool),
+}
+
+impl ClaimExpectation {
+    pub fn map_strings(&self, f: &impl Fn(&str) -> String) -> Self {
+        let map = |v: &Value| match v {
+            Value::String(s) => Value::String(f(s)),
+            other => other.clone(),
+        };
+        match self {
+            Self::Equals(v) => Self::Equals(map(v)),
+            Self::Contains(v) => Self::Contains(map(v)),
+            Self::Present(p) => Self::Present(*p),
+        }
+    }
+}
+
+fn show(value: Option<&Value>) -> String {
+    value.map_or_else(|| "missing".to_string(), Value::to_string)
+}
+
+/// Checks one claim. A claim path may use dots for nested objects (`realm_access.roles`).
+pub fn check_claim(
+    claims: &Map<String, Value>,
+    name: &str,
+    expectation: &ClaimExpectation,
+) -> CheckResult {
+    let actual = lookup(claims, name);
+    let (passed, expected) = match expectation {
+        ClaimExpectation::Equals(want) => (actual == Some(want), format!("equal to {want}")),
+        ClaimExpectation::Contains(want) => {
+            let passed = match actual {
+                Some(Value::Array(items)) => items.contains(want),
+                Some(single) => single == want,
+                None => false,
+            };
+            (passed, format!("containing {want}"))
+        }
+        ClaimExpectation::Present(true) => (actual.is_some(), "present".to_string()),
+        ClaimExpectation::Present(false) => (actual.is_none(), "absent".to_string()),
+    };
+    CheckResult::new(format!("claim {name}"), passed, expected, show(actual))
+}
+
+fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(direct) = claims.get(path) {
+        return Some(direct);
+    }
+    let mut parts = path.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims() -> Map<String, Value> {
+        json!({
+            "iss": "http://127.0.0.1:1/realms/Test-oidc",
+            "aud": ["oauth2proxy", "account"],
+            "azp": "oauth2proxy",
+            "realm_roles": ["sso-user"],
+            "realm_access": {"roles": ["sso-user", "offline_access"]},
+            "exp": 1_000_300, "iat": 1_000_000
+        })
+        .as_object()
+        .cloned()
+        .unwrap()
+    }
+
+    #[test]
+    fn claim_checks_pass_and_fail_with_expected_and_actual() {
+        let c = claims();
+        assert!(check_claim(&c, "aud", &ClaimExpectation::Contains(json!("oauth2proxy"))).passed);
+        assert!(check_claim(&c, "azp", &ClaimExpectation::Equals(json!("oauth2proxy"))).passed);
+        assert!(
+            check_claim(
+                &c,
+                "realm_access.roles",
+                &ClaimExpectation::Contains(json!("sso-user"))
+            )
+            .passed
+        );
+        let missing = check_claim(
+            &c,
+            "email",
+            &ClaimExpectation::Equals(json!("alice@example.test")),
+        );
+        assert!(!missing.passed);
+        assert_eq!(
+            missing.to_string(),
+            "claim email: expected equal to \"alice@example.test\", actual missing"
+        );
+        let wrong = check_claim(
+            &c,
+            "realm_roles",
+            &ClaimExpectation::Contains(json!("admin")),
+        );
+        assert!(!wrong.passed);
+        assert_eq!(wrong.actual, "[\"sso-user\"]");
+        assert!(!check_claim(&c, "azp", &ClaimExpectation::Present(false)).passed);
+    }
+
+    #[test]
+    fn lifetime_checks_use_skew() {
+        let c = claims();
+        assert!(check_lifetime(&c, 1_000_100, 30).iter().all(|r| r.passed));
+        let expired = check_lifetime(&c, 1_000_400, 30);
+        assert!(!expired[0].passed, "{expired:?}");
+        let future_iat = check_lifetime(&c, 999_900, 30);
+        assert!(!future_iat[1].passed, "{future_iat:?}");
+        let none = check_lifetime(&Map::new(), 0, 30);
+        assert!(none.iter().all(|r| !r.passed && r.actual == "missing"));
+    }
+
+    #[test]
+    fn malformed_tokens_are_errors_not_panics() {
+        assert!(decode_unverified("not-a-jwt").is_err());
+        assert!(decode_unverified("a.b.c").is_err());
+        let jwks = JwkSet { keys: vec![] };
+        assert!(!verify_signature("x.y.z", &jwks).passed);
+    }
+}

@@ -1,0 +1,365 @@
+//! The catalog's schema. A scenario is data: a list of operations (a tagged enum, `op: ...`)
+//! with expected outcomes, run by the engine. Unknown fields are rejected and errors name the
+//! file and line.
+
+mod vars;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::oidc::ClaimExpectation;
+
+pub use vars::{VARIABLES, Variables, check_variables};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: scenario {scenario:?}, step {step}: {message}")]
+    Invalid {
+        file: String,
+        scenario: String,
+        step: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Catalog { file: String, message: String },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One file of the catalog: a suite of scenarios, usually one reference deployment.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    pub suite: String,
+    pub description: String,
+    /// The write-ups (in `shared/seeds/`) this suite reproduces.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    pub scenarios: Vec<Scenario>,
+    #[serde(skip)]
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub steps: Vec<Step>,
+}
+
+/// One operation. Strings may use `${variable}` (see [`VARIABLES`]).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// GET a URL as a browser does, following and recording every redirect.
+    Open { url: String },
+    /// Sign in from the current page: press oauth2-proxy's provider button if it is shown,
+    /// fill and post the IdP's login form, follow the redirects back to the app.
+    SignIn {
+        #[serde(default)]
+        credentials: Credentials,
+    },
+    /// One request that does not follow redirects.
+    Request {
+        url: String,
+        #[serde(default)]
+        bearer: Option<Bearer>,
+    },
+    /// A direct-access (password) grant at the IdP's token endpoint.
+    TokenGrant {
+        #[serde(default)]
+        credentials: Credentials,
+    },
+    /// Checks on the last response.
+    Expect(Box<ResponseExpectation>),
+    /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
+    ExpectJwt {
+        token: TokenSource,
+        #[serde(default)]
+        claims: BTreeMap<String, ClaimExpectation>,
+    },
+}
+
+impl Step {
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Step::Open { .. } => "open",
+            Step::SignIn { .. } => "sign_in",
+            Step::Request { .. } => "request",
+            Step::TokenGrant { .. } => "token_grant",
+            Step::Expect(_) => "expect",
+            Step::ExpectJwt { .. } => "expect_jwt",
+        }
+    }
+
+    /// Every string in the step that may hold `${variables}`.
+    fn templated_strings(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        match self {
+            Step::Open { url } | Step::Request { url, .. } => out.push(url.as_str()),
+            Step::Expect(e) => {
+                out.extend(e.url_starts_with.as_deref());
+                out.extend(e.location_starts_with.as_deref());
+                out.extend(e.body_contains.iter().map(String::as_str));
+            }
+            Step::ExpectJwt { claims, .. } => {
+                out.extend(claims.keys().map(String::as_str));
+                for expectation in claims.values() {
+                    if let ClaimExpectation::Equals(serde_json::Value::String(s))
+                    | ClaimExpectation::Contains(serde_json::Value::String(s)) = expectation
+                    {
+                        out.push(s.as_str());
+                    }
+                }
+            }
+            Step::SignIn { .. } | Step::TokenGrant { .. } => {}
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    /// The environment's test user with the right password.
+    #[default]
+    TestUser,
+    /// The test user with a password that is certainly wrong.
+    WrongPassword,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Bearer {
+    /// The access token of the last `token_grant`.
+    Granted,
+    /// A syntactically valid JWT with a forged signature.
+    Forged,
+    /// Not a JWT at all.
+    Garbage,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The bearer token the app received, as httpbin echoed it on the last page.
+    Forwarded,
+    /// The access token of the last `token_grant`.
+    Granted,
+}
+
+/// Expected properties of the last response. Absent fields are not checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseExpectation {
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The final URL (after redirects) starts with this.
+    #[serde(default)]
+    pub url_starts_with: Option<String>,
+    /// The response is a redirect whose Location starts with this.
+    #[serde(default)]
+    pub location_starts_with: Option<String>,
+    #[serde(default)]
+    pub body_contains: Vec<String>,
+    /// The IdP's login page shows an error containing this text.
+    #[serde(default)]
+    pub login_error: Option<String>,
+    /// The page is the IdP's login form.
+    #[serde(default)]
+    pub login_form: Option<bool>,
+    /// The page asks the user to sign in (oauth2-proxy's sign-in page or the IdP's login
+    /// form) instead of showing the app.
+    #[serde(default)]
+    pub sign_in_page: Option<bool>,
+    /// Cookies the browser holds for the app.
+    #[serde(default)]
+    pub app_cookies: Vec<String>,
+    #[serde(default)]
+    pub no_app_cookies: Vec<String>,
+    /// Request headers the app (httpbin) echoed back as received.
+    #[serde(default)]
+    pub app_received_headers: Vec<String>,
+    #[serde(default)]
+    pub app_did_not_receive_headers: Vec<String>,
+}
+
+/// The whole catalog, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub suites: Vec<Suite>,
+}
+
+/// A scenario's stable name: `suite::id`, as used in test names and filters.
+pub fn qualified_name(suite: &Suite, scenario: &Scenario) -> String {
+    format!("{}::{}", suite.suite, scenario.id)
+}
+
+impl Catalog {
+    /// Parses and validates one suite file's text.
+    pub fn parse_suite(file: &str, text: &str) -> Result<Suite, ScenarioError> {
+        let mut suite: Suite = serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        suite.file = file.to_string();
+        validate_suite(&suite)?;
+        Ok(suite)
+    }
+
+    /// Builds a catalog from `(file name, text)` pairs.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ScenarioError> {
+        let mut suites = Vec::new();
+        for (file, text) in sources {
+            suites.push(Self::parse_suite(file, text)?);
+        }
+        let catalog = Self { suites };
+        catalog.check_unique_names()?;
+        Ok(catalog)
+    }
+
+    /// Loads every `*.yaml` file in `dir`, sorted by name.
+    pub fn load_dir(dir: &Path) -> Result<Self, ScenarioError> {
+        let io = |source| ScenarioError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            sources.push((path.display().to_string(), text));
+        }
+        if sources.is_empty() {
+            return Err(ScenarioError::Catalog {
+                file: dir.display().to_string(),
+                message: "no *.yaml scenario files in this directory".into(),
+            });
+        }
+        Self::from_sources(sources.iter().map(|(f, t)| (f.as_str(), t.as_str())))
+    }
+
+    /// The catalog compiled into the binary (the repository's `scenarios/`).
+    pub fn builtin() -> Self {
+        Self::from_sources(crate::embedded::SCENARIOS.iter().copied())
+            .expect("the built-in catalog is validated by the test suite")
+    }
+
+    fn check_unique_names(&self) -> Result<(), ScenarioError> {
+        let mut seen = std::collections::BTreeMap::new();
+        for suite in &self.suites {
+            for scenario in &suite.scenarios {
+                let name = qualified_name(suite, scenario);
+                if let Some(other) = seen.insert(name.clone(), suite.file.clone()) {
+                    return Err(ScenarioError::Catalog {
+                        file: suite.file.clone(),
+                        message: format!("scenario {name} is also defined in {other}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scenarios whose qualified name contains any of `filters` (all when empty).
+    pub fn select<'a>(&'a self, filters: &[String]) -> Vec<(&'a Suite, &'a Scenario)> {
+        self.suites
+            .iter()
+            .flat_map(|suite| suite.scenarios.iter().map(move |s| (suite, s)))
+            .filter(|(suite, s)| {
+                let name = qualified_name(suite, s);
+                filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+            })
+            .collect()
+    }
+}
+
+fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
+    let catalog_error = |message: String| ScenarioError::Catalog {
+        file: suite.file.clone(),
+        message,
+    };
+    if !is_identifier(&suite.suite) {
+        return Err(catalog_error(format!(
+            "suite name {:?} must be lower_snake_case (it becomes part of test names)",
+            suite.suite
+        )));
+    }
+    if suite.scenarios.is_empty() {
+        return Err(catalog_error("a suite needs at least one scenario".into()));
+    }
+    for scenario in &suite.scenarios {
+        if !is_identifier(&scenario.id) {
+            return Err(catalog_error(format!(
+                "scenario id {:?} must be lower_snake_case (it becomes a test name)",
+                scenario.id
+            )));
+        }
+        if scenario.steps.is_empty() {
+            return Err(catalog_error(format!(
+                "scenario {} has no steps",
+                scenario.id
+            )));
+        }
+        let mut has_check = false;
+        for (index, step) in scenario.steps.iter().enumerate() {
+            let invalid = |message: String| ScenarioError::Invalid {
+                file: suite.file.clone(),
+                scenario: scenario.id.clone(),
+                step: index + 1,
+                message,
+            };
+            for text in step.templated_strings() {
+                check_variables(text).map_err(invalid)?;
+            }
+            if let Step::Expect(expectation) = step {
+                if **expectation == ResponseExpectation::default() {
+                    return Err(invalid(
+                        "an expect step must check at least one thing".into(),
+                    ));
+                }
+                has_check = true;
+            }
+            if let Step::ExpectJwt { .. } = step {
+                has_check = true;
+            }
+        }
+        if !has_check {
+            return Err(catalog_error(format!(
+                "scenario {} checks nothing: add an expect or expect_jwt step",
+                scenario.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
