@@ -14,7 +14,9 @@ use url::Url;
 
 use crate::redact::Redactor;
 
-pub use form::{FormError, HtmlForm, find_login_error, find_login_form, find_provider_button};
+pub use form::{
+    FormError, HtmlForm, LoginForm, find_login_error, find_login_form, find_provider_button,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrowserError {

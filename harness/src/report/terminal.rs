@@ -17,6 +17,10 @@ impl<W: Write> TerminalReporter<W> {
     pub fn new(out: W, verbose: bool) -> Self {
         Self { out, verbose }
     }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 fn io(source: std::io::Error) -> ReportError {

@@ -1,0 +1,90 @@
+//! Shared set-up for the integration tests: install the components (cached), start one real
+//! local stack, and render a scenario's events into text for failure messages.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use meshauth::components::{self, CacheDir, InstallEvent};
+use meshauth::env::{LocalStack, StackConfig, StackEvent};
+use meshauth::events::{EventSink, RunEvent};
+use meshauth::redact::Redactor;
+use meshauth::report::Reporter;
+use meshauth::report::terminal::TerminalReporter;
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A run directory under Cargo's per-target temporary directory.
+pub fn run_dir(test: &str) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("runs/{test}-{stamp}"))
+}
+
+/// Installs what is missing and starts the stack, logging progress to stderr.
+pub fn start_stack(
+    runtime: &tokio::runtime::Runtime,
+    test: &str,
+    config: StackConfig,
+    redactor: &Redactor,
+) -> Result<LocalStack, String> {
+    let started = Instant::now();
+    let cache = CacheDir::from_env().map_err(|e| e.to_string())?;
+    let observe = |event: InstallEvent| match event {
+        InstallEvent::Started { component, action } => eprintln!("[{test}] {component}: {action}"),
+        InstallEvent::Finished { component, detail } => eprintln!("[{test}] {component}: {detail}"),
+    };
+    let toolchain = components::ensure_installed(&cache, &observe).map_err(|e| e.to_string())?;
+    let dir = run_dir(test);
+    let progress = |event: StackEvent| {
+        if let StackEvent::Ready { component, after } = event {
+            eprintln!(
+                "[{test}] {component} ready after {:.1}s",
+                after.as_secs_f64()
+            );
+        }
+    };
+    let stack = runtime
+        .block_on(LocalStack::start(
+            toolchain, &dir, config, redactor, &progress,
+        ))
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "[{test}] stack up in {:.1}s, run directory {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok(stack)
+}
+
+/// Collects a scenario's events as the terminal reporter would print them (failing steps
+/// with their hops and checks), for a test's failure message.
+pub struct Transcript {
+    reporter: TerminalReporter<Vec<u8>>,
+}
+
+impl Transcript {
+    pub fn new() -> Self {
+        Self {
+            reporter: TerminalReporter::new(Vec::new(), false),
+        }
+    }
+
+    pub fn text(self) -> String {
+        String::from_utf8_lossy(&self.reporter.into_inner()).into_owned()
+    }
+}
+
+impl EventSink for Transcript {
+    fn emit(&mut self, event: RunEvent) {
+        let _ = self.reporter.on_event(&event);
+    }
+}
