@@ -1,1 +1,206 @@
-fn main() {}
+//! Proof that the checks can fail: the stack is broken on purpose, one way at a time, and the
+//! scenario that guards against that breakage must go red with a message naming the cause.
+//! Variants (other themes, no sign-in page) must stay green. One stack, reconfigured in turn;
+//! only the components a change affects are restarted.
+
+mod common;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use meshauth::engine::Engine;
+use meshauth::env::local::LoginTheme;
+use meshauth::env::{LocalStack, StackConfig};
+use meshauth::events::Verdict;
+use meshauth::redact::Redactor;
+use meshauth::scenario::{Catalog, Scenario, Suite, qualified_name};
+
+/// What a case expects of its scenario.
+enum Expect {
+    /// Red, with a failure line containing this text.
+    FailsWith(&'static str),
+    Passes,
+}
+
+struct Case {
+    name: &'static str,
+    /// How the stack differs from the default.
+    breakage: fn(&mut StackConfig),
+    scenario: &'static str,
+    expect: Expect,
+}
+
+/// Ordered so that cases sharing a configuration are adjacent (fewer restarts).
+const CASES: &[Case] = &[
+    Case {
+        name: "oauth2_proxy_not_forwarding_authorization",
+        breakage: |c| c.forward_authorization = false,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::FailsWith("app received Authorization: expected Authorization among the headers"),
+    },
+    Case {
+        name: "ext_authz_off_lets_anonymous_users_in",
+        breakage: |c| c.ext_authz = false,
+        scenario: "seed000_browser_sso::no_session_is_sent_to_sign_in",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
+        name: "ext_authz_off_exposes_the_app_beside_the_open_idp",
+        breakage: |c| c.ext_authz = false,
+        scenario: "seed000_browser_sso::idp_open_on_plain_port_app_protected",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
+        name: "request_authentication_off_lets_forged_tokens_through",
+        breakage: |c| c.request_authentication = false,
+        scenario: "seed003_origin_auth::forged_bearer_is_rejected",
+        expect: Expect::FailsWith("status: expected 401"),
+    },
+    Case {
+        name: "wrong_client_secret_fails_the_callback",
+        breakage: |c| c.wrong_client_secret = true,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::FailsWith("status: expected 200, actual 500 at https://127.0.0.1:"),
+    },
+    Case {
+        name: "role_mapper_removed_drops_the_roles_claim",
+        breakage: |c| c.role_mapper = false,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::FailsWith("claim realm_roles: expected containing \"sso-user\", actual missing"),
+    },
+    Case {
+        name: "role_mapper_removed_drops_the_roles_claim_from_granted_tokens",
+        breakage: |c| c.role_mapper = false,
+        scenario: "seed003_origin_auth::direct_grant_bearer",
+        expect: Expect::FailsWith("claim realm_roles: expected containing \"sso-user\", actual missing"),
+    },
+    Case {
+        name: "audience_mapper_removed_fails_the_callback",
+        breakage: |c| c.audience_mapper = false,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::FailsWith("status: expected 200, actual 500 at https://127.0.0.1:"),
+    },
+    Case {
+        name: "audience_mapper_removed_drops_aud_from_granted_tokens",
+        breakage: |c| c.audience_mapper = false,
+        scenario: "seed003_origin_auth::direct_grant_bearer",
+        expect: Expect::FailsWith("claim aud: expected containing \"oauth2proxy\", actual missing"),
+    },
+    Case {
+        name: "legacy_login_theme_still_signs_in",
+        breakage: |c| c.login_theme = LoginTheme::Legacy,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::Passes,
+    },
+    Case {
+        name: "legacy_login_theme_shows_the_wrong_password_error",
+        breakage: |c| c.login_theme = LoginTheme::Legacy,
+        scenario: "seed000_browser_sso::wrong_password_is_rejected",
+        expect: Expect::Passes,
+    },
+    Case {
+        name: "skipped_sign_in_page_still_signs_in",
+        breakage: |c| c.skip_provider_button = true,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::Passes,
+    },
+    Case {
+        name: "skipped_sign_in_page_still_requires_sign_in",
+        breakage: |c| c.skip_provider_button = true,
+        scenario: "seed000_browser_sso::no_session_is_sent_to_sign_in",
+        expect: Expect::Passes,
+    },
+];
+
+struct Fixture {
+    stack: LocalStack,
+    engine: Engine,
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // Cases reconfigure one shared stack, so they run one at a time.
+    args.test_threads = Some(1);
+    let catalog = Arc::new(Catalog::builtin());
+    let selected = CASES.iter().any(|case| selected_by(&args, case.name));
+    if args.list || !selected {
+        let trials = CASES.iter().map(|case| Trial::test(case.name, || Ok(()))).collect();
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+
+    let runtime = Arc::new(common::runtime());
+    let redactor = Redactor::new();
+    let fixture = common::start_stack(&runtime, "faults", StackConfig::default(), &redactor).and_then(|stack| {
+        let engine = Engine::new(stack.endpoints().clone(), redactor.clone()).map_err(|e| e.to_string())?;
+        Ok(Fixture { stack, engine })
+    });
+    let fixture = Arc::new(Mutex::new(fixture));
+    let trials = CASES
+        .iter()
+        .map(|case| {
+            let (catalog, fixture, runtime) = (Arc::clone(&catalog), Arc::clone(&fixture), Arc::clone(&runtime));
+            Trial::test(case.name, move || run_case(case, &catalog, &fixture, &runtime))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(fixture);
+    conclusion.exit_code()
+}
+
+fn run_case(
+    case: &Case,
+    catalog: &Catalog,
+    fixture: &Mutex<Result<Fixture, String>>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), Failed> {
+    let mut guard = fixture.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let fixture = guard
+        .as_mut()
+        .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+    let (suite, scenario) = find(catalog, case.scenario)?;
+    let mut config = StackConfig::default();
+    (case.breakage)(&mut config);
+    runtime
+        .block_on(fixture.stack.reconfigure(config))
+        .map_err(|e| format!("reconfiguring the stack failed: {e}"))?;
+    let mut transcript = common::Transcript::new();
+    let outcome = runtime.block_on(fixture.engine.run_scenario(suite, scenario, &mut transcript));
+    match (&case.expect, outcome.verdict) {
+        (Expect::Passes, Verdict::Pass) => Ok(()),
+        (Expect::Passes, Verdict::Fail) => {
+            Err(format!("{} should pass with this variant but failed:\n{}", case.scenario, transcript.text()).into())
+        }
+        (Expect::FailsWith(_), Verdict::Pass) => Err(format!(
+            "{} PASSED against a broken stack: the check cannot catch this breakage",
+            case.scenario
+        )
+        .into()),
+        (Expect::FailsWith(needle), Verdict::Fail) => {
+            if outcome.failures.iter().any(|f| f.contains(needle)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} failed, but not with the expected message {needle:?}; it said:\n{}",
+                    case.scenario,
+                    outcome.failures.join("\n")
+                )
+                .into())
+            }
+        }
+    }
+}
+
+fn find<'a>(catalog: &'a Catalog, name: &str) -> Result<(&'a Suite, &'a Scenario), Failed> {
+    catalog
+        .suites
+        .iter()
+        .flat_map(|suite| suite.scenarios.iter().map(move |s| (suite, s)))
+        .find(|(suite, s)| qualified_name(suite, s) == name)
+        .ok_or_else(|| format!("no scenario {name} in the catalog").into())
+}
+
+fn selected_by(args: &Arguments, name: &str) -> bool {
+    let matches = |filter: &str| if args.exact { name == filter } else { name.contains(filter) };
+    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
+}
