@@ -37,7 +37,9 @@ const CASES: &[Case] = &[
         name: "oauth2_proxy_not_forwarding_authorization",
         breakage: |c| c.forward_authorization = false,
         scenario: "seed000_browser_sso::browser_login",
-        expect: Expect::FailsWith("app received Authorization: expected Authorization among the headers"),
+        expect: Expect::FailsWith(
+            "app received Authorization: expected Authorization among the headers",
+        ),
     },
     Case {
         name: "ext_authz_off_lets_anonymous_users_in",
@@ -67,13 +69,17 @@ const CASES: &[Case] = &[
         name: "role_mapper_removed_drops_the_roles_claim",
         breakage: |c| c.role_mapper = false,
         scenario: "seed000_browser_sso::browser_login",
-        expect: Expect::FailsWith("claim realm_roles: expected containing \"sso-user\", actual missing"),
+        expect: Expect::FailsWith(
+            "claim realm_roles: expected containing \"sso-user\", actual missing",
+        ),
     },
     Case {
         name: "role_mapper_removed_drops_the_roles_claim_from_granted_tokens",
         breakage: |c| c.role_mapper = false,
         scenario: "seed003_origin_auth::direct_grant_bearer",
-        expect: Expect::FailsWith("claim realm_roles: expected containing \"sso-user\", actual missing"),
+        expect: Expect::FailsWith(
+            "claim realm_roles: expected containing \"sso-user\", actual missing",
+        ),
     },
     Case {
         name: "audience_mapper_removed_fails_the_callback",
@@ -125,22 +131,33 @@ fn main() -> ExitCode {
     let catalog = Arc::new(Catalog::builtin());
     let selected = CASES.iter().any(|case| selected_by(&args, case.name));
     if args.list || !selected {
-        let trials = CASES.iter().map(|case| Trial::test(case.name, || Ok(()))).collect();
+        let trials = CASES
+            .iter()
+            .map(|case| Trial::test(case.name, || Ok(())))
+            .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
 
     let runtime = Arc::new(common::runtime());
     let redactor = Redactor::new();
-    let fixture = common::start_stack(&runtime, "faults", StackConfig::default(), &redactor).and_then(|stack| {
-        let engine = Engine::new(stack.endpoints().clone(), redactor.clone()).map_err(|e| e.to_string())?;
-        Ok(Fixture { stack, engine })
-    });
+    let fixture = common::start_stack(&runtime, "faults", StackConfig::default(), &redactor)
+        .and_then(|stack| {
+            let engine = Engine::new(stack.endpoints().clone(), redactor.clone())
+                .map_err(|e| e.to_string())?;
+            Ok(Fixture { stack, engine })
+        });
     let fixture = Arc::new(Mutex::new(fixture));
     let trials = CASES
         .iter()
         .map(|case| {
-            let (catalog, fixture, runtime) = (Arc::clone(&catalog), Arc::clone(&fixture), Arc::clone(&runtime));
-            Trial::test(case.name, move || run_case(case, &catalog, &fixture, &runtime))
+            let (catalog, fixture, runtime) = (
+                Arc::clone(&catalog),
+                Arc::clone(&fixture),
+                Arc::clone(&runtime),
+            );
+            Trial::test(case.name, move || {
+                run_case(case, &catalog, &fixture, &runtime)
+            })
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
@@ -154,7 +171,9 @@ fn run_case(
     fixture: &Mutex<Result<Fixture, String>>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Failed> {
-    let mut guard = fixture.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = fixture
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let fixture = guard
         .as_mut()
         .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
@@ -165,12 +184,19 @@ fn run_case(
         .block_on(fixture.stack.reconfigure(config))
         .map_err(|e| format!("reconfiguring the stack failed: {e}"))?;
     let mut transcript = common::Transcript::new();
-    let outcome = runtime.block_on(fixture.engine.run_scenario(suite, scenario, &mut transcript));
+    let outcome = runtime.block_on(
+        fixture
+            .engine
+            .run_scenario(suite, scenario, &mut transcript),
+    );
     match (&case.expect, outcome.verdict) {
         (Expect::Passes, Verdict::Pass) => Ok(()),
-        (Expect::Passes, Verdict::Fail) => {
-            Err(format!("{} should pass with this variant but failed:\n{}", case.scenario, transcript.text()).into())
-        }
+        (Expect::Passes, Verdict::Fail) => Err(format!(
+            "{} should pass with this variant but failed:\n{}",
+            case.scenario,
+            transcript.text()
+        )
+        .into()),
         (Expect::FailsWith(_), Verdict::Pass) => Err(format!(
             "{} PASSED against a broken stack: the check cannot catch this breakage",
             case.scenario
@@ -201,6 +227,12 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> Result<(&'a Suite, &'a Scenario
 }
 
 fn selected_by(args: &Arguments, name: &str) -> bool {
-    let matches = |filter: &str| if args.exact { name == filter } else { name.contains(filter) };
+    let matches = |filter: &str| {
+        if args.exact {
+            name == filter
+        } else {
+            name.contains(filter)
+        }
+    };
     args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
 }

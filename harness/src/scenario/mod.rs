@@ -211,7 +211,7 @@ impl Catalog {
     pub fn parse_suite(file: &str, text: &str) -> Result<Suite, ScenarioError> {
         let mut suite: Suite = serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
             file: file.to_string(),
-            message: e.to_string(),
+            message: e.to_string().trim_start_matches("error: ").to_string(),
         })?;
         suite.file = file.to_string();
         validate_suite(&suite)?;

@@ -1,0 +1,195 @@
+//! The `meshauth` binary as a user meets it: help, listing, clear errors with exit code 2 for
+//! bad input, and no processes left behind after Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn meshauth() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshauth"));
+    command.env("NO_COLOR", "1");
+    command
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = meshauth().args(args).output().expect("meshauth runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_and_list() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Exit codes: 0 every scenario passed, 1 a scenario failed, 2 usage"));
+    let (code, stdout, _) = run(&["list"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("catalog_list", stdout);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_code_2() {
+    let dir = tempdir("bad-catalog");
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "suite: broken\ndescription: x\nscenarios:\n  - id: one\n    title: t\n    steps:\n      - op: opn\n        url: x\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["list", "--catalog", dir.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("broken.yaml: line 7 column 9: unknown variant `opn`"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["run", "no-such-scenario"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "no scenario matches [\"no-such-scenario\"]; `meshauth list` shows the catalog"
+        ),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["run", "--env", "existing"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--env existing needs --env-file FILE"),
+        "{stderr}"
+    );
+
+    let env_file = dir.join("deployment.yaml");
+    std::fs::write(
+        &env_file,
+        "app_url: https://127.0.0.1:1/\nidp_url: http://127.0.0.1:2/\nissuer: http://127.0.0.1:2/realms/r\n\
+         client_id: c\nclient_secret_env: MESHAUTH_TEST_UNSET_SECRET\nuser:\n  username: u\n  email: u@example.test\n  \
+         password_env: MESHAUTH_TEST_UNSET_PASSWORD\nrole: r\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&[
+        "run",
+        "--env",
+        "existing",
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("$MESHAUTH_TEST_UNSET_SECRET, which is not set")
+            && stderr.contains("export MESHAUTH_TEST_UNSET_SECRET="),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["run", "--login-theme", "purple"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every process descended from `root`, read from /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn ctrl_c_on_up_leaves_no_processes_behind() {
+    let runs = tempdir("up");
+    let mut child = meshauth()
+        .args(["up", "--runs-dir", runs.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("press Ctrl-C to stop") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains("press Ctrl-C to stop"),
+        "meshauth up did not come up:\n{printed}"
+    );
+    let components = descendants(child.id());
+    assert!(
+        components.len() >= 4,
+        "expected the stack's processes, found {components:?}"
+    );
+
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "meshauth up did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        matches!(status.code(), Some(0 | 130)),
+        "exit status {status:?}"
+    );
+    let survivors: Vec<u32> = components.into_iter().filter(|&pid| alive(pid)).collect();
+    assert!(
+        survivors.is_empty(),
+        "processes left behind after Ctrl-C: {survivors:?}"
+    );
+}
