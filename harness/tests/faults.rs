@@ -42,6 +42,12 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "session_cookie_without_secure_flag",
+        breakage: |c| c.secure_session_cookie = false,
+        scenario: "seed000_browser_sso::browser_login",
+        expect: Expect::FailsWith("cookie _oauth2_proxy Secure: expected set, actual not set"),
+    },
+    Case {
         name: "ext_authz_off_lets_anonymous_users_in",
         breakage: |c| c.ext_authz = false,
         scenario: "seed000_browser_sso::no_session_is_sent_to_sign_in",

@@ -81,6 +81,44 @@ pub struct Browser {
     redactor: Redactor,
     max_redirects: usize,
     hops: Vec<Hop>,
+    /// The attributes of the last `Set-Cookie` seen for each cookie name (never the value).
+    cookie_attributes: Vec<CookieAttributes>,
+}
+
+/// A cookie's security attributes as the server set them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CookieAttributes {
+    pub name: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<String>,
+}
+
+impl CookieAttributes {
+    /// Parses a `Set-Cookie` header value, keeping only the name and attributes.
+    pub fn parse(set_cookie: &str) -> Option<Self> {
+        let mut parts = set_cookie.split(';');
+        let name = parts.next()?.split('=').next()?.trim().to_string();
+        if name.is_empty() {
+            return None;
+        }
+        let mut attributes = Self {
+            name,
+            secure: false,
+            http_only: false,
+            same_site: None,
+        };
+        for part in parts {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            match key.trim().to_ascii_lowercase().as_str() {
+                "secure" => attributes.secure = true,
+                "httponly" => attributes.http_only = true,
+                "samesite" => attributes.same_site = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+        Some(attributes)
+    }
 }
 
 /// An HTTP client trusting the platform roots plus `extra_ca_pem`; no cookies, no redirects.
@@ -117,6 +155,7 @@ impl Browser {
             redactor,
             max_redirects: 20,
             hops: Vec::new(),
+            cookie_attributes: Vec::new(),
         })
     }
 
@@ -131,6 +170,11 @@ impl Browser {
             return false;
         };
         store.matches(url).iter().any(|c| c.name() == name)
+    }
+
+    /// The attributes the server last set on the cookie `name`.
+    pub fn cookie_attributes(&self, name: &str) -> Option<&CookieAttributes> {
+        self.cookie_attributes.iter().rev().find(|c| c.name == name)
     }
 
     /// Sends one request without following redirects.
@@ -161,6 +205,12 @@ impl Browser {
             url: self.redactor.redact(url.as_str()),
             detail: describe_reqwest_error(&e),
         })?;
+        let set_cookies: Vec<CookieAttributes> = response_headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(CookieAttributes::parse)
+            .collect();
         self.hops.push(Hop {
             method: method.to_string(),
             url: self.redactor.redact(url.as_str()),
@@ -169,15 +219,10 @@ impl Browser {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(|l| self.redactor.redact(l)),
-            set_cookies: response_headers
-                .get_all(SET_COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .filter_map(|v| v.split('=').next())
-                .map(|n| n.trim().to_string())
-                .collect(),
+            set_cookies: set_cookies.iter().map(|c| c.name.clone()).collect(),
             duration_ms: started.elapsed().as_millis() as u64,
         });
+        self.cookie_attributes.extend(set_cookies);
         Ok(Page {
             url,
             status,
@@ -236,4 +281,30 @@ fn describe_reqwest_error(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CookieAttributes;
+
+    #[test]
+    fn cookie_attributes_keep_flags_and_never_the_value() {
+        let parsed =
+            CookieAttributes::parse("_oauth2_proxy=secret-value; Path=/; Expires=Mon, 30 Nov 2026; HttpOnly; Secure; SameSite=Lax")
+                .unwrap();
+        assert_eq!(
+            parsed,
+            CookieAttributes {
+                name: "_oauth2_proxy".into(),
+                secure: true,
+                http_only: true,
+                same_site: Some("Lax".into()),
+            }
+        );
+        let plain =
+            CookieAttributes::parse("KC_RESTART=; Version=1; Max-Age=0; Path=/realms/x/").unwrap();
+        assert!(!plain.secure && !plain.http_only && plain.same_site.is_none());
+        assert!(CookieAttributes::parse("=orphan").is_none());
+        assert!(!format!("{parsed:?}").contains("secret-value"));
+    }
 }

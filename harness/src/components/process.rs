@@ -121,10 +121,15 @@ pub struct Supervised {
 
 impl Supervised {
     pub fn spawn(launch: &Launch) -> Result<Self, ComponentError> {
-        let log = File::create(&launch.log_path).map_err(|source| ComponentError::Io {
-            what: format!("create log file {}", launch.log_path.display()),
-            source,
-        })?;
+        // Appended to, so a restarted component's earlier output is kept.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&launch.log_path)
+            .map_err(|source| ComponentError::Io {
+                what: format!("open log file {}", launch.log_path.display()),
+                source,
+            })?;
         let log_err = log.try_clone().map_err(|source| ComponentError::Io {
             what: "duplicate log handle".into(),
             source,

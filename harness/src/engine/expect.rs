@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::browser::{Browser, Page, find_login_error, find_login_form, find_provider_button};
 use crate::check::CheckResult;
 use crate::env::Endpoints;
-use crate::scenario::{ResponseExpectation, Variables};
+use crate::scenario::{CookieExpectation, ResponseExpectation, Variables};
 
 const EXCERPT: usize = 160;
 
@@ -142,6 +142,9 @@ pub fn check_response(
             if present { "present" } else { "absent" },
         ));
     }
+    if let Some(cookie) = &expect.cookie_attributes {
+        checks.extend(check_cookie(cookie, browser));
+    }
     if !expect.app_received_headers.is_empty() || !expect.app_did_not_receive_headers.is_empty() {
         match echoed_headers(page) {
             Ok(received) => {
@@ -177,6 +180,46 @@ pub fn check_response(
                 error,
             )),
         }
+    }
+    checks
+}
+
+fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResult> {
+    let Some(seen) = browser.cookie_attributes(&expect.name) else {
+        return vec![CheckResult::new(
+            format!("cookie {} attributes", expect.name),
+            false,
+            format!("a Set-Cookie for {}", expect.name),
+            "never set in this scenario",
+        )];
+    };
+    let flag = |b: bool| if b { "set" } else { "not set" };
+    let mut checks = Vec::new();
+    if let Some(secure) = expect.secure {
+        checks.push(CheckResult::new(
+            format!("cookie {} Secure", expect.name),
+            seen.secure == secure,
+            flag(secure),
+            flag(seen.secure),
+        ));
+    }
+    if let Some(http_only) = expect.http_only {
+        checks.push(CheckResult::new(
+            format!("cookie {} HttpOnly", expect.name),
+            seen.http_only == http_only,
+            flag(http_only),
+            flag(seen.http_only),
+        ));
+    }
+    if let Some(same_site) = &expect.same_site {
+        checks.push(CheckResult::new(
+            format!("cookie {} SameSite", expect.name),
+            seen.same_site
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(same_site)),
+            same_site.clone(),
+            seen.same_site.clone().unwrap_or_else(|| "not set".into()),
+        ));
     }
     checks
 }

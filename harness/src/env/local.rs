@@ -22,6 +22,10 @@ pub const EMAIL: &str = "alice@example.test";
 pub const ROLE: &str = "sso-user";
 pub const ROLES_CLAIM: &str = "realm_roles";
 
+const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
+const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
+const GATEWAY_FIXTURE: &str = "envoy/gateway.yaml.j2";
+
 const KEYCLOAK_READY: Duration = Duration::from_secs(180);
 const COMPONENT_READY: Duration = Duration::from_secs(30);
 
@@ -62,6 +66,8 @@ pub struct StackConfig {
     pub audience_mapper: bool,
     /// oauth2-proxy is given a wrong client secret.
     pub wrong_client_secret: bool,
+    /// oauth2-proxy marks its session cookie `Secure`.
+    pub secure_session_cookie: bool,
 }
 
 impl Default for StackConfig {
@@ -75,6 +81,7 @@ impl Default for StackConfig {
             role_mapper: true,
             audience_mapper: true,
             wrong_client_secret: false,
+            secure_session_cookie: true,
         }
     }
 }
@@ -109,6 +116,10 @@ impl StackConfig {
             format!("realm role mapper: {}", on_off(self.role_mapper)),
             format!("audience mapper: {}", on_off(self.audience_mapper)),
             format!(
+                "session cookie Secure: {}",
+                on_off(self.secure_session_cookie)
+            ),
+            format!(
                 "oauth2-proxy client secret: {}",
                 if self.wrong_client_secret {
                     "WRONG"
@@ -117,28 +128,6 @@ impl StackConfig {
                 }
             ),
         ]
-    }
-
-    fn keycloak_differs(&self, other: &Self) -> bool {
-        (self.login_theme, self.role_mapper, self.audience_mapper)
-            != (other.login_theme, other.role_mapper, other.audience_mapper)
-    }
-
-    fn oauth2_proxy_differs(&self, other: &Self) -> bool {
-        (
-            self.forward_authorization,
-            self.skip_provider_button,
-            self.wrong_client_secret,
-        ) != (
-            other.forward_authorization,
-            other.skip_provider_button,
-            other.wrong_client_secret,
-        )
-    }
-
-    fn envoy_differs(&self, other: &Self) -> bool {
-        (self.ext_authz, self.request_authentication)
-            != (other.ext_authz, other.request_authentication)
     }
 }
 
@@ -177,6 +166,7 @@ struct FixtureContext<'a> {
     issuer_url: &'a str,
     skip_provider_button: bool,
     forward_authorization: bool,
+    secure_session_cookie: bool,
     // gateway
     https_port: u16,
     http_port: u16,
@@ -188,6 +178,13 @@ struct FixtureContext<'a> {
     httpbin_port: u16,
     oauth2_proxy_port: u16,
     keycloak_port: u16,
+}
+
+#[derive(PartialEq)]
+struct ComponentInputs {
+    keycloak: String,
+    oauth2_proxy: (String, String),
+    envoy: String,
 }
 
 /// A running local stack. Dropping it stops every process.
@@ -332,13 +329,22 @@ impl LocalStack {
         }
     }
 
-    /// Applies a new configuration, restarting only the components it changes. Keycloak's
-    /// realm keys are regenerated on restart, so a Keycloak change restarts its consumers too.
+    /// Applies a new configuration, restarting only the components whose rendered inputs
+    /// change. Keycloak's realm keys are regenerated on restart, so a Keycloak restart
+    /// restarts its consumers too (Envoy caches the JWKS and does not refetch on a new kid).
     pub async fn reconfigure(&mut self, config: StackConfig) -> Result<(), EnvError> {
-        let keycloak = config.keycloak_differs(&self.config);
-        let oauth2_proxy = keycloak || config.oauth2_proxy_differs(&self.config);
-        let envoy = keycloak || config.envoy_differs(&self.config);
-        self.config = config;
+        let before = self.component_inputs()?;
+        let previous = std::mem::replace(&mut self.config, config);
+        let after = match self.component_inputs() {
+            Ok(after) => after,
+            Err(error) => {
+                self.config = previous;
+                return Err(error);
+            }
+        };
+        let keycloak = before.keycloak != after.keycloak;
+        let oauth2_proxy = keycloak || before.oauth2_proxy != after.oauth2_proxy;
+        let envoy = keycloak || before.envoy != after.envoy;
         let quiet = |_: StackEvent| {};
         if envoy {
             stop(&mut self.envoy);
@@ -382,16 +388,33 @@ impl LocalStack {
         .sum()
     }
 
-    fn context(&self) -> FixtureContext<'_> {
-        let client_secret = if self.config.wrong_client_secret {
+    /// Everything each component is started from, to tell which ones a change affects.
+    fn component_inputs(&self) -> Result<ComponentInputs, EnvError> {
+        let context = self.context();
+        Ok(ComponentInputs {
+            keycloak: crate::fixtures::render(REALM_FIXTURE, &context)?,
+            oauth2_proxy: (
+                crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
+                self.oauth2_proxy_client_secret().to_string(),
+            ),
+            envoy: crate::fixtures::render(GATEWAY_FIXTURE, &context)?,
+        })
+    }
+
+    /// The secret oauth2-proxy is given: the realm's, unless the test breaks it on purpose.
+    fn oauth2_proxy_client_secret(&self) -> &str {
+        if self.config.wrong_client_secret {
             "not-the-client-secret"
         } else {
             self.secrets.client_secret.expose()
-        };
+        }
+    }
+
+    fn context(&self) -> FixtureContext<'_> {
         let tls_dir = self.run_dir.join("tls");
         FixtureContext {
             client_id: CLIENT_ID,
-            client_secret,
+            client_secret: self.secrets.client_secret.expose(),
             redirect_uri: format!(
                 "https://127.0.0.1:{}/oauth2/callback",
                 self.ports.gateway_https
@@ -406,6 +429,7 @@ impl LocalStack {
             issuer_url: &self.issuer,
             skip_provider_button: self.config.skip_provider_button,
             forward_authorization: self.config.forward_authorization,
+            secure_session_cookie: self.config.secure_session_cookie,
             https_port: self.ports.gateway_https,
             http_port: self.ports.gateway_http,
             admin_port: self.ports.gateway_admin,
@@ -441,7 +465,7 @@ impl LocalStack {
                 }
             })?;
         }
-        let realm = crate::fixtures::render("keycloak/realm-test-oidc.json.j2", &self.context())?;
+        let realm = crate::fixtures::render(REALM_FIXTURE, &self.context())?;
         write_private(&home.join("data/import/realm-test-oidc.json"), &realm)?;
         let launch = Launch::new("keycloak", home.join("bin/kc.sh"), self.log("keycloak"))
             .args([
@@ -511,7 +535,7 @@ impl LocalStack {
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<(), EnvError> {
         let started = Instant::now();
-        let config = crate::fixtures::render("envoy/gateway.yaml.j2", &self.context())?;
+        let config = crate::fixtures::render(GATEWAY_FIXTURE, &self.context())?;
         let path = self.run_dir.join("gateway.yaml");
         write_private(&path, &config)?;
         let launch = Launch::new("envoy", &self.toolchain.envoy, self.log("envoy"))
@@ -540,10 +564,10 @@ impl LocalStack {
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<(), EnvError> {
         let started = Instant::now();
-        let config = crate::fixtures::render("oauth2-proxy/oauth2-proxy.cfg.j2", &self.context())?;
+        let config = crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &self.context())?;
         let path = self.run_dir.join("oauth2-proxy.cfg");
         write_private(&path, &config)?;
-        let client_secret = self.context().client_secret.to_string();
+        let client_secret = self.oauth2_proxy_client_secret().to_string();
         let launch = Launch::new(
             "oauth2-proxy",
             &self.toolchain.oauth2_proxy,

@@ -188,11 +188,28 @@ pub struct ResponseExpectation {
     pub app_cookies: Vec<String>,
     #[serde(default)]
     pub no_app_cookies: Vec<String>,
+    /// Security attributes the server set on a cookie (e.g. the session cookie).
+    #[serde(default)]
+    pub cookie_attributes: Option<CookieExpectation>,
     /// Request headers the app (httpbin) echoed back as received.
     #[serde(default)]
     pub app_received_headers: Vec<String>,
     #[serde(default)]
     pub app_did_not_receive_headers: Vec<String>,
+}
+
+/// Expected attributes of a cookie; absent fields are not checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CookieExpectation {
+    pub name: String,
+    #[serde(default)]
+    pub secure: Option<bool>,
+    #[serde(default)]
+    pub http_only: Option<bool>,
+    /// `Lax`, `Strict` or `None` (case-insensitive).
+    #[serde(default)]
+    pub same_site: Option<String>,
 }
 
 /// The whole catalog, in file order.
