@@ -297,23 +297,30 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
     let redactor = Redactor::new();
     let (_, mut stack) = start_local(args, &redactor).await?;
     let endpoints = stack.endpoints();
-    let run_dir = stack.run_dir().display().to_string();
+    let run_dir = stack.run_dir().to_path_buf();
+    // Passwords go to a file only the user can read, never to the terminal or a log.
+    let credentials = run_dir.join("credentials.txt");
+    write_private(
+        &credentials,
+        &format!(
+            "test user: {} / {}\nKeycloak admin (master realm): admin / {}\n",
+            endpoints.user.username,
+            endpoints.user.password.expose(),
+            stack.admin_password().expose()
+        ),
+    )?;
+    let run_dir = run_dir.display();
     println!("app (HTTPS, SSO required):   {}headers", endpoints.app);
     println!("Keycloak (plain HTTP, open): {}", endpoints.idp);
     println!("issuer:                      {}", endpoints.issuer);
     println!("CA certificate:              {run_dir}/tls/ca.pem");
     println!(
-        "test user:                   {} / {}",
+        "test user:                   {} (password in {})",
         endpoints.user.username,
-        endpoints.user.password.expose()
-    );
-    println!(
-        "Keycloak admin:              admin / {}",
-        stack.admin_password().expose()
+        credentials.display()
     );
     println!("logs:                        {run_dir}/*.log");
     println!("press Ctrl-C to stop");
-    // The credentials above are printed on purpose, once, for the person at the terminal.
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
@@ -374,4 +381,18 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
