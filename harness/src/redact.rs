@@ -93,6 +93,15 @@ impl Redactor {
         }
     }
 
+    /// The registered secret values, for audits that prove none of them leaked into a file
+    /// (the redaction integration test). Never print or store what this returns.
+    pub fn registered_secrets_for_audit(&self) -> Vec<Secret> {
+        self.secrets
+            .read()
+            .map(|secrets| secrets.iter().map(Secret::new).collect())
+            .unwrap_or_default()
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         if let Ok(secrets) = self.secrets.read() {
