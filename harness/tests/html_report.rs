@@ -5,6 +5,7 @@
 //! Without Chromium the test is skipped with a loud message on a developer machine, and fails
 //! under CI (env `CI` set), where `.ci/run` installs it. `MESHAUTH_CHROMIUM` names another binary.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,7 +113,10 @@ fn html_report_works_in_headless_chromium() {
         if under_ci() {
             panic!("{message}; CI must install it");
         }
-        eprintln!(
+        // Written to the stream itself, not through eprintln!, so that the test harness's
+        // output capture cannot swallow it.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n!!!!!!!!!! SKIPPED html_report_works_in_headless_chromium !!!!!!!!!!\n{message}\n"
         );
         return;

@@ -32,6 +32,28 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every finding of a needle or a complete JWT in `files`, as "path holds what".
+fn audit(files: &[PathBuf], needles: &[(String, &str)]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for (needle, what) in needles {
+            if text.contains(needle.as_str()) {
+                leaks.push(format!("{} holds {what}", file.display()));
+            }
+        }
+        if let Some(jwt) = FULL_JWT.find(&text) {
+            leaks.push(format!(
+                "{} holds a complete JWT starting {}",
+                file.display(),
+                &jwt.as_str()[..20]
+            ));
+        }
+    }
+    leaks
+}
+
 #[test]
 fn no_secret_reaches_any_file_of_a_real_run() {
     let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -115,23 +137,18 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         run_dir.display()
     );
 
-    let mut leaks = Vec::new();
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        for (needle, what) in &needles {
-            if text.contains(needle.as_str()) {
-                leaks.push(format!("{} holds {what}", file.display()));
-            }
-        }
-        if let Some(jwt) = FULL_JWT.find(&text) {
-            leaks.push(format!(
-                "{} holds a complete JWT starting {}",
-                file.display(),
-                &jwt.as_str()[..20]
-            ));
-        }
-    }
+    // The audit must be able to fail: a planted copy of a real secret is found.
+    let planted = run_dir.join("planted-leak.txt");
+    std::fs::write(&planted, format!("oops {} oops", tokens[0])).unwrap();
+    let found = audit(&[planted.clone()], &needles);
+    assert_eq!(
+        found.len(),
+        3,
+        "token, its signature and a full JWT: {found:?}"
+    );
+    std::fs::remove_file(&planted).unwrap();
+
+    let leaks = audit(&files, &needles);
     assert!(
         leaks.is_empty(),
         "secrets leaked ({} files audited):\n{}",

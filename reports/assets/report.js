@@ -1,5 +1,6 @@
 // meshauth report: a failures-only filter and expand/collapse-all. The page is complete
-// without this script; it only adds conveniences. `#failures` in the URL turns the filter on.
+// without this script; it only adds conveniences. `#failures` in the URL turns the filter on;
+// `#expanded` opens every section (for printing and screenshots).
 (function () {
   "use strict";
   var toolbar = document.getElementById("toolbar");
@@ -48,6 +49,7 @@
   window.addEventListener("hashchange", openTarget);
   failuresOnly.checked = location.hash === "#failures";
   applyFilter();
+  if (location.hash === "#expanded") { setAllOpen(true); }
   openTarget();
   document.documentElement.dataset.script = "ready";
 })();

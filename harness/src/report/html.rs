@@ -113,7 +113,10 @@ struct DurationChart {
 struct DurationBar {
     y: u32,
     width: f64,
+    /// The full name, in the bar's tooltip.
     label: String,
+    /// The name cut to fit left of the bar.
+    short_label: String,
     seconds: String,
     passed: bool,
     anchor: String,
@@ -270,6 +273,7 @@ impl DurationChart {
                 y: i as u32 * ROW_HEIGHT,
                 width: round((s.scenario.duration_ms as f64 / longest * BAR_SPACE).max(2.0)),
                 label: s.scenario.qualified_name(),
+                short_label: cut_front(&s.scenario.qualified_name(), 50),
                 seconds: seconds(s.scenario.duration_ms, 2),
                 passed: !s.scenario.failed(),
                 anchor: s.anchor.clone(),
@@ -430,9 +434,22 @@ impl Waterfall {
     }
 }
 
+/// `text` cut to its last `max` characters, marked with an ellipsis when cut.
+fn cut_front(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        text.to_string()
+    } else {
+        format!(
+            "…{}",
+            text.chars().skip(count - max + 1).collect::<String>()
+        )
+    }
+}
+
 /// The path and query of a URL, cut to fit a chart label.
 fn short_url(url: &str) -> String {
-    const MAX: usize = 44;
+    const MAX: usize = 36;
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
@@ -537,7 +554,7 @@ mod tests {
         assert_eq!(waterfall.rows[2].step, 2);
         assert_eq!(
             waterfall.rows[2].short_label,
-            "302 POST /realms/Test-oidc/login-actions/authenticat…"
+            "302 POST /realms/Test-oidc/login-actions/aut…"
         );
     }
 }

@@ -136,7 +136,9 @@ impl std::str::FromStr for ReportFormat {
 
 /// Folds the event stream into a [`RunReport`] and writes it in one format when the run ends.
 /// The written text passes through the run's [`Redactor`] once more: events are redacted when
-/// recorded, and this second pass guards against a field that was not.
+/// recorded, and this second pass removes any registered secret or JWT signature from a field
+/// that was not (query-parameter redaction is per value only: on a whole document its pattern
+/// would run into the document's own quotes and break the JSON).
 pub struct FileReporter {
     format: ReportFormat,
     path: PathBuf,
@@ -172,7 +174,9 @@ impl Reporter for FileReporter {
     }
 
     fn finish(&mut self) -> Result<(), ReportError> {
-        let text = self.redactor.redact(&self.format.render(&self.report)?);
+        let text = self
+            .redactor
+            .redact_known_secrets(&self.format.render(&self.report)?);
         write_atomically(&self.path, &text).map_err(|source| ReportError::Io {
             reporter: self.format.name(),
             path: self.path.display().to_string(),
@@ -271,6 +275,10 @@ mod tests {
             );
             assert!(text.contains("[redacted]"), "{}", path.display());
         }
+        // The second pass must leave the documents well formed (the sample's URLs end in
+        // `state=[redacted]`, right before a closing quote).
+        let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&json).expect("report.json stays valid JSON");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
