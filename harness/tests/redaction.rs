@@ -140,7 +140,7 @@ fn no_secret_reaches_any_file_of_a_real_run() {
     // The audit must be able to fail: a planted copy of a real secret is found.
     let planted = run_dir.join("planted-leak.txt");
     std::fs::write(&planted, format!("oops {} oops", tokens[0])).unwrap();
-    let found = audit(&[planted.clone()], &needles);
+    let found = audit(std::slice::from_ref(&planted), &needles);
     assert_eq!(
         found.len(),
         3,
