@@ -17,8 +17,8 @@ use meshauth::env::local::LoginTheme;
 use meshauth::env::{LocalStack, StackConfig, StackEvent};
 use meshauth::events::EnvironmentInfo;
 use meshauth::redact::Redactor;
-use meshauth::report::Reporters;
 use meshauth::report::terminal::TerminalReporter;
+use meshauth::report::{ReportFormat, Reporters, file_reporters};
 use meshauth::scenario::{Catalog, qualified_name};
 
 #[derive(Parser)]
@@ -103,6 +103,12 @@ struct RunArgs {
     catalog: CatalogArgs,
     #[command(flatten)]
     stack: StackArgs,
+    /// Report files to write (comma-separated: html, junit, json).
+    #[arg(long, value_delimiter = ',', default_value = "html,junit,json")]
+    report: Vec<ReportFormat>,
+    /// Where to write the reports (default: the run directory).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -340,7 +346,9 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     }
     let redactor = Redactor::new();
     let mut stack = None;
-    let (run_id, endpoints, info): (String, _, EnvironmentInfo) = match args.env_kind {
+    let (run_id, run_dir, endpoints, info): (String, PathBuf, _, EnvironmentInfo) = match args
+        .env_kind
+    {
         EnvKind::Local => {
             if args.env_file.is_some() {
                 bail!("--env-file is only used with --env existing");
@@ -348,8 +356,9 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             let (run_id, local) = start_local(&args.stack, &redactor).await?;
             let endpoints = local.endpoints().clone();
             let info = local.info();
+            let run_dir = local.run_dir().to_path_buf();
             stack = Some(local);
-            (run_id, endpoints, info)
+            (run_id, run_dir, endpoints, info)
         }
         EnvKind::Existing => {
             let Some(file) = &args.env_file else {
@@ -358,16 +367,30 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
                 );
             };
             let existing = ExistingEnvironment::load(file)?;
-            let run_id = new_run_dir(&args.stack.runs_dir)?.0;
-            (run_id, existing.endpoints().clone(), existing.info())
+            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            (
+                run_id,
+                run_dir,
+                existing.endpoints().clone(),
+                existing.info(),
+            )
         }
     };
-    let engine = Engine::new(endpoints, redactor)?;
     let mut reporters = Reporters::new();
     reporters.add(Box::new(TerminalReporter::new(std::io::stdout(), verbose)));
+    let report_dir = args.out.clone().unwrap_or(run_dir);
+    let (files, report_paths) = file_reporters(&args.report, &report_dir, &redactor)?;
+    for file in files {
+        reporters.add(Box::new(file));
+    }
+    let engine = Engine::new(endpoints, redactor)?;
     let summary = engine.run(&run_id, info, &selection, &mut reporters).await;
-    for error in reporters.finish() {
+    let errors = reporters.finish();
+    for error in &errors {
         eprintln!("warning: {error}");
+    }
+    for path in report_paths.iter().filter(|p| p.exists()) {
+        eprintln!("report: {}", path.display());
     }
     if let Some(stack) = &stack {
         eprintln!(

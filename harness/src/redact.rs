@@ -93,7 +93,27 @@ impl Redactor {
         }
     }
 
+    /// The registered secret values, for audits that prove none of them leaked into a file
+    /// (the redaction integration test). Never print or store what this returns.
+    pub fn registered_secrets_for_audit(&self) -> Vec<Secret> {
+        self.secrets
+            .read()
+            .map(|secrets| secrets.iter().map(Secret::new).collect())
+            .unwrap_or_default()
+    }
+
+    /// Redacts one recorded value (a URL, a message): known secrets, JWT signatures, and the
+    /// values of sensitive query parameters.
     pub fn redact(&self, text: &str) -> String {
+        SENSITIVE_PARAM
+            .replace_all(&self.redact_known_secrets(text), format!("$1={REDACTED}"))
+            .into_owned()
+    }
+
+    /// Redacts only registered secrets and JWT signatures. Safe on a whole rendered document
+    /// (JSON, XML, HTML): unlike a query-parameter value, neither can run into the
+    /// document's own syntax, so the document stays well formed.
+    pub fn redact_known_secrets(&self, text: &str) -> String {
         let mut out = text.to_string();
         if let Ok(secrets) = self.secrets.read() {
             for secret in secrets.iter() {
@@ -102,9 +122,7 @@ impl Redactor {
                 }
             }
         }
-        let out = JWT.replace_all(&out, format!("$1.{SIGNATURE_REDACTED}"));
-        SENSITIVE_PARAM
-            .replace_all(&out, format!("$1={REDACTED}"))
+        JWT.replace_all(&out, format!("$1.{SIGNATURE_REDACTED}"))
             .into_owned()
     }
 }

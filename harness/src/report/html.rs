@@ -1,0 +1,560 @@
+//! The HTML report: one self-contained page (styles, script and SVG charts inline, nothing
+//! fetched) rendered with minijinja from the templates in the repository's `reports/` folder,
+//! embedded at build time. Every value is HTML-escaped by minijinja's autoescape for `.html`
+//! templates. The page works without script; the script only adds the failures filter and
+//! expand/collapse-all buttons.
+
+use std::sync::LazyLock;
+
+use minijinja::Environment;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::document::{ScenarioReport, SettingState};
+use super::{LoadSection, ReportError, RunReport};
+use crate::browser::Hop;
+use crate::check::CheckResult;
+use crate::events::{StepReport, Verdict};
+
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "report.html",
+        include_str!("../../../reports/templates/report.html"),
+    ),
+    (
+        "scenario.html",
+        include_str!("../../../reports/templates/scenario.html"),
+    ),
+    (
+        "load.html",
+        include_str!("../../../reports/templates/load.html"),
+    ),
+];
+const STYLE: &str = include_str!("../../../reports/assets/report.css");
+const SCRIPT: &str = include_str!("../../../reports/assets/report.js");
+
+static ENVIRONMENT: LazyLock<Result<Environment<'static>, String>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // Optional fields (a hop's location, a step's error) may be tested with `if`; printing
+    // anything undefined is an error, so a typo in a template fails the render test.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .map_err(|e| format!("template {name}: {e:#}"))?;
+    }
+    Ok(env)
+});
+
+fn render_error(error: impl std::error::Error) -> ReportError {
+    // The causes name the template and line that failed (e.g. inside an include).
+    let mut detail = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ReportError::Render {
+        reporter: "html",
+        detail,
+    }
+}
+
+pub fn render(report: &RunReport) -> Result<String, ReportError> {
+    let env = ENVIRONMENT.as_ref().map_err(|detail| ReportError::Render {
+        reporter: "html",
+        detail: detail.clone(),
+    })?;
+    let template = env.get_template("report.html").map_err(render_error)?;
+    template.render(PageView::new(report)).map_err(render_error)
+}
+
+/// Everything the templates show, computed here so that the templates only lay it out.
+#[derive(Serialize)]
+struct PageView<'a> {
+    report: &'a RunReport,
+    verdict: &'static str,
+    title: String,
+    total_seconds: String,
+    style: &'static str,
+    script: &'static str,
+    donut: Donut,
+    durations: DurationChart,
+    policy: Vec<PolicyCell<'a>>,
+    /// Failed (and unfinished) scenarios first, then passed, each group in run order.
+    scenarios: Vec<ScenarioView<'a>>,
+    /// The load section's partial renders only when this is present.
+    load: Option<&'a LoadSection>,
+    load_rows: Vec<(String, String)>,
+}
+
+#[derive(Serialize)]
+struct PolicyCell<'a> {
+    setting: &'a str,
+    value: &'a str,
+    state: &'static str,
+}
+
+/// A ring whose green arc is the pass share, drawn with `stroke-dasharray` on a circle of
+/// circumference 100.
+#[derive(Serialize)]
+struct Donut {
+    passed_arc: f64,
+    failed_arc: f64,
+}
+
+#[derive(Serialize)]
+struct DurationChart {
+    height: u32,
+    bars: Vec<DurationBar>,
+}
+
+#[derive(Serialize)]
+struct DurationBar {
+    y: u32,
+    width: f64,
+    /// The full name, in the bar's tooltip.
+    label: String,
+    /// The name cut to fit left of the bar.
+    short_label: String,
+    seconds: String,
+    passed: bool,
+    anchor: String,
+}
+
+#[derive(Serialize)]
+struct ScenarioView<'a> {
+    scenario: &'a ScenarioReport,
+    anchor: String,
+    state: &'static str,
+    seconds: String,
+    failed_checks: Vec<FailedCheck<'a>>,
+    errors: Vec<String>,
+    steps: Vec<StepView<'a>>,
+    waterfall: Waterfall,
+}
+
+#[derive(Serialize)]
+struct FailedCheck<'a> {
+    step: usize,
+    op: &'a str,
+    check: &'a CheckResult,
+}
+
+#[derive(Serialize)]
+struct StepView<'a> {
+    step: &'a StepReport,
+    jwt: Option<JwtView<'a>>,
+    /// Checks not shown beside a JWT claim.
+    checks: Vec<&'a CheckResult>,
+}
+
+#[derive(Serialize)]
+struct JwtView<'a> {
+    header: Vec<(String, String)>,
+    claims: Vec<ClaimRow<'a>>,
+    signature: &'static str,
+    signature_checks: Vec<&'a CheckResult>,
+}
+
+#[derive(Serialize)]
+struct ClaimRow<'a> {
+    name: String,
+    value: String,
+    checks: Vec<&'a CheckResult>,
+}
+
+/// Every hop of a scenario on one time axis: a bar per hop, placed after all earlier hops.
+#[derive(Serialize)]
+struct Waterfall {
+    height: u32,
+    total_ms: u64,
+    rows: Vec<WaterfallRow>,
+}
+
+#[derive(Serialize)]
+struct WaterfallRow {
+    y: u32,
+    x: f64,
+    width: f64,
+    status_class: &'static str,
+    /// The full hop, shown as the bar's tooltip.
+    label: String,
+    /// Status, method and path, drawn beside the bar.
+    short_label: String,
+    step: usize,
+}
+
+/// Charts are drawn in a 1000-unit-wide view box that scales to the page: labels on the
+/// left, bars in the remaining width.
+const LABEL_WIDTH: f64 = 380.0;
+const BAR_SPACE: f64 = 520.0;
+const ROW_HEIGHT: u32 = 24;
+
+impl<'a> PageView<'a> {
+    fn new(report: &'a RunReport) -> Self {
+        let failed = report.scenarios.iter().filter(|s| s.failed());
+        let passed = report.scenarios.iter().filter(|s| !s.failed());
+        let scenarios = failed
+            .chain(passed)
+            .enumerate()
+            .map(|(i, s)| ScenarioView::new(i, s))
+            .collect::<Vec<_>>();
+        let verdict = if !report.run.complete {
+            "incomplete"
+        } else if report.summary.all_passed() {
+            "pass"
+        } else {
+            "fail"
+        };
+        Self {
+            report,
+            verdict,
+            title: format!(
+                "meshauth {} — {} passed, {} failed",
+                report.run.run_id, report.summary.passed, report.summary.failed
+            ),
+            total_seconds: seconds(report.summary.duration_ms, 1),
+            style: STYLE,
+            script: SCRIPT,
+            donut: Donut::new(report.summary.passed, report.summary.failed),
+            durations: DurationChart::new(&scenarios),
+            policy: report
+                .policy
+                .iter()
+                .map(|p| PolicyCell {
+                    setting: &p.setting,
+                    value: &p.value,
+                    state: match p.state {
+                        SettingState::On => "on",
+                        SettingState::Off => "off",
+                        SettingState::Info => "info",
+                    },
+                })
+                .collect(),
+            scenarios,
+            load: report.load.as_ref(),
+            load_rows: report
+                .load
+                .as_ref()
+                .map(|load| {
+                    load.metrics
+                        .iter()
+                        .map(|(name, value)| (name.clone(), plain(value)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Donut {
+    fn new(passed: usize, failed: usize) -> Self {
+        let total = (passed + failed).max(1) as f64;
+        Self {
+            passed_arc: round(passed as f64 / total * 100.0),
+            failed_arc: round(failed as f64 / total * 100.0),
+        }
+    }
+}
+
+impl DurationChart {
+    fn new(scenarios: &[ScenarioView]) -> Self {
+        let longest = scenarios
+            .iter()
+            .map(|s| s.scenario.duration_ms)
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let bars = scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| DurationBar {
+                y: i as u32 * ROW_HEIGHT,
+                width: round((s.scenario.duration_ms as f64 / longest * BAR_SPACE).max(2.0)),
+                label: s.scenario.qualified_name(),
+                short_label: cut_front(&s.scenario.qualified_name(), 50),
+                seconds: seconds(s.scenario.duration_ms, 2),
+                passed: !s.scenario.failed(),
+                anchor: s.anchor.clone(),
+            })
+            .collect::<Vec<_>>();
+        Self {
+            height: bars.len() as u32 * ROW_HEIGHT,
+            bars,
+        }
+    }
+}
+
+impl<'a> ScenarioView<'a> {
+    fn new(position: usize, scenario: &'a ScenarioReport) -> Self {
+        let state = match scenario.verdict {
+            Some(Verdict::Pass) => "pass",
+            Some(Verdict::Fail) => "fail",
+            None => "unfinished",
+        };
+        let failed_checks = scenario
+            .steps
+            .iter()
+            .flat_map(|step| {
+                step.checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(move |check| FailedCheck {
+                        step: step.index,
+                        op: step.op,
+                        check,
+                    })
+            })
+            .collect();
+        let errors = scenario
+            .steps
+            .iter()
+            .filter_map(|s| {
+                s.error
+                    .as_ref()
+                    .map(|e| format!("step {} ({}): {e}", s.index, s.op))
+            })
+            .collect();
+        Self {
+            anchor: format!("s{position}-{}-{}", scenario.suite, scenario.id),
+            state,
+            seconds: seconds(scenario.duration_ms, 2),
+            failed_checks,
+            errors,
+            steps: scenario.steps.iter().map(StepView::new).collect(),
+            waterfall: Waterfall::new(&scenario.steps),
+            scenario,
+        }
+    }
+}
+
+impl<'a> StepView<'a> {
+    fn new(step: &'a StepReport) -> Self {
+        let Some(jwt) = &step.jwt else {
+            return Self {
+                step,
+                jwt: None,
+                checks: step.checks.iter().collect(),
+            };
+        };
+        let claim_of = |check: &CheckResult| -> Option<String> {
+            match check.name.as_str() {
+                "exp" | "iat" => Some(check.name.clone()),
+                name => name.strip_prefix("claim ").map(str::to_string),
+            }
+        };
+        let mut claims: Vec<ClaimRow> = jwt
+            .claims
+            .iter()
+            .map(|(name, value)| ClaimRow {
+                name: name.clone(),
+                value: plain(value),
+                checks: step
+                    .checks
+                    .iter()
+                    .filter(|c| claim_of(c).as_deref() == Some(name))
+                    .collect(),
+            })
+            .collect();
+        // A check on a claim the token lacks still gets a row.
+        for check in &step.checks {
+            if let Some(name) = claim_of(check)
+                && !jwt.claims.contains_key(&name)
+            {
+                claims.push(ClaimRow {
+                    name,
+                    value: "(absent)".into(),
+                    checks: vec![check],
+                });
+            }
+        }
+        Self {
+            step,
+            jwt: Some(JwtView {
+                header: match &jwt.header {
+                    Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), plain(v))).collect(),
+                    other => vec![("header".into(), plain(other))],
+                },
+                claims,
+                signature: jwt.signature,
+                signature_checks: step
+                    .checks
+                    .iter()
+                    .filter(|c| c.name == "signature")
+                    .collect(),
+            }),
+            checks: step
+                .checks
+                .iter()
+                .filter(|c| c.name != "signature" && claim_of(c).is_none())
+                .collect(),
+        }
+    }
+}
+
+impl Waterfall {
+    fn new(steps: &[StepReport]) -> Self {
+        let hops: Vec<(usize, &Hop)> = steps
+            .iter()
+            .flat_map(|s| s.hops.iter().map(move |h| (s.index, h)))
+            .collect();
+        let total_ms: u64 = hops.iter().map(|(_, h)| h.duration_ms).sum();
+        let scale = BAR_SPACE / total_ms.max(1) as f64;
+        let mut elapsed = 0u64;
+        let rows = hops
+            .iter()
+            .enumerate()
+            .map(|(i, (step, hop))| {
+                let row = WaterfallRow {
+                    y: i as u32 * ROW_HEIGHT,
+                    x: round(LABEL_WIDTH + elapsed as f64 * scale),
+                    width: round((hop.duration_ms as f64 * scale).max(2.0)),
+                    status_class: match hop.status {
+                        200..=299 => "s2xx",
+                        300..=399 => "s3xx",
+                        _ => "s4xx",
+                    },
+                    label: format!(
+                        "{} {} → {} ({} ms)",
+                        hop.method, hop.url, hop.status, hop.duration_ms
+                    ),
+                    short_label: format!("{} {} {}", hop.status, hop.method, short_url(&hop.url)),
+                    step: *step,
+                };
+                elapsed += hop.duration_ms;
+                row
+            })
+            .collect::<Vec<_>>();
+        Self {
+            height: rows.len() as u32 * ROW_HEIGHT,
+            total_ms,
+            rows,
+        }
+    }
+}
+
+/// `text` cut to its last `max` characters, marked with an ellipsis when cut.
+fn cut_front(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        text.to_string()
+    } else {
+        format!(
+            "…{}",
+            text.chars().skip(count - max + 1).collect::<String>()
+        )
+    }
+}
+
+/// The path and query of a URL, cut to fit a chart label.
+fn short_url(url: &str) -> String {
+    const MAX: usize = 36;
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(url);
+    if path.chars().count() <= MAX {
+        path.to_string()
+    } else {
+        format!("{}…", path.chars().take(MAX - 1).collect::<String>())
+    }
+}
+
+/// Strings as they are, everything else as compact JSON.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn seconds(ms: u64, decimals: usize) -> String {
+    format!("{:.decimals$} s", ms as f64 / 1000.0)
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::sample;
+
+    fn sample_html(load: Option<LoadSection>) -> String {
+        let mut report = RunReport::from_events(&sample::events());
+        report.set_load(load);
+        render(&report).unwrap()
+    }
+
+    #[test]
+    fn page_is_self_contained_and_escapes_scenario_data() {
+        let html = sample_html(None);
+        assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
+        for remote in ["src=\"http", "href=\"http", "@import", "url(http", "<link"] {
+            assert!(!html.contains(remote), "the page must not load {remote}");
+        }
+        assert!(
+            html.contains("A forged &lt;JWT&gt; &amp; a garbage token are &quot;rejected&quot;")
+        );
+        assert!(!html.contains("<JWT>"));
+        assert!(html.contains("&lt;RBAC: access denied&gt;"));
+        assert!(html.contains("[signature-redacted]"));
+    }
+
+    #[test]
+    fn failures_come_first_with_expected_and_actual() {
+        let html = sample_html(None);
+        let failed = html
+            .find("id=\"s0-seed003_origin_auth-forged_token_is_rejected\"")
+            .unwrap();
+        let passed = html
+            .find("id=\"s1-seed000_browser_sso-browser_login\"")
+            .unwrap();
+        assert!(failed < passed);
+        assert!(
+            html.contains("<td class=\"expected\">401</td>"),
+            "expected/actual table"
+        );
+        assert!(html.contains("<td class=\"actual\">200</td>"));
+    }
+
+    #[test]
+    fn policy_grid_and_load_section_render_only_what_exists() {
+        let html = sample_html(None);
+        assert!(html.contains("class=\"cell off\""));
+        assert!(html.contains("class=\"cell on\""));
+        assert!(
+            !html.contains("id=\"load\""),
+            "no load section without load data"
+        );
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("p95_ms".into(), 42.into());
+        let html = sample_html(Some(LoadSection {
+            title: "login storm <1>".into(),
+            metrics,
+        }));
+        assert!(html.contains("id=\"load\""));
+        assert!(html.contains("login storm &lt;1&gt;"));
+        assert!(html.contains("p95_ms"));
+    }
+
+    #[test]
+    fn waterfall_places_hops_one_after_another() {
+        let events = sample::events();
+        let report = RunReport::from_events(&events);
+        let waterfall = Waterfall::new(&report.scenarios[0].steps);
+        assert_eq!(waterfall.rows.len(), 5);
+        assert_eq!(waterfall.total_ms, 60);
+        let bar_start = |row: usize| (waterfall.rows[row].x - LABEL_WIDTH) / BAR_SPACE;
+        assert_eq!(bar_start(0), 0.0);
+        assert_eq!(bar_start(1), 0.2);
+        assert_eq!(bar_start(4), 0.8);
+        assert_eq!(waterfall.rows[2].step, 2);
+        assert_eq!(
+            waterfall.rows[2].short_label,
+            "302 POST /realms/Test-oidc/login-actions/aut…"
+        );
+    }
+}
