@@ -48,11 +48,54 @@ pub struct EnvironmentInfo {
     pub app_url: String,
     pub idp_url: String,
     pub issuer: String,
-    /// The policy profile the gateway was configured with, in words.
-    pub profile: Vec<String>,
+    /// The policy profile the deployment was configured with, setting by setting.
+    pub profile: Vec<PolicySetting>,
     pub components: Vec<ComponentVersion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<String>,
+}
+
+/// One setting of the deployment's policy profile, e.g. `RequestAuthentication` = `on`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicySetting {
+    pub setting: String,
+    pub value: String,
+    pub state: SettingState,
+}
+
+/// What a setting means for the deployment's protection.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingState {
+    /// A protection is in place, as the reference deployment has it.
+    On,
+    /// A protection is off or deliberately broken.
+    Off,
+    /// A value that protects nothing by itself (a theme, a description).
+    Info,
+}
+
+impl PolicySetting {
+    /// A protection that is on or off.
+    pub fn protection(setting: impl Into<String>, enabled: bool) -> Self {
+        Self {
+            setting: setting.into(),
+            value: if enabled { "on" } else { "off" }.into(),
+            state: if enabled {
+                SettingState::On
+            } else {
+                SettingState::Off
+            },
+        }
+    }
+
+    pub fn info(setting: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            value: value.into(),
+            state: SettingState::Info,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

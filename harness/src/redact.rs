@@ -58,7 +58,7 @@ static JWT: LazyLock<Regex> = LazyLock::new(|| {
 
 static SENSITIVE_PARAM: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(code|state|session_state|session_code|client_data|client_secret|password|access_token|id_token|refresh_token|tab_id|execution)=([^&\s#]+)",
+        r#"(?i)\b(code|state|session_state|session_code|client_data|client_secret|password|access_token|id_token|refresh_token|tab_id|execution)=([^&\s#"'<>,;]+)"#,
     )
     .expect("valid regex")
 });
@@ -145,6 +145,21 @@ mod tests {
         assert!(redacted.contains("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.[signature-redacted]"));
         assert!(redacted.contains("code=[redacted]"));
         assert!(redacted.contains("iss=http%3A%2F%2Fkc"), "{redacted}");
+    }
+
+    #[test]
+    fn parameter_redaction_stops_at_json_and_html_delimiters() {
+        let redactor = Redactor::new();
+        let json = r#"{"url":"https://gw/cb?state=abc123","next":"x"}"#;
+        assert_eq!(
+            redactor.redact(json),
+            r#"{"url":"https://gw/cb?state=[redacted]","next":"x"}"#
+        );
+        let html = "<a href='/cb?code=zz9'>go</a>";
+        assert_eq!(
+            redactor.redact(html),
+            "<a href='/cb?code=[redacted]'>go</a>"
+        );
     }
 
     #[test]

@@ -162,6 +162,15 @@ fn ctrl_c_on_up_leaves_no_processes_behind() {
         printed.contains("press Ctrl-C to stop"),
         "meshauth up did not come up:\n{printed}"
     );
+    let credentials = printed
+        .lines()
+        .find_map(|l| l.split("(password in ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').to_string())
+        .expect("up names the credentials file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&credentials).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "{credentials} is readable by others");
     let components = descendants(child.id());
     assert!(
         components.len() >= 4,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{Endpoints, EnvError, TestUser};
-use crate::events::EnvironmentInfo;
+use crate::events::{EnvironmentInfo, PolicySetting};
 use crate::redact::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +146,7 @@ impl ExistingEnvironment {
             app_url: self.endpoints.app.to_string(),
             idp_url: self.endpoints.idp.to_string(),
             issuer: self.endpoints.issuer.clone(),
-            profile: vec![format!("described by {}", self.file)],
+            profile: vec![PolicySetting::info("described by", &self.file)],
             components: Vec::new(),
             run_dir: None,
         }

@@ -12,7 +12,7 @@ use super::pki::RunPki;
 use super::ports::Ports;
 use super::{Endpoints, EnvError, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
-use crate::events::EnvironmentInfo;
+use crate::events::{EnvironmentInfo, PolicySetting};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -87,45 +87,40 @@ impl Default for StackConfig {
 }
 
 impl StackConfig {
-    /// The profile in words, for reports.
-    pub fn profile(&self) -> Vec<String> {
-        let on_off = |b: bool| if b { "on" } else { "OFF" };
+    /// The profile setting by setting, for reports.
+    pub fn profile(&self) -> Vec<PolicySetting> {
         vec![
-            format!(
-                "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS: {}",
-                on_off(self.ext_authz)
+            PolicySetting::protection(
+                "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS",
+                self.ext_authz,
             ),
-            "plain-HTTP listener (IdP) exempt from ext_authz: notPorts".to_string(),
-            format!(
-                "RequestAuthentication (jwt_authn, issuer's JWKS): {}",
-                on_off(self.request_authentication)
+            PolicySetting::info(
+                "plain-HTTP listener (IdP) exempt from ext_authz",
+                "notPorts",
             ),
-            format!(
-                "oauth2-proxy forwards Authorization: {}",
-                on_off(self.forward_authorization)
+            PolicySetting::protection(
+                "RequestAuthentication (jwt_authn, issuer's JWKS)",
+                self.request_authentication,
             ),
-            format!(
-                "oauth2-proxy sign-in page: {}",
+            PolicySetting::protection(
+                "oauth2-proxy forwards Authorization",
+                self.forward_authorization,
+            ),
+            PolicySetting::info(
+                "oauth2-proxy sign-in page",
                 if self.skip_provider_button {
                     "skipped"
                 } else {
                     "shown"
-                }
+                },
             ),
-            format!("Keycloak login theme: {}", self.login_theme.name()),
-            format!("realm role mapper: {}", on_off(self.role_mapper)),
-            format!("audience mapper: {}", on_off(self.audience_mapper)),
-            format!(
-                "session cookie Secure: {}",
-                on_off(self.secure_session_cookie)
-            ),
-            format!(
-                "oauth2-proxy client secret: {}",
-                if self.wrong_client_secret {
-                    "WRONG"
-                } else {
-                    "correct"
-                }
+            PolicySetting::info("Keycloak login theme", self.login_theme.name()),
+            PolicySetting::protection("realm role mapper", self.role_mapper),
+            PolicySetting::protection("audience mapper", self.audience_mapper),
+            PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
+            PolicySetting::protection(
+                "oauth2-proxy has the right client secret",
+                !self.wrong_client_secret,
             ),
         ]
     }

@@ -15,8 +15,6 @@ pub struct RunReport {
     pub tool: ToolInfo,
     pub run: RunInfo,
     pub environment: EnvironmentInfo,
-    /// `environment.profile`, split into settings for the policy grid.
-    pub policy: Vec<PolicySetting>,
     pub scenarios: Vec<ScenarioReport>,
     pub summary: RunSummary,
     /// Load-test results, when a load test ran (see [`LoadSection`]).
@@ -49,46 +47,6 @@ pub struct RunInfo {
     /// False when the run stopped before its `run_finished` event (interrupted or crashed):
     /// the summary then counts only the scenarios that finished.
     pub complete: bool,
-}
-
-/// One policy-profile entry, e.g. `"audience mapper: OFF"` → setting `audience mapper`,
-/// value `OFF`, state `off`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PolicySetting {
-    pub setting: String,
-    pub value: String,
-    pub state: SettingState,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SettingState {
-    /// Enabled, or configured as the reference deployment has it.
-    On,
-    /// Disabled, or deliberately broken (a fault).
-    Off,
-    /// A value that is neither (a theme name, a description).
-    Info,
-}
-
-impl PolicySetting {
-    /// Splits a profile line at its last `": "`; lines without one are shown whole.
-    pub fn parse(line: &str) -> Self {
-        let (setting, value) = match line.rsplit_once(": ") {
-            Some((setting, value)) => (setting.trim(), value.trim()),
-            None => (line.trim(), ""),
-        };
-        let state = match value.to_ascii_lowercase().as_str() {
-            "on" | "correct" | "shown" => SettingState::On,
-            "off" | "wrong" | "skipped" => SettingState::Off,
-            _ => SettingState::Info,
-        };
-        Self {
-            setting: setting.to_string(),
-            value: value.to_string(),
-            state,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,11 +118,6 @@ impl RunReport {
                     selected: *selected,
                     complete: false,
                 };
-                self.policy = environment
-                    .profile
-                    .iter()
-                    .map(|line| PolicySetting::parse(line))
-                    .collect();
                 self.environment = environment.clone();
             }
             RunEvent::ScenarioStarted {
@@ -269,34 +222,6 @@ impl RunReport {
 mod tests {
     use super::*;
     use crate::report::sample;
-
-    #[test]
-    fn policy_lines_become_on_off_info_cells() {
-        let on = PolicySetting::parse("RequestAuthentication (jwt_authn, issuer's JWKS): on");
-        assert_eq!(
-            on.setting,
-            "RequestAuthentication (jwt_authn, issuer's JWKS)"
-        );
-        assert_eq!(on.state, SettingState::On);
-        assert_eq!(
-            PolicySetting::parse("audience mapper: OFF").state,
-            SettingState::Off
-        );
-        assert_eq!(
-            PolicySetting::parse("oauth2-proxy client secret: WRONG").state,
-            SettingState::Off
-        );
-        let theme = PolicySetting::parse("Keycloak login theme: keycloak.v2");
-        assert_eq!(
-            (theme.state, theme.value.as_str()),
-            (SettingState::Info, "keycloak.v2")
-        );
-        let whole = PolicySetting::parse("described by env.yaml");
-        assert_eq!(
-            (whole.setting.as_str(), whole.value.as_str()),
-            ("described by env.yaml", "")
-        );
-    }
 
     #[test]
     fn folds_the_stream_and_counts_an_interrupted_run() {

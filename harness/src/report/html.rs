@@ -10,10 +10,11 @@ use minijinja::Environment;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::document::{ScenarioReport, SettingState};
+use super::document::ScenarioReport;
 use super::{LoadSection, ReportError, RunReport};
 use crate::browser::Hop;
 use crate::check::CheckResult;
+use crate::events::SettingState;
 use crate::events::{StepReport, Verdict};
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -220,7 +221,8 @@ impl<'a> PageView<'a> {
             donut: Donut::new(report.summary.passed, report.summary.failed),
             durations: DurationChart::new(&scenarios),
             policy: report
-                .policy
+                .environment
+                .profile
                 .iter()
                 .map(|p| PolicyCell {
                     setting: &p.setting,

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::browser::Hop;
 use crate::check::CheckResult;
 use crate::components::ComponentVersion;
+use crate::env::StackConfig;
 use crate::events::{EnvironmentInfo, RunEvent, RunSummary, StepReport, Verdict};
 use crate::oidc::DecodedJwt;
 use crate::redact::SIGNATURE_REDACTED;
@@ -46,17 +47,11 @@ pub fn environment() -> EnvironmentInfo {
         app_url: APP.into(),
         idp_url: IDP.into(),
         issuer: ISSUER.into(),
-        profile: vec![
-            "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS: on".into(),
-            "plain-HTTP listener (IdP) exempt from ext_authz: notPorts".into(),
-            "RequestAuthentication (jwt_authn, issuer's JWKS): on".into(),
-            "oauth2-proxy forwards Authorization: on".into(),
-            "oauth2-proxy sign-in page: shown".into(),
-            "Keycloak login theme: keycloak.v2".into(),
-            "realm role mapper: on".into(),
-            "audience mapper: OFF".into(),
-            "oauth2-proxy client secret: correct".into(),
-        ],
+        profile: StackConfig {
+            audience_mapper: false,
+            ..StackConfig::default()
+        }
+        .profile(),
         components: vec![
             ComponentVersion {
                 component: "envoy".into(),
