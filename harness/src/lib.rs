@@ -11,6 +11,7 @@ pub mod components;
 pub mod engine;
 pub mod env;
 pub mod events;
+pub mod files;
 pub mod fixtures;
 pub mod oidc;
 pub mod redact;

@@ -306,7 +306,7 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
     let run_dir = stack.run_dir().to_path_buf();
     // Passwords go to a file only the user can read, never to the terminal or a log.
     let credentials = run_dir.join("credentials.txt");
-    write_private(
+    meshauth::files::write_private(
         &credentials,
         &format!(
             "test user: {} / {}\nKeycloak admin (master realm): admin / {}\n",
@@ -314,7 +314,8 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
             endpoints.user.password.expose(),
             stack.admin_password().expose()
         ),
-    )?;
+    )
+    .with_context(|| format!("writing {}", credentials.display()))?;
     let run_dir = run_dir.display();
     println!("app (HTTPS, SSO required):   {}headers", endpoints.app);
     println!("Keycloak (plain HTTP, open): {}", endpoints.idp);
@@ -404,18 +405,4 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -135,7 +135,9 @@ fn main() -> ExitCode {
     // Cases reconfigure one shared stack, so they run one at a time.
     args.test_threads = Some(1);
     let catalog = Arc::new(Catalog::builtin());
-    let selected = CASES.iter().any(|case| selected_by(&args, case.name));
+    let selected = CASES
+        .iter()
+        .any(|case| common::selected_by(&args, case.name));
     if args.list || !selected {
         let trials = CASES
             .iter()
@@ -230,15 +232,4 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> Result<(&'a Suite, &'a Scenario
         .flat_map(|suite| suite.scenarios.iter().map(move |s| (suite, s)))
         .find(|(suite, s)| qualified_name(suite, s) == name)
         .ok_or_else(|| format!("no scenario {name} in the catalog").into())
-}
-
-fn selected_by(args: &Arguments, name: &str) -> bool {
-    let matches = |filter: &str| {
-        if args.exact {
-            name == filter
-        } else {
-            name.contains(filter)
-        }
-    };
-    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
 }

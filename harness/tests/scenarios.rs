@@ -31,8 +31,10 @@ fn main() -> ExitCode {
                 .map(move |(ci, scenario)| (si, ci, qualified_name(suite, scenario)))
         })
         .collect();
-    let selected = names.iter().any(|(_, _, name)| selected_by(&args, name))
-        || selected_by(&args, EXISTING_TRIAL);
+    let selected = names
+        .iter()
+        .any(|(_, _, name)| common::selected_by(&args, name))
+        || common::selected_by(&args, EXISTING_TRIAL);
     if args.list || !selected {
         let trials = names
             .into_iter()
@@ -135,15 +137,4 @@ fn existing_environment_trial(
             Err(transcript.text().into())
         }
     })
-}
-
-fn selected_by(args: &Arguments, name: &str) -> bool {
-    let matches = |filter: &str| {
-        if args.exact {
-            name == filter
-        } else {
-            name.contains(filter)
-        }
-    };
-    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
 }

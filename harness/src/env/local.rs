@@ -639,24 +639,11 @@ async fn wait_ready(
 
 /// Writes a file readable only by the user: rendered configs can hold secrets.
 fn write_private(path: &Path, contents: &str) -> Result<(), EnvError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |source| EnvError::Io {
+    crate::files::write_private(path, contents).map_err(|source| EnvError::Io {
         what: "write",
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)
+    })
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), EnvError> {

@@ -88,3 +88,16 @@ impl EventSink for Transcript {
         let _ = self.reporter.on_event(&event);
     }
 }
+
+/// Whether libtest's name filters (`cargo test -- FILTER --skip X --exact`) select `name`, so a
+/// run that selects nothing does not start a stack.
+pub fn selected_by(args: &libtest_mimic::Arguments, name: &str) -> bool {
+    let matches = |filter: &str| {
+        if args.exact {
+            name == filter
+        } else {
+            name.contains(filter)
+        }
+    };
+    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
+}
