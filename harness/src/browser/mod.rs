@@ -53,6 +53,20 @@ pub struct Hop {
     pub duration_ms: u64,
 }
 
+/// `GET https://… 302 -> https://… [set-cookie: a, b] (12 ms)`: one line per hop in text reports.
+impl std::fmt::Display for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.method, self.url, self.status)?;
+        if let Some(location) = &self.location {
+            write!(f, " -> {location}")?;
+        }
+        if !self.set_cookies.is_empty() {
+            write!(f, " [set-cookie: {}]", self.set_cookies.join(", "))?;
+        }
+        write!(f, " ({} ms)", self.duration_ms)
+    }
+}
+
 /// The final response of a navigation.
 #[derive(Debug, Clone)]
 pub struct Page {

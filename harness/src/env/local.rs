@@ -514,14 +514,8 @@ impl LocalStack {
         let launch = Launch::new("httpbin", &self.toolchain.httpbin, self.log("httpbin"))
             .args(["-host", "127.0.0.1", "-port"])
             .arg(self.ports.httpbin.to_string());
-        let mut process = Supervised::spawn(&launch)?;
         let probe = format!("http://127.0.0.1:{}/status/200", self.ports.httpbin);
-        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
-        self.httpbin = Some(process);
-        progress(StackEvent::Ready {
-            component: "httpbin",
-            after: started.elapsed(),
-        });
+        self.httpbin = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
         Ok(())
     }
 
@@ -543,14 +537,8 @@ impl LocalStack {
                 "--log-level",
                 "warn",
             ]);
-        let mut process = Supervised::spawn(&launch)?;
         let probe = format!("http://127.0.0.1:{}/ready", self.ports.gateway_admin);
-        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
-        self.envoy = Some(process);
-        progress(StackEvent::Ready {
-            component: "envoy",
-            after: started.elapsed(),
-        });
+        self.envoy = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
         Ok(())
     }
 
@@ -574,15 +562,26 @@ impl LocalStack {
             "OAUTH2_PROXY_COOKIE_SECRET",
             self.secrets.cookie_secret.expose(),
         );
-        let mut process = Supervised::spawn(&launch)?;
         let probe = format!("http://127.0.0.1:{}/ping", self.ports.oauth2_proxy);
-        wait_ready(&self.probe, &mut process, &probe, COMPONENT_READY).await?;
-        self.oauth2_proxy = Some(process);
+        self.oauth2_proxy = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
+        Ok(())
+    }
+
+    /// Spawns a fast-starting component and waits until `probe` answers.
+    async fn spawn_ready(
+        &self,
+        launch: &Launch,
+        probe: &str,
+        started: Instant,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Supervised, EnvError> {
+        let mut process = Supervised::spawn(launch)?;
+        wait_ready(&self.probe, &mut process, probe, COMPONENT_READY).await?;
         progress(StackEvent::Ready {
-            component: "oauth2-proxy",
+            component: launch.name,
             after: started.elapsed(),
         });
-        Ok(())
+        Ok(process)
     }
 }
 

@@ -97,21 +97,7 @@ fn step_log<'a>(steps: impl Iterator<Item = &'a StepReport>) -> String {
             step.index, step.op, step.summary, step.duration_ms
         );
         for hop in &step.hops {
-            let location = hop
-                .location
-                .as_deref()
-                .map(|l| format!(" -> {l}"))
-                .unwrap_or_default();
-            let cookies = if hop.set_cookies.is_empty() {
-                String::new()
-            } else {
-                format!(" [set-cookie: {}]", hop.set_cookies.join(", "))
-            };
-            let _ = writeln!(
-                log,
-                "    {} {} {}{location}{cookies} ({} ms)",
-                hop.method, hop.url, hop.status, hop.duration_ms
-            );
+            let _ = writeln!(log, "    {hop}");
         }
         for check in &step.checks {
             let mark = if check.passed { "✓" } else { "✗" };

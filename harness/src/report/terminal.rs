@@ -60,22 +60,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     )
                     .map_err(io)?;
                     for hop in &step.hops {
-                        let location = hop
-                            .location
-                            .as_deref()
-                            .map(|l| format!(" -> {l}"))
-                            .unwrap_or_default();
-                        let cookies = if hop.set_cookies.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" [set-cookie: {}]", hop.set_cookies.join(", "))
-                        };
-                        writeln!(
-                            out,
-                            "         {} {} {}{location}{cookies}",
-                            hop.method, hop.url, hop.status
-                        )
-                        .map_err(io)?;
+                        writeln!(out, "         {hop}").map_err(io)?;
                     }
                     for check in step.checks.iter().filter(|c| self.verbose || !c.passed) {
                         let mark = if check.passed { "✓" } else { "✗" };
