@@ -12,6 +12,7 @@ pub mod engine;
 pub mod env;
 pub mod events;
 pub mod fixtures;
+pub mod load;
 pub mod oidc;
 pub mod redact;
 pub mod report;

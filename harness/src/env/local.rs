@@ -62,6 +62,9 @@ pub struct StackConfig {
     pub audience_mapper: bool,
     /// oauth2-proxy is given a wrong client secret.
     pub wrong_client_secret: bool,
+    /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
+    /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
+    pub baseline_route: bool,
 }
 
 impl Default for StackConfig {
@@ -75,6 +78,7 @@ impl Default for StackConfig {
             role_mapper: true,
             audience_mapper: true,
             wrong_client_secret: false,
+            baseline_route: false,
         }
     }
 }
@@ -83,7 +87,7 @@ impl StackConfig {
     /// The profile in words, for reports.
     pub fn profile(&self) -> Vec<String> {
         let on_off = |b: bool| if b { "on" } else { "OFF" };
-        vec![
+        let mut lines = vec![
             format!(
                 "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS: {}",
                 on_off(self.ext_authz)
@@ -116,7 +120,11 @@ impl StackConfig {
                     "correct"
                 }
             ),
-        ]
+        ];
+        if self.baseline_route {
+            lines.push("unauthenticated /baseline/ route to httpbin (load tests only): ON".into());
+        }
+        lines
     }
 
     fn keycloak_differs(&self, other: &Self) -> bool {
@@ -137,8 +145,15 @@ impl StackConfig {
     }
 
     fn envoy_differs(&self, other: &Self) -> bool {
-        (self.ext_authz, self.request_authentication)
-            != (other.ext_authz, other.request_authentication)
+        (
+            self.ext_authz,
+            self.request_authentication,
+            self.baseline_route,
+        ) != (
+            other.ext_authz,
+            other.request_authentication,
+            other.baseline_route,
+        )
     }
 }
 
@@ -185,6 +200,7 @@ struct FixtureContext<'a> {
     tls_key: String,
     ext_authz: bool,
     request_authentication: bool,
+    baseline_route: bool,
     httpbin_port: u16,
     oauth2_proxy_port: u16,
     keycloak_port: u16,
@@ -413,6 +429,7 @@ impl LocalStack {
             tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
             ext_authz: self.config.ext_authz,
             request_authentication: self.config.request_authentication,
+            baseline_route: self.config.baseline_route,
             httpbin_port: self.ports.httpbin,
             oauth2_proxy_port: self.ports.oauth2_proxy,
             keycloak_port: self.ports.keycloak,
