@@ -287,11 +287,6 @@ pub async fn run(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let setup = |e: &dyn std::fmt::Display| LoadError::Setup(e.to_string());
-    let http =
-        crate::browser::http_client(target.endpoints.ca_pem.as_deref()).map_err(|e| setup(&e))?;
-    let discovery = crate::oidc::discover(&http, &target.endpoints.issuer)
-        .await
-        .map_err(|e| setup(&e))?;
     let join = |base: &Url| {
         base.join(options.path.trim_start_matches('/'))
             .map_err(|e| setup(&format!("{base} + {}: {e}", options.path)))
@@ -299,9 +294,9 @@ pub async fn run(
     let protected_url = join(&target.endpoints.app)?;
     let baseline_url = target.baseline.as_ref().map(join).transpose()?;
     let client = hot_path_client(target, options).map_err(|e| setup(&e))?;
-    let source = transactions::CredentialSource {
+    let mut source = transactions::CredentialSource {
         endpoints: target.endpoints.clone(),
-        token_endpoint: discovery.token_endpoint.clone(),
+        token_endpoint: None,
         protected_url: protected_url.clone(),
         client,
         redactor: redactor.clone(),
@@ -315,6 +310,14 @@ pub async fn run(
                 .any(|p| p.transactions().contains(kind))
         })
         .collect();
+    if needed.contains(&TransactionKind::Bearer) {
+        let http = crate::browser::http_client(target.endpoints.ca_pem.as_deref())
+            .map_err(|e| setup(&e))?;
+        let discovery = crate::oidc::discover(&http, &target.endpoints.issuer)
+            .await
+            .map_err(|e| setup(&e))?;
+        source.token_endpoint = Some(discovery.token_endpoint);
+    }
     let obtaining = Instant::now();
     if !needed.is_empty() {
         progress(format!(

@@ -37,7 +37,8 @@ pub struct PhaseContext {
 #[derive(Clone)]
 pub struct CredentialSource {
     pub endpoints: Endpoints,
-    pub token_endpoint: Url,
+    /// From the issuer's discovery document; `None` when no phase needs a token.
+    pub token_endpoint: Option<Url>,
     /// The URL the hot paths request behind SSO (and the login flows start at).
     pub protected_url: Url,
     /// One client for every user's hot-path requests and token grants (HTTP/1.1, a connection
@@ -263,9 +264,13 @@ async fn obtain(context: &CredentialSource, kind: TransactionKind) -> Result<Cre
         }),
         TransactionKind::Bearer => {
             let endpoints = &context.endpoints;
+            let token_endpoint = context
+                .token_endpoint
+                .as_ref()
+                .ok_or("token grant: the issuer was not discovered")?;
             let grant = oidc::password_grant(
                 &context.client,
-                &context.token_endpoint,
+                token_endpoint,
                 &endpoints.client_id,
                 &endpoints.client_secret,
                 &endpoints.user.username,
