@@ -13,6 +13,7 @@ pub mod env;
 pub mod events;
 pub mod files;
 pub mod fixtures;
+pub mod load;
 pub mod oidc;
 pub mod redact;
 pub mod report;

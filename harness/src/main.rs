@@ -28,7 +28,7 @@ use meshauth::scenario::{Catalog, qualified_name};
     about = "Conformance and load testing of SSO at a service-mesh gateway"
 )]
 #[command(
-    after_help = "Exit codes: 0 every scenario passed, 1 a scenario failed, 2 usage or environment error.\n\
+    after_help = "Exit codes: 0 every scenario passed (load: every threshold held), 1 a scenario failed (load: a threshold was violated or a transaction never succeeded), 2 usage or environment error.\n\
 Colour is off when NO_COLOR is set or output is not a terminal."
 )]
 struct Cli {
@@ -49,6 +49,87 @@ enum Command {
     Up(StackArgs),
     /// Run the catalog (or the scenarios matching FILTER) and print a verdict per scenario.
     Run(RunArgs),
+    /// Load-test the auth hot path with goose: baseline vs SSO cookie vs bearer, login storm,
+    /// a mix; overhead ratios, the generator's CPU, and thresholds as a CI gate (exit 1).
+    Load(LoadArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PhaseArg {
+    Baseline,
+    Cookie,
+    Bearer,
+    LoginStorm,
+    Mix,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long = "env", value_enum, default_value = "local")]
+    env_kind: EnvKind,
+    /// The YAML file describing an existing deployment (with --env existing).
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// With --env existing: the same app through the gateway without SSO (the baseline).
+    #[arg(long, value_name = "URL")]
+    baseline_url: Option<url::Url>,
+    /// With --env existing: allow hosts outside loopback (only for deployments you own).
+    #[arg(long)]
+    allow_remote: bool,
+    /// Concurrent goose users (each holds one connection).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=meshauth::load::MAX_USERS as u64))]
+    users: u64,
+    /// Users started per second.
+    #[arg(long, default_value_t = 4.0)]
+    hatch_rate: f64,
+    /// Steady time per phase after all users started, e.g. 10s or 1m (at most 10m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Phases to run, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "baseline,cookie,bearer,login-storm,mix"
+    )]
+    phases: Vec<PhaseArg>,
+    /// Path requested behind SSO and on the baseline route.
+    #[arg(long, default_value = "status/200")]
+    path: String,
+    /// Requests after which a phase stops early (a count bound on top of the time bound).
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: u64,
+    /// Write the LoadReport as JSON here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Fail (exit 1) if any non-login transaction's p99 latency exceeds this many ms.
+    #[arg(long, value_name = "MS")]
+    max_p99: Option<f64>,
+    /// Fail (exit 1) if an auth path keeps less than this share of the baseline's throughput
+    /// (ratio = auth req/s ÷ baseline req/s, e.g. 0.5).
+    #[arg(long, value_name = "RATIO")]
+    min_ratio: Option<f64>,
+    /// Fail (exit 1) if any transaction's error rate (errors ÷ attempts) exceeds this fraction.
+    #[arg(long, value_name = "FRACTION")]
+    max_error_rate: Option<f64>,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 2m"))?;
+    match unit {
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: use s or m, e.g. 10s or 2m")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -152,6 +233,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Up(args) => up(&args).await,
         Command::Run(args) => run(&args, cli.verbose).await,
+        Command::Load(args) => load(&args).await,
     }
 }
 
@@ -245,6 +327,108 @@ fn install() -> Result<Toolchain> {
     Ok(toolchain)
 }
 
+async fn load(args: &LoadArgs) -> Result<ExitCode> {
+    use meshauth::load::{self, LoadOptions, LoadTarget, Phase, Thresholds};
+    let thresholds = Thresholds {
+        max_p99_ms: args.max_p99,
+        min_ratio: args.min_ratio,
+        max_error_rate: args.max_error_rate,
+    };
+    for (name, value) in [
+        ("--max-p99", args.max_p99),
+        ("--min-ratio", args.min_ratio),
+        ("--max-error-rate", args.max_error_rate),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            bail!("{name} must be a non-negative number");
+        }
+    }
+    let options = LoadOptions {
+        users: args.users as usize,
+        hatch_rate: args.hatch_rate,
+        duration: args.duration,
+        phases: args
+            .phases
+            .iter()
+            .map(|p| match p {
+                PhaseArg::Baseline => Phase::Baseline,
+                PhaseArg::Cookie => Phase::Cookie,
+                PhaseArg::Bearer => Phase::Bearer,
+                PhaseArg::LoginStorm => Phase::LoginStorm,
+                PhaseArg::Mix => Phase::Mix,
+            })
+            .collect(),
+        path: args.path.clone(),
+        max_requests_per_phase: args.max_requests,
+        ..LoadOptions::default()
+    };
+    // Usage errors surface before a stack is started.
+    options.validate()?;
+    if args.min_ratio.is_some()
+        && !(options.phases.contains(&Phase::Baseline)
+            && (options.phases.contains(&Phase::Cookie) || options.phases.contains(&Phase::Bearer)))
+    {
+        bail!("--min-ratio needs the baseline phase and the cookie or bearer phase in --phases");
+    }
+    let redactor = Redactor::new();
+    let mut stack = None;
+    let target = match args.env_kind {
+        EnvKind::Local => {
+            if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
+                bail!(
+                    "--env-file, --baseline-url and --allow-remote are only used with --env existing"
+                );
+            }
+            let config = StackConfig {
+                baseline_route: true,
+                ..stack_config(&args.stack)
+            };
+            let (_, local) = start_local_with(&args.stack, config, &redactor).await?;
+            let endpoints = local.endpoints().clone();
+            let baseline = endpoints.app.join("baseline/").ok();
+            stack = Some(local);
+            LoadTarget {
+                endpoints,
+                baseline,
+                allow_remote: false,
+            }
+        }
+        EnvKind::Existing => {
+            let Some(file) = &args.env_file else {
+                bail!("--env existing needs --env-file FILE describing the deployment");
+            };
+            let existing = ExistingEnvironment::load(file)?;
+            LoadTarget {
+                endpoints: existing.endpoints().clone(),
+                baseline: args.baseline_url.clone(),
+                allow_remote: args.allow_remote,
+            }
+        }
+    };
+    let progress = |line: String| eprintln!("{line}");
+    let mut report = load::run(&target, &options, &redactor, &progress).await?;
+    let violations = report.judge(&thresholds);
+    drop(stack);
+    print!("{}", report.render_text());
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&report).context("serialising the load report")?;
+        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("load report written to {}", out.display());
+    }
+    let silent = report.silent_transactions();
+    for transaction in &silent {
+        eprintln!("FAILED: {transaction} completed no successful request");
+    }
+    for violation in &violations {
+        eprintln!("FAILED: {violation}");
+    }
+    Ok(if silent.is_empty() && violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn stack_config(args: &StackArgs) -> StackConfig {
     StackConfig {
         skip_provider_button: args.skip_provider_button,
@@ -275,6 +459,14 @@ fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
 }
 
 async fn start_local(args: &StackArgs, redactor: &Redactor) -> Result<(String, LocalStack)> {
+    start_local_with(args, stack_config(args), redactor).await
+}
+
+async fn start_local_with(
+    args: &StackArgs,
+    config: StackConfig,
+    redactor: &Redactor,
+) -> Result<(String, LocalStack)> {
     let toolchain = install()?;
     let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
     let progress = Progress::new();
@@ -286,8 +478,7 @@ async fn start_local(args: &StackArgs, redactor: &Redactor) -> Result<(String, L
             after.as_secs_f64()
         )),
     };
-    let stack =
-        LocalStack::start(toolchain, &run_dir, stack_config(args), redactor, &observe).await;
+    let stack = LocalStack::start(toolchain, &run_dir, config, redactor, &observe).await;
     progress.finish();
     let stack = stack
         .with_context(|| format!("starting the local stack (logs in {})", run_dir.display()))?;

@@ -12,7 +12,7 @@ use reqwest_cookie_store::CookieStoreMutex;
 use serde::Serialize;
 use url::Url;
 
-use crate::redact::Redactor;
+use crate::redact::{Redactor, Secret};
 
 pub use form::{
     FormError, HtmlForm, LoginForm, find_login_error, find_login_form, find_provider_button,
@@ -38,6 +38,16 @@ pub enum BrowserError {
     },
     #[error("{status} redirect from {url} has no usable Location header")]
     BadLocation { status: u16, url: String },
+}
+
+/// Why a browser sign-in could not be completed (a wrong password is not an error here: the
+/// IdP answers it with a page, which the caller judges).
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    #[error(transparent)]
+    Form(#[from] FormError),
 }
 
 /// One request/response exchange, as shown in reports.
@@ -189,6 +199,58 @@ impl Browser {
     /// The attributes the server last set on the cookie `name`.
     pub fn cookie_attributes(&self, name: &str) -> Option<&CookieAttributes> {
         self.cookie_attributes.iter().rev().find(|c| c.name == name)
+    }
+
+    /// The `Cookie` header value the jar would send to `url`, if it holds any cookie for it.
+    pub fn cookie_header_for(&self, url: &Url) -> Option<Secret> {
+        let store = self.cookies.lock().ok()?;
+        let pairs: Vec<String> = store
+            .matches(url)
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        (!pairs.is_empty()).then(|| Secret::new(pairs.join("; ")))
+    }
+
+    /// Signs in from `page`, the answer to an unauthenticated request for the app: presses
+    /// oauth2-proxy's sign-in button when it is shown, fills and submits the IdP's login form,
+    /// and follows the redirects back. Returns the page the flow ends on, which the caller
+    /// judges (a wrong password ends on the IdP's error page, not in an error).
+    pub async fn sign_in(
+        &mut self,
+        mut page: Page,
+        username: &str,
+        password: &str,
+    ) -> Result<Page, SignInError> {
+        if let Some(button) = find_provider_button(&page.body, &page.url) {
+            let target = button.action_with_query();
+            page = self
+                .navigate(button.method, target, Body::Empty, &HeaderMap::new())
+                .await?;
+        }
+        let form = find_login_form(&page.body, &page.url)?;
+        let filled = form.fill(username, password);
+        Ok(self
+            .navigate(
+                filled.method.clone(),
+                filled.action.clone(),
+                Body::Form(filled.fields),
+                &HeaderMap::new(),
+            )
+            .await?)
+    }
+
+    /// The whole browser flow: opens `app`, signs in, and returns the page it ends on.
+    pub async fn open_and_sign_in(
+        &mut self,
+        app: Url,
+        username: &str,
+        password: &str,
+    ) -> Result<Page, SignInError> {
+        let page = self
+            .navigate(Method::GET, app, Body::Empty, &HeaderMap::new())
+            .await?;
+        self.sign_in(page, username, password).await
     }
 
     /// Sends one request without following redirects.

@@ -10,7 +10,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use crate::browser::{Body, Browser, BrowserError, Page, find_login_form, find_provider_button};
+use crate::browser::{Body, Browser, BrowserError, Page};
 use crate::check::CheckResult;
 use crate::env::Endpoints;
 use crate::events::{EnvironmentInfo, EventSink, RunEvent, RunSummary, StepReport, Verdict};
@@ -329,27 +329,16 @@ impl Engine {
         credentials: Credentials,
         state: &mut ScenarioState,
     ) -> Result<Page, String> {
-        let mut page = state
+        let page = state
             .last
             .take()
             .ok_or("nothing to sign in on: open the app first")?;
-        if let Some(button) = find_provider_button(&page.body, &page.url) {
-            let target = button.action_with_query();
-            page = state
-                .browser
-                .navigate(button.method, target, Body::Empty, &HeaderMap::new())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let form = find_login_form(&page.body, &page.url).map_err(|e| e.to_string())?;
-        let filled = form.fill(&self.endpoints.user.username, &self.password(credentials));
         state
             .browser
-            .navigate(
-                filled.method.clone(),
-                filled.action.clone(),
-                Body::Form(filled.fields),
-                &HeaderMap::new(),
+            .sign_in(
+                page,
+                &self.endpoints.user.username,
+                &self.password(credentials),
             )
             .await
             .map_err(|e| e.to_string())
@@ -366,47 +355,27 @@ impl Engine {
         credentials: Credentials,
     ) -> Result<(Page, Option<Secret>), String> {
         let discovery = self.discovery().await?;
-        let form = [
-            ("grant_type", "password".to_string()),
-            ("client_id", self.endpoints.client_id.clone()),
-            (
-                "client_secret",
-                self.endpoints.client_secret.expose().to_string(),
-            ),
-            ("username", self.endpoints.user.username.clone()),
-            ("password", self.password(credentials)),
-            ("scope", "openid".to_string()),
-        ];
-        let url = discovery.token_endpoint.clone();
-        let response = self
-            .http
-            .post(url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url} failed: {e}"))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        let token = serde_json::from_str::<Value>(&body)
-            .ok()
-            .filter(|_| status.is_success())
-            .and_then(|v| {
-                v.get("access_token")
-                    .and_then(Value::as_str)
-                    .map(Secret::new)
-            });
-        if let Some(token) = &token {
+        let grant = oidc::password_grant(
+            &self.http,
+            &discovery.token_endpoint,
+            &self.endpoints.client_id,
+            &self.endpoints.client_secret,
+            &self.endpoints.user.username,
+            &self.password(credentials),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(token) = &grant.access_token {
             self.redactor.register(token);
         }
         Ok((
             Page {
-                url,
-                status,
-                headers,
-                body,
+                url: discovery.token_endpoint,
+                status: grant.status,
+                headers: grant.headers,
+                body: grant.body,
             },
-            token,
+            grant.access_token,
         ))
     }
 

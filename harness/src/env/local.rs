@@ -12,7 +12,7 @@ use super::pki::RunPki;
 use super::ports::Ports;
 use super::{Endpoints, EnvError, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
-use crate::events::{EnvironmentInfo, PolicySetting};
+use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -68,6 +68,9 @@ pub struct StackConfig {
     pub wrong_client_secret: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
+    /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
+    /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
+    pub baseline_route: bool,
 }
 
 impl Default for StackConfig {
@@ -82,6 +85,7 @@ impl Default for StackConfig {
             audience_mapper: true,
             wrong_client_secret: false,
             secure_session_cookie: true,
+            baseline_route: false,
         }
     }
 }
@@ -89,7 +93,7 @@ impl Default for StackConfig {
 impl StackConfig {
     /// The profile setting by setting, for reports.
     pub fn profile(&self) -> Vec<PolicySetting> {
-        vec![
+        let mut settings = vec![
             PolicySetting::protection(
                 "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS",
                 self.ext_authz,
@@ -122,7 +126,15 @@ impl StackConfig {
                 "oauth2-proxy has the right client secret",
                 !self.wrong_client_secret,
             ),
-        ]
+        ];
+        if self.baseline_route {
+            settings.push(PolicySetting {
+                setting: "unauthenticated /baseline/ route to httpbin (load tests only)".into(),
+                value: "present".into(),
+                state: SettingState::Off,
+            });
+        }
+        settings
     }
 }
 
@@ -170,6 +182,7 @@ struct FixtureContext<'a> {
     tls_key: String,
     ext_authz: bool,
     request_authentication: bool,
+    baseline_route: bool,
     httpbin_port: u16,
     oauth2_proxy_port: u16,
     keycloak_port: u16,
@@ -432,6 +445,7 @@ impl LocalStack {
             tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
             ext_authz: self.config.ext_authz,
             request_authentication: self.config.request_authentication,
+            baseline_route: self.config.baseline_route,
             httpbin_port: self.ports.httpbin,
             oauth2_proxy_port: self.ports.oauth2_proxy,
             keycloak_port: self.ports.keycloak,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::check::CheckResult;
-use crate::redact::SIGNATURE_REDACTED;
+use crate::redact::{SIGNATURE_REDACTED, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -84,6 +84,64 @@ pub async fn fetch_jwks(
     discovery: &Discovery,
 ) -> Result<JwkSet, OidcError> {
     get_json(client, "the JWKS", discovery.jwks_uri.as_str()).await
+}
+
+/// The token endpoint's answer to a password grant, kept whole so callers can judge it.
+#[derive(Debug, Clone)]
+pub struct GrantResponse {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+    /// The access token, when the grant succeeded and the answer holds one.
+    pub access_token: Option<Secret>,
+}
+
+/// Resource-owner password grant (`grant_type=password`, scope `openid`) at `token_endpoint`.
+/// Fails only when no answer arrives; an HTTP error status is in the response.
+pub async fn password_grant(
+    client: &reqwest::Client,
+    token_endpoint: &Url,
+    client_id: &str,
+    client_secret: &Secret,
+    username: &str,
+    password: &str,
+) -> Result<GrantResponse, OidcError> {
+    let fail = |detail: String| OidcError::Fetch {
+        what: "a token (password grant)",
+        url: token_endpoint.to_string(),
+        detail,
+    };
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", client_id),
+        ("client_secret", client_secret.expose()),
+        ("username", username),
+        ("password", password),
+        ("scope", "openid"),
+    ];
+    let response = client
+        .post(token_endpoint.clone())
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.text().await.map_err(|e| fail(e.to_string()))?;
+    let access_token = serde_json::from_str::<Value>(&body)
+        .ok()
+        .filter(|_| status.is_success())
+        .and_then(|v| {
+            v.get("access_token")
+                .and_then(Value::as_str)
+                .map(Secret::new)
+        });
+    Ok(GrantResponse {
+        status,
+        headers,
+        body,
+        access_token,
+    })
 }
 
 /// A JWT's header and claims as shown in reports; the signature is never kept.

@@ -1,0 +1,145 @@
+//! The generator's own CPU use, from /proc: on a small machine every CPU-second the generator
+//! burns is taken from the system under test, so a report shows it next to the results.
+
+use serde::Serialize;
+
+/// A reading of this process's and the machine's CPU counters (clock ticks).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    process_ticks: u64,
+    machine_total_ticks: u64,
+    machine_idle_ticks: u64,
+}
+
+/// CPU use between two samples.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CpuUse {
+    /// User + system CPU-seconds this process used.
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` over all the machine's CPU time in the window (1.0 = every core, all
+    /// the time).
+    pub share_of_machine: f64,
+    /// The whole machine's busy share in the window (every process, not only ours).
+    pub machine_busy: f64,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// utime + stime of this process, from /proc/self/stat (fields 14 and 15).
+fn process_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; fields are counted after its closing parenthesis.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so field n is at index n - 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// (total, idle + iowait) ticks of all CPUs, from the first line of /proc/stat.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Some((total, idle))
+}
+
+impl CpuSample {
+    /// Reads the counters now; zeros where /proc is not available (the report then shows 0).
+    pub fn now() -> Self {
+        let (machine_total_ticks, machine_idle_ticks) = machine_ticks().unwrap_or((0, 0));
+        Self {
+            process_ticks: process_ticks().unwrap_or(0),
+            machine_total_ticks,
+            machine_idle_ticks,
+        }
+    }
+
+    pub fn until(&self, later: &CpuSample) -> CpuUse {
+        let per_second = clock_ticks_per_second();
+        let process = later.process_ticks.saturating_sub(self.process_ticks) as f64;
+        let total = later
+            .machine_total_ticks
+            .saturating_sub(self.machine_total_ticks) as f64;
+        let idle = later
+            .machine_idle_ticks
+            .saturating_sub(self.machine_idle_ticks) as f64;
+        let share = |part: f64| if total > 0.0 { part / total } else { 0.0 };
+        CpuUse {
+            cpu_seconds: process / per_second,
+            share_of_machine: share(process),
+            machine_busy: share(total - idle),
+        }
+    }
+}
+
+/// This process's peak resident memory (VmHWM) in KiB.
+pub fn peak_resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The machine, as noted next to load figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MachineInfo {
+    pub cpus: usize,
+    pub cpu_model: String,
+}
+
+impl MachineInfo {
+    pub fn detect() -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burning_cpu_shows_up_in_the_process_counters() {
+        let before = CpuSample::now();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed().as_millis() < 300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = before.until(&CpuSample::now());
+        assert!(used.cpu_seconds > 0.1, "{used:?}");
+        assert!(used.share_of_machine > 0.0 && used.share_of_machine <= 1.0);
+        assert!(peak_resident_kib() > 0);
+    }
+}

@@ -1,0 +1,459 @@
+//! Load tests of the auth hot path, with goose as the user scheduler. Each phase runs one
+//! transaction (or the mix) with the same users and duration, back to back against the same
+//! gateway, so their throughputs compare: the overhead ratios are built from them.
+//!
+//! Logins reuse the project's [`Browser`](crate::browser::Browser) flow and token grants
+//! [`oidc::password_grant`](crate::oidc::password_grant); nothing here re-implements either.
+
+pub mod cpu;
+pub mod recorder;
+pub mod report;
+mod transactions;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use goose::config::GooseConfiguration;
+use goose::prelude::{GooseAttack, Scenario};
+use serde::Serialize;
+use url::Url;
+
+use crate::env::Endpoints;
+use crate::redact::Redactor;
+
+pub use report::{
+    LoadReport, OverheadRatio, PhaseReport, Thresholds, TransactionReport, Violation,
+};
+
+/// Hard caps: a load run is always bounded, whatever the options say.
+pub const MAX_USERS: usize = 1000;
+pub const MAX_PHASE_DURATION: Duration = Duration::from_secs(600);
+pub const MAX_HATCH_RATE: f64 = 200.0;
+pub const MAX_REQUESTS_PER_PHASE: u64 = 20_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}\nhow to fix: {1}")]
+    Options(String, String),
+    #[error(
+        "{what} {url} is not on loopback; meshauth load only targets 127.0.0.0/8, ::1 or localhost unless told otherwise\nhow to fix: pass --allow-remote if you own that deployment and mean to load it"
+    )]
+    NotLoopback { what: &'static str, url: String },
+    #[error("could not prepare the load run: {0}")]
+    Setup(String),
+    #[error(
+        "could not obtain the load run's credentials: {0}\nhow to fix: check that `meshauth run` passes against this environment"
+    )]
+    Credentials(String),
+    #[error("goose failed in phase {phase}: {detail}")]
+    Goose { phase: &'static str, detail: String },
+}
+
+/// What a goose user does each iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionKind {
+    /// httpbin through the same gateway listener, ext_authz disabled for the route.
+    Baseline = 0,
+    /// The SSO hot path: each user logged in once through the browser flow, then sends its
+    /// oauth2-proxy session cookie (ext_authz → oauth2-proxy → httpbin).
+    Cookie = 1,
+    /// A bearer token from the IdP's token endpoint: jwt_authn, then ext_authz.
+    Bearer = 2,
+    /// The whole browser login per iteration: the IdP's cost.
+    LoginStorm = 3,
+}
+
+impl TransactionKind {
+    pub const ALL: [TransactionKind; 4] = [
+        TransactionKind::Baseline,
+        TransactionKind::Cookie,
+        TransactionKind::Bearer,
+        TransactionKind::LoginStorm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Cookie => "cookie",
+            Self::Bearer => "bearer",
+            Self::LoginStorm => "login_storm",
+        }
+    }
+
+    /// Share of users in the mix phase (per 8 users).
+    fn mix_weight(self) -> usize {
+        match self {
+            Self::Cookie => 4,
+            Self::Bearer => 2,
+            Self::Baseline => 1,
+            Self::LoginStorm => 1,
+        }
+    }
+}
+
+/// A phase of a load run: one transaction for every user, or the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Baseline,
+    Cookie,
+    Bearer,
+    LoginStorm,
+    /// Every transaction at once, users split cookie 4 : bearer 2 : baseline 1 : login 1.
+    Mix,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Baseline,
+        Phase::Cookie,
+        Phase::Bearer,
+        Phase::LoginStorm,
+        Phase::Mix,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Cookie => "cookie",
+            Self::Bearer => "bearer",
+            Self::LoginStorm => "login_storm",
+            Self::Mix => "mix",
+        }
+    }
+
+    fn transactions(self) -> Vec<TransactionKind> {
+        match self {
+            Self::Baseline => vec![TransactionKind::Baseline],
+            Self::Cookie => vec![TransactionKind::Cookie],
+            Self::Bearer => vec![TransactionKind::Bearer],
+            Self::LoginStorm => vec![TransactionKind::LoginStorm],
+            Self::Mix => TransactionKind::ALL.to_vec(),
+        }
+    }
+}
+
+/// How hard and how long to push. Defaults are safe on a 2-core machine shared with the stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadOptions {
+    pub users: usize,
+    /// Users started per second.
+    pub hatch_rate: f64,
+    /// Steady time per phase, after every user has started.
+    #[serde(serialize_with = "report::serialize_seconds")]
+    pub duration: Duration,
+    pub phases: Vec<Phase>,
+    /// Path requested on the protected app and on the baseline (joined to each base URL).
+    pub path: String,
+    /// Requests (all transactions) after which a phase stops early.
+    pub max_requests_per_phase: u64,
+    /// Per-request timeout of the hot paths.
+    #[serde(serialize_with = "report::serialize_seconds")]
+    pub request_timeout: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            users: 8,
+            hatch_rate: 4.0,
+            duration: Duration::from_secs(10),
+            phases: Phase::ALL.to_vec(),
+            path: "status/200".into(),
+            max_requests_per_phase: 2_000_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |what: String, fix: &str| Err(LoadError::Options(what, fix.into()));
+        if self.users == 0 || self.users > MAX_USERS {
+            return bad(
+                format!("--users {} is outside 1..={MAX_USERS}", self.users),
+                "pick fewer users; on 2 cores 8 to 64 already saturate the stack",
+            );
+        }
+        if !(self.hatch_rate > 0.0 && self.hatch_rate <= MAX_HATCH_RATE) {
+            return bad(
+                format!(
+                    "--hatch-rate {} is outside (0, {MAX_HATCH_RATE}]",
+                    self.hatch_rate
+                ),
+                "users started per second, e.g. 4",
+            );
+        }
+        if self.duration.is_zero() || self.duration > MAX_PHASE_DURATION {
+            return bad(
+                format!(
+                    "--duration {}s is outside 1..={}s",
+                    self.duration.as_secs(),
+                    MAX_PHASE_DURATION.as_secs()
+                ),
+                "e.g. --duration 10s",
+            );
+        }
+        if self.phases.is_empty() {
+            return bad("no phase selected".into(), "e.g. --phases baseline,cookie");
+        }
+        if self.max_requests_per_phase == 0 || self.max_requests_per_phase > MAX_REQUESTS_PER_PHASE
+        {
+            return bad(
+                format!(
+                    "--max-requests {} is outside 1..={MAX_REQUESTS_PER_PHASE}",
+                    self.max_requests_per_phase
+                ),
+                "lower --max-requests",
+            );
+        }
+        Ok(())
+    }
+
+    /// Seconds a phase can take: the ramp, the steady time and slack for the last requests.
+    fn phase_seconds_bound(&self) -> usize {
+        let ramp = (self.users as f64 / self.hatch_rate).ceil() as usize;
+        ramp + self.duration.as_secs() as usize + 5
+    }
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadTarget {
+    pub endpoints: Endpoints,
+    /// The base URL of the unauthenticated baseline route (`None`: no baseline phase).
+    pub baseline: Option<Url>,
+    /// Whether non-loopback hosts may be targeted (never for the local environment).
+    pub allow_remote: bool,
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+impl LoadTarget {
+    fn check(&self, options: &LoadOptions) -> Result<(), LoadError> {
+        if !self.allow_remote {
+            let issuer = Url::parse(&self.endpoints.issuer).ok();
+            let urls = [
+                ("the app", Some(&self.endpoints.app)),
+                ("the IdP", Some(&self.endpoints.idp)),
+                ("the issuer", issuer.as_ref()),
+                ("the baseline", self.baseline.as_ref()),
+            ];
+            for (what, url) in urls {
+                if let Some(url) = url
+                    && !is_loopback(url)
+                {
+                    return Err(LoadError::NotLoopback {
+                        what,
+                        url: url.to_string(),
+                    });
+                }
+            }
+        }
+        let needs_baseline = options
+            .phases
+            .iter()
+            .any(|p| matches!(p, Phase::Baseline | Phase::Mix));
+        if needs_baseline && self.baseline.is_none() {
+            return Err(LoadError::Options(
+                "the baseline (and mix) phase needs a baseline URL".into(),
+                "pass --baseline-url (a route to the same app through the gateway without SSO), or leave baseline and mix out of --phases".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs every phase in order and returns the report (thresholds not yet judged).
+pub async fn run(
+    target: &LoadTarget,
+    options: &LoadOptions,
+    redactor: &Redactor,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<LoadReport, LoadError> {
+    options.validate()?;
+    target.check(options)?;
+    redactor.register(&target.endpoints.client_secret);
+    redactor.register(&target.endpoints.user.password);
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let setup = |e: &dyn std::fmt::Display| LoadError::Setup(e.to_string());
+    let join = |base: &Url| {
+        base.join(options.path.trim_start_matches('/'))
+            .map_err(|e| setup(&format!("{base} + {}: {e}", options.path)))
+    };
+    let protected_url = join(&target.endpoints.app)?;
+    let baseline_url = target.baseline.as_ref().map(join).transpose()?;
+    let client = hot_path_client(target, options).map_err(|e| setup(&e))?;
+    let mut source = transactions::CredentialSource {
+        endpoints: target.endpoints.clone(),
+        token_endpoint: None,
+        protected_url: protected_url.clone(),
+        client,
+        redactor: redactor.clone(),
+    };
+    let needed: Vec<TransactionKind> = [TransactionKind::Cookie, TransactionKind::Bearer]
+        .into_iter()
+        .filter(|kind| {
+            options
+                .phases
+                .iter()
+                .any(|p| p.transactions().contains(kind))
+        })
+        .collect();
+    if needed.contains(&TransactionKind::Bearer) {
+        let http = crate::browser::http_client(target.endpoints.ca_pem.as_deref())
+            .map_err(|e| setup(&e))?;
+        let discovery = crate::oidc::discover(&http, &target.endpoints.issuer)
+            .await
+            .map_err(|e| setup(&e))?;
+        source.token_endpoint = Some(discovery.token_endpoint);
+    }
+    let obtaining = Instant::now();
+    if !needed.is_empty() {
+        progress(format!(
+            "obtaining {} credential(s) for each of: {}",
+            options.users,
+            needed
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let credentials = Arc::new(
+        transactions::CredentialPools::obtain(&source, &needed, options.users)
+            .await
+            .map_err(LoadError::Credentials)?,
+    );
+    let credential_seconds = obtaining.elapsed().as_secs_f64();
+    let mut phases = Vec::new();
+    for &phase in &options.phases {
+        progress(format!(
+            "phase {}: {} users, hatch {}/s, {}s",
+            phase.name(),
+            options.users,
+            options.hatch_rate,
+            options.duration.as_secs()
+        ));
+        let context = Arc::new(transactions::PhaseContext {
+            source: source.clone(),
+            baseline_url: baseline_url.clone(),
+            credentials: Arc::clone(&credentials),
+            recorder: recorder::Recorder::new(
+                options.users,
+                options.phase_seconds_bound(),
+                options.max_requests_per_phase,
+            ),
+        });
+        let cpu_before = cpu::CpuSample::now();
+        run_phase(phase, &context, options).await?;
+        let cpu = cpu_before.until(&cpu::CpuSample::now());
+        let report = PhaseReport::from_recorder(phase, options.users, &context.recorder, cpu);
+        progress(report.one_line());
+        phases.push(report);
+    }
+    Ok(LoadReport::new(
+        started_at,
+        protected_url.to_string(),
+        baseline_url.map(|u| u.to_string()),
+        options.clone(),
+        credential_seconds,
+        phases,
+    ))
+}
+
+/// The hot-path client: HTTP/1.1 so each concurrent user holds its own connection, as
+/// browsers behind separate sessions would; gzip off (the generator would pay to inflate).
+fn hot_path_client(
+    target: &LoadTarget,
+    options: &LoadOptions,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(options.request_timeout)
+        .user_agent(concat!("meshauth-load/", env!("CARGO_PKG_VERSION")))
+        .http1_only()
+        .pool_max_idle_per_host(options.users)
+        .tcp_nodelay(true)
+        .no_proxy();
+    if let Some(pem) = &target.endpoints.ca_pem {
+        builder = builder.tls_certs_merge([reqwest::Certificate::from_pem(pem.as_bytes())?]);
+    }
+    builder.build()
+}
+
+/// The goose configuration every phase uses: no controllers, no report files, no goose
+/// metrics (the transactions record their own), no console output.
+pub fn goose_configuration(
+    host: &Url,
+    users: usize,
+    hatch_rate: f64,
+    seconds: u64,
+) -> GooseConfiguration {
+    let mut config = GooseConfiguration::default();
+    config.host = Some(host.as_str().trim_end_matches('/').to_string());
+    config.users = Some(users);
+    config.increase_rate = Some(format!("{hatch_rate}"));
+    config.run_time = Some(format!("{seconds}s"));
+    config.no_telnet = true;
+    config.no_autostart = false;
+    config.no_metrics = true;
+    config.no_print_metrics = true;
+    config.no_error_summary = true;
+    config.no_gzip = true;
+    config.quiet = 1;
+    config
+}
+
+async fn run_phase(
+    phase: Phase,
+    context: &Arc<transactions::PhaseContext>,
+    options: &LoadOptions,
+) -> Result<(), LoadError> {
+    let goose_error = |e: goose::GooseError| LoadError::Goose {
+        phase: phase.name(),
+        detail: e.to_string(),
+    };
+    let config = goose_configuration(
+        &context.source.endpoints.app,
+        options.users,
+        options.hatch_rate,
+        options.duration.as_secs(),
+    );
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_error)?;
+    for kind in phase.transactions() {
+        let mut scenario = Scenario::new(kind.name())
+            .register_transaction(transactions::transaction(context, kind));
+        if phase == Phase::Mix {
+            scenario = scenario
+                .set_weight(kind.mix_weight())
+                .map_err(goose_error)?;
+        }
+        attack = attack.register_scenario(scenario);
+    }
+    // Users share one goose client they never use (the transactions use the context's), so
+    // goose builds one client rather than one per user.
+    let attack = attack
+        .set_client_builder_without_cookies(
+            goose::client::GooseClientBuilder::new().without_cookies(),
+        )
+        .map_err(goose_error)?;
+    let wall = Instant::now();
+    attack.execute().await.map_err(goose_error)?;
+    tracing::debug!(
+        phase = phase.name(),
+        seconds = wall.elapsed().as_secs_f64(),
+        "phase done"
+    );
+    Ok(())
+}
