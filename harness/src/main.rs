@@ -18,7 +18,9 @@ use meshauth::env::{LocalStack, StackConfig, StackEvent};
 use meshauth::events::EnvironmentInfo;
 use meshauth::redact::Redactor;
 use meshauth::report::terminal::TerminalReporter;
-use meshauth::report::{ReportFormat, Reporters, file_reporters};
+use meshauth::report::{
+    LoadReportFormat, ReportFormat, Reporters, file_reporters, write_load_reports,
+};
 use meshauth::scenario::{Catalog, qualified_name};
 
 #[derive(Parser)]
@@ -63,6 +65,12 @@ enum PhaseArg {
     Mix,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LoadReportArg {
+    Html,
+    Json,
+}
+
 #[derive(clap::Args)]
 struct LoadArgs {
     #[arg(long = "env", value_enum, default_value = "local")]
@@ -99,8 +107,11 @@ struct LoadArgs {
     /// Requests after which a phase stops early (a count bound on top of the time bound).
     #[arg(long, default_value_t = 2_000_000)]
     max_requests: u64,
-    /// Write the LoadReport as JSON here.
-    #[arg(long, value_name = "FILE")]
+    /// Report files to write (comma-separated): html (load.html, with charts), json (load.json).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json")]
+    report: Vec<LoadReportArg>,
+    /// Where to write the reports (default: the run directory).
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Fail (exit 1) if any non-login transaction's p99 latency exceeds this many ms.
     #[arg(long, value_name = "MS")]
@@ -372,7 +383,7 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
     }
     let redactor = Redactor::new();
     let mut stack = None;
-    let target = match args.env_kind {
+    let (run_dir, target) = match args.env_kind {
         EnvKind::Local => {
             if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
                 bail!(
@@ -386,23 +397,31 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
             let (_, local) = start_local_with(&args.stack, config, &redactor).await?;
             let endpoints = local.endpoints().clone();
             let baseline = endpoints.app.join("baseline/").ok();
+            let run_dir = local.run_dir().to_path_buf();
             stack = Some(local);
-            LoadTarget {
-                endpoints,
-                baseline,
-                allow_remote: false,
-            }
+            (
+                run_dir,
+                LoadTarget {
+                    endpoints,
+                    baseline,
+                    allow_remote: false,
+                },
+            )
         }
         EnvKind::Existing => {
             let Some(file) = &args.env_file else {
                 bail!("--env existing needs --env-file FILE describing the deployment");
             };
             let existing = ExistingEnvironment::load(file)?;
-            LoadTarget {
-                endpoints: existing.endpoints().clone(),
-                baseline: args.baseline_url.clone(),
-                allow_remote: args.allow_remote,
-            }
+            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            (
+                run_dir,
+                LoadTarget {
+                    endpoints: existing.endpoints().clone(),
+                    baseline: args.baseline_url.clone(),
+                    allow_remote: args.allow_remote,
+                },
+            )
         }
     };
     let progress = |line: String| eprintln!("{line}");
@@ -410,10 +429,17 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
     let violations = report.judge(&thresholds);
     drop(stack);
     print!("{}", report.render_text());
-    if let Some(out) = &args.out {
-        let json = serde_json::to_string_pretty(&report).context("serialising the load report")?;
-        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("load report written to {}", out.display());
+    let formats: Vec<LoadReportFormat> = args
+        .report
+        .iter()
+        .map(|f| match f {
+            LoadReportArg::Html => LoadReportFormat::Html,
+            LoadReportArg::Json => LoadReportFormat::Json,
+        })
+        .collect();
+    let out = args.out.clone().unwrap_or(run_dir);
+    for path in write_load_reports(&report, &formats, &out, &redactor)? {
+        eprintln!("report: {}", path.display());
     }
     let silent = report.silent_transactions();
     for transaction in &silent {

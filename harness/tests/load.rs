@@ -251,7 +251,7 @@ fn cli_exits_1_on_a_violated_threshold_and_2_on_bad_usage() -> Result<(), Failed
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--min-ratio needs the baseline"));
 
     let runs = std::env::temp_dir().join(format!("meshauth-load-cli-{}", std::process::id()));
-    let out = runs.join("report.json");
+    let out = runs.join("reports");
     let output = meshauth(&[
         "load",
         "--phases",
@@ -275,10 +275,14 @@ fn cli_exits_1_on_a_violated_threshold_and_2_on_bad_usage() -> Result<(), Failed
         ),
         "{stderr}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("load.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     assert_eq!(json["thresholds"][0]["passed"], false);
+    let html = std::fs::read_to_string(out.join("load.html")).map_err(|e| e.to_string())?;
+    assert!(html.contains("FAIL — a threshold was violated"));
+    assert!(html.contains("Throughput over time") && html.contains("<polyline"));
     let _ = std::fs::remove_dir_all(&runs);
     Ok(())
 }

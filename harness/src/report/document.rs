@@ -17,9 +17,6 @@ pub struct RunReport {
     pub environment: EnvironmentInfo,
     pub scenarios: Vec<ScenarioReport>,
     pub summary: RunSummary,
-    /// Load-test results, when a load test ran (see [`LoadSection`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load: Option<LoadSection>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,17 +69,6 @@ impl ScenarioReport {
     pub fn failed(&self) -> bool {
         self.verdict != Some(Verdict::Pass)
     }
-}
-
-/// The hook for load-test results (the load feature fills it; the conformance run does not).
-///
-/// `metrics` is a JSON object rendered as a table in the HTML report's separate "Load" section
-/// (nested values are shown as JSON) and copied verbatim under `load` in the JSON report. When
-/// no load test ran, the section is absent from both.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LoadSection {
-    pub title: String,
-    pub metrics: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RunReport {
@@ -158,10 +144,6 @@ impl RunReport {
                 self.run.complete = true;
             }
         }
-    }
-
-    pub fn set_load(&mut self, load: Option<LoadSection>) {
-        self.load = load;
     }
 
     /// The summary as far as the finished scenarios tell (used until `run_finished`).

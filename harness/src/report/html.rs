@@ -11,11 +11,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::document::ScenarioReport;
-use super::{LoadSection, ReportError, RunReport};
+use super::{ReportError, RunReport};
 use crate::browser::Hop;
 use crate::check::CheckResult;
 use crate::events::SettingState;
 use crate::events::{StepReport, Verdict};
+use crate::load::report::{LoadReport, PhaseReport};
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -84,9 +85,6 @@ struct PageView<'a> {
     policy: Vec<PolicyCell<'a>>,
     /// Failed (and unfinished) scenarios first, then passed, each group in run order.
     scenarios: Vec<ScenarioView<'a>>,
-    /// The load section's partial renders only when this is present.
-    load: Option<&'a LoadSection>,
-    load_rows: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -235,17 +233,6 @@ impl<'a> PageView<'a> {
                 })
                 .collect(),
             scenarios,
-            load: report.load.as_ref(),
-            load_rows: report
-                .load
-                .as_ref()
-                .map(|load| {
-                    load.metrics
-                        .iter()
-                        .map(|(name, value)| (name.clone(), plain(value)))
-                        .collect()
-                })
-                .unwrap_or_default(),
         }
     }
 }
@@ -479,20 +466,209 @@ fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
+/// Renders a load run as its own self-contained page: per phase a throughput-over-time chart,
+/// a latency-percentile chart and the numbers; the overhead ratios with how they were computed;
+/// thresholds; the generator's own CPU and memory.
+pub fn render_load(report: &LoadReport) -> Result<String, ReportError> {
+    let env = ENVIRONMENT.as_ref().map_err(|detail| ReportError::Render {
+        reporter: "html",
+        detail: detail.clone(),
+    })?;
+    let template = env.get_template("load.html").map_err(render_error)?;
+    let view = LoadPageView {
+        report,
+        style: STYLE,
+        passed: report.thresholds.iter().all(|t| t.passed),
+        phases: report.phases.iter().map(PhaseView::new).collect(),
+    };
+    template.render(view).map_err(render_error)
+}
+
+#[derive(Serialize)]
+struct LoadPageView<'a> {
+    report: &'a LoadReport,
+    style: &'static str,
+    passed: bool,
+    phases: Vec<PhaseView<'a>>,
+}
+
+const CHART_WIDTH: f64 = 640.0;
+const CHART_HEIGHT: f64 = 180.0;
+const CHART_LEFT: f64 = 48.0;
+const CHART_BOTTOM: f64 = 24.0;
+
+#[derive(Serialize)]
+struct PhaseView<'a> {
+    phase: &'a PhaseReport,
+    name: &'static str,
+    throughput: LineChart,
+    latency: PercentileChart,
+}
+
+/// Successful requests per second over the phase, one line per transaction.
+#[derive(Serialize)]
+struct LineChart {
+    width: f64,
+    height: f64,
+    plot_left: f64,
+    plot_bottom: f64,
+    y_max: u64,
+    seconds: usize,
+    series: Vec<LineSeries>,
+}
+
+#[derive(Serialize)]
+struct LineSeries {
+    name: &'static str,
+    index: usize,
+    points: String,
+}
+
+/// p50, p90 and p99 latency per transaction, on one scale.
+#[derive(Serialize)]
+struct PercentileChart {
+    width: f64,
+    height: f64,
+    max_ms: String,
+    rows: Vec<PercentileRow>,
+}
+
+#[derive(Serialize)]
+struct PercentileRow {
+    name: &'static str,
+    y: f64,
+    bars: Vec<PercentileBar>,
+}
+
+#[derive(Serialize)]
+struct PercentileBar {
+    label: &'static str,
+    y: f64,
+    width: f64,
+    ms: String,
+}
+
+impl<'a> PhaseView<'a> {
+    fn new(phase: &'a PhaseReport) -> Self {
+        Self {
+            phase,
+            name: phase.phase.name(),
+            throughput: LineChart::new(phase),
+            latency: PercentileChart::new(phase),
+        }
+    }
+}
+
+impl LineChart {
+    fn new(phase: &PhaseReport) -> Self {
+        let seconds = phase
+            .transactions
+            .iter()
+            .map(|t| t.ok_per_second.len())
+            .max()
+            .unwrap_or(0);
+        let y_max = phase
+            .transactions
+            .iter()
+            .flat_map(|t| t.ok_per_second.iter().copied())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let plot_width = CHART_WIDTH - CHART_LEFT - 8.0;
+        let plot_height = CHART_HEIGHT - CHART_BOTTOM - 8.0;
+        let step = plot_width / (seconds.max(2) - 1) as f64;
+        let series = phase
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(index, t)| LineSeries {
+                name: t.transaction.name(),
+                index,
+                points: t
+                    .ok_per_second
+                    .iter()
+                    .enumerate()
+                    .map(|(second, &count)| {
+                        let x = CHART_LEFT + second as f64 * step;
+                        let y = 8.0 + plot_height * (1.0 - count as f64 / y_max as f64);
+                        format!("{},{}", round(x), round(y))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
+            .collect();
+        Self {
+            width: CHART_WIDTH,
+            height: CHART_HEIGHT,
+            plot_left: CHART_LEFT,
+            plot_bottom: CHART_HEIGHT - CHART_BOTTOM,
+            y_max,
+            seconds,
+            series,
+        }
+    }
+}
+
+impl PercentileChart {
+    fn new(phase: &PhaseReport) -> Self {
+        let max_ms = phase
+            .transactions
+            .iter()
+            .filter_map(|t| t.latency_ms.map(|l| l.p99))
+            .fold(0.0_f64, f64::max)
+            .max(0.001);
+        let label_width = 110.0;
+        let bar_space = CHART_WIDTH - label_width - 70.0;
+        let row_height = 46.0;
+        let rows = phase
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let y = 8.0 + i as f64 * row_height;
+                let bars = t
+                    .latency_ms
+                    .map(|l| {
+                        [("p50", l.p50), ("p90", l.p90), ("p99", l.p99)]
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, (label, ms))| PercentileBar {
+                                label,
+                                y: y + j as f64 * 13.0,
+                                width: round((ms / max_ms * bar_space).max(1.0)),
+                                ms: format!("{ms:.2} ms"),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                PercentileRow {
+                    name: t.transaction.name(),
+                    y: y + 16.0,
+                    bars,
+                }
+            })
+            .collect::<Vec<_>>();
+        Self {
+            width: CHART_WIDTH,
+            height: 16.0 + rows.len() as f64 * row_height,
+            max_ms: format!("{max_ms:.2}"),
+            rows,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::sample;
 
-    fn sample_html(load: Option<LoadSection>) -> String {
-        let mut report = RunReport::from_events(&sample::events());
-        report.set_load(load);
-        render(&report).unwrap()
+    fn sample_html() -> String {
+        render(&RunReport::from_events(&sample::events())).unwrap()
     }
 
     #[test]
     fn page_is_self_contained_and_escapes_scenario_data() {
-        let html = sample_html(None);
+        let html = sample_html();
         assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
         for remote in ["src=\"http", "href=\"http", "@import", "url(http", "<link"] {
             assert!(!html.contains(remote), "the page must not load {remote}");
@@ -507,7 +683,7 @@ mod tests {
 
     #[test]
     fn failures_come_first_with_expected_and_actual() {
-        let html = sample_html(None);
+        let html = sample_html();
         let failed = html
             .find("id=\"s0-seed003_origin_auth-forged_token_is_rejected\"")
             .unwrap();
@@ -522,24 +698,105 @@ mod tests {
         assert!(html.contains("<td class=\"actual\">200</td>"));
     }
 
+    fn sample_load() -> LoadReport {
+        use crate::load::report::{GeneratorCpu, Percentiles, TransactionReport};
+        use crate::load::{LoadOptions, Phase, TransactionKind};
+        let transaction = |kind, rps: f64, p50: f64, errors: u64| TransactionReport {
+            transaction: kind,
+            requests: 100 + errors,
+            ok: 100,
+            errors,
+            error_rate: errors as f64 / (100 + errors) as f64,
+            errors_by_kind: if errors > 0 {
+                [("HTTP 503 <upstream>".to_string(), errors)].into()
+            } else {
+                Default::default()
+            },
+            requests_per_second: rps,
+            latency_ms: Some(Percentiles {
+                p50,
+                p90: p50 * 2.0,
+                p99: p50 * 4.0,
+                max: p50 * 8.0,
+                mean: p50,
+            }),
+            ok_per_second: vec![10, 40, 35, 15],
+            errors_per_second: vec![0, errors, 0, 0],
+        };
+        let phase = |phase, transactions| PhaseReport {
+            phase,
+            users: 8,
+            seconds: 4.0,
+            steady_seconds: 3.0,
+            steady: true,
+            stopped_at_request_cap: false,
+            transactions,
+            generator: GeneratorCpu {
+                cpu_seconds: 0.2,
+                cpu_seconds_per_1000_requests: Some(0.05),
+                share_of_machine: 0.1,
+                machine_busy: 0.9,
+            },
+        };
+        LoadReport::new(
+            "2026-01-01T00:00:00Z".into(),
+            "https://127.0.0.1:1/status/200".into(),
+            Some("https://127.0.0.1:1/baseline/status/200".into()),
+            LoadOptions::default(),
+            1.5,
+            vec![
+                phase(
+                    Phase::Baseline,
+                    vec![transaction(TransactionKind::Baseline, 900.0, 1.0, 0)],
+                ),
+                phase(
+                    Phase::Cookie,
+                    vec![transaction(TransactionKind::Cookie, 300.0, 3.0, 2)],
+                ),
+            ],
+        )
+    }
+
     #[test]
-    fn policy_grid_and_load_section_render_only_what_exists() {
-        let html = sample_html(None);
+    fn load_page_is_self_contained_with_charts_ratios_and_errors() {
+        let html = render_load(&sample_load()).unwrap();
+        assert!(html.starts_with("<!doctype html>"));
+        for remote in ["src=\"http", "href=\"http", "@import", "url(http", "<link"] {
+            assert!(!html.contains(remote), "the page must not load {remote}");
+        }
+        assert!(html.contains("Throughput over time"), "throughput chart");
+        assert!(
+            html.contains("<polyline class=\"series-0\""),
+            "a line per transaction"
+        );
+        assert!(html.contains("<rect class=\"p99\""), "percentile bars");
+        assert!(
+            html.contains("cookie ÷ baseline") || html.contains("cookie"),
+            "ratio row"
+        );
+        assert!(
+            html.contains("0.333"),
+            "the cookie/baseline throughput ratio (300/900)"
+        );
+        assert!(
+            html.contains("error: HTTP 503 &lt;upstream&gt;"),
+            "errors by kind, escaped"
+        );
+        assert!(html.contains("PASS — every threshold held"));
+        let mut failing = sample_load();
+        failing.judge(&crate::load::Thresholds {
+            max_p99_ms: Some(0.001),
+            ..Default::default()
+        });
+        let html = render_load(&failing).unwrap();
+        assert!(html.contains("FAIL — a threshold was violated") && html.contains("VIOLATED"));
+    }
+
+    #[test]
+    fn policy_grid_colours_settings_by_state() {
+        let html = sample_html();
         assert!(html.contains("class=\"cell off\""));
         assert!(html.contains("class=\"cell on\""));
-        assert!(
-            !html.contains("id=\"load\""),
-            "no load section without load data"
-        );
-        let mut metrics = serde_json::Map::new();
-        metrics.insert("p95_ms".into(), 42.into());
-        let html = sample_html(Some(LoadSection {
-            title: "login storm <1>".into(),
-            metrics,
-        }));
-        assert!(html.contains("id=\"load\""));
-        assert!(html.contains("login storm &lt;1&gt;"));
-        assert!(html.contains("p95_ms"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::events::{EventSink, RunEvent};
 use crate::redact::Redactor;
-pub use document::{LoadSection, RunReport};
+pub use document::RunReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -159,12 +159,6 @@ impl FileReporter {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Adds load-test results (see [`LoadSection`]).
-    pub fn with_load(mut self, load: Option<LoadSection>) -> Self {
-        self.report.set_load(load);
-        self
-    }
 }
 
 impl Reporter for FileReporter {
@@ -212,6 +206,59 @@ pub fn file_reporters(
 }
 
 /// Writes via a temporary file and a rename, so a viewer never sees half a report.
+/// What a load run writes: its own page and its JSON document (`LoadReport`, schema 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadReportFormat {
+    /// `load.html`: throughput-over-time and latency-percentile charts, ratios, thresholds.
+    Html,
+    /// `load.json`: the serialized `LoadReport`.
+    Json,
+}
+
+impl LoadReportFormat {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Html => "load.html",
+            Self::Json => "load.json",
+        }
+    }
+}
+
+/// Writes a load run's reports into `dir`, each through the run's redactor, and returns the
+/// paths written.
+pub fn write_load_reports(
+    report: &crate::load::report::LoadReport,
+    formats: &[LoadReportFormat],
+    dir: &Path,
+    redactor: &Redactor,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ReportError::Io {
+            reporter: "load",
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut written = Vec::new();
+    for format in formats {
+        let text = match format {
+            LoadReportFormat::Html => html::render_load(report)?,
+            LoadReportFormat::Json => {
+                serde_json::to_string_pretty(report).map_err(|e| ReportError::Render {
+                    reporter: "load",
+                    detail: e.to_string(),
+                })?
+            }
+        };
+        let path = dir.join(format.file_name());
+        write_atomically(&path, &redactor.redact_known_secrets(&text)).map_err(io(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".partial");
