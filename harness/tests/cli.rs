@@ -25,7 +25,9 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn help_and_list() {
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("Exit codes: 0 every scenario passed, 1 a scenario failed, 2 usage"));
+    assert!(stdout.contains(
+        "Exit codes: 0 every scenario passed (load: every threshold held), 1 a scenario failed"
+    ));
     let (code, stdout, _) = run(&["list"]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("catalog_list", stdout);
