@@ -136,11 +136,11 @@ mod tests {
         let redactor = Redactor::new();
         let secret = Secret::new("s3cr3t-client-value");
         redactor.register(&secret);
-        let text = "secret=s3cr3t-client-value token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlLWJ5dGVz \
+        let text = "secret=s3cr3t-client-value token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl \
                     url=https://gw/oauth2/callback?state=abc%3A%2Fheaders&code=1234-5678&iss=http%3A%2F%2Fkc";
         let redacted = redactor.redact(text);
         assert!(!redacted.contains("s3cr3t-client-value"));
-        assert!(!redacted.contains("c2lnbmF0dXJlLWJ5dGVz"));
+        assert!(!redacted.contains("c2lnbmF0dXJl"));
         assert!(!redacted.contains("1234-5678"));
         assert!(redacted.contains("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.[signature-redacted]"));
         assert!(redacted.contains("code=[redacted]"));
