@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
-use meshauth::components::{self, CacheDir, Launch, Supervised};
+use meshauth::components::{self, CacheDir, Supervised};
 use meshauth::env::{Endpoints, TestUser};
 use meshauth::load::cpu::CpuSample;
 use meshauth::load::{self, LoadOptions, LoadTarget, Phase};
@@ -250,16 +250,7 @@ fn main() {
     let (port, admin) = (free_port(), free_port());
     let config = dir.join("envoy.yaml");
     std::fs::write(&config, envoy_config(port, admin)).expect("write envoy config");
-    let launch = Launch::new("envoy", &toolchain.envoy, dir.join("envoy.log"))
-        .arg("-c")
-        .arg(config.display().to_string())
-        .args([
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-        ]);
+    let launch = components::envoy_launch(&toolchain.envoy, &config, dir.join("envoy.log"));
     let mut envoy = Supervised::spawn(&launch).expect("start envoy");
     let url = Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url");
     let runtime = tokio::runtime::Builder::new_multi_thread()

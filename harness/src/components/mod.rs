@@ -14,6 +14,21 @@ use serde::Serialize;
 pub use install::{CacheDir, InstallEvent, Toolchain, ensure_installed};
 pub use process::{Launch, Supervised};
 
+/// How Envoy is started everywhere: one worker (the machine has two cores shared with the rest
+/// of the stack) and no hot-restart shared memory, so several Envoys can run side by side.
+pub fn envoy_launch(envoy: &std::path::Path, config: &std::path::Path, log: PathBuf) -> Launch {
+    Launch::new("envoy", envoy, log)
+        .arg("-c")
+        .arg(config.display().to_string())
+        .args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ])
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error(

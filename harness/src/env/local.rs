@@ -541,16 +541,8 @@ impl LocalStack {
         let config = crate::fixtures::render(GATEWAY_FIXTURE, &self.context())?;
         let path = self.run_dir.join("gateway.yaml");
         write_private(&path, &config)?;
-        let launch = Launch::new("envoy", &self.toolchain.envoy, self.log("envoy"))
-            .arg("-c")
-            .arg(path.display().to_string())
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-            ]);
+        let launch =
+            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log("envoy"));
         let probe = format!("http://127.0.0.1:{}/ready", self.ports.gateway_admin);
         self.envoy = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
         Ok(())

@@ -62,12 +62,16 @@ fn render_error(error: impl std::error::Error) -> ReportError {
     }
 }
 
-pub fn render(report: &RunReport) -> Result<String, ReportError> {
+fn template(name: &str) -> Result<minijinja::Template<'static, 'static>, ReportError> {
     let env = ENVIRONMENT.as_ref().map_err(|detail| ReportError::Render {
         reporter: "html",
         detail: detail.clone(),
     })?;
-    let template = env.get_template("report.html").map_err(render_error)?;
+    env.get_template(name).map_err(render_error)
+}
+
+pub fn render(report: &RunReport) -> Result<String, ReportError> {
+    let template = template("report.html")?;
     template.render(PageView::new(report)).map_err(render_error)
 }
 
@@ -470,11 +474,7 @@ fn round(value: f64) -> f64 {
 /// a latency-percentile chart and the numbers; the overhead ratios with how they were computed;
 /// thresholds; the generator's own CPU and memory.
 pub fn render_load(report: &LoadReport) -> Result<String, ReportError> {
-    let env = ENVIRONMENT.as_ref().map_err(|detail| ReportError::Render {
-        reporter: "html",
-        detail: detail.clone(),
-    })?;
-    let template = env.get_template("load.html").map_err(render_error)?;
+    let template = template("load.html")?;
     let view = LoadPageView {
         report,
         style: STYLE,
