@@ -3,9 +3,12 @@
 //! worker answering every request from `direct_response`, so the gateway does as little as
 //! possible and the generators' own cost shows.
 //!
-//! Usage: `cargo bench --bench generator -- [--connections 32] [--seconds 8] [--only NAME]`
-//! where NAME is `wrk`, `goose-stock` or `meshauth`. Needs `wrk` on PATH for the wrk row.
-//! Generators run one after the other, never at once.
+//! Usage: `cargo bench --bench generator -- [--connections 32] [--seconds 8] [--rounds 3]
+//! [--only NAME]` where NAME is `wrk`, `goose-stock` or `meshauth`. Needs `wrk` on PATH for
+//! the wrk row. Generators run one after the other, never at once, in rounds (the order
+//! rotating each round); each generator is compared with wrk's run of the same round, and the
+//! summary gives the median and range of those per-round ratios, since a 2-core machine's
+//! throughput drifts from one run to the next.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -16,6 +19,7 @@ use goose::prelude::*;
 use meshauth::components::{self, CacheDir, Supervised};
 use meshauth::env::{Endpoints, TestUser};
 use meshauth::load::cpu::CpuSample;
+use meshauth::load::schedule::Spread;
 use meshauth::load::{self, LoadOptions, LoadTarget, Phase};
 use meshauth::redact::{Redactor, Secret};
 use url::Url;
@@ -23,6 +27,7 @@ use url::Url;
 struct Settings {
     connections: usize,
     seconds: u64,
+    rounds: usize,
     only: Option<String>,
 }
 
@@ -30,6 +35,7 @@ fn settings() -> Settings {
     let mut settings = Settings {
         connections: 32,
         seconds: 8,
+        rounds: 3,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -39,6 +45,9 @@ fn settings() -> Settings {
                 settings.connections = args.next().and_then(|v| v.parse().ok()).unwrap_or(32)
             }
             "--seconds" => settings.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(8),
+            "--rounds" => {
+                settings.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1)
+            }
             "--only" => settings.only = args.next(),
             // cargo bench passes --bench; anything else is ignored.
             _ => {}
@@ -221,17 +230,18 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         path: String::new(),
         ..LoadOptions::default()
     };
-    let cpu = CpuSample::now();
-    let started = Instant::now();
     let report = load::run(&target, &options, &Redactor::new(), &|_| {})
         .await
         .expect("meshauth load run");
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = cpu.until(&CpuSample::now()).cpu_seconds;
-    let baseline = &report.phases[0].transactions[0];
+    let phase = &report.phases[0];
+    let baseline = &phase.transactions[0];
     if baseline.errors > 0 {
         eprintln!("meshauth: errors {:?}", baseline.errors_by_kind);
     }
+    // Throughput as the report gives it (the measured slices); CPU of the whole phase, ramp
+    // and idle tail included, over the measured requests only: an overestimate, if anything.
+    let seconds = baseline.requests as f64 / baseline.requests_per_second;
+    let cpu_seconds = phase.generator.cpu_seconds;
     Row {
         generator: "meshauth load",
         requests: baseline.requests,
@@ -270,62 +280,73 @@ fn main() {
         }
     });
     let wanted = |name: &str| settings.only.as_deref().is_none_or(|only| only == name);
-    let mut rows = Vec::new();
-    if wanted("wrk") {
-        rows.extend(wrk(&url, &settings));
-    }
-    if wanted("goose-stock") {
-        rows.push(runtime.block_on(goose_stock(&url, &settings)));
-    }
-    if wanted("meshauth") {
-        rows.push(runtime.block_on(meshauth_load(&url, &settings)));
+    let generators: Vec<&str> = ["wrk", "goose-stock", "meshauth"]
+        .into_iter()
+        .filter(|g| wanted(g))
+        .collect();
+    let machine = load::cpu::MachineInfo::detect();
+    println!(
+        "endpoint: Envoy direct_response, 1 worker; {} connections, {} s per run, {} round(s); {} CPU(s), {}",
+        settings.connections, settings.seconds, settings.rounds, machine.cpus, machine.cpu_model
+    );
+    println!(
+        "{:<6} {:<18} {:>10} {:>8} {:>10} {:>8} {:>12}",
+        "round", "generator", "requests", "seconds", "req/s", "CPU s", "req/CPU-s"
+    );
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for round in 0..settings.rounds {
+        let mut rows = Vec::new();
+        for offset in 0..generators.len() {
+            let row = match generators[(round + offset) % generators.len()] {
+                "wrk" => wrk(&url, &settings),
+                "goose-stock" => Some(runtime.block_on(goose_stock(&url, &settings))),
+                _ => Some(runtime.block_on(meshauth_load(&url, &settings))),
+            };
+            if let Some(row) = row {
+                println!(
+                    "{:<6} {:<18} {:>10} {:>8.2} {:>10.0} {:>8.2} {:>12.0}",
+                    round + 1,
+                    row.generator,
+                    row.requests,
+                    row.seconds,
+                    row.rps(),
+                    row.cpu_seconds,
+                    row.requests_per_cpu_second()
+                );
+                rows.push(row);
+            }
+        }
+        rounds.push(rows);
     }
     envoy.stop(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let machine = load::cpu::MachineInfo::detect();
-    println!(
-        "endpoint: Envoy direct_response, 1 worker; {} connections, {} s; {} CPU(s), {}",
-        settings.connections, settings.seconds, machine.cpus, machine.cpu_model
-    );
-    println!(
-        "{:<18} {:>10} {:>8} {:>10} {:>8} {:>14} {:>12}",
-        "generator", "requests", "seconds", "req/s", "CPU s", "req/CPU-s", "CPU vs wrk"
-    );
-    let wrk_cost = rows
-        .iter()
-        .find(|r| r.generator.starts_with("wrk"))
-        .map(|r| r.cpu_seconds / r.requests as f64);
-    let wrk_rps = rows
-        .iter()
-        .find(|r| r.generator.starts_with("wrk"))
-        .map(Row::rps);
-    for row in &rows {
-        let versus = wrk_cost.map_or("-".to_string(), |w| {
-            format!("{:.2}x", row.cpu_seconds / row.requests as f64 / w)
-        });
-        println!(
-            "{:<18} {:>10} {:>8.2} {:>10.0} {:>8.2} {:>14.0} {:>12}",
-            row.generator,
-            row.requests,
-            row.seconds,
-            row.rps(),
-            row.cpu_seconds,
-            row.requests_per_cpu_second(),
-            versus
-        );
-    }
-    if let Some(wrk_rps) = wrk_rps {
-        for row in rows.iter().filter(|r| !r.generator.starts_with("wrk")) {
-            println!(
-                "{}: throughput {:.2}x wrk's (target >= 0.95), CPU per request {} (target <= 1.5x)",
-                row.generator,
-                row.rps() / wrk_rps,
-                wrk_cost.map_or("-".into(), |w| format!(
-                    "{:.2}x wrk's",
-                    row.cpu_seconds / row.requests as f64 / w
-                ))
-            );
+    for name in ["goose 0.19 stock", "meshauth load"] {
+        let mut throughput = Vec::new();
+        let mut cpu = Vec::new();
+        for rows in &rounds {
+            let wrk = rows.iter().find(|r| r.generator.starts_with("wrk"));
+            let row = rows.iter().find(|r| r.generator == name);
+            if let (Some(wrk), Some(row)) = (wrk, row) {
+                throughput.push(row.rps() / wrk.rps());
+                cpu.push(
+                    (row.cpu_seconds / row.requests as f64)
+                        / (wrk.cpu_seconds / wrk.requests as f64),
+                );
+            }
         }
+        let (Some(throughput), Some(cpu)) = (Spread::of(&throughput), Spread::of(&cpu)) else {
+            continue;
+        };
+        println!(
+            "{name}: throughput {:.2}x wrk's (range {:.2}–{:.2}; target >= 0.95), CPU per request {:.2}x wrk's (range {:.2}–{:.2}; target <= 1.5x), medians of {} round(s)",
+            throughput.median,
+            throughput.min,
+            throughput.max,
+            cpu.median,
+            cpu.min,
+            cpu.max,
+            rounds.len()
+        );
     }
 }

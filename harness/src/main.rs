@@ -53,7 +53,7 @@ enum Command {
     Run(RunArgs),
     /// Load-test the auth hot path with goose: baseline vs SSO cookie vs bearer, login storm,
     /// a mix; overhead ratios, the generator's CPU, and thresholds as a CI gate (exit 1).
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,10 +90,20 @@ struct LoadArgs {
     /// Users started per second.
     #[arg(long, default_value_t = 4.0)]
     hatch_rate: f64,
-    /// Steady time per phase after all users started, e.g. 10s or 1m (at most 10m).
+    /// Measured time per transaction after all users started, e.g. 10s or 1m (at most 10m).
+    /// Baseline, cookie and bearer share one interleaved phase: each gets this much, in slices.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Phases to run, in order.
+    /// Turn length of each path in the interleaved phase, e.g. 500ms or 1s; ratios are the
+    /// median over rounds of one slice per path.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    slice: Duration,
+    /// Stop the interleaved phase as soon as every overhead ratio is known to within this many
+    /// percent (95% confidence interval of the median), e.g. 2.5; --duration is then the cap.
+    #[arg(long, value_name = "PERCENT")]
+    precision: Option<f64>,
+    /// What to measure. Baseline, cookie and bearer run interleaved (one phase); then the
+    /// login storm; then the mix.
     #[arg(
         long,
         value_enum,
@@ -135,11 +145,12 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     };
     let value: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s or 2m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 2m or 500ms"))?;
     match unit {
+        "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?}: use s or m, e.g. 10s or 2m")),
+        _ => Err(format!("{text:?}: use ms, s or m, e.g. 500ms, 10s or 2m")),
     }
 }
 
@@ -358,6 +369,8 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
         users: args.users as usize,
         hatch_rate: args.hatch_rate,
         duration: args.duration,
+        slice: args.slice,
+        precision: args.precision.map(|percent| percent / 100.0),
         phases: args
             .phases
             .iter()

@@ -10,7 +10,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use meshauth::components::{self, CacheDir};
 use meshauth::env::{LocalStack, StackConfig};
 use meshauth::load::{
-    self, LoadOptions, LoadReport, LoadTarget, Phase, Thresholds, TransactionKind,
+    self, LoadOptions, LoadReport, LoadTarget, Phase, RunPhase, Thresholds, TransactionKind,
 };
 use meshauth::redact::Redactor;
 
@@ -102,8 +102,21 @@ fn full_run() -> Result<Arc<LoadReport>, Failed> {
 
 fn every_transaction_executes_and_ratios_are_computed() -> Result<(), Failed> {
     let report = full_run()?;
-    let phases: Vec<Phase> = report.phases.iter().map(|p| p.phase).collect();
-    assert_eq!(phases, Phase::ALL.to_vec());
+    let phases: Vec<RunPhase> = report.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        [RunPhase::Interleaved, RunPhase::LoginStorm, RunPhase::Mix]
+    );
+    let interleaved = &report.phases[0];
+    assert_eq!(interleaved.transactions.len(), 3);
+    assert!(!interleaved.rounds.is_empty(), "no whole round");
+    for round in &interleaved.rounds {
+        assert_eq!(round.requests_per_second.len(), 3, "{round:?}");
+        assert!(
+            round.requests_per_second.values().all(|rps| *rps > 0.0),
+            "a path measured nothing in {round:?}"
+        );
+    }
     for phase in &report.phases {
         for t in &phase.transactions {
             let name = format!("{} in phase {}", t.transaction.name(), phase.phase.name());
@@ -124,7 +137,7 @@ fn every_transaction_executes_and_ratios_are_computed() -> Result<(), Failed> {
     let mix = report
         .phases
         .iter()
-        .find(|p| p.phase == Phase::Mix)
+        .find(|p| p.phase == RunPhase::Mix)
         .expect("mix ran");
     assert_eq!(mix.transactions.len(), TransactionKind::ALL.len());
     let names: Vec<&str> = report.ratios.iter().map(|r| r.name.as_str()).collect();
@@ -135,10 +148,14 @@ fn every_transaction_executes_and_ratios_are_computed() -> Result<(), Failed> {
             "{ratio:?}"
         );
         assert!(ratio.method.contains("÷"), "{ratio:?}");
+        assert_eq!(ratio.rounds, interleaved.rounds.len(), "{ratio:?}");
+        let spread = ratio.throughput_ratio_spread;
+        assert!(spread.min <= ratio.throughput_ratio && ratio.throughput_ratio <= spread.max);
     }
     assert!(report.silent_transactions().is_empty());
     let json = serde_json::to_value(&*report).map_err(|e| e.to_string())?;
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
+    assert!(json["phases"][0]["rounds"][0]["requests_per_second"]["cookie"].is_number());
     assert!(json["phases"][0]["transactions"][0]["ok_per_second"].is_array());
     assert!(json["ratios"][0]["throughput_ratio"].is_number());
     let text = serde_json::to_string(&*report).map_err(|e| e.to_string())?;
@@ -208,7 +225,10 @@ fn errors_are_counted_and_fail_the_error_rate_gate() -> Result<(), Failed> {
         ["HTTP 503 (server error)"]
     );
     assert_eq!(baseline.error_rate, 1.0);
-    assert_eq!(report.silent_transactions(), ["baseline in phase baseline"]);
+    assert_eq!(
+        report.silent_transactions(),
+        ["baseline in phase interleaved"]
+    );
     let violations = report.judge(&Thresholds {
         max_error_rate: Some(0.01),
         ..Thresholds::default()
@@ -271,7 +291,7 @@ fn cli_exits_1_on_a_violated_threshold_and_2_on_bad_usage() -> Result<(), Failed
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "FAILED: threshold --max-p99 0.001 violated by cookie (phase cookie): measured"
+            "FAILED: threshold --max-p99 0.001 violated by cookie (phase interleaved): measured"
         ),
         "{stderr}"
     );
@@ -282,7 +302,7 @@ fn cli_exits_1_on_a_violated_threshold_and_2_on_bad_usage() -> Result<(), Failed
     assert_eq!(json["thresholds"][0]["passed"], false);
     let html = std::fs::read_to_string(out.join("load.html")).map_err(|e| e.to_string())?;
     assert!(html.contains("FAIL — a threshold was violated"));
-    assert!(html.contains("Throughput over time") && html.contains("<polyline"));
+    assert!(html.contains("Throughput per round") && html.contains("<polyline"));
     let _ = std::fs::remove_dir_all(&runs);
     Ok(())
 }

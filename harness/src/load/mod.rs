@@ -1,13 +1,16 @@
-//! Load tests of the auth hot path, with goose as the user scheduler. Each phase runs one
-//! transaction (or the mix) with the same users and duration, back to back against the same
-//! gateway, so their throughputs compare: the overhead ratios are built from them.
+//! Load tests of the auth hot path, with goose as the user scheduler. The baseline, cookie
+//! and bearer paths run as one interleaved phase (see [`schedule`]): the same users take
+//! turns on each path in short slices, and the overhead ratios are the median of each round's
+//! ratio. The login storm and the mix run as phases of their own.
 //!
 //! Logins reuse the project's [`Browser`](crate::browser::Browser) flow and token grants
 //! [`oidc::password_grant`](crate::oidc::password_grant); nothing here re-implements either.
 
+mod connection;
 pub mod cpu;
 pub mod recorder;
 pub mod report;
+pub mod schedule;
 mod transactions;
 
 use std::sync::Arc;
@@ -92,7 +95,8 @@ impl TransactionKind {
     }
 }
 
-/// A phase of a load run: one transaction for every user, or the mix.
+/// What a user can ask a load run to measure (`--phases`). Baseline, cookie and bearer run
+/// together, interleaved, as one [`RunPhase::Interleaved`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -134,15 +138,66 @@ impl Phase {
     }
 }
 
+/// A phase as run: one goose attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// The selected ones of baseline, cookie and bearer, taking turns in slices.
+    Interleaved,
+    LoginStorm,
+    /// Every transaction at once, users split cookie 4 : bearer 2 : baseline 1 : login 1.
+    Mix,
+}
+
+impl RunPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interleaved => "interleaved",
+            Self::LoginStorm => "login_storm",
+            Self::Mix => "mix",
+        }
+    }
+}
+
+/// The phases to run for a selection, in order, with their transactions.
+pub fn plan(selection: &[Phase]) -> Vec<(RunPhase, Vec<TransactionKind>)> {
+    let interleaved: Vec<TransactionKind> = [
+        TransactionKind::Baseline,
+        TransactionKind::Cookie,
+        TransactionKind::Bearer,
+    ]
+    .into_iter()
+    .filter(|kind| selection.iter().any(|p| p.transactions() == [*kind]))
+    .collect();
+    let mut plan = Vec::new();
+    if !interleaved.is_empty() {
+        plan.push((RunPhase::Interleaved, interleaved));
+    }
+    if selection.contains(&Phase::LoginStorm) {
+        plan.push((RunPhase::LoginStorm, vec![TransactionKind::LoginStorm]));
+    }
+    if selection.contains(&Phase::Mix) {
+        plan.push((RunPhase::Mix, TransactionKind::ALL.to_vec()));
+    }
+    plan
+}
+
 /// How hard and how long to push. Defaults are safe on a 2-core machine shared with the stack.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadOptions {
     pub users: usize,
     /// Users started per second.
     pub hatch_rate: f64,
-    /// Steady time per phase, after every user has started.
+    /// Measured time per transaction, after every user has started: the login storm and the
+    /// mix run this long; the interleaved phase gives each of its paths this much in slices.
     #[serde(serialize_with = "report::serialize_seconds")]
     pub duration: Duration,
+    /// The interleaved phase's turn length per path.
+    #[serde(serialize_with = "report::serialize_seconds")]
+    pub slice: Duration,
+    /// Stop the interleaved phase early once every ratio's 95% confidence interval is within
+    /// this fraction of its median (`duration` is then the cap).
+    pub precision: Option<f64>,
     pub phases: Vec<Phase>,
     /// Path requested on the protected app and on the baseline (joined to each base URL).
     pub path: String,
@@ -159,6 +214,8 @@ impl Default for LoadOptions {
             users: 8,
             hatch_rate: 4.0,
             duration: Duration::from_secs(10),
+            slice: Duration::from_millis(500),
+            precision: None,
             phases: Phase::ALL.to_vec(),
             path: "status/200".into(),
             max_requests_per_phase: 2_000_000,
@@ -195,6 +252,24 @@ impl LoadOptions {
                 "e.g. --duration 10s",
             );
         }
+        if self.slice < Duration::from_millis(250) || self.slice > self.duration {
+            return bad(
+                format!(
+                    "--slice {}ms is outside 250ms..=--duration ({}s)",
+                    self.slice.as_millis(),
+                    self.duration.as_secs()
+                ),
+                "e.g. --slice 1s; shorter turns give more rounds, each a little noisier",
+            );
+        }
+        if let Some(precision) = self.precision
+            && !(0.001..=0.5).contains(&precision)
+        {
+            return bad(
+                format!("--precision {}% is outside 0.1%..=50%", precision * 100.0),
+                "e.g. --precision 2.5 (percent of the ratio); add --duration to cap the time it may take",
+            );
+        }
         if self.phases.is_empty() {
             return bad("no phase selected".into(), "e.g. --phases baseline,cookie");
         }
@@ -211,10 +286,24 @@ impl LoadOptions {
         Ok(())
     }
 
-    /// Seconds a phase can take: the ramp, the steady time and slack for the last requests.
-    fn phase_seconds_bound(&self) -> usize {
+    /// Rounds of the interleaved phase: each path gets `duration` in `slice`s.
+    fn rounds(&self) -> usize {
+        ((self.duration.as_secs_f64() / self.slice.as_secs_f64()).floor() as usize).max(1)
+    }
+
+    /// Goose's run time for a phase (after the ramp): the interleaved rounds plus a second in
+    /// which the last users get ready, or the duration.
+    fn run_seconds(&self, schedule: Option<&schedule::Schedule>) -> u64 {
+        match schedule {
+            Some(schedule) => schedule.length().as_secs_f64().ceil() as u64 + 1,
+            None => self.duration.as_secs(),
+        }
+    }
+
+    /// Seconds a phase can take: the ramp, the run time and slack for the last requests.
+    fn phase_seconds_bound(&self, run_seconds: u64) -> usize {
         let ramp = (self.users as f64 / self.hatch_rate).ceil() as usize;
-        ramp + self.duration.as_secs() as usize + 5
+        ramp + run_seconds as usize + 5
     }
 }
 
@@ -293,14 +382,21 @@ pub async fn run(
     };
     let protected_url = join(&target.endpoints.app)?;
     let baseline_url = target.baseline.as_ref().map(join).transpose()?;
-    let client = hot_path_client(target, options).map_err(|e| setup(&e))?;
+    let ca_pem = target.endpoints.ca_pem.as_deref();
     let mut source = transactions::CredentialSource {
         endpoints: target.endpoints.clone(),
         token_endpoint: None,
+        protected: connection::Target::new(&protected_url).map_err(|e| setup(&e))?,
         protected_url: protected_url.clone(),
-        client,
+        hot: connection::Client::new(ca_pem, options.request_timeout).map_err(|e| setup(&e))?,
+        grants: crate::browser::http_client(ca_pem).map_err(|e| setup(&e))?,
         redactor: redactor.clone(),
     };
+    let baseline = baseline_url
+        .as_ref()
+        .map(connection::Target::new)
+        .transpose()
+        .map_err(|e| setup(&e))?;
     let needed: Vec<TransactionKind> = [TransactionKind::Cookie, TransactionKind::Bearer]
         .into_iter()
         .filter(|kind| {
@@ -311,9 +407,7 @@ pub async fn run(
         })
         .collect();
     if needed.contains(&TransactionKind::Bearer) {
-        let http = crate::browser::http_client(target.endpoints.ca_pem.as_deref())
-            .map_err(|e| setup(&e))?;
-        let discovery = crate::oidc::discover(&http, &target.endpoints.issuer)
+        let discovery = crate::oidc::discover(&source.grants, &target.endpoints.issuer)
             .await
             .map_err(|e| setup(&e))?;
         source.token_endpoint = Some(discovery.token_endpoint);
@@ -337,28 +431,60 @@ pub async fn run(
     );
     let credential_seconds = obtaining.elapsed().as_secs_f64();
     let mut phases = Vec::new();
-    for &phase in &options.phases {
-        progress(format!(
-            "phase {}: {} users, hatch {}/s, {}s",
-            phase.name(),
-            options.users,
-            options.hatch_rate,
-            options.duration.as_secs()
-        ));
+    for (phase, kinds) in plan(&options.phases) {
+        let schedule = (phase == RunPhase::Interleaved).then(|| {
+            let schedule = schedule::Schedule::new(kinds.clone(), options.slice, options.rounds());
+            match options.precision {
+                Some(fraction) => schedule.stop_when_precise(fraction),
+                None => schedule,
+            }
+        });
+        let run_seconds = options.run_seconds(schedule.as_ref());
+        progress(match &schedule {
+            Some(schedule) => format!(
+                "phase {}: {} users, hatch {}/s, {} round(s) of {} × {:.2}s",
+                phase.name(),
+                options.users,
+                options.hatch_rate,
+                schedule.rounds(),
+                kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                options.slice.as_secs_f64()
+            ),
+            None => format!(
+                "phase {}: {} users, hatch {}/s, {}s",
+                phase.name(),
+                options.users,
+                options.hatch_rate,
+                run_seconds
+            ),
+        });
         let context = Arc::new(transactions::PhaseContext {
             source: source.clone(),
-            baseline_url: baseline_url.clone(),
+            baseline: baseline.clone(),
             credentials: Arc::clone(&credentials),
             recorder: recorder::Recorder::new(
                 options.users,
-                options.phase_seconds_bound(),
+                options.phase_seconds_bound(run_seconds),
                 options.max_requests_per_phase,
+                schedule,
             ),
         });
         let cpu_before = cpu::CpuSample::now();
-        run_phase(phase, &context, options).await?;
+        on_generator_thread(
+            phase,
+            kinds.clone(),
+            Arc::clone(&context),
+            options.clone(),
+            run_seconds,
+        )
+        .await?;
         let cpu = cpu_before.until(&cpu::CpuSample::now());
-        let report = PhaseReport::from_recorder(phase, options.users, &context.recorder, cpu);
+        let report =
+            PhaseReport::from_recorder(phase, &kinds, options.users, &context.recorder, cpu);
         progress(report.one_line());
         phases.push(report);
     }
@@ -370,26 +496,6 @@ pub async fn run(
         credential_seconds,
         phases,
     ))
-}
-
-/// The hot-path client: HTTP/1.1 so each concurrent user holds its own connection, as
-/// browsers behind separate sessions would; gzip off (the generator would pay to inflate).
-fn hot_path_client(
-    target: &LoadTarget,
-    options: &LoadOptions,
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(options.request_timeout)
-        .user_agent(concat!("meshauth-load/", env!("CARGO_PKG_VERSION")))
-        .http1_only()
-        .pool_max_idle_per_host(options.users)
-        .tcp_nodelay(true)
-        .no_proxy();
-    if let Some(pem) = &target.endpoints.ca_pem {
-        builder = builder.tls_certs_merge([reqwest::Certificate::from_pem(pem.as_bytes())?]);
-    }
-    builder.build()
 }
 
 /// The goose configuration every phase uses: no controllers, no report files, no goose
@@ -415,10 +521,42 @@ pub fn goose_configuration(
     config
 }
 
+/// Runs a phase's goose users on one dedicated thread with its own single-threaded runtime, as
+/// `wrk -t1` does: no work stealing or cross-thread wake-ups on the hot path, and on a small
+/// machine the other cores stay with the system under test.
+async fn on_generator_thread(
+    phase: RunPhase,
+    kinds: Vec<TransactionKind>,
+    context: Arc<transactions::PhaseContext>,
+    options: LoadOptions,
+    run_seconds: u64,
+) -> Result<(), LoadError> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("meshauth-load".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| LoadError::Setup(format!("the generator's runtime: {e}")))
+                .and_then(|runtime| {
+                    runtime.block_on(run_phase(phase, &kinds, &context, &options, run_seconds))
+                });
+            let _ = done.send(result);
+        })
+        .map_err(|e| LoadError::Setup(format!("the generator's thread: {e}")))?;
+    finished.await.map_err(|_| LoadError::Goose {
+        phase: phase.name(),
+        detail: "the generator thread ended without a result".into(),
+    })?
+}
+
 async fn run_phase(
-    phase: Phase,
+    phase: RunPhase,
+    kinds: &[TransactionKind],
     context: &Arc<transactions::PhaseContext>,
     options: &LoadOptions,
+    run_seconds: u64,
 ) -> Result<(), LoadError> {
     let goose_error = |e: goose::GooseError| LoadError::Goose {
         phase: phase.name(),
@@ -428,21 +566,26 @@ async fn run_phase(
         &context.source.endpoints.app,
         options.users,
         options.hatch_rate,
-        options.duration.as_secs(),
+        run_seconds,
     );
     let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_error)?;
-    for kind in phase.transactions() {
-        let mut scenario = Scenario::new(kind.name())
-            .register_transaction(transactions::transaction(context, kind));
-        if phase == Phase::Mix {
-            scenario = scenario
-                .set_weight(kind.mix_weight())
-                .map_err(goose_error)?;
-        }
+    let steps: Vec<(transactions::Step, usize)> = match phase {
+        RunPhase::Interleaved => vec![(transactions::Step::Interleaved, 1)],
+        RunPhase::LoginStorm => vec![(transactions::Step::Only(TransactionKind::LoginStorm), 1)],
+        RunPhase::Mix => kinds
+            .iter()
+            .map(|&kind| (transactions::Step::Only(kind), kind.mix_weight()))
+            .collect(),
+    };
+    for (step, weight) in steps {
+        let scenario = Scenario::new(step.name())
+            .register_transaction(transactions::transaction(context, step))
+            .set_weight(weight)
+            .map_err(goose_error)?;
         attack = attack.register_scenario(scenario);
     }
-    // Users share one goose client they never use (the transactions use the context's), so
-    // goose builds one client rather than one per user.
+    // Users share one goose client they never use (the transactions use their own
+    // connections), so goose builds one client rather than one per user.
     let attack = attack
         .set_client_builder_without_cookies(
             goose::client::GooseClientBuilder::new().without_cookies(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::TransactionKind;
+use super::schedule::{Round, Schedule, Turn};
 
 /// Sub-buckets per power of two: latencies are kept to within 1/32 (~3%).
 const SUB_BUCKET_BITS: u32 = 5;
@@ -148,11 +149,18 @@ pub struct Recorder {
     requests: AtomicU64,
     cap_reached: OnceLock<Instant>,
     transactions: [TransactionRecorder; TransactionKind::ALL.len()],
+    /// Set for the interleaved phase; its epoch is the moment every user is ready.
+    schedule: Option<Schedule>,
 }
 
 impl Recorder {
     /// `seconds` bounds the per-second series (later completions land in the last slot).
-    pub fn new(users: usize, seconds: usize, max_requests: u64) -> Self {
+    pub fn new(
+        users: usize,
+        seconds: usize,
+        max_requests: u64,
+        schedule: Option<Schedule>,
+    ) -> Self {
         let seconds = seconds.max(1);
         Self {
             started: Instant::now(),
@@ -163,7 +171,26 @@ impl Recorder {
             requests: AtomicU64::new(0),
             cap_reached: OnceLock::new(),
             transactions: std::array::from_fn(|_| TransactionRecorder::new(seconds)),
+            schedule,
         }
+    }
+
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+
+    /// What an interleaved user does now (`None` outside the interleaved phase).
+    pub fn turn(&self) -> Option<Turn> {
+        let schedule = self.schedule.as_ref()?;
+        Some(schedule.turn(self.steady_since(), Instant::now()))
+    }
+
+    /// The interleaved phase's rounds that were whole by `ended`.
+    pub fn rounds(&self, ended: Instant) -> Vec<Round> {
+        self.schedule
+            .as_ref()
+            .map(|s| s.completed_rounds(self.steady_since(), ended))
+            .unwrap_or_default()
     }
 
     pub fn started(&self) -> Instant {
@@ -206,6 +233,9 @@ impl Recorder {
     pub fn ok(&self, kind: TransactionKind, latency: Duration) {
         let recorder = self.transaction(kind);
         recorder.latency.record(latency);
+        if let Some(schedule) = &self.schedule {
+            schedule.completed(self.steady_since(), kind, Instant::now());
+        }
         let slots = &recorder.ok_per_second;
         slots[self.second().min(slots.len() - 1)].fetch_add(1, Relaxed);
         if self.steady_since.get().is_some() {

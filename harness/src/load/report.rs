@@ -6,7 +6,9 @@
 //!   `requests`, `ok`, `errors`, `error_rate`, `errors_by_kind`, `requests_per_second`,
 //!   `latency_ms` {`p50`,`p90`,`p99`,`max`,`mean`}, `ok_per_second[]`, `errors_per_second[]`:
 //!   index i counts completions in second i since the phase started) and `generator` (CPU).
-//! - `ratios[]`: overhead ratios with the formula used (`method`).
+//!   The interleaved phase also has `rounds[]`: each round's `requests_per_second` per path.
+//! - `ratios[]`: overhead ratios (median over rounds, with their spread) and the formula used
+//!   (`method`).
 //! - `thresholds[]`: each threshold asked for, its limit, the measured value, pass/fail.
 
 use std::collections::BTreeMap;
@@ -17,9 +19,11 @@ use serde::{Serialize, Serializer};
 
 use super::cpu::{CpuUse, MachineInfo, peak_resident_kib};
 use super::recorder::{Recorder, TransactionRecorder};
-use super::{LoadOptions, Phase, TransactionKind};
+use super::schedule::{AUTHENTICATED, Round, Spread, round_ratios};
+use super::{LoadOptions, RunPhase, TransactionKind};
 
-pub const SCHEMA: u32 = 1;
+/// 2: baseline, cookie and bearer run interleaved (`phases[].rounds`, ratio spreads).
+pub const SCHEMA: u32 = 2;
 
 pub fn serialize_seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -44,7 +48,8 @@ pub struct TransactionReport {
     pub error_rate: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Successful completions per second in the steady window (every user started and holding
-    /// its credential), or over the whole phase when it never got steady (`steady` false).
+    /// its credential), or over the whole phase when it never got steady (`steady` false). In
+    /// the interleaved phase: over the measurement windows of this path's slices.
     pub requests_per_second: f64,
     /// Latency of successful requests (for login_storm: of the whole login flow), in ms.
     /// `None` when nothing succeeded.
@@ -64,7 +69,7 @@ pub struct GeneratorCpu {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PhaseReport {
-    pub phase: Phase,
+    pub phase: RunPhase,
     pub users: usize,
     /// Wall time of the phase, ramp included.
     pub seconds: f64,
@@ -74,6 +79,14 @@ pub struct PhaseReport {
     /// Set when the phase stopped at its request cap rather than its duration.
     pub stopped_at_request_cap: bool,
     pub transactions: Vec<TransactionReport>,
+    /// The interleaved phase's whole rounds (empty for other phases).
+    pub rounds: Vec<Round>,
+    /// The interleaved phase's slice and the counted window within it, in seconds.
+    pub slice_seconds: Option<f64>,
+    pub window_seconds: Option<f64>,
+    /// With `--precision`: the rounds after which every ratio was precise enough (the phase
+    /// then stopped); `None` when it was not asked for or not reached within `--duration`.
+    pub precise_after_rounds: Option<usize>,
     pub generator: GeneratorCpu,
 }
 
@@ -83,8 +96,14 @@ pub struct OverheadRatio {
     /// e.g. `cookie/baseline`.
     pub name: String,
     /// Authenticated requests/s ÷ baseline requests/s (1.0 = SSO costs nothing; 0.5 = half
-    /// the throughput).
+    /// the throughput): the median of the rounds' ratios.
     pub throughput_ratio: f64,
+    /// The rounds' ratios: how steady the measurement was, and the 95% confidence interval
+    /// of the median.
+    pub throughput_ratio_spread: Spread,
+    /// Half the confidence interval's width relative to the median (0.02 = ±2%).
+    pub precision: f64,
+    pub rounds: usize,
     /// Authenticated p50 ÷ baseline p50.
     pub p50_latency_ratio: f64,
     /// Authenticated p50 − baseline p50, in ms: what SSO adds to a typical request.
@@ -185,7 +204,13 @@ fn transaction_report(
 }
 
 impl PhaseReport {
-    pub fn from_recorder(phase: Phase, users: usize, recorder: &Recorder, cpu: CpuUse) -> Self {
+    pub fn from_recorder(
+        phase: RunPhase,
+        kinds: &[TransactionKind],
+        users: usize,
+        recorder: &Recorder,
+        cpu: CpuUse,
+    ) -> Self {
         let ended = Instant::now();
         let seconds = ended.duration_since(recorder.started()).as_secs_f64();
         let steady_window = recorder
@@ -194,10 +219,10 @@ impl PhaseReport {
             .filter(|s| *s > 0.5);
         let steady = steady_window.is_some();
         let rate_seconds = steady_window.unwrap_or(seconds);
-        let transactions: Vec<TransactionReport> = phase
-            .transactions()
-            .into_iter()
-            .map(|kind| {
+        let rounds = recorder.rounds(ended);
+        let mut transactions: Vec<TransactionReport> = kinds
+            .iter()
+            .map(|&kind| {
                 transaction_report(
                     kind,
                     recorder.transaction(kind),
@@ -207,6 +232,19 @@ impl PhaseReport {
                 )
             })
             .collect();
+        if recorder.schedule().is_some() {
+            for t in &mut transactions {
+                let per_round: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|r| r.requests_per_second.get(&t.transaction).copied())
+                    .collect();
+                t.requests_per_second = if per_round.is_empty() {
+                    0.0
+                } else {
+                    per_round.iter().sum::<f64>() / per_round.len() as f64
+                };
+            }
+        }
         let requests: u64 = transactions.iter().map(|t| t.requests).sum();
         Self {
             phase,
@@ -216,6 +254,10 @@ impl PhaseReport {
             steady,
             stopped_at_request_cap: recorder.cap_reached(),
             transactions,
+            rounds,
+            slice_seconds: recorder.schedule().map(|s| s.slice().as_secs_f64()),
+            window_seconds: recorder.schedule().map(|s| s.window().as_secs_f64()),
+            precise_after_rounds: recorder.schedule().and_then(|s| s.precise_after()),
             generator: GeneratorCpu {
                 cpu_seconds: cpu.cpu_seconds,
                 cpu_seconds_per_1000_requests: (requests > 0)
@@ -250,42 +292,42 @@ impl PhaseReport {
     }
 }
 
-/// The single-transaction phase that ran `kind` alone, if any.
-fn solo(phases: &[PhaseReport], kind: TransactionKind) -> Option<&TransactionReport> {
-    let phase = match kind {
-        TransactionKind::Baseline => Phase::Baseline,
-        TransactionKind::Cookie => Phase::Cookie,
-        TransactionKind::Bearer => Phase::Bearer,
-        TransactionKind::LoginStorm => Phase::LoginStorm,
-    };
-    phases
-        .iter()
-        .find(|p| p.phase == phase)
-        .and_then(|p| p.transaction(kind))
-}
-
+/// Cookie and bearer against the baseline, from the interleaved phase: each round's ratio of
+/// the two paths' throughputs (measured a slice apart), summarised by the median.
 fn ratios(phases: &[PhaseReport]) -> Vec<OverheadRatio> {
-    let Some(baseline) = solo(phases, TransactionKind::Baseline) else {
+    let Some(phase) = phases.iter().find(|p| p.phase == RunPhase::Interleaved) else {
         return Vec::new();
     };
-    let Some(base_latency) = baseline.latency_ms else {
+    let Some(base_latency) = phase
+        .transaction(TransactionKind::Baseline)
+        .and_then(|t| t.latency_ms)
+    else {
         return Vec::new();
     };
-    [TransactionKind::Cookie, TransactionKind::Bearer]
+    AUTHENTICATED
         .into_iter()
         .filter_map(|kind| {
-            let auth = solo(phases, kind)?;
-            let latency = auth.latency_ms?;
-            (baseline.requests_per_second > 0.0 && base_latency.p50 > 0.0).then(|| OverheadRatio {
+            let latency = phase.transaction(kind)?.latency_ms?;
+            let per_round = round_ratios(&phase.rounds, kind);
+            let spread = Spread::of(&per_round)?;
+            (base_latency.p50 > 0.0).then(|| OverheadRatio {
                 name: format!("{}/baseline", kind.name()),
-                throughput_ratio: auth.requests_per_second / baseline.requests_per_second,
+                throughput_ratio: spread.median,
+                throughput_ratio_spread: spread,
+                precision: spread.relative_ci95_half_width(),
+                rounds: per_round.len(),
                 p50_latency_ratio: latency.p50 / base_latency.p50,
                 p50_added_ms: latency.p50 - base_latency.p50,
                 method: format!(
-                    "steady-state successful requests/s of the {0} phase ÷ that of the baseline phase \
-                     (same users, duration, path and gateway, run back to back); p50 of the {0} \
-                     phase ÷ and − the baseline phase's p50",
-                    kind.name()
+                    "median over {rounds} rounds of ({0} successful req/s ÷ baseline successful \
+                     req/s), each round giving every path one {slice:.2} s slice with the same \
+                     users on the same gateway and counting completions in the last {window:.2} s \
+                     of it; 95% confidence interval of the median from order statistics; p50 of \
+                     all measured {0} requests ÷ and − the baseline's p50",
+                    kind.name(),
+                    rounds = per_round.len(),
+                    slice = phase.slice_seconds.unwrap_or_default(),
+                    window = phase.window_seconds.unwrap_or_default(),
                 ),
             })
         })
@@ -456,12 +498,39 @@ impl LoadReport {
                     ""
                 },
             );
+            if let Some(rounds) = phase.precise_after_rounds {
+                let _ = writeln!(
+                    out,
+                    "{:<12} every ratio reached the requested precision after {rounds} rounds: stopped there",
+                    ""
+                );
+            } else if let (Some(precision), RunPhase::Interleaved) =
+                (self.options.precision, phase.phase)
+            {
+                let _ = writeln!(
+                    out,
+                    "{:<12} the requested precision (±{:.1}%) was not reached within --duration: raise it, or accept the precision shown below",
+                    "",
+                    precision * 100.0
+                );
+            }
         }
         for r in &self.ratios {
             let _ = writeln!(
                 out,
-                "overhead {}: throughput ratio {:.3} (auth req/s ÷ baseline req/s), p50 {:.2}x (+{:.2} ms)",
-                r.name, r.throughput_ratio, r.p50_latency_ratio, r.p50_added_ms
+                "overhead {}: throughput ratio {:.3} ±{:.1}% (median of {} rounds; 95% CI {:.3}–{:.3}, IQR {:.3}–{:.3}, range {:.3}–{:.3}), p50 {:.2}x (+{:.2} ms)",
+                r.name,
+                r.throughput_ratio,
+                r.precision * 100.0,
+                r.rounds,
+                r.throughput_ratio_spread.median_ci95_low,
+                r.throughput_ratio_spread.median_ci95_high,
+                r.throughput_ratio_spread.p25,
+                r.throughput_ratio_spread.p75,
+                r.throughput_ratio_spread.min,
+                r.throughput_ratio_spread.max,
+                r.p50_latency_ratio,
+                r.p50_added_ms
             );
         }
         let _ = writeln!(

@@ -14,7 +14,9 @@ use reqwest::header::{AUTHORIZATION, COOKIE, HeaderName, HeaderValue};
 use url::Url;
 
 use super::TransactionKind;
+use super::connection::{self, Connections, Target};
 use super::recorder::Recorder;
+use super::schedule::Turn;
 use crate::browser::Browser;
 use crate::env::Endpoints;
 use crate::oidc;
@@ -27,8 +29,8 @@ const CREDENTIAL_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// What every user of a phase shares.
 pub struct PhaseContext {
     pub source: CredentialSource,
-    /// The unauthenticated baseline's URL.
-    pub baseline_url: Option<Url>,
+    /// The unauthenticated baseline's target.
+    pub baseline: Option<Target>,
     pub recorder: Recorder,
     pub credentials: Arc<CredentialPools>,
 }
@@ -41,9 +43,11 @@ pub struct CredentialSource {
     pub token_endpoint: Option<Url>,
     /// The URL the hot paths request behind SSO (and the login flows start at).
     pub protected_url: Url,
-    /// One client for every user's hot-path requests and token grants (HTTP/1.1, a connection
-    /// per concurrent request), trusting the run's CA; no cookies, no redirects.
-    pub client: reqwest::Client,
+    pub protected: Target,
+    /// The hot paths' client: a keep-alive connection per user.
+    pub hot: connection::Client,
+    /// Token grants' client, trusting the run's CA; no cookies, no redirects.
+    pub grants: reqwest::Client,
     pub redactor: Redactor,
 }
 
@@ -123,6 +127,51 @@ pub struct Credential {
     value: HeaderValue,
 }
 
+/// What a goose user keeps between iterations.
+#[derive(Clone, Default)]
+struct UserState {
+    /// Holds every credential its step needs; counted once by the recorder.
+    ready: bool,
+    cookie: Option<Credential>,
+    bearer: Option<Credential>,
+    connections: Connections,
+}
+
+impl UserState {
+    fn credential(&self, kind: TransactionKind) -> Option<&Credential> {
+        match kind {
+            TransactionKind::Cookie => self.cookie.as_ref(),
+            TransactionKind::Bearer => self.bearer.as_ref(),
+            TransactionKind::Baseline | TransactionKind::LoginStorm => None,
+        }
+    }
+
+    fn set_credential(&mut self, kind: TransactionKind, credential: Credential) {
+        match kind {
+            TransactionKind::Cookie => self.cookie = Some(credential),
+            TransactionKind::Bearer => self.bearer = Some(credential),
+            TransactionKind::Baseline | TransactionKind::LoginStorm => {}
+        }
+    }
+}
+
+/// What a goose transaction runs each iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Only(TransactionKind),
+    /// The phase's [`Schedule`](super::schedule::Schedule) says which path, turn by turn.
+    Interleaved,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Only(kind) => kind.name(),
+            Step::Interleaved => "interleaved",
+        }
+    }
+}
+
 type BoxedStep<'r> = Pin<Box<dyn Future<Output = TransactionResult> + Send + 'r>>;
 
 fn function<F>(f: F) -> TransactionFunction
@@ -132,79 +181,153 @@ where
     Arc::new(f)
 }
 
-/// The goose transaction for `kind`, bound to the phase's context.
-pub fn transaction(context: &Arc<PhaseContext>, kind: TransactionKind) -> Transaction {
+/// The goose transaction for `step`, bound to the phase's context.
+pub fn transaction(context: &Arc<PhaseContext>, step: Step) -> Transaction {
     let context = Arc::clone(context);
     Transaction::new(function(move |user| {
         let context = Arc::clone(&context);
         Box::pin(async move {
-            match kind {
-                TransactionKind::Baseline => baseline(&context, user).await,
-                TransactionKind::Cookie | TransactionKind::Bearer => {
-                    authenticated(&context, kind, user).await
-                }
-                TransactionKind::LoginStorm => login_storm(&context, user).await,
-            }
+            run_step(&context, step, user).await;
             Ok(())
         })
     }))
-    .set_name(kind.name())
+    .set_name(step.name())
 }
 
-async fn baseline(context: &PhaseContext, user: &mut GooseUser) {
-    if user.get_session_data::<Credential>().is_none() {
-        // The baseline needs no credential; the marker only counts the user as ready once.
-        user.set_session_data(Credential {
-            name: HeaderName::from_static("x-meshauth-load"),
-            value: HeaderValue::from_static("baseline"),
-        });
-        context.recorder.user_ready();
+async fn run_step(context: &PhaseContext, step: Step, user: &mut GooseUser) {
+    if step == Step::Only(TransactionKind::LoginStorm) {
+        return login_storm(context, user).await;
     }
-    let Some(url) = &context.baseline_url else {
-        context
-            .recorder
-            .error(TransactionKind::Baseline, "no baseline URL configured");
-        tokio::time::sleep(CREDENTIAL_RETRY_PAUSE).await;
+    let index = user.weighted_users_index;
+    if user.get_session_data::<UserState>().is_none() {
+        user.set_session_data(UserState::default());
+    }
+    let Some(state) = user.get_session_data_mut::<UserState>() else {
         return;
     };
-    request(context, TransactionKind::Baseline, url, None).await;
+    let kinds = match step {
+        Step::Only(kind) => &TransactionKind::ALL[kind as usize..=kind as usize],
+        Step::Interleaved => match context.recorder.schedule() {
+            Some(schedule) => schedule.kinds(),
+            None => &[],
+        },
+    };
+    if !state.ready {
+        if !take_credentials(context, state, kinds, index).await {
+            return;
+        }
+        state.ready = true;
+        context.recorder.user_ready();
+    }
+    match context.recorder.turn() {
+        None => hot_path(context, state, kinds[0], index, true).await,
+        Some(Turn::WarmUp(kind)) => hot_path(context, state, kind, index, false).await,
+        Some(Turn::Measure(kind)) => hot_path(context, state, kind, index, true).await,
+        Some(Turn::Done) => {
+            // Every round is over (or the ratios are precise enough): stop goose now rather
+            // than at its run time.
+            goose::trigger_killswitch("meshauth: the interleaved rounds are complete");
+            tokio::time::sleep(IDLE_PAUSE).await
+        }
+    }
 }
 
-async fn authenticated(context: &PhaseContext, kind: TransactionKind, user: &mut GooseUser) {
-    let index = user.weighted_users_index;
-    let credential = match user.get_session_data::<Credential>() {
-        Some(credential) => credential.clone(),
-        None => {
-            let Some(credential) = context.credentials.get(kind, index) else {
-                context
-                    .recorder
-                    .error(kind, "no credential was obtained for this path");
+/// Between the last round and goose's stop, users idle at this pace.
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Gives the user the pooled credential of each of `kinds` that needs one.
+async fn take_credentials(
+    context: &PhaseContext,
+    state: &mut UserState,
+    kinds: &[TransactionKind],
+    index: usize,
+) -> bool {
+    for &kind in kinds {
+        if !matches!(kind, TransactionKind::Cookie | TransactionKind::Bearer) {
+            continue;
+        }
+        let Some(credential) = context.credentials.get(kind, index) else {
+            context
+                .recorder
+                .error(kind, "no credential was obtained for this path");
+            tokio::time::sleep(CREDENTIAL_RETRY_PAUSE).await;
+            return false;
+        };
+        state.set_credential(kind, credential);
+    }
+    true
+}
+
+/// One hot-path request of `kind`, timed from send to the end of the body. Successes are
+/// recorded when `measured`; errors always. A rejected credential is counted as an error and
+/// replaced, and the user carries on.
+async fn hot_path(
+    context: &PhaseContext,
+    state: &mut UserState,
+    kind: TransactionKind,
+    index: usize,
+    measured: bool,
+) {
+    let target = match kind {
+        TransactionKind::Baseline => match &context.baseline {
+            Some(target) => target,
+            None => {
+                context.recorder.error(kind, "no baseline URL configured");
                 tokio::time::sleep(CREDENTIAL_RETRY_PAUSE).await;
                 return;
-            };
-            user.set_session_data(credential.clone());
-            context.recorder.user_ready();
-            credential
-        }
+            }
+        },
+        _ => &context.source.protected,
     };
-    let outcome = request(
-        context,
-        kind,
-        &context.source.protected_url,
-        Some(&credential),
-    )
-    .await;
-    if outcome == Outcome::CredentialRejected {
-        // Counted as an error above; the user gets a fresh credential and carries on.
-        match obtain(&context.source, kind).await {
-            Ok(fresh) => {
-                context.credentials.replace(kind, index, fresh.clone());
-                user.set_session_data(fresh);
-            }
-            Err(error) => {
-                context.recorder.error(kind, error);
-                tokio::time::sleep(CREDENTIAL_RETRY_PAUSE).await;
-            }
+    let header = state
+        .credential(kind)
+        .map(|c| (c.name.clone(), c.value.clone()));
+    let started = Instant::now();
+    let response = context
+        .source
+        .hot
+        .get(
+            &mut state.connections,
+            target,
+            header.as_ref().map(|(n, v)| (n, v)),
+        )
+        .await;
+    let elapsed = started.elapsed();
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => return context.recorder.error(kind, error.to_string()),
+    };
+    if response.status.is_success() {
+        if measured {
+            context.recorder.ok(kind, elapsed);
+        }
+        return;
+    }
+    let (what, rejected) = match response.status {
+        StatusCode::UNAUTHORIZED => ("HTTP 401 (credential rejected or expired)".into(), true),
+        s if s.is_redirection() && response.redirects_to_sign_in => (
+            format!(
+                "HTTP {} to sign-in (session rejected or expired)",
+                s.as_u16()
+            ),
+            true,
+        ),
+        StatusCode::FORBIDDEN => ("HTTP 403".into(), false),
+        s if s.is_server_error() => (format!("HTTP {} (server error)", s.as_u16()), false),
+        s => (format!("HTTP {}", s.as_u16()), false),
+    };
+    context.recorder.error(kind, what);
+    if !rejected || kind == TransactionKind::Baseline {
+        return;
+    }
+    match obtain(&context.source, kind).await {
+        Ok(fresh) => {
+            context.credentials.replace(kind, index, fresh.clone());
+            state.set_credential(kind, fresh);
+        }
+        Err(error) => {
+            context.recorder.error(kind, error);
+            tokio::time::sleep(CREDENTIAL_RETRY_PAUSE).await;
         }
     }
 }
@@ -212,10 +335,10 @@ async fn authenticated(context: &PhaseContext, kind: TransactionKind, user: &mut
 /// The whole browser flow per iteration: open the app, sign in at the IdP, come back with a
 /// session cookie. Measures the IdP's (and oauth2-proxy's) cost of a login.
 async fn login_storm(context: &PhaseContext, user: &mut GooseUser) {
-    if user.get_session_data::<Credential>().is_none() {
-        user.set_session_data(Credential {
-            name: HeaderName::from_static("x-meshauth-load"),
-            value: HeaderValue::from_static("login-storm"),
+    if user.get_session_data::<UserState>().is_none() {
+        user.set_session_data(UserState {
+            ready: true,
+            ..UserState::default()
         });
         context.recorder.user_ready();
     }
@@ -269,7 +392,7 @@ async fn obtain(context: &CredentialSource, kind: TransactionKind) -> Result<Cre
                 .as_ref()
                 .ok_or("token grant: the issuer was not discovered")?;
             let grant = oidc::password_grant(
-                &context.client,
+                &context.grants,
                 token_endpoint,
                 &endpoints.client_id,
                 &endpoints.client_secret,
@@ -293,77 +416,6 @@ async fn obtain(context: &CredentialSource, kind: TransactionKind) -> Result<Cre
         TransactionKind::Baseline | TransactionKind::LoginStorm => {
             Err(format!("{} needs no credential", kind.name()))
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    CredentialRejected,
-    Failed,
-}
-
-/// One hot-path request, timed to the end of the body (the body is read so the connection is
-/// reused, as a browser would).
-async fn request(
-    context: &PhaseContext,
-    kind: TransactionKind,
-    url: &Url,
-    credential: Option<&Credential>,
-) -> Outcome {
-    let mut builder = context.source.client.get(url.clone());
-    if let Some(credential) = credential {
-        builder = builder.header(credential.name.clone(), credential.value.clone());
-    }
-    let started = Instant::now();
-    let response = match builder.send().await {
-        Ok(response) => response,
-        Err(error) => {
-            context.recorder.error(kind, transport_error(&error));
-            return Outcome::Failed;
-        }
-    };
-    let status = response.status();
-    let location_is_login = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .is_some_and(|l| l.as_bytes().windows(6).any(|w| w == b"oauth2"));
-    if let Err(error) = response.bytes().await {
-        context.recorder.error(kind, transport_error(&error));
-        return Outcome::Failed;
-    }
-    let elapsed = started.elapsed();
-    if status.is_success() {
-        context.recorder.ok(kind, elapsed);
-        return Outcome::Ok;
-    }
-    let (what, rejected) = match status {
-        StatusCode::UNAUTHORIZED => ("HTTP 401 (credential rejected or expired)".into(), true),
-        StatusCode::FOUND if location_is_login => (
-            "HTTP 302 to sign-in (session rejected or expired)".into(),
-            true,
-        ),
-        StatusCode::FORBIDDEN => ("HTTP 403".into(), false),
-        s if s.is_server_error() => (format!("HTTP {} (server error)", s.as_u16()), false),
-        s => (format!("HTTP {}", s.as_u16()), false),
-    };
-    context.recorder.error(kind, what);
-    if rejected {
-        Outcome::CredentialRejected
-    } else {
-        Outcome::Failed
-    }
-}
-
-fn transport_error(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timeout".into()
-    } else if error.is_connect() {
-        "connection failed".into()
-    } else if error.is_body() || error.is_decode() {
-        "response body failed".into()
-    } else {
-        "request failed".into()
     }
 }
 

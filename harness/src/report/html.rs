@@ -505,15 +505,16 @@ struct PhaseView<'a> {
     latency: PercentileChart,
 }
 
-/// Successful requests per second over the phase, one line per transaction.
+/// Successful requests per second, one line per transaction.
 #[derive(Serialize)]
 struct LineChart {
+    title: &'static str,
     width: f64,
     height: f64,
     plot_left: f64,
     plot_bottom: f64,
     y_max: u64,
-    seconds: usize,
+    x_extent: String,
     series: Vec<LineSeries>,
 }
 
@@ -560,37 +561,76 @@ impl<'a> PhaseView<'a> {
 }
 
 impl LineChart {
+    /// Interleaved phases: each path's throughput per round; other phases: successful
+    /// completions in each second.
     fn new(phase: &PhaseReport) -> Self {
-        let seconds = phase
-            .transactions
+        if phase.rounds.is_empty() {
+            let series = phase
+                .transactions
+                .iter()
+                .map(|t| {
+                    let counts = t.ok_per_second.iter().map(|&c| c as f64).collect();
+                    (t.transaction.name(), counts)
+                })
+                .collect();
+            Self::plot(
+                series,
+                "Throughput over time (successful requests per second)",
+                "s",
+            )
+        } else {
+            let series = phase
+                .transactions
+                .iter()
+                .map(|t| {
+                    let per_round = phase
+                        .rounds
+                        .iter()
+                        .map(|r| {
+                            r.requests_per_second
+                                .get(&t.transaction)
+                                .copied()
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    (t.transaction.name(), per_round)
+                })
+                .collect();
+            Self::plot(
+                series,
+                "Throughput per round (successful requests per second in each path's slice)",
+                "rounds",
+            )
+        }
+    }
+
+    fn plot(
+        series: Vec<(&'static str, Vec<f64>)>,
+        title: &'static str,
+        x_unit: &'static str,
+    ) -> Self {
+        let points = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        let y_max = series
             .iter()
-            .map(|t| t.ok_per_second.len())
-            .max()
-            .unwrap_or(0);
-        let y_max = phase
-            .transactions
-            .iter()
-            .flat_map(|t| t.ok_per_second.iter().copied())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+            .flat_map(|(_, v)| v.iter().copied())
+            .fold(0.0_f64, f64::max)
+            .max(1.0)
+            .ceil();
         let plot_width = CHART_WIDTH - CHART_LEFT - 8.0;
         let plot_height = CHART_HEIGHT - CHART_BOTTOM - 8.0;
-        let step = plot_width / (seconds.max(2) - 1) as f64;
-        let series = phase
-            .transactions
-            .iter()
+        let step = plot_width / (points.max(2) - 1) as f64;
+        let series = series
+            .into_iter()
             .enumerate()
-            .map(|(index, t)| LineSeries {
-                name: t.transaction.name(),
+            .map(|(index, (name, values))| LineSeries {
+                name,
                 index,
-                points: t
-                    .ok_per_second
+                points: values
                     .iter()
                     .enumerate()
-                    .map(|(second, &count)| {
-                        let x = CHART_LEFT + second as f64 * step;
-                        let y = 8.0 + plot_height * (1.0 - count as f64 / y_max as f64);
+                    .map(|(i, &value)| {
+                        let x = CHART_LEFT + i as f64 * step;
+                        let y = 8.0 + plot_height * (1.0 - value / y_max);
                         format!("{},{}", round(x), round(y))
                     })
                     .collect::<Vec<_>>()
@@ -598,12 +638,13 @@ impl LineChart {
             })
             .collect();
         Self {
+            title,
             width: CHART_WIDTH,
             height: CHART_HEIGHT,
             plot_left: CHART_LEFT,
             plot_bottom: CHART_HEIGHT - CHART_BOTTOM,
-            y_max,
-            seconds,
+            y_max: y_max as u64,
+            x_extent: format!("{points} {x_unit}"),
             series,
         }
     }
@@ -700,7 +741,8 @@ mod tests {
 
     fn sample_load() -> LoadReport {
         use crate::load::report::{GeneratorCpu, Percentiles, TransactionReport};
-        use crate::load::{LoadOptions, Phase, TransactionKind};
+        use crate::load::schedule::Round;
+        use crate::load::{LoadOptions, RunPhase, TransactionKind};
         let transaction = |kind, rps: f64, p50: f64, errors: u64| TransactionReport {
             transaction: kind,
             requests: 100 + errors,
@@ -731,6 +773,21 @@ mod tests {
             steady: true,
             stopped_at_request_cap: false,
             transactions,
+            rounds: [(900.0, 300.0), (880.0, 290.0), (910.0, 310.0)]
+                .into_iter()
+                .enumerate()
+                .map(|(round, (base, cookie))| Round {
+                    round,
+                    requests_per_second: [
+                        (TransactionKind::Baseline, base),
+                        (TransactionKind::Cookie, cookie),
+                    ]
+                    .into(),
+                })
+                .collect(),
+            slice_seconds: Some(1.0),
+            window_seconds: Some(0.8),
+            precise_after_rounds: None,
             generator: GeneratorCpu {
                 cpu_seconds: 0.2,
                 cpu_seconds_per_1000_requests: Some(0.05),
@@ -744,16 +801,13 @@ mod tests {
             Some("https://127.0.0.1:1/baseline/status/200".into()),
             LoadOptions::default(),
             1.5,
-            vec![
-                phase(
-                    Phase::Baseline,
-                    vec![transaction(TransactionKind::Baseline, 900.0, 1.0, 0)],
-                ),
-                phase(
-                    Phase::Cookie,
-                    vec![transaction(TransactionKind::Cookie, 300.0, 3.0, 2)],
-                ),
-            ],
+            vec![phase(
+                RunPhase::Interleaved,
+                vec![
+                    transaction(TransactionKind::Baseline, 900.0, 1.0, 0),
+                    transaction(TransactionKind::Cookie, 300.0, 3.0, 2),
+                ],
+            )],
         )
     }
 
@@ -764,7 +818,7 @@ mod tests {
         for remote in ["src=\"http", "href=\"http", "@import", "url(http", "<link"] {
             assert!(!html.contains(remote), "the page must not load {remote}");
         }
-        assert!(html.contains("Throughput over time"), "throughput chart");
+        assert!(html.contains("Throughput per round"), "throughput chart");
         assert!(
             html.contains("<polyline class=\"series-0\""),
             "a line per transaction"
