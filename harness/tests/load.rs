@@ -238,6 +238,51 @@ fn errors_are_counted_and_fail_the_error_rate_gate() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `--precision` ends the interleaved phase at the first judged round boundary when the
+/// requested precision is loose, long before `--duration`; an unreachable one runs it out.
+fn precision_stops_the_interleaved_phase_early() -> Result<(), Failed> {
+    let loose = LoadOptions {
+        duration: Duration::from_secs(20),
+        slice: Duration::from_millis(250),
+        precision: Some(0.5),
+        ..short_options(vec![Phase::Baseline, Phase::Cookie])
+    };
+    let report = run(&loose)?;
+    let phase = &report.phases[0];
+    assert_eq!(
+        phase.precise_after_rounds,
+        Some(load::schedule::MIN_ROUNDS_FOR_PRECISION),
+        "{:?}",
+        report.ratios
+    );
+    assert_eq!(phase.rounds.len(), load::schedule::MIN_ROUNDS_FOR_PRECISION);
+    assert!(report.ratios[0].precision <= 0.5, "{:?}", report.ratios[0]);
+    assert!(
+        phase.seconds < 15.0,
+        "stopped at round 10 (~5 s of rounds), not after the 20 s cap: {} s",
+        phase.seconds
+    );
+
+    let unreachable = LoadOptions {
+        duration: Duration::from_secs(3),
+        slice: Duration::from_millis(250),
+        precision: Some(0.001),
+        ..short_options(vec![Phase::Baseline, Phase::Cookie])
+    };
+    let report = run(&unreachable)?;
+    let phase = &report.phases[0];
+    assert_eq!(phase.precise_after_rounds, None);
+    assert_eq!(phase.rounds.len(), 12, "every round of the cap ran");
+    assert!(
+        report
+            .render_text()
+            .contains("the requested precision (±0.1%) was not reached"),
+        "{}",
+        report.render_text()
+    );
+    Ok(())
+}
+
 fn refuses_targets_off_loopback() -> Result<(), Failed> {
     let mut target = target()?;
     target.endpoints.app = url::Url::parse("https://192.0.2.10/").map_err(|e| e.to_string())?;
@@ -321,6 +366,10 @@ fn main() {
         Trial::test(
             "load::errors_are_counted_and_fail_the_error_rate_gate",
             errors_are_counted_and_fail_the_error_rate_gate,
+        ),
+        Trial::test(
+            "load::precision_stops_the_interleaved_phase_early",
+            precision_stops_the_interleaved_phase_early,
         ),
         Trial::test(
             "load::refuses_targets_off_loopback",

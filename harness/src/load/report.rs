@@ -268,6 +268,26 @@ impl PhaseReport {
         }
     }
 
+    /// A warning when the interleaved slices are too short for the latency measured: a
+    /// slice's guard must outlast the requests still in flight from the previous path, and a
+    /// window must hold many requests per user, or the rounds compare switch-overs.
+    pub fn slice_warning(&self) -> Option<String> {
+        let (slice, window) = (self.slice_seconds?, self.window_seconds?);
+        let guard_ms = (slice - window) * 1000.0;
+        let worst_p99 = self
+            .transactions
+            .iter()
+            .filter_map(|t| t.latency_ms.map(|l| l.p99))
+            .fold(0.0_f64, f64::max);
+        (worst_p99 > guard_ms || worst_p99 * 20.0 > window * 1000.0).then(|| {
+            format!(
+                "slices too short for this latency: p99 {worst_p99:.0} ms against a {guard_ms:.0} ms guard and a {:.0} ms window; the ratios are unreliable — raise --slice to at least {:.0}s",
+                window * 1000.0,
+                ((worst_p99 * 25.0) / 1000.0).max(guard_ms * 5.0 / 1000.0).ceil()
+            )
+        })
+    }
+
     pub fn transaction(&self, kind: TransactionKind) -> Option<&TransactionReport> {
         self.transactions.iter().find(|t| t.transaction == kind)
     }
@@ -498,6 +518,9 @@ impl LoadReport {
                     ""
                 },
             );
+            if let Some(warning) = phase.slice_warning() {
+                let _ = writeln!(out, "{:<12} WARNING: {warning}", "");
+            }
             if let Some(rounds) = phase.precise_after_rounds {
                 let _ = writeln!(
                     out,

@@ -501,6 +501,7 @@ const CHART_BOTTOM: f64 = 24.0;
 struct PhaseView<'a> {
     phase: &'a PhaseReport,
     name: &'static str,
+    slice_warning: Option<String>,
     throughput: LineChart,
     latency: PercentileChart,
 }
@@ -554,6 +555,7 @@ impl<'a> PhaseView<'a> {
         Self {
             phase,
             name: phase.phase.name(),
+            slice_warning: phase.slice_warning(),
             throughput: LineChart::new(phase),
             latency: PercentileChart::new(phase),
         }
@@ -844,6 +846,19 @@ mod tests {
         });
         let html = render_load(&failing).unwrap();
         assert!(html.contains("FAIL — a threshold was violated") && html.contains("VIOLATED"));
+    }
+
+    #[test]
+    fn slices_shorter_than_the_latency_are_flagged() {
+        let report = sample_load();
+        assert!(!render_load(&report).unwrap().contains("slices too short"));
+        let mut slow = report.clone();
+        let cookie = &mut slow.phases[0].transactions[1];
+        cookie.latency_ms.as_mut().unwrap().p99 = 450.0;
+        let warning = slow.phases[0].slice_warning().expect("p99 450 ms > 200 ms guard");
+        assert!(warning.contains("raise --slice to at least 12s"), "{warning}");
+        assert!(render_load(&slow).unwrap().contains("Warning: slices too short"));
+        assert!(slow.render_text().contains("WARNING: slices too short"));
     }
 
     #[test]
