@@ -273,6 +273,16 @@ impl LoadOptions {
         if self.phases.is_empty() {
             return bad("no phase selected".into(), "e.g. --phases baseline,cookie");
         }
+        if self.phases.contains(&Phase::Mix) && self.users < TransactionKind::ALL.len() {
+            return bad(
+                format!(
+                    "the mix phase needs at least {} users (one per transaction), got --users {}",
+                    TransactionKind::ALL.len(),
+                    self.users
+                ),
+                "raise --users, or leave mix out of --phases",
+            );
+        }
         if self.max_requests_per_phase == 0 || self.max_requests_per_phase > MAX_REQUESTS_PER_PHASE
         {
             return bad(
@@ -599,4 +609,65 @@ async fn run_phase(
         "phase done"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(options: LoadOptions) -> String {
+        options
+            .validate()
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_a_fix() {
+        assert!(LoadOptions::default().validate().is_ok());
+        let mix_of_three = rejected(LoadOptions {
+            users: 3,
+            ..LoadOptions::default()
+        });
+        assert!(mix_of_three.contains("at least 4 users"), "{mix_of_three}");
+        assert!(mix_of_three.contains("how to fix"), "{mix_of_three}");
+        let short_slice = rejected(LoadOptions {
+            slice: Duration::from_millis(100),
+            ..LoadOptions::default()
+        });
+        assert!(short_slice.contains("--slice 100ms"), "{short_slice}");
+        let slice_over_duration = rejected(LoadOptions {
+            slice: Duration::from_secs(20),
+            ..LoadOptions::default()
+        });
+        assert!(
+            slice_over_duration.contains("--duration"),
+            "{slice_over_duration}"
+        );
+        let precision = rejected(LoadOptions {
+            precision: Some(0.9),
+            ..LoadOptions::default()
+        });
+        assert!(precision.contains("--precision 90%"), "{precision}");
+    }
+
+    #[test]
+    fn baseline_cookie_and_bearer_share_one_interleaved_phase() {
+        let planned = plan(&[
+            Phase::Mix,
+            Phase::Bearer,
+            Phase::LoginStorm,
+            Phase::Baseline,
+        ]);
+        let phases: Vec<RunPhase> = planned.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            phases,
+            [RunPhase::Interleaved, RunPhase::LoginStorm, RunPhase::Mix]
+        );
+        assert_eq!(
+            planned[0].1,
+            [TransactionKind::Baseline, TransactionKind::Bearer]
+        );
+        assert!(plan(&[Phase::LoginStorm])[0].0 == RunPhase::LoginStorm);
+    }
 }
