@@ -212,12 +212,39 @@ struct FixtureContext<'a> {
     httpbin_identity: String,
     workload_cert: String,
     workload_key: String,
+    #[serde(flatten)]
+    sidecar_policy: SidecarPolicyContext<'a>,
+}
+
+/// The sidecar template's view of the typed policy.
+#[derive(Serialize)]
+struct SidecarPolicyContext<'a> {
     peer_authentication: &'static str,
     accepts_mtls: bool,
     accepts_plaintext: bool,
     sidecar_request_authentication: bool,
     authorization: &'static str,
     peer_principal: &'a str,
+}
+
+impl<'a> SidecarPolicyContext<'a> {
+    fn new(policy: &'a SidecarPolicy) -> Self {
+        Self {
+            peer_authentication: policy.peer_authentication.name(),
+            accepts_mtls: policy.peer_authentication.accepts_mtls(),
+            accepts_plaintext: policy.peer_authentication.accepts_plaintext(),
+            sidecar_request_authentication: policy.request_authentication,
+            authorization: match &policy.authorization {
+                AuthorizationRequirement::None => "none",
+                AuthorizationRequirement::RequestPrincipal => "request_principal",
+                AuthorizationRequirement::PeerPrincipal(_) => "peer_principal",
+            },
+            peer_principal: match &policy.authorization {
+                AuthorizationRequirement::PeerPrincipal(principal) => principal,
+                _ => "",
+            },
+        }
+    }
 }
 
 #[derive(PartialEq)]
@@ -529,19 +556,7 @@ impl LocalStack {
             httpbin_identity: self.httpbin_identity.clone(),
             workload_cert: path("httpbin.pem"),
             workload_key: path("httpbin-key.pem"),
-            peer_authentication: policy.peer_authentication.name(),
-            accepts_mtls: policy.peer_authentication.accepts_mtls(),
-            accepts_plaintext: policy.peer_authentication.accepts_plaintext(),
-            sidecar_request_authentication: policy.request_authentication,
-            authorization: match &policy.authorization {
-                AuthorizationRequirement::None => "none",
-                AuthorizationRequirement::RequestPrincipal => "request_principal",
-                AuthorizationRequirement::PeerPrincipal(_) => "peer_principal",
-            },
-            peer_principal: match &policy.authorization {
-                AuthorizationRequirement::PeerPrincipal(principal) => principal,
-                _ => "",
-            },
+            sidecar_policy: SidecarPolicyContext::new(policy),
         }
     }
 
@@ -833,4 +848,85 @@ fn group_peak_rss_kib(pgid: u32) -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PeerAuthenticationMode;
+
+    /// The sidecar as rendered for a policy, with the run's paths and ports as placeholders.
+    fn render_sidecar(policy: &SidecarPolicy) -> String {
+        let mut context = serde_json::json!({
+            "issuer_url": "http://127.0.0.1:<gateway-http>/realms/Test-oidc",
+            "http_port": "<gateway-http>",
+            "httpbin_port": "<httpbin>",
+            "sidecar_port": "<sidecar>",
+            "sidecar_admin_port": "<sidecar-admin>",
+            "mesh_ca": "<run>/tls/mesh-ca.pem",
+            "workload_cert": "<run>/tls/httpbin.pem",
+            "workload_key": "<run>/tls/httpbin-key.pem",
+        });
+        let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();
+        context
+            .as_object_mut()
+            .unwrap()
+            .extend(policy.as_object().unwrap().clone());
+        crate::fixtures::render(SIDECAR_FIXTURE, &context).unwrap()
+    }
+
+    fn filter_chains(rendered: &str) -> Vec<String> {
+        let config: serde_json::Value = serde_saphyr::from_str(&rendered.replace(['<', '>'], ""))
+            .expect("the rendered sidecar is YAML");
+        config["static_resources"]["listeners"][0]["filter_chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn sidecar_filter_chains_follow_peer_authentication() {
+        let chains = |mode| {
+            filter_chains(&render_sidecar(&SidecarPolicy {
+                peer_authentication: mode,
+                ..SidecarPolicy::default()
+            }))
+        };
+        assert_eq!(chains(PeerAuthenticationMode::Strict), ["inbound_mtls"]);
+        assert_eq!(
+            chains(PeerAuthenticationMode::Permissive),
+            ["inbound_mtls", "inbound_plaintext"]
+        );
+        assert_eq!(
+            chains(PeerAuthenticationMode::Disable),
+            ["inbound_plaintext"]
+        );
+    }
+
+    #[test]
+    fn sidecar_renders_only_the_filters_its_policy_asks_for() {
+        let bare = render_sidecar(&SidecarPolicy::default());
+        assert!(!bare.contains("jwt_authn.v3") && !bare.contains("rbac.v3"));
+        let peer = render_sidecar(&SidecarPolicy {
+            peer_authentication: PeerAuthenticationMode::Strict,
+            authorization: AuthorizationRequirement::PeerPrincipal(
+                "cluster.local/ns/foo/sa/sleep".into(),
+            ),
+            ..SidecarPolicy::default()
+        });
+        assert!(!peer.contains("jwt_authn.v3"));
+        assert!(peer.contains("exact: \"spiffe://cluster.local/ns/foo/sa/sleep\""));
+    }
+
+    #[test]
+    fn sidecar_snapshot_strict_request_authentication_request_principals() {
+        let rendered = render_sidecar(&SidecarPolicy {
+            peer_authentication: PeerAuthenticationMode::Strict,
+            request_authentication: true,
+            authorization: AuthorizationRequirement::RequestPrincipal,
+        });
+        insta::assert_snapshot!(rendered);
+    }
 }
