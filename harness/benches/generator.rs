@@ -216,6 +216,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         role: "unused".into(),
         roles_claim: "unused".into(),
         ca_pem: None,
+        mesh: None,
     };
     let target = LoadTarget {
         endpoints,

@@ -15,6 +15,7 @@ pub mod files;
 pub mod fixtures;
 pub mod load;
 pub mod oidc;
+pub mod policy;
 pub mod redact;
 pub mod report;
 pub mod scenario;

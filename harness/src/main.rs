@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use meshauth::components::{self, CacheDir, InstallEvent, Toolchain};
-use meshauth::engine::Engine;
+use meshauth::engine::{Engine, FixedProfile, ProfileTarget};
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::env::local::LoginTheme;
 use meshauth::env::{LocalStack, StackConfig, StackEvent};
@@ -615,7 +615,14 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
         reporters.add(Box::new(file));
     }
     let engine = Engine::new(endpoints, redactor)?;
-    let summary = engine.run(&run_id, info, &selection, &mut reporters).await;
+    let mut fixed = FixedProfile;
+    let target: &mut dyn ProfileTarget = match stack.as_mut() {
+        Some(local) => local,
+        None => &mut fixed,
+    };
+    let summary = engine
+        .run(&run_id, info, &selection, target, &mut reporters)
+        .await;
     let errors = reporters.finish();
     for error in &errors {
         eprintln!("warning: {error}");

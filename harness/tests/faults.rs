@@ -13,6 +13,7 @@ use meshauth::engine::Engine;
 use meshauth::env::local::LoginTheme;
 use meshauth::env::{LocalStack, StackConfig};
 use meshauth::events::Verdict;
+use meshauth::policy::{AuthorizationRequirement, PeerAuthenticationMode};
 use meshauth::redact::Redactor;
 use meshauth::scenario::{Catalog, Scenario, Suite, qualified_name};
 
@@ -25,7 +26,7 @@ enum Expect {
 
 struct Case {
     name: &'static str,
-    /// How the stack differs from the default.
+    /// How the stack differs from what the scenario's `stack:` profile asks for.
     breakage: fn(&mut StackConfig),
     scenario: &'static str,
     expect: Expect,
@@ -98,6 +99,42 @@ const CASES: &[Case] = &[
         breakage: |c| c.audience_mapper = false,
         scenario: "seed003_origin_auth::direct_grant_bearer",
         expect: Expect::FailsWith("claim aud: expected containing \"oauth2proxy\", actual missing"),
+    },
+    // httpbin's sidecar rendered differently from what the matrix cell's profile says.
+    Case {
+        name: "sidecar_permissive_where_strict_lets_outside_callers_in",
+        breakage: |c| c.sidecar.peer_authentication = PeerAuthenticationMode::Permissive,
+        scenario: "seed003_mesh_matrix::strict_ra_rp__outside_with_valid_jwt",
+        expect: Expect::FailsWith(
+            "connection: expected the connection rejected (closed, reset or TLS handshake failed) without a response, actual answered 200 at http://127.0.0.1:",
+        ),
+    },
+    Case {
+        name: "sidecar_without_rbac_lets_sleep_in_without_a_jwt",
+        breakage: |c| c.sidecar.authorization = AuthorizationRequirement::None,
+        scenario: "seed003_mesh_matrix::strict_ra_rp__sleep_without_jwt",
+        expect: Expect::FailsWith("status: expected 403, actual 200 at https://127.0.0.1:"),
+    },
+    Case {
+        name: "sidecar_without_jwt_authn_lets_a_forged_jwt_in",
+        breakage: |c| c.sidecar.request_authentication = false,
+        scenario: "seed003_mesh_matrix::strict_ra__sleep_with_forged_jwt",
+        expect: Expect::FailsWith("status: expected 401, actual 200 at https://127.0.0.1:"),
+    },
+    Case {
+        name: "sidecar_rbac_for_another_workload_refuses_sleep",
+        breakage: |c| {
+            c.sidecar.authorization =
+                AuthorizationRequirement::PeerPrincipal("cluster.local/ns/foo/sa/other".into())
+        },
+        scenario: "seed003_mesh_matrix::strict_peer_principal__sleep_without_jwt",
+        expect: Expect::FailsWith("status: expected 200, actual 403 at https://127.0.0.1:"),
+    },
+    Case {
+        name: "sidecar_strict_where_disable_rejects_plaintext",
+        breakage: |c| c.sidecar.peer_authentication = PeerAuthenticationMode::Strict,
+        scenario: "seed003_mesh_matrix::disable_ra__outside_without_jwt",
+        expect: Expect::FailsWith("connection: expected an HTTP response, actual rejected ("),
     },
     Case {
         name: "legacy_login_theme_still_signs_in",
@@ -186,7 +223,7 @@ fn run_case(
         .as_mut()
         .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
     let (suite, scenario) = find(catalog, case.scenario)?;
-    let mut config = StackConfig::default();
+    let mut config = StackConfig::default().with_profile(&scenario.profile(suite));
     (case.breakage)(&mut config);
     runtime
         .block_on(fixture.stack.reconfigure(config))

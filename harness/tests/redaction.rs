@@ -89,7 +89,13 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         }
         let engine = Engine::new(stack.endpoints().clone(), redactor.clone()).unwrap();
         let summary = engine
-            .run("redaction-audit", stack.info(), &selection, &mut reporters)
+            .run(
+                "redaction-audit",
+                stack.info(),
+                &selection,
+                &mut stack,
+                &mut reporters,
+            )
             .await;
         let errors = reporters.finish();
         assert!(errors.is_empty(), "report errors: {errors:?}");

@@ -1,13 +1,15 @@
 //! The built-in catalog against the real local stack: every scenario is its own named test
-//! (`cargo test -p meshauth --test scenarios -- browser_login` runs one). One stack serves all.
+//! (`cargo test -p meshauth --test scenarios -- browser_login` runs one). One stack serves all,
+//! reconfigured to each scenario's `stack:` profile (so trials run one at a time, grouped by
+//! profile to restart as little as possible).
 
 mod common;
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use meshauth::engine::Engine;
+use meshauth::engine::{Engine, FixedProfile, ProfileTarget};
 use meshauth::env::StackConfig;
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::events::Verdict;
@@ -17,9 +19,10 @@ use meshauth::scenario::{Catalog, qualified_name};
 const EXISTING_TRIAL: &str = "existing_environment::drives_the_catalog";
 
 fn main() -> ExitCode {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
     let catalog = Arc::new(Catalog::builtin());
-    let names: Vec<(usize, usize, String)> = catalog
+    let mut names: Vec<(usize, usize, String)> = catalog
         .suites
         .iter()
         .enumerate()
@@ -31,6 +34,17 @@ fn main() -> ExitCode {
                 .map(move |(ci, scenario)| (si, ci, qualified_name(suite, scenario)))
         })
         .collect();
+    let profile = |si: usize, ci: usize| {
+        let suite = &catalog.suites[si];
+        serde_json::to_string(&suite.scenarios[ci].profile(suite)).unwrap_or_default()
+    };
+    names.sort_by_cached_key(|(si, ci, _)| {
+        let suite = &catalog.suites[*si];
+        (
+            !suite.scenarios[*ci].profile(suite).is_default(),
+            profile(*si, *ci),
+        )
+    });
     let selected = names
         .iter()
         .any(|(_, _, name)| common::selected_by(&args, name))
@@ -52,16 +66,23 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
         Err(error) => Err(error.clone()),
     };
+    let stack = Arc::new(Mutex::new(stack));
     let handle = runtime.handle().clone();
     let trials: Vec<Trial> = names
         .into_iter()
         .map(|(si, ci, name)| {
-            let (catalog, engine, handle) = (Arc::clone(&catalog), engine.clone(), handle.clone());
+            let (catalog, engine, handle, stack) = (
+                Arc::clone(&catalog),
+                engine.clone(),
+                handle.clone(),
+                Arc::clone(&stack),
+            );
             Trial::test(name, move || {
                 let engine = engine
                     .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
                 let suite = &catalog.suites[si];
                 let scenario = &suite.scenarios[ci];
+                apply_profile(&stack, &handle, &scenario.profile(suite))?;
                 let mut transcript = common::Transcript::new();
                 let outcome =
                     handle.block_on(engine.run_scenario(suite, scenario, &mut transcript));
@@ -82,15 +103,30 @@ fn main() -> ExitCode {
     conclusion.exit_code()
 }
 
+/// Brings the shared stack to `profile` (only what changes restarts).
+fn apply_profile(
+    stack: &Mutex<Result<meshauth::env::LocalStack, String>>,
+    handle: &tokio::runtime::Handle,
+    profile: &meshauth::policy::StackProfile,
+) -> Result<(), Failed> {
+    let mut guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+    let stack = guard
+        .as_mut()
+        .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+    handle.block_on(stack.apply(profile)).map_err(Failed::from)
+}
+
 /// The `existing` environment, pointed at the running local stack through a written
 /// environment file, must drive the same scenarios to the same verdicts.
 fn existing_environment_trial(
-    stack: &Result<meshauth::env::LocalStack, String>,
+    stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
     catalog: &Arc<Catalog>,
     redactor: &Redactor,
     handle: &tokio::runtime::Handle,
 ) -> Trial {
-    let prepared = stack.as_ref().map_err(Clone::clone).map(|stack| {
+    let shared = Arc::clone(stack);
+    let guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+    let prepared = guard.as_ref().map_err(Clone::clone).map(|stack| {
         let endpoints = stack.endpoints();
         let dir = stack.run_dir().join("existing");
         std::fs::create_dir_all(&dir).expect("existing-env directory");
@@ -113,6 +149,7 @@ fn existing_environment_trial(
         ];
         (dir, file, secrets)
     });
+    drop(guard);
     let (catalog, redactor, handle) = (Arc::clone(catalog), redactor.clone(), handle.clone());
     Trial::test(EXISTING_TRIAL, move || {
         let (dir, file, secrets) =
@@ -127,10 +164,21 @@ fn existing_environment_trial(
             .map_err(|e| e.to_string())?;
         let engine =
             Engine::new(existing.endpoints().clone(), redactor).map_err(|e| e.to_string())?;
-        let selection = catalog.select(&[]);
+        // A user's deployment is what it is: only the scenarios needing the default profile.
+        let selection: Vec<_> = catalog
+            .select(&[])
+            .into_iter()
+            .filter(|(suite, scenario)| scenario.profile(suite).is_default())
+            .collect();
+        apply_profile(&shared, &handle, &Default::default())?;
         let mut transcript = common::Transcript::new();
-        let summary =
-            handle.block_on(engine.run("existing", existing.info(), &selection, &mut transcript));
+        let summary = handle.block_on(engine.run(
+            "existing",
+            existing.info(),
+            &selection,
+            &mut FixedProfile,
+            &mut transcript,
+        ));
         if summary.all_passed() && summary.total == selection.len() {
             Ok(())
         } else {

@@ -22,8 +22,17 @@ pub use form::{
 pub enum BrowserError {
     #[error("the per-run CA certificate is not valid PEM: {0}")]
     Trust(#[source] reqwest::Error),
+    #[error("the workload certificate and key are not a usable client identity: {0}")]
+    Identity(#[source] reqwest::Error),
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The server never answered: connection refused, reset or closed, TLS handshake failed.
+    #[error("{method} {url} failed: {detail}")]
+    NoResponse {
+        method: String,
+        url: String,
+        detail: String,
+    },
     #[error("{method} {url} failed: {detail}")]
     Request {
         method: String,
@@ -183,6 +192,31 @@ impl Browser {
         })
     }
 
+    /// A cookie-less client that presents a client certificate (`cert_pem` + `key_pem`) and
+    /// trusts only the platform roots plus `ca_pem`: a mesh workload's sidecar.
+    pub fn with_client_certificate(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &Secret,
+        redactor: Redactor,
+    ) -> Result<Self, BrowserError> {
+        let identity =
+            reqwest::Identity::from_pem(format!("{cert_pem}\n{}", key_pem.expose()).as_bytes())
+                .map_err(BrowserError::Identity)?;
+        let client = builder(Some(ca_pem))?
+            .identity(identity)
+            .build()
+            .map_err(BrowserError::Client)?;
+        Ok(Self {
+            client,
+            cookies: Arc::new(CookieStoreMutex::default()),
+            redactor,
+            max_redirects: 20,
+            hops: Vec::new(),
+            cookie_attributes: Vec::new(),
+        })
+    }
+
     /// Hops recorded since the last call.
     pub fn take_hops(&mut self) -> Vec<Hop> {
         std::mem::take(&mut self.hops)
@@ -269,7 +303,7 @@ impl Browser {
         if let Body::Form(fields) = body {
             request = request.form(fields);
         }
-        let response = request.send().await.map_err(|e| BrowserError::Request {
+        let response = request.send().await.map_err(|e| BrowserError::NoResponse {
             method: method.to_string(),
             url: self.redactor.redact(url.as_str()),
             detail: describe_reqwest_error(&e),

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::browser::{Browser, Page, find_login_error, find_login_form, find_provider_button};
 use crate::check::CheckResult;
 use crate::env::Endpoints;
-use crate::scenario::{CookieExpectation, ResponseExpectation, Variables};
+use crate::scenario::{ConnectionExpectation, CookieExpectation, ResponseExpectation, Variables};
 
 const EXCERPT: usize = 160;
 
@@ -17,6 +17,14 @@ pub fn check_response(
     vars: &Variables,
 ) -> Vec<CheckResult> {
     let mut checks = Vec::new();
+    if let Some(connection) = expect.connection {
+        checks.push(CheckResult::new(
+            "connection",
+            connection == ConnectionExpectation::Answered,
+            describe_connection(connection),
+            format!("answered {} at {}", page.status.as_u16(), page.url),
+        ));
+    }
     if let Some(status) = expect.status {
         checks.push(CheckResult::new(
             "status",
@@ -182,6 +190,52 @@ pub fn check_response(
         }
     }
     checks
+}
+
+/// Checks when the last request got no HTTP response: only `connection: rejected` can pass,
+/// everything else fails naming the reason the connection ended.
+pub fn check_without_response(expect: &ResponseExpectation, reason: &str) -> Vec<CheckResult> {
+    let actual = format!("no response: the connection was rejected ({reason})");
+    let mut checks = Vec::new();
+    if let Some(connection) = expect.connection {
+        checks.push(CheckResult::new(
+            "connection",
+            connection == ConnectionExpectation::Rejected,
+            describe_connection(connection),
+            format!("rejected ({reason})"),
+        ));
+    }
+    if let Some(status) = expect.status {
+        checks.push(CheckResult::new(
+            "status",
+            false,
+            status.to_string(),
+            actual.clone(),
+        ));
+    }
+    let rest = ResponseExpectation {
+        connection: None,
+        status: None,
+        ..expect.clone()
+    };
+    if rest != ResponseExpectation::default() {
+        checks.push(CheckResult::new(
+            "response",
+            false,
+            "a response to check",
+            actual,
+        ));
+    }
+    checks
+}
+
+fn describe_connection(connection: ConnectionExpectation) -> &'static str {
+    match connection {
+        ConnectionExpectation::Answered => "an HTTP response",
+        ConnectionExpectation::Rejected => {
+            "the connection rejected (closed, reset or TLS handshake failed) without a response"
+        }
+    }
 }
 
 fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResult> {

@@ -3,7 +3,9 @@
 
 mod expect;
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -15,8 +17,9 @@ use crate::check::CheckResult;
 use crate::env::Endpoints;
 use crate::events::{EnvironmentInfo, EventSink, RunEvent, RunSummary, StepReport, Verdict};
 use crate::oidc::{self, DecodedJwt};
+use crate::policy::StackProfile;
 use crate::redact::{Redactor, Secret};
-use crate::scenario::{Bearer, Credentials, Scenario, Step, Suite, TokenSource, Variables};
+use crate::scenario::{Bearer, Caller, Credentials, Scenario, Step, Suite, TokenSource, Variables};
 
 /// Clock skew allowed when checking `exp` and `iat`.
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
@@ -35,6 +38,38 @@ pub struct Engine {
     http: reqwest::Client,
 }
 
+/// An environment the runner can bring to the stack profile a scenario needs (see
+/// `stack:` in the catalog) before running it.
+pub trait ProfileTarget {
+    /// Reconfigures to `profile` (a no-op when nothing changes), or says why it cannot.
+    fn apply<'a>(
+        &'a mut self,
+        profile: &'a StackProfile,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+}
+
+/// An environment the harness does not control (a user's deployment): it runs scenarios
+/// that need the default profile and refuses the others with the reason.
+pub struct FixedProfile;
+
+impl ProfileTarget for FixedProfile {
+    fn apply<'a>(
+        &'a mut self,
+        profile: &'a StackProfile,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>> {
+        let result = if profile.is_default() {
+            Ok(())
+        } else {
+            Err(format!(
+                "this scenario needs the stack profile {}, and this environment cannot be \
+                 reconfigured by the harness\nhow to fix: run it with --env local, or deselect it",
+                serde_json::to_string(profile).unwrap_or_default()
+            ))
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
 /// How one scenario ended.
 #[derive(Debug, Clone)]
 pub struct ScenarioOutcome {
@@ -43,11 +78,29 @@ pub struct ScenarioOutcome {
     pub steps: Vec<StepReport>,
 }
 
-/// Per-scenario state: a fresh browser, the last response, the last granted token.
+/// Per-scenario state: a fresh browser, the callers created on first use, the last response
+/// (or why there was none), the last granted token.
 struct ScenarioState {
     browser: Browser,
+    mesh_workload: Option<Browser>,
+    outside_mesh: Option<Browser>,
     last: Option<Page>,
+    /// The last request got no HTTP response (a caller's connection was rejected): why.
+    rejected: Option<String>,
     granted: Option<Secret>,
+}
+
+impl ScenarioState {
+    fn take_hops(&mut self) -> Vec<crate::browser::Hop> {
+        let mut hops = self.browser.take_hops();
+        for caller in [&mut self.mesh_workload, &mut self.outside_mesh]
+            .into_iter()
+            .flatten()
+        {
+            hops.extend(caller.take_hops());
+        }
+        hops
+    }
 }
 
 /// What a step produced besides its checks.
@@ -75,12 +128,14 @@ impl Engine {
         &self.endpoints
     }
 
-    /// Runs the selected scenarios in order, emitting the full event stream.
+    /// Runs the selected scenarios in order, bringing `target` to each one's stack profile
+    /// first, emitting the full event stream.
     pub async fn run(
         &self,
         run_id: &str,
         environment: EnvironmentInfo,
         selection: &[(&Suite, &Scenario)],
+        target: &mut dyn ProfileTarget,
         sink: &mut dyn EventSink,
     ) -> RunSummary {
         let started = Instant::now();
@@ -95,7 +150,11 @@ impl Engine {
             ..RunSummary::default()
         };
         for (suite, scenario) in selection {
-            match self.run_scenario(suite, scenario, sink).await.verdict {
+            let outcome = match target.apply(&scenario.profile(suite)).await {
+                Ok(()) => self.run_scenario(suite, scenario, sink).await,
+                Err(reason) => unrunnable(suite, scenario, &reason, sink),
+            };
+            match outcome.verdict {
                 Verdict::Pass => summary.passed += 1,
                 Verdict::Fail => summary.failed += 1,
             }
@@ -127,7 +186,10 @@ impl Engine {
             Ok(browser) => {
                 let mut state = ScenarioState {
                     browser,
+                    mesh_workload: None,
+                    outside_mesh: None,
                     last: None,
+                    rejected: None,
                     granted: None,
                 };
                 for (index, step) in scenario.steps.iter().enumerate() {
@@ -179,7 +241,7 @@ impl Engine {
     async fn run_step(&self, index: usize, step: &Step, state: &mut ScenarioState) -> StepReport {
         let started = Instant::now();
         let result = self.execute(step, state).await;
-        let hops = state.browser.take_hops();
+        let hops = state.take_hops();
         let (output, error) = match result {
             Ok(output) => (output, None),
             Err(error) => (StepOutput::default(), Some(self.redactor.redact(&error))),
@@ -213,13 +275,23 @@ impl Engine {
                 "sign in as {} ({credentials:?})",
                 self.endpoints.user.username
             ),
-            Step::Request { url, bearer } => match bearer {
-                Some(bearer) => format!(
-                    "request {} with {bearer:?} bearer token",
-                    self.vars.expand(url)
-                ),
-                None => format!("request {}", self.vars.expand(url)),
-            },
+            Step::Request {
+                url,
+                bearer,
+                caller,
+            } => {
+                let mut text = format!("request {}", self.vars.expand(url));
+                if let Some(caller) = caller {
+                    text.push_str(match caller {
+                        Caller::MeshWorkload => " as the in-mesh workload sleep (mTLS)",
+                        Caller::OutsideMesh => " from outside the mesh (no client certificate)",
+                    });
+                }
+                match bearer {
+                    Some(bearer) => format!("{text} with {bearer:?} bearer token"),
+                    None => format!("{text} without a token"),
+                }
+            }
             Step::TokenGrant { credentials } => format!(
                 "password grant for {} ({credentials:?})",
                 self.endpoints.user.username
@@ -233,7 +305,57 @@ impl Engine {
 
     fn url(&self, template: &str) -> Result<Url, String> {
         let expanded = self.vars.expand(template);
+        if let Some(start) = expanded.find("${") {
+            let name = expanded[start..].split('}').next().unwrap_or_default();
+            return Err(format!(
+                "{name}}} has no value in this environment (the local environment provides it)"
+            ));
+        }
         Url::parse(&expanded).map_err(|e| format!("{expanded:?} is not a URL: {e}"))
+    }
+
+    /// The caller's client, created on first use, and the URL it connects to: an in-mesh
+    /// caller's sidecar turns `http://` into mTLS.
+    fn caller<'s>(
+        &self,
+        caller: Caller,
+        state: &'s mut ScenarioState,
+        mut url: Url,
+    ) -> Result<(&'s mut Browser, Url), String> {
+        let browser = match caller {
+            Caller::MeshWorkload => {
+                let mesh = self.endpoints.mesh.as_ref().ok_or(
+                    "this environment has no mesh the harness can join as the sleep workload \
+                     (no mesh CA or workload certificate); run with --env local",
+                )?;
+                if url.scheme() == "http" {
+                    url.set_scheme("https")
+                        .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
+                }
+                if state.mesh_workload.is_none() {
+                    state.mesh_workload = Some(
+                        Browser::with_client_certificate(
+                            &mesh.ca_pem,
+                            &mesh.workload_cert_pem,
+                            &mesh.workload_key_pem,
+                            self.redactor.clone(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    );
+                }
+                state.mesh_workload.as_mut()
+            }
+            Caller::OutsideMesh => {
+                if state.outside_mesh.is_none() {
+                    state.outside_mesh = Some(
+                        Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone())
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                state.outside_mesh.as_mut()
+            }
+        };
+        Ok((browser.expect("created above"), url))
     }
 
     fn password(&self, credentials: Credentials) -> String {
@@ -259,7 +381,11 @@ impl Engine {
                 state.last = Some(page);
                 Ok(StepOutput::default())
             }
-            Step::Request { url, bearer } => {
+            Step::Request {
+                url,
+                bearer,
+                caller,
+            } => {
                 let mut headers = HeaderMap::new();
                 if let Some(bearer) = bearer {
                     let token = match bearer {
@@ -276,12 +402,25 @@ impl Engine {
                         .map_err(|e| e.to_string())?;
                     headers.insert(AUTHORIZATION, value);
                 }
-                let page = state
-                    .browser
-                    .send(Method::GET, self.url(url)?, &Body::Empty, &headers)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                state.last = Some(page);
+                let url = self.url(url)?;
+                state.last = None;
+                state.rejected = None;
+                let Some(caller) = caller else {
+                    let page = state
+                        .browser
+                        .send(Method::GET, url, &Body::Empty, &headers)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    state.last = Some(page);
+                    return Ok(StepOutput::default());
+                };
+                let (client, url) = self.caller(*caller, state, url)?;
+                ensure_listening(&url).await?;
+                match client.send(Method::GET, url, &Body::Empty, &headers).await {
+                    Ok(page) => state.last = Some(page),
+                    Err(BrowserError::NoResponse { detail, .. }) => state.rejected = Some(detail),
+                    Err(error) => return Err(error.to_string()),
+                }
                 Ok(StepOutput::default())
             }
             Step::TokenGrant { credentials } => {
@@ -291,6 +430,12 @@ impl Engine {
                 Ok(StepOutput::default())
             }
             Step::Expect(expectation) => {
+                if let Some(reason) = &state.rejected {
+                    return Ok(StepOutput {
+                        checks: expect::check_without_response(expectation, reason),
+                        jwt: None,
+                    });
+                }
                 let page = state
                     .last
                     .as_ref()
@@ -408,6 +553,56 @@ impl Engine {
             checks,
             jwt: Some(decoded),
         })
+    }
+}
+
+/// A scenario whose environment could not be brought to its profile: failed, no steps run.
+fn unrunnable(
+    suite: &Suite,
+    scenario: &Scenario,
+    reason: &str,
+    sink: &mut dyn EventSink,
+) -> ScenarioOutcome {
+    let failures = vec![format!("stack profile: {reason}")];
+    sink.emit(RunEvent::ScenarioStarted {
+        suite: suite.suite.clone(),
+        scenario: scenario.id.clone(),
+        title: scenario.title.clone(),
+        file: suite.file.clone(),
+    });
+    sink.emit(RunEvent::ScenarioFinished {
+        suite: suite.suite.clone(),
+        scenario: scenario.id.clone(),
+        verdict: Verdict::Fail,
+        duration_ms: 0,
+        failures: failures.clone(),
+    });
+    ScenarioOutcome {
+        verdict: Verdict::Fail,
+        failures,
+        steps: Vec::new(),
+    }
+}
+
+/// A rejected connection is a finding only if something listens: a port where nothing does
+/// is a broken environment, and must not pass as "rejected".
+async fn ensure_listening(url: &Url) -> Result<(), String> {
+    let address = url
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .ok_or_else(|| format!("{url} has no resolvable address"))?;
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!(
+            "nothing accepts connections at {address} ({error}): the workload or its sidecar is not running"
+        )),
+        Err(_) => Err(format!("connecting to {address} timed out")),
     }
 }
 

@@ -132,6 +132,7 @@ impl ExistingEnvironment {
                 role: parsed.role,
                 roles_claim: parsed.roles_claim,
                 ca_pem,
+                mesh: None,
             },
         })
     }

@@ -1,5 +1,6 @@
-//! The `local` environment: real Keycloak, oauth2-proxy, Envoy (as the Istio ingress gateway)
-//! and httpbin as supervised processes on loopback, mirroring seed 000. Changing the stack's
+//! The `local` environment: real Keycloak, oauth2-proxy, Envoy (as the Istio ingress gateway),
+//! httpbin and a second Envoy as httpbin's sidecar, as supervised processes on loopback,
+//! mirroring seed 000 (and seed 003's mesh policies on the sidecar). Changing the stack's
 //! configuration restarts only the components it affects.
 
 use std::path::{Path, PathBuf};
@@ -8,11 +9,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
-use super::pki::RunPki;
+use super::pki::{MeshPki, RunPki};
 use super::ports::Ports;
-use super::{Endpoints, EnvError, TestUser};
+use super::{Endpoints, EnvError, MeshEndpoints, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
+use crate::policy::{AuthorizationRequirement, SidecarPolicy, StackProfile};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -25,6 +27,7 @@ pub const ROLES_CLAIM: &str = "realm_roles";
 const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
 const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
 const GATEWAY_FIXTURE: &str = "envoy/gateway.yaml.j2";
+const SIDECAR_FIXTURE: &str = "envoy/sidecar.yaml.j2";
 
 const KEYCLOAK_READY: Duration = Duration::from_secs(180);
 const COMPONENT_READY: Duration = Duration::from_secs(30);
@@ -71,6 +74,9 @@ pub struct StackConfig {
     /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
     /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
     pub baseline_route: bool,
+    /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
+    /// AuthorizationPolicy). Istio's defaults unless a suite's `stack:` profile says otherwise.
+    pub sidecar: SidecarPolicy,
 }
 
 impl Default for StackConfig {
@@ -86,11 +92,20 @@ impl Default for StackConfig {
             wrong_client_secret: false,
             secure_session_cookie: true,
             baseline_route: false,
+            sidecar: SidecarPolicy::default(),
         }
     }
 }
 
 impl StackConfig {
+    /// This configuration with a catalog profile applied (what a suite's `stack:` asks for).
+    pub fn with_profile(self, profile: &StackProfile) -> Self {
+        Self {
+            sidecar: profile.sidecar.clone(),
+            ..self
+        }
+    }
+
     /// The profile setting by setting, for reports.
     pub fn profile(&self) -> Vec<PolicySetting> {
         let mut settings = vec![
@@ -127,6 +142,7 @@ impl StackConfig {
                 !self.wrong_client_secret,
             ),
         ];
+        settings.extend(self.sidecar.profile());
         if self.baseline_route {
             settings.push(PolicySetting {
                 setting: "unauthenticated /baseline/ route to httpbin (load tests only)".into(),
@@ -186,6 +202,49 @@ struct FixtureContext<'a> {
     httpbin_port: u16,
     oauth2_proxy_port: u16,
     keycloak_port: u16,
+    // mesh: the gateway's side of ISTIO_MUTUAL and httpbin's sidecar
+    sidecar_port: u16,
+    sidecar_admin_port: u16,
+    upstream_mtls: bool,
+    mesh_ca: String,
+    gateway_workload_cert: String,
+    gateway_workload_key: String,
+    httpbin_identity: String,
+    workload_cert: String,
+    workload_key: String,
+    #[serde(flatten)]
+    sidecar_policy: SidecarPolicyContext<'a>,
+}
+
+/// The sidecar template's view of the typed policy.
+#[derive(Serialize)]
+struct SidecarPolicyContext<'a> {
+    peer_authentication: &'static str,
+    accepts_mtls: bool,
+    accepts_plaintext: bool,
+    sidecar_request_authentication: bool,
+    authorization: &'static str,
+    peer_principal: &'a str,
+}
+
+impl<'a> SidecarPolicyContext<'a> {
+    fn new(policy: &'a SidecarPolicy) -> Self {
+        Self {
+            peer_authentication: policy.peer_authentication.name(),
+            accepts_mtls: policy.peer_authentication.accepts_mtls(),
+            accepts_plaintext: policy.peer_authentication.accepts_plaintext(),
+            sidecar_request_authentication: policy.request_authentication,
+            authorization: match &policy.authorization {
+                AuthorizationRequirement::None => "none",
+                AuthorizationRequirement::RequestPrincipal => "request_principal",
+                AuthorizationRequirement::PeerPrincipal(_) => "peer_principal",
+            },
+            peer_principal: match &policy.authorization {
+                AuthorizationRequirement::PeerPrincipal(principal) => principal,
+                _ => "",
+            },
+        }
+    }
 }
 
 #[derive(PartialEq)]
@@ -193,6 +252,7 @@ struct ComponentInputs {
     keycloak: String,
     oauth2_proxy: (String, String),
     envoy: String,
+    sidecar: String,
 }
 
 /// A running local stack. Dropping it stops every process.
@@ -205,8 +265,10 @@ pub struct LocalStack {
     issuer: String,
     endpoints: Endpoints,
     probe: reqwest::Client,
+    httpbin_identity: String,
     // Stopped in reverse dependency order on drop (fields drop in declaration order).
     envoy: Option<Supervised>,
+    sidecar: Option<Supervised>,
     oauth2_proxy: Option<Supervised>,
     httpbin: Option<Supervised>,
     keycloak: Option<Supervised>,
@@ -247,6 +309,19 @@ impl LocalStack {
         write_private(&tls_dir.join("ca.pem"), &pki.ca_cert_pem)?;
         write_private(&tls_dir.join("gateway.pem"), &pki.server_cert_pem)?;
         write_private(&tls_dir.join("gateway-key.pem"), &pki.server_key_pem)?;
+        let mesh = MeshPki::generate()?;
+        write_private(&tls_dir.join("mesh-ca.pem"), &mesh.ca_cert_pem)?;
+        for (name, workload) in [
+            ("httpbin", &mesh.httpbin),
+            ("sleep", &mesh.sleep),
+            ("istio-ingressgateway", &mesh.gateway),
+        ] {
+            write_private(&tls_dir.join(format!("{name}.pem")), &workload.cert_pem)?;
+            write_private(
+                &tls_dir.join(format!("{name}-key.pem")),
+                workload.key_pem.expose(),
+            )?;
+        }
 
         let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
         let endpoints = Endpoints {
@@ -263,6 +338,13 @@ impl LocalStack {
             role: ROLE.to_string(),
             roles_claim: ROLES_CLAIM.to_string(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
+            mesh: Some(MeshEndpoints {
+                sidecar: url(&format!("http://127.0.0.1:{}/", ports.sidecar)),
+                ca_pem: mesh.ca_cert_pem.clone(),
+                workload_id: mesh.sleep.spiffe_id.clone(),
+                workload_cert_pem: mesh.sleep.cert_pem.clone(),
+                workload_key_pem: mesh.sleep.key_pem.clone(),
+            }),
         };
         let mut stack = Self {
             toolchain,
@@ -272,6 +354,7 @@ impl LocalStack {
             config,
             issuer,
             endpoints,
+            httpbin_identity: mesh.httpbin.spiffe_id.clone(),
             probe: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .no_proxy()
@@ -282,6 +365,7 @@ impl LocalStack {
                     source: std::io::Error::other(e),
                 })?,
             envoy: None,
+            sidecar: None,
             oauth2_proxy: None,
             httpbin: None,
             keycloak: None,
@@ -292,6 +376,8 @@ impl LocalStack {
         stack.keycloak = Some(stack.spawn_keycloak()?);
         progress(StackEvent::Starting("httpbin"));
         stack.start_httpbin(progress).await?;
+        progress(StackEvent::Starting("sidecar"));
+        stack.start_sidecar(progress).await?;
         progress(StackEvent::Starting("envoy"));
         stack.start_envoy(progress).await?;
         stack.wait_keycloak().await?;
@@ -353,9 +439,13 @@ impl LocalStack {
         let keycloak = before.keycloak != after.keycloak;
         let oauth2_proxy = keycloak || before.oauth2_proxy != after.oauth2_proxy;
         let envoy = keycloak || before.envoy != after.envoy;
+        let sidecar = keycloak || before.sidecar != after.sidecar;
         let quiet = |_: StackEvent| {};
         if envoy {
             stop(&mut self.envoy);
+        }
+        if sidecar {
+            stop(&mut self.sidecar);
         }
         if oauth2_proxy {
             stop(&mut self.oauth2_proxy);
@@ -364,6 +454,9 @@ impl LocalStack {
             stop(&mut self.keycloak);
             self.keycloak = Some(self.spawn_keycloak()?);
             self.wait_keycloak().await?;
+        }
+        if sidecar {
+            self.start_sidecar(&quiet).await?;
         }
         if envoy {
             self.start_envoy(&quiet).await?;
@@ -377,6 +470,7 @@ impl LocalStack {
     /// Stops every component (also done on drop).
     pub fn stop(&mut self) {
         stop(&mut self.envoy);
+        stop(&mut self.sidecar);
         stop(&mut self.oauth2_proxy);
         stop(&mut self.httpbin);
         stop(&mut self.keycloak);
@@ -389,6 +483,7 @@ impl LocalStack {
             &self.httpbin,
             &self.oauth2_proxy,
             &self.envoy,
+            &self.sidecar,
         ]
         .into_iter()
         .flatten()
@@ -406,6 +501,7 @@ impl LocalStack {
                 self.oauth2_proxy_client_secret().to_string(),
             ),
             envoy: crate::fixtures::render(GATEWAY_FIXTURE, &context)?,
+            sidecar: crate::fixtures::render(SIDECAR_FIXTURE, &context)?,
         })
     }
 
@@ -420,6 +516,8 @@ impl LocalStack {
 
     fn context(&self) -> FixtureContext<'_> {
         let tls_dir = self.run_dir.join("tls");
+        let path = |name: &str| tls_dir.join(name).display().to_string();
+        let policy = &self.config.sidecar;
         FixtureContext {
             client_id: CLIENT_ID,
             client_secret: self.secrets.client_secret.expose(),
@@ -449,6 +547,16 @@ impl LocalStack {
             httpbin_port: self.ports.httpbin,
             oauth2_proxy_port: self.ports.oauth2_proxy,
             keycloak_port: self.ports.keycloak,
+            sidecar_port: self.ports.sidecar,
+            sidecar_admin_port: self.ports.sidecar_admin,
+            upstream_mtls: policy.peer_authentication.accepts_mtls(),
+            mesh_ca: path("mesh-ca.pem"),
+            gateway_workload_cert: path("istio-ingressgateway.pem"),
+            gateway_workload_key: path("istio-ingressgateway-key.pem"),
+            httpbin_identity: self.httpbin_identity.clone(),
+            workload_cert: path("httpbin.pem"),
+            workload_key: path("httpbin-key.pem"),
+            sidecar_policy: SidecarPolicyContext::new(policy),
         }
     }
 
@@ -548,6 +656,22 @@ impl LocalStack {
         Ok(())
     }
 
+    async fn start_sidecar(
+        &mut self,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        let started = Instant::now();
+        let config = crate::fixtures::render(SIDECAR_FIXTURE, &self.context())?;
+        let path = self.run_dir.join("sidecar.yaml");
+        write_private(&path, &config)?;
+        let mut launch =
+            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log("sidecar"));
+        launch.name = "sidecar";
+        let probe = format!("http://127.0.0.1:{}/ready", self.ports.sidecar_admin);
+        self.sidecar = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
+        Ok(())
+    }
+
     async fn start_oauth2_proxy(
         &mut self,
         progress: &(dyn Fn(StackEvent) + Sync),
@@ -588,6 +712,22 @@ impl LocalStack {
             after: started.elapsed(),
         });
         Ok(process)
+    }
+}
+
+/// The runner brings the stack to each scenario's `stack:` profile; the stack's other
+/// settings (theme, sign-in page, load baseline) stay as they were started.
+impl crate::engine::ProfileTarget for LocalStack {
+    fn apply<'a>(
+        &'a mut self,
+        profile: &'a StackProfile,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
+        Box::pin(async move {
+            let config = self.config.clone().with_profile(profile);
+            self.reconfigure(config)
+                .await
+                .map_err(|e| format!("reconfiguring the local stack failed: {e}"))
+        })
     }
 }
 
@@ -708,4 +848,85 @@ fn group_peak_rss_kib(pgid: u32) -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PeerAuthenticationMode;
+
+    /// The sidecar as rendered for a policy, with the run's paths and ports as placeholders.
+    fn render_sidecar(policy: &SidecarPolicy) -> String {
+        let mut context = serde_json::json!({
+            "issuer_url": "http://127.0.0.1:<gateway-http>/realms/Test-oidc",
+            "http_port": "<gateway-http>",
+            "httpbin_port": "<httpbin>",
+            "sidecar_port": "<sidecar>",
+            "sidecar_admin_port": "<sidecar-admin>",
+            "mesh_ca": "<run>/tls/mesh-ca.pem",
+            "workload_cert": "<run>/tls/httpbin.pem",
+            "workload_key": "<run>/tls/httpbin-key.pem",
+        });
+        let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();
+        context
+            .as_object_mut()
+            .unwrap()
+            .extend(policy.as_object().unwrap().clone());
+        crate::fixtures::render(SIDECAR_FIXTURE, &context).unwrap()
+    }
+
+    fn filter_chains(rendered: &str) -> Vec<String> {
+        let config: serde_json::Value = serde_saphyr::from_str(&rendered.replace(['<', '>'], ""))
+            .expect("the rendered sidecar is YAML");
+        config["static_resources"]["listeners"][0]["filter_chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn sidecar_filter_chains_follow_peer_authentication() {
+        let chains = |mode| {
+            filter_chains(&render_sidecar(&SidecarPolicy {
+                peer_authentication: mode,
+                ..SidecarPolicy::default()
+            }))
+        };
+        assert_eq!(chains(PeerAuthenticationMode::Strict), ["inbound_mtls"]);
+        assert_eq!(
+            chains(PeerAuthenticationMode::Permissive),
+            ["inbound_mtls", "inbound_plaintext"]
+        );
+        assert_eq!(
+            chains(PeerAuthenticationMode::Disable),
+            ["inbound_plaintext"]
+        );
+    }
+
+    #[test]
+    fn sidecar_renders_only_the_filters_its_policy_asks_for() {
+        let bare = render_sidecar(&SidecarPolicy::default());
+        assert!(!bare.contains("jwt_authn.v3") && !bare.contains("rbac.v3"));
+        let peer = render_sidecar(&SidecarPolicy {
+            peer_authentication: PeerAuthenticationMode::Strict,
+            authorization: AuthorizationRequirement::PeerPrincipal(
+                "cluster.local/ns/foo/sa/sleep".into(),
+            ),
+            ..SidecarPolicy::default()
+        });
+        assert!(!peer.contains("jwt_authn.v3"));
+        assert!(peer.contains("exact: \"spiffe://cluster.local/ns/foo/sa/sleep\""));
+    }
+
+    #[test]
+    fn sidecar_snapshot_strict_request_authentication_request_principals() {
+        let rendered = render_sidecar(&SidecarPolicy {
+            peer_authentication: PeerAuthenticationMode::Strict,
+            request_authentication: true,
+            authorization: AuthorizationRequirement::RequestPrincipal,
+        });
+        insta::assert_snapshot!(rendered);
+    }
 }

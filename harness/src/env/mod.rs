@@ -17,6 +17,7 @@ use crate::redact::Secret;
 use crate::scenario::Variables;
 
 pub use local::{LocalStack, StackConfig, StackEvent};
+pub use pki::MeshPki;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
@@ -70,12 +71,31 @@ pub struct Endpoints {
     /// An extra CA to trust (the local environment's per-run CA).
     #[serde(skip)]
     pub ca_pem: Option<String>,
+    /// httpbin's sidecar and the in-mesh caller's identity, where the environment has a mesh
+    /// the harness can join (the local one does).
+    #[serde(skip)]
+    pub mesh: Option<MeshEndpoints>,
+}
+
+/// Where httpbin's sidecar listens and who the in-mesh caller (`sleep`) is.
+#[derive(Debug, Clone)]
+pub struct MeshEndpoints {
+    /// The service address as an app calls it (`http://`); an in-mesh caller's sidecar
+    /// upgrades the connection to mTLS.
+    pub sidecar: Url,
+    /// The mesh CA the in-mesh caller trusts.
+    pub ca_pem: String,
+    /// `spiffe://cluster.local/ns/foo/sa/sleep`.
+    pub workload_id: String,
+    pub workload_cert_pem: String,
+    pub workload_key_pem: Secret,
 }
 
 impl Endpoints {
     pub fn variables(&self) -> Variables {
         let trim = |u: &Url| u.as_str().trim_end_matches('/').to_string();
-        Variables::new([
+        let sidecar = self.mesh.as_ref().map(|m| ("sidecar", trim(&m.sidecar)));
+        Variables::new(sidecar.into_iter().chain([
             ("app", trim(&self.app)),
             ("idp", trim(&self.idp)),
             ("issuer", self.issuer.clone()),
@@ -84,6 +104,6 @@ impl Endpoints {
             ("email", self.user.email.clone()),
             ("role", self.role.clone()),
             ("roles_claim", self.roles_claim.clone()),
-        ])
+        ]))
     }
 }

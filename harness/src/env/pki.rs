@@ -1,5 +1,6 @@
-//! A per-run certificate authority and the gateway's serving certificate, as an Istio
-//! `credentialName` secret would provide. Nothing is reused between runs.
+//! Per-run certificate authorities: the gateway's serving certificate (as an Istio
+//! `credentialName` secret would provide) and the mesh CA with its workload certificates (as
+//! istiod's CA issues them: the SPIFFE identity in the URI SAN). Nothing is reused between runs.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -7,6 +8,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
+
+use crate::policy;
+use crate::redact::Secret;
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not generate the per-run certificates: {0}")]
@@ -23,6 +27,84 @@ impl std::fmt::Debug for RunPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunPki").finish_non_exhaustive()
     }
+}
+
+/// A workload's certificate from the mesh CA; the key is secret.
+pub struct WorkloadCert {
+    pub spiffe_id: String,
+    pub cert_pem: String,
+    pub key_pem: Secret,
+}
+
+/// The mesh CA (istiod's role) and the certificates of the three workloads the matrix involves.
+pub struct MeshPki {
+    pub ca_cert_pem: String,
+    /// httpbin's sidecar (service account `httpbin`).
+    pub httpbin: WorkloadCert,
+    /// The in-mesh caller (service account `sleep`), played by the harness.
+    pub sleep: WorkloadCert,
+    /// The ingress gateway's mesh identity, for ISTIO_MUTUAL to the sidecar.
+    pub gateway: WorkloadCert,
+}
+
+impl std::fmt::Debug for MeshPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshPki").finish_non_exhaustive()
+    }
+}
+
+impl MeshPki {
+    pub fn generate() -> Result<Self, PkiError> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.distinguished_name = name("meshauth per-run mesh CA (istiod)");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        // Istio workload certificates carry only the URI SAN. The loopback IP is added to
+        // httpbin's so that the harness's caller (which verifies by address, not by SPIFFE id)
+        // can check the server chain; Envoy callers verify the URI SAN.
+        let httpbin = workload(&ca, policy::NAMESPACE, "httpbin", true)?;
+        let sleep = workload(&ca, policy::NAMESPACE, "sleep", false)?;
+        let gateway = workload(&ca, "istio-system", "istio-ingressgateway", false)?;
+        Ok(Self {
+            ca_cert_pem: ca.pem(),
+            httpbin,
+            sleep,
+            gateway,
+        })
+    }
+}
+
+fn workload(
+    ca: &CertifiedIssuer<'_, KeyPair>,
+    namespace: &str,
+    service_account: &str,
+    loopback_ip: bool,
+) -> Result<WorkloadCert, PkiError> {
+    let spiffe_id = policy::spiffe_id(namespace, service_account);
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.as_str().try_into()?)];
+    if loopback_ip {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, ca)?;
+    Ok(WorkloadCert {
+        spiffe_id,
+        cert_pem: cert.pem(),
+        key_pem: Secret::new(key.serialize_pem()),
+    })
 }
 
 impl RunPki {
@@ -60,4 +142,32 @@ fn name(common_name: &str) -> DistinguishedName {
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "meshauth");
     dn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_certificates_carry_their_spiffe_identity() {
+        let mesh = MeshPki::generate().unwrap();
+        assert_eq!(
+            mesh.sleep.spiffe_id,
+            "spiffe://cluster.local/ns/foo/sa/sleep"
+        );
+        assert_eq!(
+            mesh.gateway.spiffe_id,
+            "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
+        );
+        assert!(
+            mesh.httpbin
+                .cert_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(
+            format!("{:?}", mesh.sleep.key_pem)
+                .find("PRIVATE")
+                .is_none()
+        );
+    }
 }

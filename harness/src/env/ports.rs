@@ -14,13 +14,16 @@ pub struct Ports {
     pub httpbin: u16,
     pub keycloak: u16,
     pub keycloak_management: u16,
+    /// httpbin's sidecar: the inbound listener callers use, and its admin port.
+    pub sidecar: u16,
+    pub sidecar_admin: u16,
 }
 
 impl Ports {
     /// Kernel-chosen free ports, all distinct.
     pub fn free() -> Result<Self, EnvError> {
         // Holding every listener until all are chosen keeps the ports distinct.
-        let listeners: Vec<TcpListener> = (0..7)
+        let listeners: Vec<TcpListener> = (0..9)
             .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
             .collect::<Result<_, _>>()
             .map_err(|source| EnvError::Io {
@@ -37,6 +40,8 @@ impl Ports {
             httpbin: port(4),
             keycloak: port(5),
             keycloak_management: port(6),
+            sidecar: port(7),
+            sidecar_admin: port(8),
         })
     }
 

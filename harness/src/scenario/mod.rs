@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::oidc::ClaimExpectation;
+use crate::policy::StackProfile;
 
 pub use vars::{VARIABLES, Variables, check_variables};
 
@@ -43,6 +44,10 @@ pub struct Suite {
     /// The write-ups (in `shared/seeds/`) this suite reproduces.
     #[serde(default)]
     pub seeds: Vec<String>,
+    /// What the stack must be for this suite's scenarios (the runner reconfigures it first);
+    /// absent: the default profile.
+    #[serde(default)]
+    pub stack: Option<StackProfile>,
     pub scenarios: Vec<Scenario>,
     #[serde(skip)]
     pub file: String,
@@ -55,7 +60,21 @@ pub struct Scenario {
     pub title: String,
     #[serde(default)]
     pub description: String,
+    /// Replaces the suite's `stack:` profile for this scenario (a matrix row per profile).
+    #[serde(default)]
+    pub stack: Option<StackProfile>,
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The stack profile this scenario runs against: its own, else its suite's, else the default.
+    pub fn profile(&self, suite: &Suite) -> StackProfile {
+        self.stack
+            .as_ref()
+            .or(suite.stack.as_ref())
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// One operation. Strings may use `${variable}` (see [`VARIABLES`]).
@@ -70,11 +89,14 @@ pub enum Step {
         #[serde(default)]
         credentials: Credentials,
     },
-    /// One request that does not follow redirects.
+    /// One request that does not follow redirects. With `as`, it is sent by that caller
+    /// instead of the scenario's browser (no cookies).
     Request {
         url: String,
         #[serde(default)]
         bearer: Option<Bearer>,
+        #[serde(default, rename = "as")]
+        caller: Option<Caller>,
     },
     /// A direct-access (password) grant at the IdP's token endpoint.
     TokenGrant {
@@ -150,6 +172,29 @@ pub enum Bearer {
     Garbage,
 }
 
+/// Who sends a request to a workload, from the workload's point of view.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Caller {
+    /// A workload in the mesh (`sleep`), its sidecar originating ISTIO_MUTUAL: an `http://`
+    /// URL is sent over mTLS with the sleep workload's certificate, trusting the mesh CA.
+    MeshWorkload,
+    /// A client without a sidecar: the URL as written, no client certificate.
+    OutsideMesh,
+}
+
+/// How the connection of the last request is expected to have gone.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionExpectation {
+    /// The server accepted the TCP connection and answered with HTTP.
+    Answered,
+    /// The server accepted the TCP connection, then closed or reset it or failed the TLS
+    /// handshake: no HTTP response (e.g. plaintext to a STRICT mTLS listener). A port where
+    /// nothing listens is an environment error, never this.
+    Rejected,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
@@ -163,6 +208,9 @@ pub enum TokenSource {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseExpectation {
+    /// Whether the last request got an HTTP response at all.
+    #[serde(default)]
+    pub connection: Option<ConnectionExpectation>,
     #[serde(default)]
     pub status: Option<u16>,
     /// The final URL (after redirects) starts with this.
@@ -327,7 +375,20 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
     if suite.scenarios.is_empty() {
         return Err(catalog_error("a suite needs at least one scenario".into()));
     }
+    if let Some(profile) = &suite.stack {
+        profile.sidecar.validate().map_err(|message| {
+            catalog_error(format!("stack profile of suite {}: {message}", suite.suite))
+        })?;
+    }
     for scenario in &suite.scenarios {
+        if let Some(profile) = &scenario.stack {
+            profile.sidecar.validate().map_err(|message| {
+                catalog_error(format!(
+                    "stack profile of scenario {}: {message}",
+                    scenario.id
+                ))
+            })?;
+        }
         if !is_identifier(&scenario.id) {
             return Err(catalog_error(format!(
                 "scenario id {:?} must be lower_snake_case (it becomes a test name)",
@@ -355,6 +416,19 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                 if **expectation == ResponseExpectation::default() {
                     return Err(invalid(
                         "an expect step must check at least one thing".into(),
+                    ));
+                }
+                if expectation.connection == Some(ConnectionExpectation::Rejected)
+                    && **expectation
+                        != (ResponseExpectation {
+                            connection: Some(ConnectionExpectation::Rejected),
+                            ..ResponseExpectation::default()
+                        })
+                {
+                    return Err(invalid(
+                        "connection: rejected means there is no response, so nothing else of it can be checked; \
+                         move the other checks to an expect after a request that is answered"
+                            .into(),
                     ));
                 }
                 has_check = true;
@@ -413,6 +487,22 @@ mod tests {
                 "      - op: expect_jwt\n        token: forwarded\n        claims:\n          iss: { equal: x }\n",
                 "unknown variant `equal`",
             ),
+            (
+                "      - op: request\n        url: ${sidecar}/headers\n        as: sleep\n",
+                "unknown variant `sleep`, expected one of mesh_workload, outside_mesh",
+            ),
+            (
+                "      - op: expect\n        connection: refused\n",
+                "unknown variant `refused`, expected one of answered, rejected",
+            ),
+            (
+                "      - op: expect\n        connection: rejected\n        status: 403\n",
+                "connection: rejected means there is no response",
+            ),
+            (
+                "      - op: request\n        url: ${sidecr}/headers\n      - op: expect\n        status: 1\n",
+                "unknown variable ${sidecr}",
+            ),
         ];
         for (steps, reason) in cases {
             let error = parse(&format!("{head}{steps}")).unwrap_err().to_string();
@@ -428,6 +518,37 @@ mod tests {
                 .to_string()
                 .contains("must be lower_snake_case")
         );
+    }
+
+    #[test]
+    fn stack_profiles_are_inherited_and_checked() {
+        let suite = parse(
+            "suite: s\ndescription: d\nstack:\n  sidecar:\n    peer_authentication: strict\nscenarios:\n  - id: one\n    title: t\n    steps:\n      - op: expect\n        status: 1\n  - id: two\n    title: t\n    stack:\n      sidecar: { peer_authentication: disable }\n    steps:\n      - op: expect\n        status: 1\n",
+        )
+        .unwrap();
+        use crate::policy::PeerAuthenticationMode::{Disable, Strict};
+        let modes: Vec<_> = suite
+            .scenarios
+            .iter()
+            .map(|s| s.profile(&suite).sidecar.peer_authentication)
+            .collect();
+        assert_eq!(modes, [Strict, Disable]);
+        let bad = parse(
+            "suite: s\ndescription: d\nstack:\n  sidecar: { authorization: request_principal }\nscenarios:\n  - id: one\n    title: t\n    steps:\n      - op: expect\n        status: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            bad,
+            "s.yaml: stack profile of suite s: authorization request_principal needs request_authentication: true \
+             (without a RequestAuthentication no request has a principal, so every request is 403)"
+        );
+        let typo = parse(
+            "suite: s\ndescription: d\nstack:\n  sidecar: { peer_authentication: strict }\n  gateway: {}\nscenarios: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(typo.contains("unknown field `gateway`"), "{typo}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "the IdP's public URL (the gateway's plain-HTTP listener in seed 000)",
     ),
     ("issuer", "the OIDC issuer URL"),
+    (
+        "sidecar",
+        "httpbin's service address behind its sidecar (http://; in-mesh callers upgrade to mTLS)",
+    ),
     ("client_id", "the OIDC client oauth2-proxy uses"),
     ("username", "the test user's name"),
     ("email", "the test user's email"),

@@ -1,0 +1,235 @@
+//! The Istio policy model for the workload behind the gateway (httpbin and its sidecar): the
+//! three objects that decide what a caller gets, as Istio defines them.
+//!
+//! - `PeerAuthentication` mode: which transports the sidecar's inbound listener accepts.
+//! - `RequestAuthentication`: jwt_authn for the realm's issuer. An invalid token is refused
+//!   (401); a request WITHOUT a token passes, unauthenticated.
+//! - `AuthorizationPolicy` ALLOW: only a rule on `requestPrincipals` turns a missing token into
+//!   403; a rule on `principals` (peer identities) needs mTLS.
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::PolicySetting;
+
+/// The mesh's trust domain and the namespace the seed deploys httpbin and sleep into.
+pub const TRUST_DOMAIN: &str = "cluster.local";
+pub const NAMESPACE: &str = "foo";
+
+/// A workload's identity as Istio's CA writes it into the URI SAN:
+/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
+pub fn spiffe_id(namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}")
+}
+
+/// `PeerAuthentication.spec.mtls.mode` for the workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerAuthenticationMode {
+    /// mTLS only, with a client certificate from the mesh CA.
+    Strict,
+    /// mTLS and plaintext side by side (Istio's default).
+    #[default]
+    Permissive,
+    /// Plaintext only.
+    Disable,
+}
+
+impl PeerAuthenticationMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Strict => "STRICT",
+            Self::Permissive => "PERMISSIVE",
+            Self::Disable => "DISABLE",
+        }
+    }
+
+    pub fn accepts_mtls(self) -> bool {
+        self != Self::Disable
+    }
+
+    pub fn accepts_plaintext(self) -> bool {
+        self != Self::Strict
+    }
+}
+
+/// The `from.source` of an `AuthorizationPolicy` ALLOW rule on the workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthorizationRequirement {
+    /// No `AuthorizationPolicy`: everything authenticated (or not) is allowed.
+    #[default]
+    None,
+    /// `requestPrincipals: ["*"]`: a verified JWT is required; a missing one is 403.
+    RequestPrincipal,
+    /// `principals: ["<trust domain>/ns/<ns>/sa/<sa>"]`: the mTLS peer must be this workload.
+    PeerPrincipal(String),
+}
+
+impl AuthorizationRequirement {
+    fn describe(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::RequestPrincipal => "ALLOW requestPrincipals [\"*\"]".into(),
+            Self::PeerPrincipal(principal) => format!("ALLOW principals [\"{principal}\"]"),
+        }
+    }
+}
+
+/// The policies applied to httpbin's sidecar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarPolicy {
+    #[serde(default)]
+    pub peer_authentication: PeerAuthenticationMode,
+    /// `RequestAuthentication` for the realm's issuer on the workload.
+    #[serde(default)]
+    pub request_authentication: bool,
+    #[serde(default)]
+    pub authorization: AuthorizationRequirement,
+}
+
+impl SidecarPolicy {
+    /// The policy setting by setting, for reports.
+    pub fn profile(&self) -> Vec<PolicySetting> {
+        vec![
+            PolicySetting::info(
+                "httpbin sidecar PeerAuthentication",
+                self.peer_authentication.name(),
+            ),
+            PolicySetting::protection(
+                "httpbin sidecar RequestAuthentication (jwt_authn)",
+                self.request_authentication,
+            ),
+            PolicySetting::info(
+                "httpbin sidecar AuthorizationPolicy",
+                self.authorization.describe(),
+            ),
+        ]
+    }
+
+    /// What is wrong with the combination, if anything: Istio accepts these objects, but they
+    /// can never let anyone in, which is a mistake in a profile rather than a finding.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.authorization == AuthorizationRequirement::RequestPrincipal
+            && !self.request_authentication
+        {
+            return Err("authorization request_principal needs request_authentication: true \
+                 (without a RequestAuthentication no request has a principal, so every request is 403)"
+                .into());
+        }
+        if let AuthorizationRequirement::PeerPrincipal(principal) = &self.authorization {
+            if self.peer_authentication == PeerAuthenticationMode::Disable {
+                return Err(format!(
+                    "authorization peer_principal {principal:?} needs mTLS, but peer_authentication is disable"
+                ));
+            }
+            if principal.starts_with("spiffe://") || principal.split('/').count() != 5 {
+                return Err(format!(
+                    "peer_principal {principal:?} must look like Istio's principals: \
+                     \"{TRUST_DOMAIN}/ns/<namespace>/sa/<service account>\" (no spiffe:// prefix)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a suite or scenario needs the stack to be: the catalog's side of `StackConfig`. The
+/// runner reconfigures the stack to it before the scenario runs (restarting only what changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackProfile {
+    #[serde(default)]
+    pub sidecar: SidecarPolicy,
+}
+
+impl StackProfile {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StackProfile, String> {
+        serde_saphyr::from_str::<StackProfile>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn profiles_parse_in_the_catalog_style() {
+        let profile = parse(
+            "sidecar:\n  peer_authentication: strict\n  request_authentication: true\n  authorization: request_principal\n",
+        )
+        .unwrap();
+        assert_eq!(
+            profile.sidecar.peer_authentication,
+            PeerAuthenticationMode::Strict
+        );
+        assert_eq!(
+            profile.sidecar.authorization,
+            AuthorizationRequirement::RequestPrincipal
+        );
+        let peer =
+            parse("sidecar:\n  authorization: { peer_principal: cluster.local/ns/foo/sa/sleep }\n")
+                .unwrap();
+        assert_eq!(
+            peer.sidecar.authorization,
+            AuthorizationRequirement::PeerPrincipal("cluster.local/ns/foo/sa/sleep".into())
+        );
+        assert!(parse("").is_ok_and(|p| p.is_default()));
+    }
+
+    #[test]
+    fn bad_profiles_say_what_is_wrong() {
+        let unknown_mode = parse("sidecar:\n  peer_authentication: strickt\n").unwrap_err();
+        assert!(
+            unknown_mode.contains("unknown variant `strickt`"),
+            "{unknown_mode}"
+        );
+        let unknown_field = parse("sidecar:\n  mtls: strict\n").unwrap_err();
+        assert!(
+            unknown_field.contains("unknown field `mtls`"),
+            "{unknown_field}"
+        );
+        let no_ra = SidecarPolicy {
+            authorization: AuthorizationRequirement::RequestPrincipal,
+            ..SidecarPolicy::default()
+        };
+        assert!(
+            no_ra
+                .validate()
+                .unwrap_err()
+                .contains("needs request_authentication: true")
+        );
+        let spiffe = SidecarPolicy {
+            authorization: AuthorizationRequirement::PeerPrincipal(
+                "spiffe://cluster.local/ns/foo/sa/sleep".into(),
+            ),
+            ..SidecarPolicy::default()
+        };
+        assert!(
+            spiffe
+                .validate()
+                .unwrap_err()
+                .contains("no spiffe:// prefix")
+        );
+        let disabled = SidecarPolicy {
+            peer_authentication: PeerAuthenticationMode::Disable,
+            authorization: AuthorizationRequirement::PeerPrincipal(
+                "cluster.local/ns/foo/sa/sleep".into(),
+            ),
+            ..SidecarPolicy::default()
+        };
+        assert!(disabled.validate().unwrap_err().contains("needs mTLS"));
+    }
+
+    #[test]
+    fn spiffe_ids_follow_istio() {
+        assert_eq!(
+            spiffe_id("foo", "sleep"),
+            "spiffe://cluster.local/ns/foo/sa/sleep"
+        );
+    }
+}
