@@ -855,9 +855,18 @@ mod tests {
         let mut slow = report.clone();
         let cookie = &mut slow.phases[0].transactions[1];
         cookie.latency_ms.as_mut().unwrap().p99 = 450.0;
-        let warning = slow.phases[0].slice_warning().expect("p99 450 ms > 200 ms guard");
-        assert!(warning.contains("raise --slice to at least 12s"), "{warning}");
-        assert!(render_load(&slow).unwrap().contains("Warning: slices too short"));
+        let warning = slow.phases[0]
+            .slice_warning()
+            .expect("p99 450 ms > 200 ms guard");
+        assert!(
+            warning.contains("raise --slice to at least 12s"),
+            "{warning}"
+        );
+        assert!(
+            render_load(&slow)
+                .unwrap()
+                .contains("Warning: slices too short")
+        );
         assert!(slow.render_text().contains("WARNING: slices too short"));
     }
 
