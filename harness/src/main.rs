@@ -599,7 +599,7 @@ async fn start_kind(
     progress.finish();
     let environment = environment.with_context(|| {
         format!(
-            "starting the kind environment (rendered files in {}/kind)",
+            "starting the kind environment (run directory {})",
             run_dir.display()
         )
     })?;

@@ -352,8 +352,8 @@ fn find_on_path(tool: &Tool) -> Result<PathBuf, EnvError> {
         })
 }
 
-/// The tools the environment needs, checked before anything is created. Docker comes first:
-/// without an engine nothing else matters.
+/// The tools the environment needs, checked before anything is created. Docker and its engine
+/// come first: without an engine nothing else matters.
 #[derive(Debug, Clone)]
 pub struct KindTools {
     pub docker: PathBuf,
@@ -364,17 +364,16 @@ pub struct KindTools {
 impl KindTools {
     pub fn find() -> Result<Self, EnvError> {
         let docker = find_on_path(&DOCKER)?;
-        let tools = Self {
+        run_tool(
+            Command::new(&docker).args(["info", "--format", "{{.ServerVersion}}"]),
+            "reach the Docker engine (the docker CLI is installed, but no engine answers)",
+            "start the Docker daemon and make sure this user may use it (`docker info` must work); on machines without a container engine use `--env local`",
+        )?;
+        Ok(Self {
+            docker,
             kind: find_on_path(&KIND)?,
             istioctl: find_on_path(&ISTIOCTL)?,
-            docker,
-        };
-        run_tool(
-            Command::new(&tools.docker).args(["info", "--format", "{{.ServerVersion}}"]),
-            "reach the Docker engine",
-            "start the Docker daemon and make sure this user may use it (`docker info` must work)",
-        )?;
-        Ok(tools)
+        })
     }
 }
 
