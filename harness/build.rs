@@ -1,4 +1,4 @@
-//! Embeds the repository's `scenarios/` and `fixtures/` into the binary, so that `meshauth`
+//! Embeds the repository's `scenarios/`, `fixtures/` and `kind/` templates into the binary, so that `meshauth`
 //! runs from anywhere and adding a scenario file needs no registry line.
 
 use std::fmt::Write as _;
@@ -62,6 +62,7 @@ fn main() {
         &workspace.join("fixtures"),
         &[".j2", ".json", ".yaml", ".cfg"],
     ));
+    code.push_str(&table("KIND", &workspace.join("kind"), &[".j2"]));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
 }

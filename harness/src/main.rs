@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use meshauth::components::{self, CacheDir, InstallEvent, Toolchain};
 use meshauth::engine::{Engine, FixedProfile, ProfileTarget};
 use meshauth::env::existing::ExistingEnvironment;
+use meshauth::env::kind::{Images, KindEnvironment, KindOptions};
 use meshauth::env::local::LoginTheme;
 use meshauth::env::{LocalStack, StackConfig, StackEvent};
 use meshauth::events::EnvironmentInfo;
@@ -167,6 +168,8 @@ enum EnvKind {
     Local,
     /// A deployment described by --env-file.
     Existing,
+    /// A kind cluster with Istio and the same apps (needs Docker, kind and istioctl).
+    Kind,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,6 +194,22 @@ struct StackArgs {
         env = "MESHAUTH_RUNS_DIR"
     )]
     runs_dir: PathBuf,
+    #[command(flatten)]
+    kind: KindArgs,
+}
+
+#[derive(clap::Args)]
+struct KindArgs {
+    /// With --env kind: the kind cluster's name.
+    #[arg(long, value_name = "NAME", default_value = "meshauth")]
+    kind_cluster: String,
+    /// With --env kind: leave the cluster running afterwards.
+    #[arg(long)]
+    keep_cluster: bool,
+    /// With --env kind: the registry (host[/path]) the container images are pulled from;
+    /// without it the container runtime's default registry is used.
+    #[arg(long, value_name = "REGISTRY", env = "MESHAUTH_IMAGE_REGISTRY")]
+    image_registry: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -396,7 +415,32 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
     }
     let redactor = Redactor::new();
     let mut stack = None;
+    let mut cluster = None;
     let (run_dir, target) = match args.env_kind {
+        EnvKind::Kind => {
+            if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
+                bail!(
+                    "--env-file, --baseline-url and --allow-remote are only used with --env existing"
+                );
+            }
+            let config = StackConfig {
+                baseline_route: true,
+                ..stack_config(&args.stack)
+            };
+            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let kind = start_kind(&args.stack, config, &run_dir, &redactor).await?;
+            let endpoints = kind.endpoints().clone();
+            let baseline = endpoints.app.join("baseline/").ok();
+            cluster = Some(kind);
+            (
+                run_dir,
+                LoadTarget {
+                    endpoints,
+                    baseline,
+                    allow_remote: false,
+                },
+            )
+        }
         EnvKind::Local => {
             if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
                 bail!(
@@ -441,6 +485,7 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
     let mut report = load::run(&target, &options, &redactor, &progress).await?;
     let violations = report.judge(&thresholds);
     drop(stack);
+    drop(cluster);
     print!("{}", report.render_text());
     let formats: Vec<LoadReportFormat> = args
         .report
@@ -529,6 +574,42 @@ async fn start_local_with(
     Ok((run_id, stack))
 }
 
+async fn start_kind(
+    args: &StackArgs,
+    config: StackConfig,
+    run_dir: &Path,
+    redactor: &Redactor,
+) -> Result<KindEnvironment> {
+    let options = KindOptions {
+        cluster_name: args.kind.kind_cluster.clone(),
+        images: Images::pinned(args.kind.image_registry.as_deref()),
+        keep_cluster: args.kind.keep_cluster,
+        ..KindOptions::default()
+    };
+    let progress = Progress::new();
+    let started = Instant::now();
+    let observe = |event: StackEvent| match event {
+        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Ready { component, after } => progress.done(format!(
+            "{component} ready after {:.1}s",
+            after.as_secs_f64()
+        )),
+    };
+    let environment = KindEnvironment::start(run_dir, config, options, redactor, &observe).await;
+    progress.finish();
+    let environment = environment.with_context(|| {
+        format!(
+            "starting the kind environment (run directory {})",
+            run_dir.display()
+        )
+    })?;
+    eprintln!(
+        "kind environment ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(environment)
+}
+
 async fn up(args: &StackArgs) -> Result<ExitCode> {
     let redactor = Redactor::new();
     let (_, mut stack) = start_local(args, &redactor).await?;
@@ -577,9 +658,22 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     }
     let redactor = Redactor::new();
     let mut stack = None;
+    let mut cluster = None;
     let (run_id, run_dir, endpoints, info): (String, PathBuf, _, EnvironmentInfo) = match args
         .env_kind
     {
+        EnvKind::Kind => {
+            if args.env_file.is_some() {
+                bail!("--env-file is only used with --env existing");
+            }
+            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let kind =
+                start_kind(&args.stack, stack_config(&args.stack), &run_dir, &redactor).await?;
+            let endpoints = kind.endpoints().clone();
+            let info = kind.info();
+            cluster = Some(kind);
+            (run_id, run_dir, endpoints, info)
+        }
         EnvKind::Local => {
             if args.env_file.is_some() {
                 bail!("--env-file is only used with --env existing");
@@ -637,6 +731,7 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
         );
     }
     drop(stack);
+    drop(cluster);
     Ok(if summary.all_passed() {
         ExitCode::SUCCESS
     } else {

@@ -28,6 +28,19 @@ impl Secret {
         Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
     }
 
+    /// A random secret of exactly `len` alphanumeric characters (for consumers that count
+    /// bytes, like oauth2-proxy's cookie secret).
+    pub fn generate_alphanumeric(len: usize) -> Self {
+        use rand::Rng as _;
+        Self(
+            rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(len)
+                .map(char::from)
+                .collect(),
+        )
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

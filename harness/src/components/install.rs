@@ -413,6 +413,112 @@ fn go_command(cache: &CacheDir) -> Command {
     command
 }
 
+/// The API schemas the `kind` environment's rendered objects are validated against, copied
+/// from their Go modules into the cache.
+#[derive(Debug, Clone)]
+pub struct ApiSchemas {
+    /// Kubernetes' OpenAPI v3 documents, one `*_openapi.json` per API group version.
+    pub kubernetes_openapi_v3: PathBuf,
+    /// Istio's CustomResourceDefinitions, each with its `openAPIV3Schema`.
+    pub istio_crds: PathBuf,
+    /// Istio's MeshConfig protobuf definition (the install config's `meshConfig`).
+    pub istio_mesh_config_proto: PathBuf,
+}
+
+/// Ensures the pinned API schemas are cached, fetching them with `go mod download` (the Go
+/// module proxy is their only source) on first use.
+pub fn ensure_api_schemas(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<ApiSchemas, ComponentError> {
+    let lock_path = cache.path().join(".api-schemas.lock");
+    let lock = File::create(&lock_path).map_err(io(format!("create {}", lock_path.display())))?;
+    lock.lock()
+        .map_err(io(format!("lock {}", lock_path.display())))?;
+    let root = cache.path().join("api-schemas");
+    let kubernetes = root.join(format!("kubernetes-{}", versions::KUBERNETES_API));
+    let istio = root.join(format!("istio-api-{}", versions::ISTIO_API));
+    let schemas = ApiSchemas {
+        kubernetes_openapi_v3: kubernetes.join("openapi-v3"),
+        istio_crds: istio.join("customresourcedefinitions.gen.yaml"),
+        istio_mesh_config_proto: istio.join("config.proto"),
+    };
+    for (dir, module, version, files) in [
+        (
+            &kubernetes,
+            versions::KUBERNETES_MODULE,
+            versions::KUBERNETES_API,
+            &[("api/openapi-spec/v3", "openapi-v3")][..],
+        ),
+        (
+            &istio,
+            versions::ISTIO_API_MODULE,
+            versions::ISTIO_API,
+            &[
+                (
+                    "kubernetes/customresourcedefinitions.gen.yaml",
+                    "customresourcedefinitions.gen.yaml",
+                ),
+                ("mesh/v1alpha1/config.proto", "config.proto"),
+            ][..],
+        ),
+    ] {
+        let stamp = dir.join(".complete");
+        if stamp.is_file() {
+            continue;
+        }
+        let module_version = format!("{module}@{version}");
+        observe(InstallEvent::Started {
+            component: "api-schemas",
+            action: format!("go mod download {module_version}"),
+        });
+        let hint = "check that Go is installed and its module proxy serves this exact version";
+        let listing = run(
+            "api-schemas",
+            go_command(cache).args(["mod", "download", "-json", &module_version]),
+            hint,
+        )?;
+        let source_dir = serde_json::from_str::<serde_json::Value>(&listing)
+            .ok()
+            .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from))
+            .ok_or_else(|| ComponentError::Unusable {
+                component: "api-schemas",
+                reason: format!(
+                    "`go mod download -json {module_version}` did not report a source directory"
+                ),
+                hint: hint.into(),
+            })?;
+        let _ = std::fs::remove_dir_all(dir);
+        for (from, to) in files {
+            copy_tree(&source_dir.join(from), &dir.join(to))?;
+        }
+        std::fs::write(&stamp, &module_version)
+            .map_err(io(format!("write {}", stamp.display())))?;
+        observe(InstallEvent::Finished {
+            component: "api-schemas",
+            detail: format!("{module_version} cached"),
+        });
+    }
+    Ok(schemas)
+}
+
+/// Copies a file or a directory's files (the module cache's copies are read-only; ours are not).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ComponentError> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).map_err(io(format!("create {}", to.display())))?;
+        for entry in std::fs::read_dir(from).map_err(io(format!("read {}", from.display())))? {
+            let entry = entry.map_err(io(format!("read {}", from.display())))?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+    }
+    let text = std::fs::read(from).map_err(io(format!("read {}", from.display())))?;
+    std::fs::write(to, text).map_err(io(format!("write {}", to.display())))
+}
+
 fn install_oauth2_proxy(
     cache: &CacheDir,
     observe: Observer<'_>,

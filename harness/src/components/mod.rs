@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use install::{CacheDir, InstallEvent, Toolchain, ensure_installed};
+pub use install::{
+    ApiSchemas, CacheDir, InstallEvent, Toolchain, ensure_api_schemas, ensure_installed,
+};
 pub use process::{Launch, Supervised};
 
 /// How Envoy is started everywhere: one worker (the machine has two cores shared with the rest

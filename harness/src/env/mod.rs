@@ -1,8 +1,9 @@
 //! Environments hand out [`Endpoints`]: where the app, the IdP and the issuer are, and who the
 //! test user is. `local` starts real components on loopback; `existing` reads a user's own
-//! deployment from a file. Environments never judge outcomes.
+//! deployment from a file; `kind` deploys the same apps with Istio on a kind cluster. Environments never judge outcomes.
 
 pub mod existing;
+pub mod kind;
 pub mod local;
 pub mod pki;
 pub mod ports;
@@ -38,6 +39,18 @@ pub enum EnvError {
         "port {port} on 127.0.0.1 ({purpose}) is already in use\nhow to fix: stop whatever listens there, or choose another port"
     )]
     PortInUse { port: u16, purpose: String },
+    #[error("{tool} is not on PATH (needed to {purpose})\nhow to fix: {fix}")]
+    MissingTool {
+        tool: &'static str,
+        purpose: &'static str,
+        fix: &'static str,
+    },
+    #[error("{what}: {detail}\nhow to fix: {fix}")]
+    Cluster {
+        what: String,
+        detail: String,
+        fix: String,
+    },
     #[error("{file}: {message}\nhow to fix: {hint}")]
     Config {
         file: String,

@@ -1,0 +1,963 @@
+//! The `kind` environment: a kind cluster running Istio and the same apps as the `local`
+//! environment (Keycloak, oauth2-proxy, httpbin), configured from the same [`StackConfig`].
+//! Rendering is pure ([`render`]); [`KindEnvironment::start`] creates the cluster, installs
+//! Istio, applies the rendered objects with server-side apply and waits for them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use url::Url;
+
+use super::local::{CLIENT_ID, EMAIL, REALM, ROLE, ROLES_CLAIM, StackEvent, USERNAME};
+use super::pki::RunPki;
+use super::{Endpoints, EnvError, StackConfig, TestUser};
+use crate::components::ComponentVersion;
+use crate::components::versions;
+use crate::events::EnvironmentInfo;
+use crate::redact::{Redactor, Secret};
+
+const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
+const ISTIO_FIXTURE: &str = "kind/istio-operator.yaml.j2";
+const MANIFESTS_FIXTURE: &str = "kind/manifests.yaml.j2";
+const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
+const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
+
+/// The namespace the apps run in (sidecar injection on).
+pub const NAMESPACE: &str = "meshauth";
+/// The mesh-wide ext_authz provider that the AuthorizationPolicy names.
+pub const EXT_AUTHZ_PROVIDER: &str = "oauth2-proxy-oidc";
+/// The server-side-apply field manager.
+pub const FIELD_MANAGER: &str = "meshauth";
+const KEYCLOAK_PORT: u16 = 8080;
+const OAUTH2_PROXY_PORT: u16 = 4180;
+const HTTPBIN_PORT: u16 = 8000;
+/// The ports the ingress gateway's Envoy listens on behind Service ports 80 and 443.
+const GATEWAY_HTTP_TARGET_PORT: u16 = 8080;
+const GATEWAY_HTTPS_TARGET_PORT: u16 = 8443;
+const HTTP_NODE_PORT: u16 = 30080;
+const HTTPS_NODE_PORT: u16 = 30443;
+
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+const ISSUER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Container images, as `repository/name:tag` at the pinned versions. A registry host, if the
+/// container runtime needs one, is the user's choice ([`KindOptions::image_registry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Images {
+    pub keycloak: String,
+    pub oauth2_proxy: String,
+    pub httpbin: String,
+}
+
+impl Images {
+    /// The pinned images, each prefixed with `registry/` when one is given.
+    pub fn pinned(registry: Option<&str>) -> Self {
+        let prefix = registry
+            .map(|r| format!("{}/", r.trim_end_matches('/')))
+            .unwrap_or_default();
+        Self {
+            keycloak: format!("{prefix}keycloak/keycloak:{}", versions::KEYCLOAK),
+            oauth2_proxy: format!(
+                "{prefix}oauth2-proxy/oauth2-proxy:{}",
+                versions::OAUTH2_PROXY
+            ),
+            httpbin: format!("{prefix}mccutchen/go-httpbin:{}", versions::HTTPBIN),
+        }
+    }
+}
+
+/// Where the cluster lives and how it is reached from this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindOptions {
+    pub cluster_name: String,
+    /// Loopback ports kind maps to the gateway's HTTP and HTTPS node ports.
+    pub http_host_port: u16,
+    pub https_host_port: u16,
+    pub images: Images,
+    /// Leave the cluster running when the environment is dropped.
+    pub keep_cluster: bool,
+}
+
+impl Default for KindOptions {
+    fn default() -> Self {
+        Self {
+            cluster_name: "meshauth".into(),
+            http_host_port: 18080,
+            https_host_port: 18443,
+            images: Images::pinned(None),
+            keep_cluster: false,
+        }
+    }
+}
+
+/// The run's secrets; they reach the cluster only inside Secret objects.
+#[derive(Debug, Clone)]
+pub struct KindSecrets {
+    pub client_secret: Secret,
+    pub user_password: Secret,
+    pub cookie_secret: Secret,
+    pub admin_password: Secret,
+    /// The gateway's TLS certificate and key (PEM), from the run's CA.
+    pub gateway_cert_pem: String,
+    pub gateway_key_pem: Secret,
+}
+
+impl KindSecrets {
+    /// Fresh secrets and certificates; returns the CA (PEM) the client must trust.
+    pub fn generate() -> Result<(Self, String), EnvError> {
+        let pki = RunPki::generate()?;
+        Ok((
+            Self {
+                client_secret: Secret::generate(24),
+                user_password: Secret::generate(18),
+                // oauth2-proxy needs exactly 16, 24 or 32 bytes.
+                cookie_secret: Secret::generate_alphanumeric(32),
+                admin_password: Secret::generate(18),
+                gateway_cert_pem: pki.server_cert_pem,
+                gateway_key_pem: Secret::new(pki.server_key_pem),
+            },
+            pki.ca_cert_pem,
+        ))
+    }
+
+    fn all(&self) -> [&Secret; 5] {
+        [
+            &self.client_secret,
+            &self.user_password,
+            &self.cookie_secret,
+            &self.admin_password,
+            &self.gateway_key_pem,
+        ]
+    }
+}
+
+/// Everything the cluster is built from.
+#[derive(Debug, Clone)]
+pub struct Manifests {
+    /// The kind cluster configuration (`kind create cluster --config`).
+    pub cluster: String,
+    /// The Istio install configuration (`istioctl install -f`).
+    pub istio_install: String,
+    /// The Kubernetes and Istio objects, in apply order.
+    pub objects: Vec<serde_json::Value>,
+}
+
+impl Manifests {
+    /// The objects as one multi-document YAML text (each document in JSON form, which is
+    /// YAML), for `kubectl apply -f` by hand.
+    pub fn objects_yaml(&self) -> String {
+        self.objects
+            .iter()
+            .map(|o| format!("{o:#}\n"))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+}
+
+/// The realm template's variables (the same fixture the `local` environment renders).
+#[derive(Serialize)]
+struct RealmContext<'a> {
+    client_secret: &'a str,
+    redirect_uri: &'a str,
+    username: &'a str,
+    user_password: &'a str,
+    email: &'a str,
+    login_theme: &'a str,
+    include_role_mapper: bool,
+    include_audience_mapper: bool,
+}
+
+/// The oauth2-proxy config template's variables (the `local` environment's fixture).
+#[derive(Serialize)]
+struct OAuth2ProxyContext<'a> {
+    port: u16,
+    issuer_url: &'a str,
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    skip_provider_button: bool,
+    forward_authorization: bool,
+    secure_session_cookie: bool,
+}
+
+#[derive(Serialize)]
+struct KindContext<'a> {
+    cluster_name: &'a str,
+    namespace: &'a str,
+    realm: &'a str,
+    ext_authz_provider: &'a str,
+    images: &'a Images,
+    http_host_port: u16,
+    https_host_port: u16,
+    http_node_port: u16,
+    https_node_port: u16,
+    gateway_http_target_port: u16,
+    gateway_https_target_port: u16,
+    keycloak_port: u16,
+    oauth2_proxy_port: u16,
+    httpbin_port: u16,
+    idp_url: &'a str,
+    issuer_url: &'a str,
+    keycloak_internal_url: &'a str,
+    realm_json: &'a str,
+    oauth2_proxy_cfg: &'a str,
+    oauth2_proxy_client_secret: &'a str,
+    cookie_secret: &'a str,
+    admin_password: &'a str,
+    tls_cert: &'a str,
+    tls_key: &'a str,
+    ext_authz: bool,
+    request_authentication: bool,
+    baseline_route: bool,
+}
+
+/// The gateway's public URLs as seen from this machine.
+struct PublicUrls {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    idp: String,
+    app: String,
+    issuer: String,
+    redirect_uri: String,
+}
+
+impl PublicUrls {
+    fn new(options: &KindOptions) -> Self {
+        let idp = format!("http://127.0.0.1:{}", options.http_host_port);
+        let app = format!("https://127.0.0.1:{}", options.https_host_port);
+        Self {
+            issuer: format!("{idp}/realms/{REALM}"),
+            redirect_uri: format!("{app}/oauth2/callback"),
+            idp,
+            app,
+        }
+    }
+}
+
+/// Renders the cluster config, the Istio install config and every object. Pure: the same
+/// inputs give the same output.
+pub fn render(
+    config: &StackConfig,
+    options: &KindOptions,
+    secrets: &KindSecrets,
+) -> Result<Manifests, EnvError> {
+    let urls = PublicUrls::new(options);
+    let realm_json = crate::fixtures::render(
+        REALM_FIXTURE,
+        &RealmContext {
+            client_secret: secrets.client_secret.expose(),
+            redirect_uri: &urls.redirect_uri,
+            username: USERNAME,
+            user_password: secrets.user_password.expose(),
+            email: EMAIL,
+            login_theme: config.login_theme.name(),
+            include_role_mapper: config.role_mapper,
+            include_audience_mapper: config.audience_mapper,
+        },
+    )?;
+    let oauth2_proxy_cfg = crate::fixtures::render(
+        OAUTH2_PROXY_FIXTURE,
+        &OAuth2ProxyContext {
+            port: OAUTH2_PROXY_PORT,
+            issuer_url: &urls.issuer,
+            client_id: CLIENT_ID,
+            redirect_uri: &urls.redirect_uri,
+            skip_provider_button: config.skip_provider_button,
+            forward_authorization: config.forward_authorization,
+            secure_session_cookie: config.secure_session_cookie,
+        },
+    )?;
+    let keycloak_internal_url =
+        format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
+    let context = KindContext {
+        cluster_name: &options.cluster_name,
+        namespace: NAMESPACE,
+        realm: REALM,
+        ext_authz_provider: EXT_AUTHZ_PROVIDER,
+        images: &options.images,
+        http_host_port: options.http_host_port,
+        https_host_port: options.https_host_port,
+        http_node_port: HTTP_NODE_PORT,
+        https_node_port: HTTPS_NODE_PORT,
+        gateway_http_target_port: GATEWAY_HTTP_TARGET_PORT,
+        gateway_https_target_port: GATEWAY_HTTPS_TARGET_PORT,
+        keycloak_port: KEYCLOAK_PORT,
+        oauth2_proxy_port: OAUTH2_PROXY_PORT,
+        httpbin_port: HTTPBIN_PORT,
+        idp_url: &urls.idp,
+        issuer_url: &urls.issuer,
+        keycloak_internal_url: &keycloak_internal_url,
+        realm_json: &realm_json,
+        oauth2_proxy_cfg: &oauth2_proxy_cfg,
+        oauth2_proxy_client_secret: if config.wrong_client_secret {
+            "not-the-client-secret"
+        } else {
+            secrets.client_secret.expose()
+        },
+        cookie_secret: secrets.cookie_secret.expose(),
+        admin_password: secrets.admin_password.expose(),
+        tls_cert: &secrets.gateway_cert_pem,
+        tls_key: secrets.gateway_key_pem.expose(),
+        ext_authz: config.ext_authz,
+        request_authentication: config.request_authentication,
+        baseline_route: config.baseline_route,
+    };
+    let text = crate::fixtures::render(MANIFESTS_FIXTURE, &context)?;
+    let objects: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| EnvError::Config {
+            file: MANIFESTS_FIXTURE.into(),
+            message: format!("the rendered manifests are not valid YAML: {e}"),
+            hint: "fix the template (see docs/kind-environment.md)".into(),
+        })?;
+    Ok(Manifests {
+        cluster: crate::fixtures::render(CLUSTER_FIXTURE, &context)?,
+        istio_install: crate::fixtures::render(ISTIO_FIXTURE, &context)?,
+        objects: objects.into_iter().filter(|o| !o.is_null()).collect(),
+    })
+}
+
+/// A tool the environment runs, and what to do when it is missing.
+struct Tool {
+    name: &'static str,
+    purpose: &'static str,
+    fix: &'static str,
+}
+
+const DOCKER: Tool = Tool {
+    name: "docker",
+    purpose: "run the kind cluster's node container",
+    fix: "install Docker (or another engine kind supports) and start it; on machines without a container engine use `--env local`",
+};
+const KIND: Tool = Tool {
+    name: "kind",
+    purpose: "create the Kubernetes cluster",
+    fix: "install kind (`go install sigs.k8s.io/kind@latest`) and make sure it is on PATH",
+};
+const ISTIOCTL: Tool = Tool {
+    name: "istioctl",
+    purpose: "install Istio into the cluster",
+    fix: "install istioctl (`go install istio.io/istio/istioctl/cmd/istioctl@VERSION`, or the release archive) and make sure it is on PATH",
+};
+
+fn find_on_path(tool: &Tool) -> Result<PathBuf, EnvError> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(tool.name))
+        .find(|candidate| candidate.is_file())
+        .ok_or(EnvError::MissingTool {
+            tool: tool.name,
+            purpose: tool.purpose,
+            fix: tool.fix,
+        })
+}
+
+/// The tools the environment needs, checked before anything is created. Docker and its engine
+/// come first: without an engine nothing else matters.
+#[derive(Debug, Clone)]
+pub struct KindTools {
+    pub docker: PathBuf,
+    pub kind: PathBuf,
+    pub istioctl: PathBuf,
+}
+
+impl KindTools {
+    pub fn find() -> Result<Self, EnvError> {
+        let docker = find_on_path(&DOCKER)?;
+        run_tool(
+            Command::new(&docker).args(["info", "--format", "{{.ServerVersion}}"]),
+            "reach the Docker engine (the docker CLI is installed, but no engine answers)",
+            "start the Docker daemon and make sure this user may use it (`docker info` must work); on machines without a container engine use `--env local`",
+        )?;
+        Ok(Self {
+            docker,
+            kind: find_on_path(&KIND)?,
+            istioctl: find_on_path(&ISTIOCTL)?,
+        })
+    }
+}
+
+/// Runs a tool to completion; a failure names the command, its output's tail and the fix.
+fn run_tool(command: &mut Command, what: &str, fix: &str) -> Result<String, EnvError> {
+    let shown = format!("{command:?}").replace('"', "");
+    tracing::debug!(command = %shown, "running");
+    let output = command.output().map_err(|e| EnvError::Cluster {
+        what: format!("could not {what}: `{shown}`"),
+        detail: e.to_string(),
+        fix: fix.into(),
+    })?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let combined = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = combined.lines().collect();
+    Err(EnvError::Cluster {
+        what: format!("could not {what}: `{shown}` exited with {}", output.status),
+        detail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        fix: fix.into(),
+    })
+}
+
+fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> EnvError {
+    let what = what.into();
+    move |e| EnvError::Cluster {
+        what,
+        detail: e.to_string(),
+        fix: "check the cluster with `kubectl --kubeconfig RUN_DIR/kind/kubeconfig get pods -A`"
+            .into(),
+    }
+}
+
+/// A running kind environment. Dropping it deletes the cluster unless it is kept.
+pub struct KindEnvironment {
+    tools: KindTools,
+    options: KindOptions,
+    config: StackConfig,
+    run_dir: PathBuf,
+    endpoints: Endpoints,
+}
+
+impl KindEnvironment {
+    /// Checks the tools, then creates the cluster, installs Istio, applies the objects and
+    /// waits until the gateway serves the realm's discovery document.
+    pub async fn start(
+        run_dir: &Path,
+        config: StackConfig,
+        options: KindOptions,
+        redactor: &Redactor,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Self, EnvError> {
+        let tools = KindTools::find()?;
+        for (port, purpose) in [
+            (options.http_host_port, "kind: gateway HTTP"),
+            (options.https_host_port, "kind: gateway HTTPS"),
+        ] {
+            super::ports::Ports::check_free(port, purpose)?;
+        }
+        let (secrets, ca_pem) = KindSecrets::generate()?;
+        for secret in secrets.all() {
+            redactor.register(secret);
+        }
+        let manifests = render(&config, &options, &secrets)?;
+        let dir = run_dir.join("kind");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
+                what: "write",
+                path,
+                source,
+            })?;
+            Ok::<_, EnvError>(dir.join(name))
+        };
+        let cluster_file = write("cluster.yaml", &manifests.cluster)?;
+        let istio_file = write("istio-operator.yaml", &manifests.istio_install)?;
+        write("objects.yaml", &manifests.objects_yaml())?;
+        write("ca.pem", &ca_pem)?;
+        let kubeconfig = dir.join("kubeconfig");
+
+        let urls = PublicUrls::new(&options);
+        let endpoints = Endpoints {
+            app: url(&format!("{}/", urls.app)),
+            idp: url(&format!("{}/", urls.idp)),
+            issuer: urls.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: secrets.client_secret.clone(),
+            user: TestUser {
+                username: USERNAME.into(),
+                password: secrets.user_password.clone(),
+                email: EMAIL.into(),
+            },
+            role: ROLE.into(),
+            roles_claim: ROLES_CLAIM.into(),
+            ca_pem: Some(ca_pem),
+        };
+        // From here on the cluster exists: dropping `environment` deletes it on any error.
+        progress(StackEvent::Starting("kind cluster"));
+        let started = Instant::now();
+        run_tool(
+            Command::new(&tools.kind)
+                .args(["create", "cluster", "--name", &options.cluster_name])
+                .arg("--config")
+                .arg(&cluster_file)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--wait", "180s"]),
+            "create the kind cluster",
+            "see kind's output above; `kind delete cluster --name NAME` removes a half-created cluster",
+        )?;
+        let environment = Self {
+            tools,
+            options,
+            config,
+            run_dir: run_dir.to_path_buf(),
+            endpoints,
+        };
+        progress(StackEvent::Ready {
+            component: "kind cluster",
+            after: started.elapsed(),
+        });
+
+        progress(StackEvent::Starting("istio"));
+        let started = Instant::now();
+        run_tool(
+            Command::new(&environment.tools.istioctl)
+                .args(["install", "-y", "-f"])
+                .arg(&istio_file)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig),
+            "install Istio",
+            "check istioctl's output; its version must support the IstioOperator fields used",
+        )?;
+        progress(StackEvent::Ready {
+            component: "istio",
+            after: started.elapsed(),
+        });
+
+        let client = client(&kubeconfig).await?;
+        progress(StackEvent::Starting("apps"));
+        for object in &manifests.objects {
+            apply(&client, object).await?;
+        }
+        for (namespace, name) in [
+            ("istio-system", "istio-ingressgateway"),
+            (NAMESPACE, "httpbin"),
+            (NAMESPACE, "oauth2-proxy"),
+            (NAMESPACE, "keycloak"),
+        ] {
+            let started = Instant::now();
+            wait_rollout(&client, namespace, name).await?;
+            progress(StackEvent::Ready {
+                component: deployment_label(name),
+                after: started.elapsed(),
+            });
+        }
+        environment.wait_issuer().await?;
+        Ok(environment)
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn info(&self) -> EnvironmentInfo {
+        EnvironmentInfo {
+            kind: "kind".into(),
+            app_url: self.endpoints.app.to_string(),
+            idp_url: self.endpoints.idp.to_string(),
+            issuer: self.endpoints.issuer.clone(),
+            profile: self.config.profile(),
+            components: vec![
+                image_version("Keycloak", &self.options.images.keycloak),
+                image_version("oauth2-proxy", &self.options.images.oauth2_proxy),
+                image_version("go-httpbin", &self.options.images.httpbin),
+            ],
+            run_dir: Some(self.run_dir.display().to_string()),
+        }
+    }
+
+    /// The issuer's discovery document through the gateway proves the whole HTTP path:
+    /// kind's port mapping, the gateway, the VirtualService and Keycloak's realm import.
+    async fn wait_issuer(&self) -> Result<(), EnvError> {
+        let probe = format!("{}/.well-known/openid-configuration", self.endpoints.issuer);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .no_proxy()
+            .build()
+            .map_err(|e| EnvError::Cluster {
+                what: "build the readiness-probe client".into(),
+                detail: e.to_string(),
+                fix: "report this as a bug".into(),
+            })?;
+        let deadline = Instant::now() + ISSUER_TIMEOUT;
+        loop {
+            if let Ok(response) = client.get(&probe).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EnvError::Cluster {
+                    what: format!("the gateway did not serve {probe}"),
+                    detail: format!("no 2xx answer within {}s", ISSUER_TIMEOUT.as_secs()),
+                    fix: "check `kubectl -n istio-system logs deploy/istio-ingressgateway` and the kind port mappings in RUN_DIR/kind/cluster.yaml".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for KindEnvironment {
+    fn drop(&mut self) {
+        if self.options.keep_cluster {
+            eprintln!(
+                "keeping kind cluster {} (delete it with `kind delete cluster --name {}`)",
+                self.options.cluster_name, self.options.cluster_name
+            );
+            return;
+        }
+        if let Err(error) = run_tool(
+            Command::new(&self.tools.kind).args([
+                "delete",
+                "cluster",
+                "--name",
+                &self.options.cluster_name,
+            ]),
+            "delete the kind cluster",
+            "delete it by hand with `kind delete cluster --name NAME`",
+        ) {
+            eprintln!("warning: {error}");
+        }
+    }
+}
+
+fn image_version(component: &str, image: &str) -> ComponentVersion {
+    ComponentVersion {
+        component: component.into(),
+        version: image
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or(image)
+            .into(),
+        source: "container image".into(),
+    }
+}
+
+fn deployment_label(name: &str) -> &'static str {
+    match name {
+        "istio-ingressgateway" => "istio ingress gateway",
+        "httpbin" => "httpbin",
+        "oauth2-proxy" => "oauth2-proxy",
+        _ => "keycloak",
+    }
+}
+
+fn url(text: &str) -> Url {
+    Url::parse(text).expect("loopback URLs built from ports are valid")
+}
+
+async fn client(kubeconfig: &Path) -> Result<kube::Client, EnvError> {
+    let cluster_error = |detail: String| EnvError::Cluster {
+        what: format!("could not use the kubeconfig {}", kubeconfig.display()),
+        detail,
+        fix: "re-create the cluster (`kind delete cluster` then run again)".into(),
+    };
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| cluster_error(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| cluster_error(e.to_string()))?;
+    kube::Client::try_from(config).map_err(kube_error("build the Kubernetes client"))
+}
+
+/// Server-side apply of one rendered object, whatever its kind (CRDs included).
+async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), EnvError> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::Scope;
+
+    let parsed: DynamicObject =
+        serde_json::from_value(object.clone()).map_err(|e| EnvError::Cluster {
+            what: "a rendered object is not a Kubernetes object".into(),
+            detail: e.to_string(),
+            fix: "fix kind/manifests.yaml.j2".into(),
+        })?;
+    let types = parsed.types.clone().unwrap_or_default();
+    let name = parsed.metadata.name.clone().unwrap_or_default();
+    let label = format!("{} {name}", types.kind);
+    let gvk = GroupVersionKind::try_from(&types).map_err(|e| EnvError::Cluster {
+        what: format!("{label} has an unusable apiVersion"),
+        detail: e.to_string(),
+        fix: "fix kind/manifests.yaml.j2".into(),
+    })?;
+    let (resource, capabilities) =
+        kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(kube_error(format!(
+                "the cluster does not serve {label}'s kind (is Istio installed?)"
+            )))?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => {
+            let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&parsed),
+    )
+    .await
+    .map_err(kube_error(format!("apply {label}")))?;
+    Ok(())
+}
+
+async fn wait_rollout(client: &kube::Client, namespace: &str, name: &str) -> Result<(), EnvError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
+    match tokio::time::timeout(
+        ROLLOUT_TIMEOUT,
+        await_condition(api, name, conditions::is_deployment_completed()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(EnvError::Cluster {
+            what: format!("watching deployment {namespace}/{name}"),
+            detail: e.to_string(),
+            fix: "check the cluster with `kubectl get pods -A`".into(),
+        }),
+        Err(_) => Err(EnvError::Cluster {
+            what: format!("deployment {namespace}/{name} did not roll out"),
+            detail: format!("not complete within {}s", ROLLOUT_TIMEOUT.as_secs()),
+            fix: format!(
+                "look at `kubectl -n {namespace} describe deploy/{name}` and its pods' events (image pulls need the images reachable: see --image-registry)"
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> KindSecrets {
+        KindSecrets {
+            client_secret: Secret::new("client-secret-value".to_string()),
+            user_password: Secret::new("user-password-value".to_string()),
+            cookie_secret: Secret::new("cookie-secret-value-32-bytes-abc".to_string()),
+            admin_password: Secret::new("admin-password-value".to_string()),
+            gateway_cert_pem: "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
+                .into(),
+            gateway_key_pem: Secret::new(
+                "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n".to_string(),
+            ),
+        }
+    }
+
+    fn kinds(manifests: &Manifests) -> Vec<String> {
+        manifests
+            .objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    fn find<'a>(manifests: &'a Manifests, kind: &str, name: &str) -> &'a serde_json::Value {
+        manifests
+            .objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind}/{name} in {:?}", kinds(manifests)))
+    }
+
+    /// Secrets and the certificate replaced, so snapshots are stable and never hold a secret.
+    fn redacted(manifests: &Manifests) -> String {
+        let s = secrets();
+        let mut objects = manifests.objects.clone();
+        // The realm is the `local` fixture, covered by its own tests; here only its place.
+        for object in &mut objects {
+            if let Some(realm) = object.pointer_mut("/stringData/realm-test-oidc.json") {
+                *realm = serde_json::json!(format!("[{REALM_FIXTURE} rendered]"));
+            }
+        }
+        let mut text = format!(
+            "# cluster\n{}\n# istio\n{}\n# objects\n{}",
+            manifests.cluster,
+            manifests.istio_install,
+            serde_json::to_string_pretty(&objects).unwrap()
+        );
+        for (secret, placeholder) in [
+            (s.client_secret.expose(), "[client-secret]"),
+            (s.user_password.expose(), "[user-password]"),
+            (s.cookie_secret.expose(), "[cookie-secret]"),
+            (s.admin_password.expose(), "[admin-password]"),
+        ] {
+            text = text.replace(secret, placeholder);
+        }
+        text
+    }
+
+    #[test]
+    fn default_profile_renders_every_object_of_seed_000() {
+        let manifests =
+            render(&StackConfig::default(), &KindOptions::default(), &secrets()).unwrap();
+        insta::assert_snapshot!("kind_default", redacted(&manifests));
+        let policy = find(&manifests, "AuthorizationPolicy", "oidc");
+        assert_eq!(policy["spec"]["action"], "CUSTOM");
+        assert_eq!(policy["spec"]["provider"]["name"], EXT_AUTHZ_PROVIDER);
+        assert!(
+            manifests
+                .istio_install
+                .contains(&format!("- name: {EXT_AUTHZ_PROVIDER}"))
+        );
+        find(&manifests, "RequestAuthentication", "keycloak-jwt");
+        find(&manifests, "PeerAuthentication", "default");
+        let namespace = find(&manifests, "Namespace", NAMESPACE);
+        assert_eq!(
+            namespace["metadata"]["labels"]["istio-injection"],
+            "enabled"
+        );
+    }
+
+    #[test]
+    fn the_realm_and_oauth2_proxy_config_are_the_local_fixtures() {
+        let config = StackConfig {
+            role_mapper: false,
+            forward_authorization: false,
+            secure_session_cookie: false,
+            ..StackConfig::default()
+        };
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        let realm =
+            find(&manifests, "Secret", "keycloak-realm")["stringData"]["realm-test-oidc.json"]
+                .as_str()
+                .unwrap();
+        let realm: serde_json::Value = serde_json::from_str(realm).unwrap();
+        assert_eq!(realm["realm"], REALM);
+        assert!(!realm.to_string().contains("\"claim.name\":\"realm_roles\""));
+        assert_eq!(
+            realm["clients"][0]["redirectUris"][0],
+            "https://127.0.0.1:18443/oauth2/callback"
+        );
+        let cfg = find(&manifests, "ConfigMap", "oauth2-proxy")["data"]["oauth2-proxy.cfg"]
+            .as_str()
+            .unwrap();
+        assert!(cfg.contains("set_authorization_header = false"), "{cfg}");
+        assert!(cfg.contains("cookie_secure = false"), "{cfg}");
+        assert!(!cfg.contains("client-secret-value"), "{cfg}");
+    }
+
+    #[test]
+    fn switches_remove_their_objects() {
+        let config = StackConfig {
+            ext_authz: false,
+            request_authentication: false,
+            ..StackConfig::default()
+        };
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        let kinds = kinds(&manifests);
+        assert!(
+            !kinds.iter().any(|k| k.starts_with("AuthorizationPolicy/")),
+            "{kinds:?}"
+        );
+        assert!(
+            !kinds
+                .iter()
+                .any(|k| k.starts_with("RequestAuthentication/")),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&"Gateway/ingressgateway".to_string()));
+    }
+
+    #[test]
+    fn baseline_route_is_exempt_from_ext_authz_by_path() {
+        let config = StackConfig {
+            baseline_route: true,
+            ..StackConfig::default()
+        };
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        let policy = find(&manifests, "AuthorizationPolicy", "oidc");
+        assert_eq!(
+            policy["spec"]["rules"][0]["to"][0]["operation"]["notPaths"][0],
+            "/baseline/*"
+        );
+        let routes = &find(&manifests, "VirtualService", "ingressgateway")["spec"]["http"];
+        assert_eq!(routes[2]["name"], "baseline");
+    }
+
+    #[test]
+    fn secrets_appear_only_in_secret_objects() {
+        let config = StackConfig::default();
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        let s = secrets();
+        for object in &manifests.objects {
+            if object["kind"] == "Secret" {
+                continue;
+            }
+            let text = object.to_string();
+            for secret in s.all() {
+                assert!(
+                    !text.contains(secret.expose()),
+                    "{} {} holds a secret",
+                    object["kind"],
+                    object["metadata"]["name"]
+                );
+            }
+        }
+        for text in [&manifests.cluster, &manifests.istio_install] {
+            for secret in s.all() {
+                assert!(!text.contains(secret.expose()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_client_secret_reaches_only_oauth2_proxy() {
+        let config = StackConfig {
+            wrong_client_secret: true,
+            ..StackConfig::default()
+        };
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        let proxy = find(&manifests, "Secret", "oauth2-proxy");
+        assert_eq!(
+            proxy["stringData"]["client-secret"],
+            "not-the-client-secret"
+        );
+        let realm = find(&manifests, "Secret", "keycloak-realm").to_string();
+        assert!(realm.contains("client-secret-value"));
+    }
+
+    #[test]
+    fn images_are_pinned_and_take_a_registry_prefix() {
+        let images = Images::pinned(None);
+        assert_eq!(
+            images.keycloak,
+            format!("keycloak/keycloak:{}", versions::KEYCLOAK)
+        );
+        assert_eq!(
+            images.oauth2_proxy,
+            format!("oauth2-proxy/oauth2-proxy:{}", versions::OAUTH2_PROXY)
+        );
+        assert_eq!(
+            images.httpbin,
+            format!("mccutchen/go-httpbin:{}", versions::HTTPBIN)
+        );
+        let mirrored = Images::pinned(Some("registry.example.test/mirror/"));
+        assert_eq!(
+            mirrored.httpbin,
+            format!(
+                "registry.example.test/mirror/mccutchen/go-httpbin:{}",
+                versions::HTTPBIN
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_tool_names_itself_and_the_fix() {
+        let missing = Tool {
+            name: "meshauth-no-such-tool",
+            purpose: "prove the error",
+            fix: "install it",
+        };
+        let error = find_on_path(&missing).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "meshauth-no-such-tool is not on PATH (needed to prove the error)\nhow to fix: install it"
+        );
+    }
+}
