@@ -472,22 +472,12 @@ pub fn ensure_api_schemas(
             component: "api-schemas",
             action: format!("go mod download {module_version}"),
         });
-        let hint = "check that Go is installed and its module proxy serves this exact version";
-        let listing = run(
+        let source_dir = go_module_dir(
+            cache,
             "api-schemas",
-            go_command(cache).args(["mod", "download", "-json", &module_version]),
-            hint,
+            &module_version,
+            "check that Go is installed and its module proxy serves this exact version",
         )?;
-        let source_dir = serde_json::from_str::<serde_json::Value>(&listing)
-            .ok()
-            .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from))
-            .ok_or_else(|| ComponentError::Unusable {
-                component: "api-schemas",
-                reason: format!(
-                    "`go mod download -json {module_version}` did not report a source directory"
-                ),
-                hint: hint.into(),
-            })?;
         let _ = std::fs::remove_dir_all(dir);
         for (from, to) in files {
             copy_tree(&source_dir.join(from), &dir.join(to))?;
@@ -500,6 +490,30 @@ pub fn ensure_api_schemas(
         });
     }
     Ok(schemas)
+}
+
+/// Downloads `module@version` into the Go module cache and returns its source directory.
+fn go_module_dir(
+    cache: &CacheDir,
+    component: &'static str,
+    module_version: &str,
+    hint: &str,
+) -> Result<PathBuf, ComponentError> {
+    let listing = run(
+        component,
+        go_command(cache).args(["mod", "download", "-json", module_version]),
+        hint,
+    )?;
+    serde_json::from_str::<serde_json::Value>(&listing)
+        .ok()
+        .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from))
+        .ok_or_else(|| ComponentError::Unusable {
+            component,
+            reason: format!(
+                "`go mod download -json {module_version}` did not report a source directory"
+            ),
+            hint: hint.into(),
+        })
 }
 
 /// Copies a file or a directory's files (the module cache's copies are read-only; ours are not).
@@ -550,19 +564,7 @@ fn install_oauth2_proxy(
     // `go install module@version` also asks the proxy for the module's version list (to look
     // for a deprecation notice), which the proxy refuses here; downloading the exact version
     // and building it in place avoids that request.
-    let listing = run(
-        "oauth2-proxy",
-        go_command(cache).args(["mod", "download", "-json", &module]),
-        hint,
-    )?;
-    let source_dir = serde_json::from_str::<serde_json::Value>(&listing)
-        .ok()
-        .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from))
-        .ok_or_else(|| ComponentError::Unusable {
-            component: "oauth2-proxy",
-            reason: format!("`go mod download -json {module}` did not report a source directory"),
-            hint: hint.into(),
-        })?;
+    let source_dir = go_module_dir(cache, "oauth2-proxy", &module, hint)?;
     let staging = binary.with_extension("staging");
     std::fs::create_dir_all(binary.parent().unwrap_or(cache.path()))
         .map_err(io("create the oauth2-proxy directory"))?;

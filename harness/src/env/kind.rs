@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
-use super::local::{CLIENT_ID, EMAIL, REALM, ROLE, ROLES_CLAIM, StackEvent, USERNAME};
+use super::local::{
+    CLIENT_ID, EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM, REALM_FIXTURE, ROLE,
+    ROLES_CLAIM, RealmContext, StackEvent, USERNAME,
+};
 use super::pki::RunPki;
 use super::{Endpoints, EnvError, StackConfig, TestUser};
 use crate::components::ComponentVersion;
@@ -21,8 +24,6 @@ use crate::redact::{Redactor, Secret};
 const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
 const ISTIO_FIXTURE: &str = "kind/istio-operator.yaml.j2";
 const MANIFESTS_FIXTURE: &str = "kind/manifests.yaml.j2";
-const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
-const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
 
 /// The namespace the apps run in (sidecar injection on).
 pub const NAMESPACE: &str = "meshauth";
@@ -156,31 +157,6 @@ impl Manifests {
     }
 }
 
-/// The realm template's variables (the same fixture the `local` environment renders).
-#[derive(Serialize)]
-struct RealmContext<'a> {
-    client_secret: &'a str,
-    redirect_uri: &'a str,
-    username: &'a str,
-    user_password: &'a str,
-    email: &'a str,
-    login_theme: &'a str,
-    include_role_mapper: bool,
-    include_audience_mapper: bool,
-}
-
-/// The oauth2-proxy config template's variables (the `local` environment's fixture).
-#[derive(Serialize)]
-struct OAuth2ProxyContext<'a> {
-    port: u16,
-    issuer_url: &'a str,
-    client_id: &'a str,
-    redirect_uri: &'a str,
-    skip_provider_button: bool,
-    forward_authorization: bool,
-    secure_session_cookie: bool,
-}
-
 #[derive(Serialize)]
 struct KindContext<'a> {
     cluster_name: &'a str,
@@ -244,28 +220,21 @@ pub fn render(
     let urls = PublicUrls::new(options);
     let realm_json = crate::fixtures::render(
         REALM_FIXTURE,
-        &RealmContext {
-            client_secret: secrets.client_secret.expose(),
-            redirect_uri: &urls.redirect_uri,
-            username: USERNAME,
-            user_password: secrets.user_password.expose(),
-            email: EMAIL,
-            login_theme: config.login_theme.name(),
-            include_role_mapper: config.role_mapper,
-            include_audience_mapper: config.audience_mapper,
-        },
+        &RealmContext::new(
+            config,
+            &secrets.client_secret,
+            &secrets.user_password,
+            urls.redirect_uri.clone(),
+        ),
     )?;
     let oauth2_proxy_cfg = crate::fixtures::render(
         OAUTH2_PROXY_FIXTURE,
-        &OAuth2ProxyContext {
-            port: OAUTH2_PROXY_PORT,
-            issuer_url: &urls.issuer,
-            client_id: CLIENT_ID,
-            redirect_uri: &urls.redirect_uri,
-            skip_provider_button: config.skip_provider_button,
-            forward_authorization: config.forward_authorization,
-            secure_session_cookie: config.secure_session_cookie,
-        },
+        &OAuth2ProxyContext::new(
+            config,
+            OAUTH2_PROXY_PORT,
+            &urls.issuer,
+            urls.redirect_uri.clone(),
+        ),
     )?;
     let keycloak_internal_url =
         format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
@@ -474,6 +443,9 @@ impl KindEnvironment {
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
             ca_pem: Some(ca_pem),
+            // The harness cannot join the cluster's mesh from outside it: the mesh matrix
+            // (sidecar, in-mesh caller) runs on the local environment only.
+            mesh: None,
         };
         // From here on the cluster exists: dropping `environment` deletes it on any error.
         progress(StackEvent::Starting("kind cluster"));

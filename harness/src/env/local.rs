@@ -24,8 +24,8 @@ pub const EMAIL: &str = "alice@example.test";
 pub const ROLE: &str = "sso-user";
 pub const ROLES_CLAIM: &str = "realm_roles";
 
-const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
-const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
+pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
+pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
 const GATEWAY_FIXTURE: &str = "envoy/gateway.yaml.j2";
 const SIDECAR_FIXTURE: &str = "envoy/sidecar.yaml.j2";
 
@@ -172,10 +172,9 @@ struct Secrets {
 }
 
 /// Variables for every fixture template (each template uses the ones it needs).
+/// The realm template's variables: one definition for every environment that renders it.
 #[derive(Serialize)]
-struct FixtureContext<'a> {
-    // realm
-    client_id: &'a str,
+pub(super) struct RealmContext<'a> {
     client_secret: &'a str,
     redirect_uri: String,
     username: &'a str,
@@ -184,12 +183,65 @@ struct FixtureContext<'a> {
     login_theme: &'a str,
     include_role_mapper: bool,
     include_audience_mapper: bool,
-    // oauth2-proxy
+}
+
+impl<'a> RealmContext<'a> {
+    pub(super) fn new(
+        config: &StackConfig,
+        client_secret: &'a Secret,
+        user_password: &'a Secret,
+        redirect_uri: String,
+    ) -> Self {
+        Self {
+            client_secret: client_secret.expose(),
+            redirect_uri,
+            username: USERNAME,
+            user_password: user_password.expose(),
+            email: EMAIL,
+            login_theme: config.login_theme.name(),
+            include_role_mapper: config.role_mapper,
+            include_audience_mapper: config.audience_mapper,
+        }
+    }
+}
+
+/// The oauth2-proxy config template's variables, for every environment that renders it.
+#[derive(Serialize)]
+pub(super) struct OAuth2ProxyContext<'a> {
     port: u16,
     issuer_url: &'a str,
+    client_id: &'a str,
+    redirect_uri: String,
     skip_provider_button: bool,
     forward_authorization: bool,
     secure_session_cookie: bool,
+}
+
+impl<'a> OAuth2ProxyContext<'a> {
+    pub(super) fn new(
+        config: &StackConfig,
+        port: u16,
+        issuer_url: &'a str,
+        redirect_uri: String,
+    ) -> Self {
+        Self {
+            port,
+            issuer_url,
+            client_id: CLIENT_ID,
+            redirect_uri,
+            skip_provider_button: config.skip_provider_button,
+            forward_authorization: config.forward_authorization,
+            secure_session_cookie: config.secure_session_cookie,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FixtureContext<'a> {
+    #[serde(flatten)]
+    realm: RealmContext<'a>,
+    #[serde(flatten)]
+    oauth2_proxy: OAuth2ProxyContext<'a>,
     // gateway
     https_port: u16,
     http_port: u16,
@@ -518,24 +570,23 @@ impl LocalStack {
         let tls_dir = self.run_dir.join("tls");
         let path = |name: &str| tls_dir.join(name).display().to_string();
         let policy = &self.config.sidecar;
+        let redirect_uri = format!(
+            "https://127.0.0.1:{}/oauth2/callback",
+            self.ports.gateway_https
+        );
         FixtureContext {
-            client_id: CLIENT_ID,
-            client_secret: self.secrets.client_secret.expose(),
-            redirect_uri: format!(
-                "https://127.0.0.1:{}/oauth2/callback",
-                self.ports.gateway_https
+            realm: RealmContext::new(
+                &self.config,
+                &self.secrets.client_secret,
+                &self.secrets.user_password,
+                redirect_uri.clone(),
             ),
-            username: USERNAME,
-            user_password: self.secrets.user_password.expose(),
-            email: EMAIL,
-            login_theme: self.config.login_theme.name(),
-            include_role_mapper: self.config.role_mapper,
-            include_audience_mapper: self.config.audience_mapper,
-            port: self.ports.oauth2_proxy,
-            issuer_url: &self.issuer,
-            skip_provider_button: self.config.skip_provider_button,
-            forward_authorization: self.config.forward_authorization,
-            secure_session_cookie: self.config.secure_session_cookie,
+            oauth2_proxy: OAuth2ProxyContext::new(
+                &self.config,
+                self.ports.oauth2_proxy,
+                &self.issuer,
+                redirect_uri,
+            ),
             https_port: self.ports.gateway_https,
             http_port: self.ports.gateway_http,
             admin_port: self.ports.gateway_admin,
