@@ -160,6 +160,8 @@ impl Manifests {
 #[derive(Serialize)]
 struct KindContext<'a> {
     cluster_name: &'a str,
+    /// The namespace's PeerAuthentication, from the same policy the local sidecar renders.
+    peer_authentication: &'static str,
     namespace: &'a str,
     realm: &'a str,
     ext_authz_provider: &'a str,
@@ -240,6 +242,7 @@ pub fn render(
         format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
     let context = KindContext {
         cluster_name: &options.cluster_name,
+        peer_authentication: config.sidecar.peer_authentication.name(),
         namespace: NAMESPACE,
         realm: REALM,
         ext_authz_provider: EXT_AUTHZ_PROVIDER,
