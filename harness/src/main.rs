@@ -649,12 +649,38 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
 
 async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     let catalog = load_catalog(&args.catalog)?;
-    let selection = catalog.select(&args.filter);
+    let mut selection = catalog.select(&args.filter);
     if selection.is_empty() {
         bail!(
             "no scenario matches {:?}; `meshauth list` shows the catalog",
             args.filter
         );
+    }
+    if !matches!(args.env_kind, EnvKind::Local) {
+        // Scenarios with a stack profile test policies the harness renders itself (the mesh
+        // matrix); only the local environment can apply them. Elsewhere they do not apply.
+        let (applicable, local_only): (Vec<_>, Vec<_>) = selection
+            .into_iter()
+            .partition(|(suite, scenario)| scenario.profile(suite).is_default());
+        if !local_only.is_empty() {
+            let mut suites: Vec<&str> = local_only
+                .iter()
+                .map(|(suite, _)| suite.suite.as_str())
+                .collect();
+            suites.dedup();
+            if applicable.is_empty() {
+                bail!(
+                    "the selected scenarios ({}) need stack profiles that only --env local can apply\nhow to fix: run them with --env local",
+                    suites.join(", ")
+                );
+            }
+            eprintln!(
+                "note: not running {} scenario(s) of {} here: they need stack profiles only --env local can apply",
+                local_only.len(),
+                suites.join(", ")
+            );
+        }
+        selection = applicable;
     }
     let redactor = Redactor::new();
     let mut stack = None;

@@ -57,6 +57,20 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
         "{stderr}"
     );
 
+    let (code, _, stderr) = run(&[
+        "run",
+        "--env",
+        "existing",
+        "--env-file",
+        "deployment.yaml",
+        "seed003_mesh_matrix",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("need stack profiles that only --env local can apply"),
+        "{stderr}"
+    );
+
     let (code, _, stderr) = run(&["run", "--env", "existing"]);
     assert_eq!(code, 2);
     assert!(
