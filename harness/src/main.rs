@@ -416,54 +416,30 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
     let redactor = Redactor::new();
     let mut stack = None;
     let mut cluster = None;
+    if !matches!(args.env_kind, EnvKind::Existing)
+        && (args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote)
+    {
+        bail!("--env-file, --baseline-url and --allow-remote are only used with --env existing");
+    }
+    // The environments meshauth provisions add the opt-in `/baseline/` route for load runs.
+    let provisioned = StackConfig {
+        baseline_route: true,
+        ..stack_config(&args.stack)
+    };
     let (run_dir, target) = match args.env_kind {
         EnvKind::Kind => {
-            if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
-                bail!(
-                    "--env-file, --baseline-url and --allow-remote are only used with --env existing"
-                );
-            }
-            let config = StackConfig {
-                baseline_route: true,
-                ..stack_config(&args.stack)
-            };
             let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
-            let kind = start_kind(&args.stack, config, &run_dir, &redactor).await?;
-            let endpoints = kind.endpoints().clone();
-            let baseline = endpoints.app.join("baseline/").ok();
+            let kind = start_kind(&args.stack, provisioned, &run_dir, &redactor).await?;
+            let target = provisioned_target(kind.endpoints());
             cluster = Some(kind);
-            (
-                run_dir,
-                LoadTarget {
-                    endpoints,
-                    baseline,
-                    allow_remote: false,
-                },
-            )
+            (run_dir, target)
         }
         EnvKind::Local => {
-            if args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote {
-                bail!(
-                    "--env-file, --baseline-url and --allow-remote are only used with --env existing"
-                );
-            }
-            let config = StackConfig {
-                baseline_route: true,
-                ..stack_config(&args.stack)
-            };
-            let (_, local) = start_local_with(&args.stack, config, &redactor).await?;
-            let endpoints = local.endpoints().clone();
-            let baseline = endpoints.app.join("baseline/").ok();
+            let (_, local) = start_local_with(&args.stack, provisioned, &redactor).await?;
+            let target = provisioned_target(local.endpoints());
             let run_dir = local.run_dir().to_path_buf();
             stack = Some(local);
-            (
-                run_dir,
-                LoadTarget {
-                    endpoints,
-                    baseline,
-                    allow_remote: false,
-                },
-            )
+            (run_dir, target)
         }
         EnvKind::Existing => {
             let Some(file) = &args.env_file else {
@@ -525,6 +501,15 @@ fn stack_config(args: &StackArgs) -> StackConfig {
 }
 
 /// A fresh run directory under `runs_dir`, with `latest` pointing at it.
+/// A load target on an environment meshauth provisioned: loopback, with its `/baseline/` route.
+fn provisioned_target(endpoints: &meshauth::env::Endpoints) -> meshauth::load::LoadTarget {
+    meshauth::load::LoadTarget {
+        endpoints: endpoints.clone(),
+        baseline: endpoints.app.join("baseline/").ok(),
+        allow_remote: false,
+    }
+}
+
 fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(

@@ -696,14 +696,11 @@ impl LocalStack {
         &mut self,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<(), EnvError> {
-        let started = Instant::now();
-        let config = crate::fixtures::render(GATEWAY_FIXTURE, &self.context())?;
-        let path = self.run_dir.join("gateway.yaml");
-        write_private(&path, &config)?;
-        let launch =
-            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log("envoy"));
-        let probe = format!("http://127.0.0.1:{}/ready", self.ports.gateway_admin);
-        self.envoy = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
+        let admin = self.ports.gateway_admin;
+        self.envoy = Some(
+            self.start_envoy_from(GATEWAY_FIXTURE, "envoy", "gateway.yaml", admin, progress)
+                .await?,
+        );
         Ok(())
     }
 
@@ -711,16 +708,33 @@ impl LocalStack {
         &mut self,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<(), EnvError> {
+        let admin = self.ports.sidecar_admin;
+        self.sidecar = Some(
+            self.start_envoy_from(SIDECAR_FIXTURE, "sidecar", "sidecar.yaml", admin, progress)
+                .await?,
+        );
+        Ok(())
+    }
+
+    /// An Envoy (the gateway or httpbin's sidecar) from its rendered fixture, ready when its
+    /// admin endpoint says so.
+    async fn start_envoy_from(
+        &self,
+        fixture: &str,
+        name: &'static str,
+        file: &str,
+        admin_port: u16,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Supervised, EnvError> {
         let started = Instant::now();
-        let config = crate::fixtures::render(SIDECAR_FIXTURE, &self.context())?;
-        let path = self.run_dir.join("sidecar.yaml");
+        let config = crate::fixtures::render(fixture, &self.context())?;
+        let path = self.run_dir.join(file);
         write_private(&path, &config)?;
         let mut launch =
-            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log("sidecar"));
-        launch.name = "sidecar";
-        let probe = format!("http://127.0.0.1:{}/ready", self.ports.sidecar_admin);
-        self.sidecar = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
-        Ok(())
+            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log(name));
+        launch.name = name;
+        let probe = format!("http://127.0.0.1:{admin_port}/ready");
+        self.spawn_ready(&launch, &probe, started, progress).await
     }
 
     async fn start_oauth2_proxy(

@@ -216,8 +216,8 @@ impl Recorder {
         self.cap_reached.get().is_some()
     }
 
-    fn second(&self) -> usize {
-        self.started.elapsed().as_secs() as usize
+    fn second(&self, at: Instant) -> usize {
+        at.duration_since(self.started).as_secs() as usize
     }
 
     /// Counts a request against the phase's cap; returns false (once the cap is hit) when the
@@ -231,13 +231,14 @@ impl Recorder {
     }
 
     pub fn ok(&self, kind: TransactionKind, latency: Duration) {
+        let now = Instant::now();
         let recorder = self.transaction(kind);
         recorder.latency.record(latency);
         if let Some(schedule) = &self.schedule {
-            schedule.completed(self.steady_since(), kind, Instant::now());
+            schedule.completed(self.steady_since(), kind, now);
         }
         let slots = &recorder.ok_per_second;
-        slots[self.second().min(slots.len() - 1)].fetch_add(1, Relaxed);
+        slots[self.second(now).min(slots.len() - 1)].fetch_add(1, Relaxed);
         if self.steady_since.get().is_some() {
             recorder.steady_ok.fetch_add(1, Relaxed);
         }
@@ -250,7 +251,7 @@ impl Recorder {
             *errors.entry(what.into()).or_default() += 1;
         }
         let slots = &recorder.errors_per_second;
-        slots[self.second().min(slots.len() - 1)].fetch_add(1, Relaxed);
+        slots[self.second(Instant::now()).min(slots.len() - 1)].fetch_add(1, Relaxed);
         self.count_request();
     }
 }

@@ -151,11 +151,18 @@ fn series(slots: &[std::sync::atomic::AtomicU64], until_second: usize) -> Vec<u6
         .collect()
 }
 
+/// How a transaction's successful requests per second are computed.
+enum Rate<'a> {
+    /// Over the interleaved phase's rounds: the mean of the path's per-window throughput.
+    Rounds(&'a [Round]),
+    /// Over `seconds`: the steady window's successes when `steady`, else all of them.
+    Window { seconds: f64, steady: bool },
+}
+
 fn transaction_report(
     kind: TransactionKind,
     recorder: &TransactionRecorder,
-    rate_seconds: f64,
-    steady: bool,
+    rate: Rate<'_>,
     seconds: usize,
 ) -> TransactionReport {
     let ok = recorder.ok();
@@ -174,12 +181,32 @@ fn transaction_report(
         max,
         mean: h.mean_ms().unwrap_or_default(),
     });
-    let counted = if steady {
-        recorder
-            .steady_ok
-            .load(std::sync::atomic::Ordering::Relaxed)
-    } else {
-        ok
+    let requests_per_second = match rate {
+        Rate::Rounds(rounds) => {
+            let per_round: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r.requests_per_second.get(&kind).copied())
+                .collect();
+            if per_round.is_empty() {
+                0.0
+            } else {
+                per_round.iter().sum::<f64>() / per_round.len() as f64
+            }
+        }
+        Rate::Window { seconds, steady } => {
+            let counted = if steady {
+                recorder
+                    .steady_ok
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            } else {
+                ok
+            };
+            if seconds > 0.0 {
+                counted as f64 / seconds
+            } else {
+                0.0
+            }
+        }
     };
     TransactionReport {
         transaction: kind,
@@ -192,11 +219,7 @@ fn transaction_report(
             0.0
         },
         errors_by_kind,
-        requests_per_second: if rate_seconds > 0.0 {
-            counted as f64 / rate_seconds
-        } else {
-            0.0
-        },
+        requests_per_second,
         latency_ms,
         ok_per_second: series(&recorder.ok_per_second, seconds),
         errors_per_second: series(&recorder.errors_per_second, seconds),
@@ -220,31 +243,24 @@ impl PhaseReport {
         let steady = steady_window.is_some();
         let rate_seconds = steady_window.unwrap_or(seconds);
         let rounds = recorder.rounds(ended);
-        let mut transactions: Vec<TransactionReport> = kinds
+        let transactions: Vec<TransactionReport> = kinds
             .iter()
             .map(|&kind| {
+                let rate = match recorder.schedule() {
+                    Some(_) => Rate::Rounds(&rounds),
+                    None => Rate::Window {
+                        seconds: rate_seconds,
+                        steady,
+                    },
+                };
                 transaction_report(
                     kind,
                     recorder.transaction(kind),
-                    rate_seconds,
-                    steady,
+                    rate,
                     seconds.ceil() as usize,
                 )
             })
             .collect();
-        if recorder.schedule().is_some() {
-            for t in &mut transactions {
-                let per_round: Vec<f64> = rounds
-                    .iter()
-                    .filter_map(|r| r.requests_per_second.get(&t.transaction).copied())
-                    .collect();
-                t.requests_per_second = if per_round.is_empty() {
-                    0.0
-                } else {
-                    per_round.iter().sum::<f64>() / per_round.len() as f64
-                };
-            }
-        }
         let requests: u64 = transactions.iter().map(|t| t.requests).sum();
         Self {
             phase,

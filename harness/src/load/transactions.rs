@@ -205,12 +205,18 @@ async fn run_step(context: &PhaseContext, step: Step, user: &mut GooseUser) {
     let Some(state) = user.get_session_data_mut::<UserState>() else {
         return;
     };
-    let kinds = match step {
-        Step::Only(kind) => &TransactionKind::ALL[kind as usize..=kind as usize],
-        Step::Interleaved => match context.recorder.schedule() {
-            Some(schedule) => schedule.kinds(),
-            None => &[],
-        },
+    // A fixed step measures its one path; the interleaved step follows the phase's schedule.
+    let (kinds, turn) = match (&step, context.recorder.schedule()) {
+        (Step::Only(kind), _) => (std::slice::from_ref(kind), Turn::Measure(*kind)),
+        (Step::Interleaved, Some(schedule)) => (
+            schedule.kinds(),
+            context.recorder.turn().unwrap_or(Turn::Done),
+        ),
+        (Step::Interleaved, None) => {
+            // Registered only with a schedule (see `run_phase`); never measure without one.
+            goose::trigger_killswitch("meshauth: an interleaved phase has no schedule");
+            return;
+        }
     };
     if !state.ready {
         if !take_credentials(context, state, kinds, index).await {
@@ -219,11 +225,10 @@ async fn run_step(context: &PhaseContext, step: Step, user: &mut GooseUser) {
         state.ready = true;
         context.recorder.user_ready();
     }
-    match context.recorder.turn() {
-        None => hot_path(context, state, kinds[0], index, true).await,
-        Some(Turn::WarmUp(kind)) => hot_path(context, state, kind, index, false).await,
-        Some(Turn::Measure(kind)) => hot_path(context, state, kind, index, true).await,
-        Some(Turn::Done) => {
+    match turn {
+        Turn::WarmUp(kind) => hot_path(context, state, kind, index, false).await,
+        Turn::Measure(kind) => hot_path(context, state, kind, index, true).await,
+        Turn::Done => {
             // Every round is over (or the ratios are precise enough): stop goose now rather
             // than at its run time.
             goose::trigger_killswitch("meshauth: the interleaved rounds are complete");
