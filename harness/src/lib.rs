@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod check;
 pub mod components;
+pub mod control;
 pub mod engine;
 pub mod env;
 pub mod events;
@@ -19,6 +20,13 @@ pub mod policy;
 pub mod redact;
 pub mod report;
 pub mod scenario;
+
+// The sample data lives with the tests; it names items as `meshauth::…` from either side.
+#[cfg(test)]
+extern crate self as meshauth;
+#[cfg(test)]
+#[path = "../tests/data/sample_events.rs"]
+mod sample_events;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use meshauth::components::{self, CacheDir, InstallEvent, Toolchain};
-use meshauth::engine::{Engine, FixedProfile, ProfileTarget};
+use meshauth::control::{StackControl, Uncontrolled};
+use meshauth::engine::Engine;
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::env::kind::{Images, KindEnvironment, KindOptions};
 use meshauth::env::local::LoginTheme;
@@ -542,6 +543,8 @@ async fn start_local_with(
     let started = Instant::now();
     let observe = |event: StackEvent| match event {
         StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Retrying { component, detail } => progress.done(format!("{component}: {detail}")),
+        StackEvent::Binding { .. } => {}
         StackEvent::Ready { component, after } => progress.done(format!(
             "{component} ready after {:.1}s",
             after.as_secs_f64()
@@ -575,6 +578,8 @@ async fn start_kind(
     let started = Instant::now();
     let observe = |event: StackEvent| match event {
         StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Retrying { component, detail } => progress.done(format!("{component}: {detail}")),
+        StackEvent::Binding { .. } => {}
         StackEvent::Ready { component, after } => progress.done(format!(
             "{component} ready after {:.1}s",
             after.as_secs_f64()
@@ -624,12 +629,28 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
     );
     println!("logs:                        {run_dir}/*.log");
     println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    let death = loop {
+        tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.context("waiting for Ctrl-C")?;
+                break None;
+            }
+            _ = watch.tick() => {
+                if let Some(death) = stack.died() {
+                    break Some(death);
+                }
+            }
+        }
+    };
     eprintln!("stopping the stack");
     stack.stop();
-    Ok(ExitCode::SUCCESS)
+    match death {
+        None => Ok(ExitCode::SUCCESS),
+        Some(death) => Err(anyhow::Error::new(death).context("a component of the local stack died")),
+    }
 }
 
 async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
@@ -720,8 +741,8 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
         reporters.add(Box::new(file));
     }
     let engine = Engine::new(endpoints, redactor)?;
-    let mut fixed = FixedProfile;
-    let target: &mut dyn ProfileTarget = match stack.as_mut() {
+    let mut fixed = Uncontrolled;
+    let target: &mut dyn StackControl = match stack.as_mut() {
         Some(local) => local,
         None => &mut fixed,
     };

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshauth::report::{ReportFormat, RunReport, sample};
+use meshauth::report::{ReportFormat, RunReport};
+
+#[path = "data/sample_events.rs"]
+mod sample;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use meshauth::engine::{Engine, FixedProfile, ProfileTarget};
+use meshauth::control::{StackControl, Uncontrolled};
+use meshauth::engine::Engine;
 use meshauth::env::StackConfig;
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::events::Verdict;
@@ -176,7 +177,7 @@ fn existing_environment_trial(
             "existing",
             existing.info(),
             &selection,
-            &mut FixedProfile,
+            &mut Uncontrolled,
             &mut transcript,
         ));
         if summary.all_passed() && summary.total == selection.len() {

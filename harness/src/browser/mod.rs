@@ -2,6 +2,7 @@
 //! recorded (with cookie values and tokens redacted), and trusts only the CA it is given.
 
 pub mod form;
+pub mod raw;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -72,6 +72,22 @@ pub enum ComponentError {
         log: String,
         tail: String,
     },
+    #[error(
+        "{component} could not bind its port: address already in use ({status})\n--- last lines of {log} ---\n{tail}"
+    )]
+    AddressInUse {
+        component: &'static str,
+        status: String,
+        log: String,
+        tail: String,
+    },
+    #[error("{component} died ({status})\n--- last lines of {log} ---\n{tail}")]
+    Died {
+        component: &'static str,
+        status: String,
+        log: String,
+        tail: String,
+    },
     #[error("{component} exited during start-up ({status})\n--- last lines of {log} ---\n{tail}")]
     Exited {
         component: &'static str,

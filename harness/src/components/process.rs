@@ -1,13 +1,15 @@
 //! Supervised child processes: each runs in its own process group with its output captured to
-//! a log file, and is torn down (TERM, then KILL) on drop, on Ctrl-C and on failure.
+//! a log file, is reaped the moment it exits (a thread per child waits on it, so no zombie is
+//! left even where PID 1 does not reap), and is torn down (TERM, then KILL) on drop, on Ctrl-C
+//! and on failure.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, Once};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use crate::components::ComponentError;
@@ -31,7 +33,8 @@ pub fn install_signal_cleanup() {
     });
 }
 
-/// Kills every live supervised process group (TERM, grace period, KILL).
+/// Kills every live supervised process group (TERM, grace period, KILL) and waits until their
+/// reaper threads have collected them, so the caller can exit without leaving zombies.
 pub fn kill_all_groups() {
     let groups: Vec<i32> = LIVE_GROUPS
         .lock()
@@ -46,6 +49,11 @@ pub fn kill_all_groups() {
     }
     for &pgid in &groups {
         signal_group(pgid, libc::SIGKILL);
+    }
+    // A killed leader stays a zombie (and its group "alive") until its reaper thread waits on it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && groups.iter().any(|&g| group_alive(g)) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -109,13 +117,60 @@ impl Launch {
     }
 }
 
+/// A child's exit status, set by the thread that waits on it.
+#[derive(Debug, Default)]
+struct Exit {
+    status: Mutex<Option<ExitStatus>>,
+    changed: Condvar,
+}
+
+impl Exit {
+    fn get(&self) -> Option<ExitStatus> {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `timeout` for the child to exit.
+    fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
+        let guard = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |status| status.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+}
+
+/// The thread that owns the child and reaps it as soon as it exits.
+fn reap_in_background(name: &'static str, mut child: Child, exit: Arc<Exit>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{name}"))
+        .spawn({
+            let exit = exit.clone();
+            move || {
+                let status = child.wait();
+                let mut slot = exit.status.lock().unwrap_or_else(|p| p.into_inner());
+                // wait() only fails if the child was already reaped; record a failure either way.
+                *slot = Some(status.unwrap_or_else(|_| {
+                    std::os::unix::process::ExitStatusExt::from_raw(-1)
+                }));
+                exit.changed.notify_all();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(component = name, %error, "could not start the reaper thread");
+    }
+}
+
 /// A running component. Dropping it stops the whole process group.
 #[derive(Debug)]
 pub struct Supervised {
     name: &'static str,
-    child: Child,
+    pid: u32,
+    exit: Arc<Exit>,
     pgid: i32,
     log_path: PathBuf,
+    /// Where this start's output begins in the (appended) log.
+    log_start: u64,
     stopped: bool,
 }
 
@@ -130,6 +185,7 @@ impl Supervised {
                 what: format!("open log file {}", launch.log_path.display()),
                 source,
             })?;
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_err = log.try_clone().map_err(|source| ComponentError::Io {
             what: "duplicate log handle".into(),
             source,
@@ -158,16 +214,21 @@ impl Supervised {
             program: launch.program.clone(),
             source,
         })?;
-        let pgid = child.id() as i32;
+        let pid = child.id();
+        let pgid = pid as i32;
         if let Ok(mut groups) = LIVE_GROUPS.lock() {
             groups.insert(pgid);
         }
-        tracing::debug!(component = launch.name, pid = pgid, "started");
+        let exit = Arc::new(Exit::default());
+        reap_in_background(launch.name, child, exit.clone());
+        tracing::debug!(component = launch.name, pid, "started");
         Ok(Self {
             name: launch.name,
-            child,
+            pid,
+            exit,
             pgid,
             log_path: launch.log_path.clone(),
+            log_start,
             stopped: false,
         })
     }
@@ -177,16 +238,36 @@ impl Supervised {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
 
-    /// `Some(status)` when the process has already exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    /// `Some(status)` when the process has already exited (and been reaped).
+    pub fn exited(&self) -> Option<ExitStatus> {
+        self.exit.get()
+    }
+
+    /// Whether the process exited on its own, rather than being stopped by us.
+    pub fn died(&self) -> Option<ExitStatus> {
+        if self.stopped { None } else { self.exited() }
+    }
+
+    /// Everything this start wrote to the log (its last MiB), not an earlier start's output.
+    pub fn log_since_start(&self) -> String {
+        let Ok(mut file) = File::open(&self.log_path) else {
+            return String::new();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = self.log_start.max(len.saturating_sub(1024 * 1024));
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            return String::new();
+        }
+        let mut buf = Vec::new();
+        let _ = file.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// The last `lines` lines of the captured log, for error messages.
@@ -203,11 +284,12 @@ impl Supervised {
         signal_group(self.pgid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && group_alive(self.pgid) {
-            let _ = self.child.try_wait();
-            std::thread::sleep(Duration::from_millis(25));
+            self.exit.wait(Duration::from_millis(25));
         }
         signal_group(self.pgid, libc::SIGKILL);
-        let _ = self.child.wait();
+        if self.exit.wait(Duration::from_secs(5)).is_none() {
+            tracing::warn!(component = self.name, pid = self.pid, "did not exit after SIGKILL");
+        }
         if let Ok(mut groups) = LIVE_GROUPS.lock() {
             groups.remove(&self.pgid);
         }

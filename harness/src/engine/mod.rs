@@ -3,8 +3,6 @@
 
 mod expect;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -14,10 +12,10 @@ use url::Url;
 
 use crate::browser::{Body, Browser, BrowserError, Page};
 use crate::check::CheckResult;
+use crate::control::StackControl;
 use crate::env::Endpoints;
 use crate::events::{EnvironmentInfo, EventSink, RunEvent, RunSummary, StepReport, Verdict};
 use crate::oidc::{self, DecodedJwt};
-use crate::policy::StackProfile;
 use crate::redact::{Redactor, Secret};
 use crate::scenario::{Bearer, Caller, Credentials, Scenario, Step, Suite, TokenSource, Variables};
 
@@ -36,38 +34,6 @@ pub struct Engine {
     vars: Variables,
     /// For IdP calls (discovery, JWKS, token grants): no cookies, same trust as the browser.
     http: reqwest::Client,
-}
-
-/// An environment the runner can bring to the stack profile a scenario needs (see
-/// `stack:` in the catalog) before running it.
-pub trait ProfileTarget {
-    /// Reconfigures to `profile` (a no-op when nothing changes), or says why it cannot.
-    fn apply<'a>(
-        &'a mut self,
-        profile: &'a StackProfile,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
-}
-
-/// An environment the harness does not control (a user's deployment): it runs scenarios
-/// that need the default profile and refuses the others with the reason.
-pub struct FixedProfile;
-
-impl ProfileTarget for FixedProfile {
-    fn apply<'a>(
-        &'a mut self,
-        profile: &'a StackProfile,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>> {
-        let result = if profile.is_default() {
-            Ok(())
-        } else {
-            Err(format!(
-                "this scenario needs the stack profile {}, and this environment cannot be \
-                 reconfigured by the harness\nhow to fix: run it with --env local, or deselect it",
-                serde_json::to_string(profile).unwrap_or_default()
-            ))
-        };
-        Box::pin(std::future::ready(result))
-    }
 }
 
 /// How one scenario ended.
@@ -135,7 +101,7 @@ impl Engine {
         run_id: &str,
         environment: EnvironmentInfo,
         selection: &[(&Suite, &Scenario)],
-        target: &mut dyn ProfileTarget,
+        target: &mut dyn StackControl,
         sink: &mut dyn EventSink,
     ) -> RunSummary {
         let started = Instant::now();
@@ -456,12 +422,16 @@ impl Engine {
                         .as_ref()
                         .map(|t| t.expose().to_string())
                         .ok_or("no token: run a successful token_grant step first")?,
-                    TokenSource::Forwarded => {
+                    TokenSource::Forwarded | TokenSource::ForwardedAccessToken => {
                         let page = state
                             .last
                             .as_ref()
                             .ok_or("nothing to check: no request was made yet")?;
-                        forwarded_bearer(page)?
+                        if *token == TokenSource::Forwarded {
+                            forwarded_bearer(page)?
+                        } else {
+                            forwarded_header(page, "x-auth-request-access-token")?
+                        }
                     }
                 };
                 self.verify_jwt(&raw, claims).await
@@ -608,22 +578,26 @@ async fn ensure_listening(url: &Url) -> Result<(), String> {
 
 /// The bearer token in the `Authorization` header httpbin echoed on `page`.
 pub fn forwarded_bearer(page: &Page) -> Result<String, String> {
+    forwarded_header(page, "authorization")?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+        .ok_or_else(|| "the app's Authorization header is not a Bearer token".to_string())
+}
+
+/// A header httpbin echoed on `page` as received by the app.
+fn forwarded_header(page: &Page, wanted: &str) -> Result<String, String> {
     let headers = expect::echoed_headers(page)?;
-    let value = headers
+    headers
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
         .map(|(_, value)| value.clone())
         .ok_or_else(|| {
             let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
             format!(
-                "the app received no Authorization header (it received: {})",
+                "the app received no {wanted} header (it received: {})",
                 names.join(", ")
             )
-        })?;
-    value
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
-        .ok_or_else(|| "the app's Authorization header is not a Bearer token".to_string())
+        })
 }
 
 /// A well-formed RS256 JWT whose signature is garbage: a gateway must reject it.

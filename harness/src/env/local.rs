@@ -10,7 +10,7 @@ use serde::Serialize;
 use url::Url;
 
 use super::pki::{MeshPki, RunPki};
-use super::ports::Ports;
+use super::ports::{PortOwner, Ports};
 use super::{Endpoints, EnvError, MeshEndpoints, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
@@ -162,6 +162,16 @@ pub enum StackEvent {
         component: &'static str,
         after: Duration,
     },
+    /// The loopback ports a component is about to bind.
+    Binding {
+        component: &'static str,
+        ports: Vec<u16>,
+    },
+    /// A component's ports were taken and it is started again on new ones.
+    Retrying {
+        component: &'static str,
+        detail: String,
+    },
 }
 
 struct Secrets {
@@ -299,13 +309,66 @@ impl<'a> SidecarPolicyContext<'a> {
     }
 }
 
-#[derive(PartialEq)]
-struct ComponentInputs {
-    keycloak: String,
-    oauth2_proxy: (String, String),
-    envoy: String,
-    sidecar: String,
+/// The stack's components, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Component {
+    Keycloak,
+    Httpbin,
+    Sidecar,
+    Gateway,
+    OAuth2Proxy,
 }
+
+impl Component {
+    const START_ORDER: [Component; 5] = [
+        Self::Keycloak,
+        Self::Httpbin,
+        Self::Sidecar,
+        Self::Gateway,
+        Self::OAuth2Proxy,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Keycloak => "keycloak",
+            Self::Httpbin => "httpbin",
+            Self::Sidecar => "sidecar",
+            Self::Gateway => "envoy",
+            Self::OAuth2Proxy => "oauth2-proxy",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::START_ORDER.into_iter().find(|c| c.name() == name)
+    }
+
+    fn port_owner(self) -> PortOwner {
+        match self {
+            Self::Keycloak => PortOwner::Keycloak,
+            Self::Httpbin => PortOwner::Httpbin,
+            Self::Sidecar => PortOwner::Sidecar,
+            Self::Gateway => PortOwner::Gateway,
+            Self::OAuth2Proxy => PortOwner::OAuth2Proxy,
+        }
+    }
+
+    /// Keycloak regenerates its realm keys on restart, and these cache the JWKS (Envoy does not
+    /// refetch on a new `kid`): they restart with it.
+    fn caches_realm_keys(self) -> bool {
+        matches!(self, Self::Sidecar | Self::Gateway | Self::OAuth2Proxy)
+    }
+}
+
+/// A started component and everything it was started from (rendered configuration, ports,
+/// secrets), to tell whether a change affects it.
+struct Running {
+    component: Component,
+    process: Supervised,
+    inputs: String,
+}
+
+/// How often a component that meets "address already in use" is given new ports.
+const PORT_ATTEMPTS: usize = 5;
 
 /// A running local stack. Dropping it stops every process.
 pub struct LocalStack {
@@ -318,12 +381,9 @@ pub struct LocalStack {
     endpoints: Endpoints,
     probe: reqwest::Client,
     httpbin_identity: String,
-    // Stopped in reverse dependency order on drop (fields drop in declaration order).
-    envoy: Option<Supervised>,
-    sidecar: Option<Supervised>,
-    oauth2_proxy: Option<Supervised>,
-    httpbin: Option<Supervised>,
-    keycloak: Option<Supervised>,
+    /// In start order; stopped in reverse.
+    running: Vec<Running>,
+    keycloak_ready: bool,
 }
 
 impl LocalStack {
@@ -341,7 +401,7 @@ impl LocalStack {
             path: run_dir.to_path_buf(),
             source,
         })?;
-        let ports = Ports::free()?;
+        let ports = Ports::allocate()?;
         let secrets = Secrets {
             client_secret: Secret::generate(24),
             user_password: Secret::generate(18),
@@ -375,11 +435,10 @@ impl LocalStack {
             )?;
         }
 
-        let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
         let endpoints = Endpoints {
-            app: url(&format!("https://127.0.0.1:{}/", ports.gateway_https)),
-            idp: url(&format!("http://127.0.0.1:{}/", ports.gateway_http)),
-            issuer: issuer.clone(),
+            app: url("https://127.0.0.1/"),
+            idp: url("http://127.0.0.1/"),
+            issuer: String::new(),
             client_id: CLIENT_ID.to_string(),
             client_secret: secrets.client_secret.clone(),
             user: TestUser {
@@ -391,7 +450,7 @@ impl LocalStack {
             roles_claim: ROLES_CLAIM.to_string(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
             mesh: Some(MeshEndpoints {
-                sidecar: url(&format!("http://127.0.0.1:{}/", ports.sidecar)),
+                sidecar: url("http://127.0.0.1/"),
                 ca_pem: mesh.ca_cert_pem.clone(),
                 workload_id: mesh.sleep.spiffe_id.clone(),
                 workload_cert_pem: mesh.sleep.cert_pem.clone(),
@@ -404,7 +463,7 @@ impl LocalStack {
             ports,
             secrets,
             config,
-            issuer,
+            issuer: String::new(),
             endpoints,
             httpbin_identity: mesh.httpbin.spiffe_id.clone(),
             probe: reqwest::Client::builder()
@@ -416,29 +475,11 @@ impl LocalStack {
                     path: run_dir.to_path_buf(),
                     source: std::io::Error::other(e),
                 })?,
-            envoy: None,
-            sidecar: None,
-            oauth2_proxy: None,
-            httpbin: None,
-            keycloak: None,
+            running: Vec::new(),
+            keycloak_ready: false,
         };
-        // Keycloak is slow to start; everything that does not depend on it starts meanwhile.
-        progress(StackEvent::Starting("keycloak"));
-        let keycloak_started = Instant::now();
-        stack.keycloak = Some(stack.spawn_keycloak()?);
-        progress(StackEvent::Starting("httpbin"));
-        stack.start_httpbin(progress).await?;
-        progress(StackEvent::Starting("sidecar"));
-        stack.start_sidecar(progress).await?;
-        progress(StackEvent::Starting("envoy"));
-        stack.start_envoy(progress).await?;
-        stack.wait_keycloak().await?;
-        progress(StackEvent::Ready {
-            component: "keycloak",
-            after: keycloak_started.elapsed(),
-        });
-        progress(StackEvent::Starting("oauth2-proxy"));
-        stack.start_oauth2_proxy(progress).await?;
+        stack.address_endpoints();
+        stack.converge(progress).await?;
         Ok(stack)
     }
 
@@ -476,85 +517,268 @@ impl LocalStack {
     }
 
     /// Applies a new configuration, restarting only the components whose rendered inputs
-    /// change. Keycloak's realm keys are regenerated on restart, so a Keycloak restart
-    /// restarts its consumers too (Envoy caches the JWKS and does not refetch on a new kid).
+    /// change (and, when Keycloak restarts, those that cache its keys).
     pub async fn reconfigure(&mut self, config: StackConfig) -> Result<(), EnvError> {
-        let before = self.component_inputs()?;
         let previous = std::mem::replace(&mut self.config, config);
-        let after = match self.component_inputs() {
-            Ok(after) => after,
-            Err(error) => {
-                self.config = previous;
-                return Err(error);
-            }
-        };
-        let keycloak = before.keycloak != after.keycloak;
-        let oauth2_proxy = keycloak || before.oauth2_proxy != after.oauth2_proxy;
-        let envoy = keycloak || before.envoy != after.envoy;
-        let sidecar = keycloak || before.sidecar != after.sidecar;
-        let quiet = |_: StackEvent| {};
-        if envoy {
-            stop(&mut self.envoy);
+        if let Err(error) = self.wanted_inputs() {
+            self.config = previous;
+            return Err(error);
         }
-        if sidecar {
-            stop(&mut self.sidecar);
-        }
-        if oauth2_proxy {
-            stop(&mut self.oauth2_proxy);
-        }
-        if keycloak {
-            stop(&mut self.keycloak);
-            self.keycloak = Some(self.spawn_keycloak()?);
-            self.wait_keycloak().await?;
-        }
-        if sidecar {
-            self.start_sidecar(&quiet).await?;
-        }
-        if envoy {
-            self.start_envoy(&quiet).await?;
-        }
-        if oauth2_proxy {
-            self.start_oauth2_proxy(&quiet).await?;
-        }
-        Ok(())
+        self.converge(&|_| {}).await
     }
 
-    /// Stops every component (also done on drop).
+    /// A component that exited although nobody stopped it: which, how, and its log's tail.
+    pub fn died(&self) -> Option<ComponentError> {
+        self.running.iter().find_map(|running| {
+            let status = running.process.died()?;
+            Some(ComponentError::Died {
+                component: running.process.name(),
+                status: status.to_string(),
+                log: running.process.log_path().display().to_string(),
+                tail: running.process.log_tail(25),
+            })
+        })
+    }
+
+    /// Stops every component, in reverse start order (also done on drop).
     pub fn stop(&mut self) {
-        stop(&mut self.envoy);
-        stop(&mut self.sidecar);
-        stop(&mut self.oauth2_proxy);
-        stop(&mut self.httpbin);
-        stop(&mut self.keycloak);
+        while let Some(mut running) = self.running.pop() {
+            running.process.stop(Duration::from_secs(10));
+        }
+        self.keycloak_ready = false;
     }
 
     /// Sum of each stack process's peak resident memory (VmHWM), in KiB, from /proc.
     pub fn peak_resident_kib(&self) -> u64 {
-        [
-            &self.keycloak,
-            &self.httpbin,
-            &self.oauth2_proxy,
-            &self.envoy,
-            &self.sidecar,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| group_peak_rss_kib(p.pid()))
-        .sum()
+        self.running
+            .iter()
+            .map(|r| group_peak_rss_kib(r.process.pid()))
+            .sum()
     }
 
-    /// Everything each component is started from, to tell which ones a change affects.
-    fn component_inputs(&self) -> Result<ComponentInputs, EnvError> {
+    /// Brings the running components in line with the configuration and ports: stops those
+    /// whose inputs changed, starts whatever is not running, in dependency order. A component
+    /// that meets "address already in use" gets new ports and everything that renders them is
+    /// brought in line again, a bounded number of times, each said in `stack.log`.
+    async fn converge(&mut self, progress: &(dyn Fn(StackEvent) + Sync)) -> Result<(), EnvError> {
+        let mut attempt = 1;
+        loop {
+            let error = match self.converge_once(progress).await {
+                Err(EnvError::Component(error @ ComponentError::AddressInUse { .. })) => error,
+                other => return other,
+            };
+            let component = match &error {
+                ComponentError::AddressInUse { component, .. } => Component::from_name(component),
+                _ => None,
+            };
+            match component {
+                Some(component) if attempt < PORT_ATTEMPTS => {
+                    self.move_ports(component, "address already in use", attempt, progress)?;
+                    attempt += 1;
+                }
+                _ => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn converge_once(
+        &mut self,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        // A port taken since it was chosen is replaced before anything renders it.
+        for component in Component::START_ORDER {
+            if !self.is_running(component) {
+                let owner = component.port_owner();
+                if let Some(port) = self
+                    .ports
+                    .owned(owner)
+                    .into_iter()
+                    .find(|&port| Ports::check_free(port, "").is_err())
+                {
+                    let reason = format!("port {port} was taken before the start");
+                    self.move_ports(component, &reason, 0, progress)?;
+                }
+            }
+        }
+        let wanted = self.wanted_inputs()?;
+        let keycloak_restarts = self
+            .running(Component::Keycloak)
+            .is_none_or(|r| r.inputs != wanted[0].1);
+        for (component, inputs) in wanted.iter().rev() {
+            let stale = self.running(*component).is_some_and(|r| {
+                &r.inputs != inputs || (keycloak_restarts && component.caches_realm_keys())
+            });
+            if stale {
+                self.stop_component(*component);
+            }
+        }
+        let inputs = |component: Component| {
+            wanted
+                .iter()
+                .find(|(c, _)| *c == component)
+                .map(|(_, inputs)| inputs.clone())
+                .unwrap_or_default()
+        };
+        // Keycloak is slow to start; everything that does not depend on it starts meanwhile.
+        let keycloak_started = Instant::now();
+        if !self.is_running(Component::Keycloak) {
+            progress(StackEvent::Starting("keycloak"));
+            self.announce_ports(Component::Keycloak, progress);
+            let process = self.spawn_keycloak()?;
+            self.keycloak_ready = false;
+            self.record(Component::Keycloak, process, inputs(Component::Keycloak));
+        }
+        for component in [Component::Httpbin, Component::Sidecar, Component::Gateway] {
+            if !self.is_running(component) {
+                progress(StackEvent::Starting(component.name()));
+                self.announce_ports(component, progress);
+                let process = self.start_component(component, progress).await?;
+                self.record(component, process, inputs(component));
+            }
+        }
+        if !self.keycloak_ready {
+            self.wait_keycloak().await?;
+            self.keycloak_ready = true;
+            progress(StackEvent::Ready {
+                component: "keycloak",
+                after: keycloak_started.elapsed(),
+            });
+        }
+        if !self.is_running(Component::OAuth2Proxy) {
+            progress(StackEvent::Starting("oauth2-proxy"));
+            self.announce_ports(Component::OAuth2Proxy, progress);
+            let process = self.start_component(Component::OAuth2Proxy, progress).await?;
+            self.record(Component::OAuth2Proxy, process, inputs(Component::OAuth2Proxy));
+        }
+        Ok(())
+    }
+
+    /// Gives `component` new ports, re-addresses the endpoints, and says so in the run log.
+    fn move_ports(
+        &mut self,
+        component: Component,
+        reason: &str,
+        attempt: usize,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<(), EnvError> {
+        let owner = component.port_owner();
+        let before = self.ports.owned(owner);
+        self.ports.reassign(owner)?;
+        self.address_endpoints();
+        let retry = if attempt > 0 {
+            format!(" (retry {attempt} of {})", PORT_ATTEMPTS - 1)
+        } else {
+            String::new()
+        };
+        let detail = format!(
+            "{reason}: ports {before:?} → {:?}; components that use them are re-rendered{retry}",
+            self.ports.owned(owner)
+        );
+        tracing::warn!(component = component.name(), "{detail}");
+        self.append_stack_log(&format!("{}: {detail}", component.name()));
+        progress(StackEvent::Retrying {
+            component: component.name(),
+            detail,
+        });
+        Ok(())
+    }
+
+    fn announce_ports(&self, component: Component, progress: &(dyn Fn(StackEvent) + Sync)) {
+        progress(StackEvent::Binding {
+            component: component.name(),
+            ports: self.ports.owned(component.port_owner()),
+        });
+    }
+
+    fn append_stack_log(&self, line: &str) {
+        use std::io::Write as _;
+        let path = self.run_dir.join("stack.log");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "could not write the stack log");
+        }
+    }
+
+    /// The URLs that carry ports: the app, the IdP, the issuer and the sidecar.
+    fn address_endpoints(&mut self) {
+        let ports = self.ports;
+        self.issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
+        self.endpoints.issuer = self.issuer.clone();
+        self.endpoints.app = url(&format!("https://127.0.0.1:{}/", ports.gateway_https));
+        self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
+        if let Some(mesh) = self.endpoints.mesh.as_mut() {
+            mesh.sidecar = url(&format!("http://127.0.0.1:{}/", ports.sidecar));
+        }
+    }
+
+    fn running(&self, component: Component) -> Option<&Running> {
+        self.running.iter().find(|r| r.component == component)
+    }
+
+    fn is_running(&self, component: Component) -> bool {
+        self.running(component).is_some()
+    }
+
+    fn record(&mut self, component: Component, process: Supervised, inputs: String) {
+        self.running.push(Running {
+            component,
+            process,
+            inputs,
+        });
+        self.running.sort_by_key(|r| {
+            Component::START_ORDER
+                .iter()
+                .position(|c| *c == r.component)
+        });
+    }
+
+    fn stop_component(&mut self, component: Component) {
+        if let Some(index) = self.running.iter().position(|r| r.component == component) {
+            let mut running = self.running.remove(index);
+            running.process.stop(Duration::from_secs(10));
+        }
+        if component == Component::Keycloak {
+            self.keycloak_ready = false;
+        }
+    }
+
+    /// Everything each component is started from (rendered files, the ports it binds, the
+    /// secrets it is given), in start order.
+    fn wanted_inputs(&self) -> Result<[(Component, String); 5], EnvError> {
         let context = self.context();
-        Ok(ComponentInputs {
-            keycloak: crate::fixtures::render(REALM_FIXTURE, &context)?,
-            oauth2_proxy: (
-                crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
-                self.oauth2_proxy_client_secret().to_string(),
+        let ports = |component: Component| format!("{:?}", self.ports.owned(component.port_owner()));
+        Ok([
+            (
+                Component::Keycloak,
+                format!(
+                    "{}\n{}\nhostname {}",
+                    crate::fixtures::render(REALM_FIXTURE, &context)?,
+                    ports(Component::Keycloak),
+                    self.ports.gateway_http
+                ),
             ),
-            envoy: crate::fixtures::render(GATEWAY_FIXTURE, &context)?,
-            sidecar: crate::fixtures::render(SIDECAR_FIXTURE, &context)?,
-        })
+            (Component::Httpbin, ports(Component::Httpbin)),
+            (
+                Component::Sidecar,
+                crate::fixtures::render(SIDECAR_FIXTURE, &context)?,
+            ),
+            (
+                Component::Gateway,
+                crate::fixtures::render(GATEWAY_FIXTURE, &context)?,
+            ),
+            (
+                Component::OAuth2Proxy,
+                format!(
+                    "{}\nsecret {}",
+                    crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
+                    self.oauth2_proxy_client_secret()
+                ),
+            ),
+        ])
     }
 
     /// The secret oauth2-proxy is given: the realm's, unless the test breaks it on purpose.
@@ -669,8 +893,10 @@ impl LocalStack {
             "http://127.0.0.1:{}/health/ready",
             self.ports.keycloak_management
         );
-        let process = self.keycloak.as_mut().expect("keycloak was spawned");
-        wait_ready(&self.probe, process, &probe, KEYCLOAK_READY).await?;
+        let running = self
+            .running(Component::Keycloak)
+            .expect("keycloak was spawned");
+        wait_ready(&self.probe, &running.process, &probe, KEYCLOAK_READY).await?;
         // The import file holds the client secret and the user's password: gone once imported.
         let _ = std::fs::remove_file(
             self.run_dir
@@ -679,101 +905,58 @@ impl LocalStack {
         Ok(())
     }
 
-    async fn start_httpbin(
-        &mut self,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<(), EnvError> {
-        let started = Instant::now();
-        let launch = Launch::new("httpbin", &self.toolchain.httpbin, self.log("httpbin"))
-            .args(["-host", "127.0.0.1", "-port"])
-            .arg(self.ports.httpbin.to_string());
-        let probe = format!("http://127.0.0.1:{}/status/200", self.ports.httpbin);
-        self.httpbin = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
-        Ok(())
-    }
-
-    async fn start_envoy(
-        &mut self,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<(), EnvError> {
-        let admin = self.ports.gateway_admin;
-        self.envoy = Some(
-            self.start_envoy_from(GATEWAY_FIXTURE, "envoy", "gateway.yaml", admin, progress)
-                .await?,
-        );
-        Ok(())
-    }
-
-    async fn start_sidecar(
-        &mut self,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<(), EnvError> {
-        let admin = self.ports.sidecar_admin;
-        self.sidecar = Some(
-            self.start_envoy_from(SIDECAR_FIXTURE, "sidecar", "sidecar.yaml", admin, progress)
-                .await?,
-        );
-        Ok(())
-    }
-
-    /// An Envoy (the gateway or httpbin's sidecar) from its rendered fixture, ready when its
-    /// admin endpoint says so.
-    async fn start_envoy_from(
+    /// Starts a fast-starting component (all but Keycloak) and waits until it is ready.
+    async fn start_component(
         &self,
-        fixture: &str,
-        name: &'static str,
-        file: &str,
-        admin_port: u16,
+        component: Component,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<Supervised, EnvError> {
         let started = Instant::now();
-        let config = crate::fixtures::render(fixture, &self.context())?;
-        let path = self.run_dir.join(file);
-        write_private(&path, &config)?;
-        let mut launch =
-            crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log(name));
-        launch.name = name;
-        let probe = format!("http://127.0.0.1:{admin_port}/ready");
-        self.spawn_ready(&launch, &probe, started, progress).await
-    }
-
-    async fn start_oauth2_proxy(
-        &mut self,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<(), EnvError> {
-        let started = Instant::now();
-        let config = crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &self.context())?;
-        let path = self.run_dir.join("oauth2-proxy.cfg");
-        write_private(&path, &config)?;
-        let client_secret = self.oauth2_proxy_client_secret().to_string();
-        let launch = Launch::new(
-            "oauth2-proxy",
-            &self.toolchain.oauth2_proxy,
-            self.log("oauth2-proxy"),
-        )
-        .arg(format!("--config={}", path.display()))
-        .env("OAUTH2_PROXY_CLIENT_SECRET", client_secret)
-        .env(
-            "OAUTH2_PROXY_COOKIE_SECRET",
-            self.secrets.cookie_secret.expose(),
-        );
-        let probe = format!("http://127.0.0.1:{}/ping", self.ports.oauth2_proxy);
-        self.oauth2_proxy = Some(self.spawn_ready(&launch, &probe, started, progress).await?);
-        Ok(())
-    }
-
-    /// Spawns a fast-starting component and waits until `probe` answers.
-    async fn spawn_ready(
-        &self,
-        launch: &Launch,
-        probe: &str,
-        started: Instant,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<Supervised, EnvError> {
-        let mut process = Supervised::spawn(launch)?;
-        wait_ready(&self.probe, &mut process, probe, COMPONENT_READY).await?;
+        let name = component.name();
+        let (launch, probe) = match component {
+            Component::Keycloak => unreachable!("Keycloak starts in the background"),
+            Component::Httpbin => (
+                Launch::new(name, &self.toolchain.httpbin, self.log(name))
+                    .args(["-host", "127.0.0.1", "-port"])
+                    .arg(self.ports.httpbin.to_string()),
+                format!("http://127.0.0.1:{}/status/200", self.ports.httpbin),
+            ),
+            Component::Sidecar | Component::Gateway => {
+                let (fixture, file, admin) = if component == Component::Sidecar {
+                    (SIDECAR_FIXTURE, "sidecar.yaml", self.ports.sidecar_admin)
+                } else {
+                    (GATEWAY_FIXTURE, "gateway.yaml", self.ports.gateway_admin)
+                };
+                let path = self.run_dir.join(file);
+                write_private(&path, &crate::fixtures::render(fixture, &self.context())?)?;
+                let mut launch =
+                    crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log(name));
+                launch.name = name;
+                (launch, format!("http://127.0.0.1:{admin}/ready"))
+            }
+            Component::OAuth2Proxy => {
+                let config = crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &self.context())?;
+                let path = self.run_dir.join("oauth2-proxy.cfg");
+                write_private(&path, &config)?;
+                (
+                    Launch::new(name, &self.toolchain.oauth2_proxy, self.log(name))
+                        .arg(format!("--config={}", path.display()))
+                        .env(
+                            "OAUTH2_PROXY_CLIENT_SECRET",
+                            self.oauth2_proxy_client_secret(),
+                        )
+                        .env(
+                            "OAUTH2_PROXY_COOKIE_SECRET",
+                            self.secrets.cookie_secret.expose(),
+                        ),
+                    format!("http://127.0.0.1:{}/ping", self.ports.oauth2_proxy),
+                )
+            }
+        };
+        let process = Supervised::spawn(&launch)?;
+        wait_ready(&self.probe, &process, &probe, COMPONENT_READY).await?;
         progress(StackEvent::Ready {
-            component: launch.name,
+            component: name,
             after: started.elapsed(),
         });
         Ok(process)
@@ -782,7 +965,7 @@ impl LocalStack {
 
 /// The runner brings the stack to each scenario's `stack:` profile; the stack's other
 /// settings (theme, sign-in page, load baseline) stay as they were started.
-impl crate::engine::ProfileTarget for LocalStack {
+impl crate::control::StackControl for LocalStack {
     fn apply<'a>(
         &'a mut self,
         profile: &'a StackProfile,
@@ -802,26 +985,29 @@ impl Drop for LocalStack {
     }
 }
 
-fn stop(process: &mut Option<Supervised>) {
-    if let Some(mut p) = process.take() {
-        p.stop(Duration::from_secs(10));
-    }
-}
-
 fn url(text: &str) -> Url {
     Url::parse(text).expect("loopback URLs built from ports are valid")
 }
 
-/// Polls `probe` until it answers 2xx, failing early (with the log tail) if the process exits.
+/// Polls `probe` until it answers 2xx, failing early (with the log tail) if the process exits;
+/// an exit because a port was taken is [`ComponentError::AddressInUse`], so it can be retried.
 async fn wait_ready(
     client: &reqwest::Client,
-    process: &mut Supervised,
+    process: &Supervised,
     probe: &str,
     timeout: Duration,
 ) -> Result<(), ComponentError> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = process.exited() {
+            if mentions_address_in_use(&process.log_since_start()) {
+                return Err(ComponentError::AddressInUse {
+                    component: process.name(),
+                    status: status.to_string(),
+                    log: process.log_path().display().to_string(),
+                    tail: process.log_tail(25),
+                });
+            }
             return Err(ComponentError::Exited {
                 component: process.name(),
                 status: status.to_string(),
@@ -845,6 +1031,12 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Go ("bind: address already in use"), Envoy ("Address already in use") and Quarkus
+/// ("Port(s) already bound: …: Address already in use") all say it this way.
+fn mentions_address_in_use(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
 }
 
 /// Writes a file readable only by the user: rendered configs can hold secrets.

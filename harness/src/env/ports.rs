@@ -1,9 +1,37 @@
-//! Loopback ports for the local stack: free ones chosen by the kernel, or fixed ones that are
-//! checked to be free so a clash is a clear error instead of a confusing start-up failure.
+//! Loopback ports for the local stack.
+//!
+//! Ports are chosen outside the kernel's ephemeral range (`ip_local_port_range`): a port the
+//! kernel hands out for `bind(0)` comes from the same range every outbound connection takes its
+//! local port from, so between choosing it and the component binding it (up to Keycloak's
+//! start-up later) any connection could take it. Outside that range only another explicit
+//! `bind` can, and a component that still meets "address already in use" is given new ports by
+//! the stack ([`Ports::reassign`]).
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
+use std::ops::RangeInclusive;
+use std::sync::Mutex;
 
 use super::EnvError;
+
+/// Ports handed out in this process and not yet released, so two stacks started side by side
+/// (tests) never get the same one.
+static RESERVED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Below this, ports belong to services people run by hand (8080, 9090, 5432, …).
+const LOWEST: u16 = 10_000;
+/// Linux's default `ip_local_port_range`, for systems without `/proc`.
+const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
+
+/// The components that bind ports, each owning the ports it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortOwner {
+    Gateway,
+    OAuth2Proxy,
+    Httpbin,
+    Keycloak,
+    Sidecar,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
@@ -20,29 +48,66 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Kernel-chosen free ports, all distinct.
-    pub fn free() -> Result<Self, EnvError> {
-        // Holding every listener until all are chosen keeps the ports distinct.
-        let listeners: Vec<TcpListener> = (0..9)
-            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .collect::<Result<_, _>>()
-            .map_err(|source| EnvError::Io {
-                what: "bind a free port on",
-                path: "127.0.0.1".into(),
-                source,
-            })?;
-        let port = |i: usize| listeners[i].local_addr().map(|a| a.port()).unwrap_or(0);
-        Ok(Self {
-            gateway_https: port(0),
-            gateway_http: port(1),
-            gateway_admin: port(2),
-            oauth2_proxy: port(3),
-            httpbin: port(4),
-            keycloak: port(5),
-            keycloak_management: port(6),
-            sidecar: port(7),
-            sidecar_admin: port(8),
-        })
+    /// Free ports outside the ephemeral range, all distinct and reserved in this process until
+    /// [`Ports::release`].
+    pub fn allocate() -> Result<Self, EnvError> {
+        let mut ports = Self {
+            gateway_https: 0,
+            gateway_http: 0,
+            gateway_admin: 0,
+            oauth2_proxy: 0,
+            httpbin: 0,
+            keycloak: 0,
+            keycloak_management: 0,
+            sidecar: 0,
+            sidecar_admin: 0,
+        };
+        for owner in PortOwner::ALL {
+            for slot in ports.owned_mut(owner) {
+                *slot = reserve_one()?;
+            }
+        }
+        Ok(ports)
+    }
+
+    /// New ports for `owner` (after it met "address already in use"); the old ones stay
+    /// reserved, since something else holds them.
+    pub fn reassign(&mut self, owner: PortOwner) -> Result<(), EnvError> {
+        for slot in self.owned_mut(owner) {
+            *slot = reserve_one()?;
+        }
+        Ok(())
+    }
+
+    /// The ports `owner` binds.
+    pub fn owned(&self, owner: PortOwner) -> Vec<u16> {
+        let mut copy = *self;
+        copy.owned_mut(owner).into_iter().map(|p| *p).collect()
+    }
+
+    /// Gives this stack's ports back to the process-wide pool.
+    pub fn release(&self) {
+        if let Ok(mut reserved) = RESERVED.lock() {
+            for owner in PortOwner::ALL {
+                for port in self.owned(owner) {
+                    reserved.remove(&port);
+                }
+            }
+        }
+    }
+
+    fn owned_mut(&mut self, owner: PortOwner) -> Vec<&mut u16> {
+        match owner {
+            PortOwner::Gateway => vec![
+                &mut self.gateway_https,
+                &mut self.gateway_http,
+                &mut self.gateway_admin,
+            ],
+            PortOwner::OAuth2Proxy => vec![&mut self.oauth2_proxy],
+            PortOwner::Httpbin => vec![&mut self.httpbin],
+            PortOwner::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
+            PortOwner::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
+        }
     }
 
     /// Fails with [`EnvError::PortInUse`] if a fixed gateway port is taken.
@@ -56,30 +121,118 @@ impl Ports {
     }
 }
 
+impl PortOwner {
+    pub const ALL: [PortOwner; 5] = [
+        Self::Gateway,
+        Self::OAuth2Proxy,
+        Self::Httpbin,
+        Self::Keycloak,
+        Self::Sidecar,
+    ];
+}
+
+/// One free port from the non-ephemeral range, reserved in this process.
+fn reserve_one() -> Result<u16, EnvError> {
+    let range = stable_range(&ephemeral_range());
+    let mut reserved = RESERVED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1_000 {
+        let port = rand::random_range(range.clone());
+        if reserved.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
+        }
+        reserved.insert(port);
+        return Ok(port);
+    }
+    Err(EnvError::Io {
+        what: "find a free loopback port outside the ephemeral range on",
+        path: "127.0.0.1".into(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("1000 random ports in {}-{} were taken", range.start(), range.end()),
+        ),
+    })
+}
+
+/// The kernel's ephemeral port range, from `/proc/sys/net/ipv4/ip_local_port_range`.
+fn ephemeral_range() -> RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| parse_port_range(&text))
+        .unwrap_or(DEFAULT_EPHEMERAL)
+}
+
+fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let mut numbers = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    let (low, high) = (numbers.next()??, numbers.next()??);
+    (low <= high).then_some(low..=high)
+}
+
+/// The wider of the two stretches of `LOWEST..=65535` the ephemeral range leaves free.
+fn stable_range(ephemeral: &RangeInclusive<u16>) -> RangeInclusive<u16> {
+    let below = (LOWEST, ephemeral.start().saturating_sub(1));
+    let above = (ephemeral.end().saturating_add(1).max(LOWEST), u16::MAX);
+    let width = |(low, high): (u16, u16)| if high >= low { high - low } else { 0 };
+    let (low, high) = if width(below) >= width(above) { below } else { above };
+    if high > low + 100 {
+        low..=high
+    } else {
+        // The ephemeral range covers nearly everything: nothing better than the whole space.
+        LOWEST..=u16::MAX
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn all(ports: &Ports) -> Vec<u16> {
+        PortOwner::ALL
+            .iter()
+            .flat_map(|owner| ports.owned(*owner))
+            .collect()
+    }
+
     #[test]
-    fn free_ports_are_distinct_and_a_taken_port_is_reported() {
-        let ports = Ports::free().unwrap();
-        let mut all = vec![
-            ports.gateway_https,
-            ports.gateway_http,
-            ports.gateway_admin,
-            ports.oauth2_proxy,
-            ports.httpbin,
-            ports.keycloak,
-            ports.keycloak_management,
-        ];
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), 7);
+    fn ports_are_distinct_across_stacks_and_outside_the_ephemeral_range() {
+        let ephemeral = ephemeral_range();
+        let first = Ports::allocate().unwrap();
+        let second = Ports::allocate().unwrap();
+        let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
+        assert_eq!(ports.len(), 18);
+        assert!(ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST), "{ports:?}");
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 18, "two stacks in one process share no port");
+        first.release();
+        second.release();
+    }
+
+    #[test]
+    fn reassigning_changes_only_the_owner_s_ports() {
+        let mut ports = Ports::allocate().unwrap();
+        let before = ports;
+        ports.reassign(PortOwner::Keycloak).unwrap();
+        assert_ne!(ports.keycloak, before.keycloak);
+        assert_ne!(ports.keycloak_management, before.keycloak_management);
+        assert_eq!(ports.owned(PortOwner::Gateway), before.owned(PortOwner::Gateway));
+        ports.release();
+        before.release();
+    }
+
+    #[test]
+    fn the_stable_range_avoids_the_ephemeral_one() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(32768..=60999));
+        assert_eq!(parse_port_range("garbage"), None);
+        assert_eq!(stable_range(&(32768..=60999)), 10_000..=32_767);
+        assert_eq!(stable_range(&(1024..=40000)), 40_001..=65_535);
+        assert_eq!(stable_range(&(1024..=65535)), 10_000..=65_535);
+    }
+
+    #[test]
+    fn a_taken_port_is_reported() {
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
-        let error = Ports::check_free(port, "gateway HTTPS")
-            .unwrap_err()
-            .to_string();
+        let error = Ports::check_free(port, "gateway HTTPS").unwrap_err().to_string();
         assert!(
             error.contains(&format!("port {port}")) && error.contains("gateway HTTPS"),
             "{error}"

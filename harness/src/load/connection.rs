@@ -16,7 +16,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderName, HeaderValue, LOCATION, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use url::Url;
@@ -119,22 +119,7 @@ pub struct Client {
 impl Client {
     /// A client trusting the platform roots plus every certificate in `extra_ca_pem`.
     pub fn new(extra_ca_pem: Option<&str>, timeout: Duration) -> Result<Self, String> {
-        let extra: Vec<CertificateDer<'static>> = match extra_ca_pem {
-            Some(pem) => CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?,
-            None => Vec::new(),
-        };
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier =
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, Arc::clone(&provider))
-                .map_err(|e| format!("could not load the platform's trust roots: {e}"))?;
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS configuration: {e}"))?
-            .dangerous() // not dangerous: this is the platform verifier, with extra roots
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let config = crate::browser::raw::tls_client_config(extra_ca_pem)?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(config)),
             user_agent: HeaderValue::from_static(concat!(

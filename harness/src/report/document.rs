@@ -203,7 +203,7 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::sample;
+    use crate::sample_events as sample;
 
     #[test]
     fn folds_the_stream_and_counts_an_interrupted_run() {

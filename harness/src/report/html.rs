@@ -703,7 +703,7 @@ impl PercentileChart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::sample;
+    use crate::sample_events as sample;
 
     fn sample_html() -> String {
         render(&RunReport::from_events(&sample::events())).unwrap()

@@ -18,7 +18,7 @@ pub fn render(report: &RunReport) -> Result<String, ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::sample;
+    use crate::sample_events as sample;
 
     fn sample_json() -> serde_json::Value {
         let report = RunReport::from_events(&sample::events());

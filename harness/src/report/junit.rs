@@ -122,7 +122,7 @@ fn step_log<'a>(steps: impl Iterator<Item = &'a StepReport>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::sample;
+    use crate::sample_events as sample;
 
     fn sample_xml() -> String {
         render(&RunReport::from_events(&sample::events())).unwrap()

@@ -4,7 +4,7 @@ pub mod document;
 pub mod html;
 pub mod json;
 pub mod junit;
-pub mod sample;
+
 pub mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -270,6 +270,7 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample_events as sample;
 
     #[test]
     fn formats_parse_from_cli_words() {

@@ -198,8 +198,11 @@ pub enum ConnectionExpectation {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
-    /// The bearer token the app received, as httpbin echoed it on the last page.
+    /// The bearer token the app received in `Authorization` (oauth2-proxy forwards the ID
+    /// token there), as httpbin echoed it on the last page.
     Forwarded,
+    /// The access token the app received in `X-Auth-Request-Access-Token`, as echoed.
+    ForwardedAccessToken,
     /// The access token of the last `token_grant`.
     Granted,
 }

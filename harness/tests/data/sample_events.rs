@@ -2,15 +2,17 @@
 //! one failing scenario whose title needs escaping): for reporter tests, snapshots and the
 //! headless-browser test of the HTML report. It is data, not a stand-in for the engine.
 
+#![allow(dead_code)]
+
 use serde_json::json;
 
-use crate::browser::Hop;
-use crate::check::CheckResult;
-use crate::components::ComponentVersion;
-use crate::env::StackConfig;
-use crate::events::{EnvironmentInfo, RunEvent, RunSummary, StepReport, Verdict};
-use crate::oidc::DecodedJwt;
-use crate::redact::SIGNATURE_REDACTED;
+use meshauth::browser::Hop;
+use meshauth::check::CheckResult;
+use meshauth::components::ComponentVersion;
+use meshauth::env::StackConfig;
+use meshauth::events::{EnvironmentInfo, RunEvent, RunSummary, StepReport, Verdict};
+use meshauth::oidc::DecodedJwt;
+use meshauth::redact::SIGNATURE_REDACTED;
 
 const APP: &str = "https://127.0.0.1:40443/";
 const IDP: &str = "http://127.0.0.1:40080/";

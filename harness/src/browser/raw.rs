@@ -1,0 +1,286 @@
+//! Requests sent byte for byte as written: the request target is not parsed or normalised
+//! (`//`, `/./`, `%2e%2e`, `;`, `\`, upper case survive), the Host header is whatever the attack
+//! needs (upper case, trailing dot, no port, an unknown host) while TLS still names the real
+//! server, and header names keep their spelling (`X_Auth_Request_User`). A general HTTP client
+//! cannot do this: it normalises the very things a gateway must get right.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use url::Url;
+
+/// Responses larger than this are cut (the checks need the status, headers and an excerpt).
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRequest {
+    pub method: String,
+    /// Sent verbatim as the request target.
+    pub target: String,
+    /// The Host header's value.
+    pub host: String,
+    /// In order, names as spelled.
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawRequest {
+    /// The request's wire form, `Connection: close` so the response ends with the stream.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut text = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            self.method, self.target, self.host
+        );
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("User-Agent: meshauth-probe\r\nConnection: close\r\n\r\n");
+        text.into_bytes()
+    }
+
+    /// One line for reports: method, target and the Host header when it is not the origin's.
+    pub fn describe(&self, origin: &Url) -> String {
+        let mut text = format!("{} {}", self.method, self.target);
+        if self.host != authority(origin) {
+            text.push_str(&format!(" (Host: {})", self.host));
+        }
+        for (name, value) in &self.headers {
+            text.push_str(&format!(" [{name}: {value}]"));
+        }
+        text
+    }
+}
+
+/// `host[:port]` of `url`, as a browser sends it in the Host header.
+pub fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Sends raw requests to one origin (TLS to `https` origins, trusting the platform's roots
+/// and the environment's CA).
+#[derive(Clone)]
+pub struct RawClient {
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl RawClient {
+    pub fn new(extra_ca_pem: Option<&str>, timeout: Duration) -> Result<Self, String> {
+        Ok(Self {
+            tls: TlsConnector::from(Arc::new(tls_client_config(extra_ca_pem)?)),
+            timeout,
+        })
+    }
+
+    /// Connects to `origin` and exchanges `request`; the whole exchange is bounded by the
+    /// client's timeout.
+    pub async fn send(&self, origin: &Url, request: &RawRequest) -> Result<RawResponse, String> {
+        tokio::time::timeout(self.timeout, self.exchange(origin, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no complete response within {}s",
+                    self.timeout.as_secs()
+                ))
+            })
+    }
+
+    async fn exchange(&self, origin: &Url, request: &RawRequest) -> Result<RawResponse, String> {
+        let host = origin
+            .host_str()
+            .ok_or_else(|| format!("{origin} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = origin
+            .port_or_known_default()
+            .ok_or_else(|| format!("{origin} has no port"))?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        match origin.scheme() {
+            "https" => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                let tls = self
+                    .tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+                exchange_on(tls, request).await
+            }
+            "http" => exchange_on(tcp, request).await,
+            other => Err(format!("{origin}: scheme {other} is not http or https")),
+        }
+    }
+}
+
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &RawRequest,
+) -> Result<RawResponse, String> {
+    stream
+        .write_all(&request.to_bytes())
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                buffer.extend_from_slice(&chunk[..n]);
+                if buffer.len() >= MAX_RESPONSE {
+                    break;
+                }
+            }
+            // A TLS peer that closes without close_notify still sent a whole response.
+            Err(error) if !buffer.is_empty() => {
+                tracing::debug!(%error, "connection ended uncleanly after the response");
+                break;
+            }
+            Err(error) => return Err(format!("reading the response: {error}")),
+        }
+    }
+    parse_response(&buffer)
+}
+
+/// Parses an HTTP/1.1 response read to the end of the connection.
+pub fn parse_response(bytes: &[u8]) -> Result<RawResponse, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return Err(format!(
+                "the connection closed after {} bytes, before the response headers ended",
+                bytes.len()
+            ));
+        }
+        Err(error) => return Err(format!("not an HTTP/1.1 response: {error}")),
+    };
+    let status = response.code.unwrap_or_default();
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let raw_body = &bytes[head_len..];
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&bytes[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        bytes = &bytes[line_end + 2..];
+        if size == 0 || bytes.len() < size {
+            out.extend_from_slice(&bytes[..size.min(bytes.len())]);
+            break;
+        }
+        out.extend_from_slice(&bytes[..size]);
+        bytes = bytes.get(size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+/// TLS for the harness's own clients: the platform's roots plus the environment's CA.
+pub fn tls_client_config(extra_ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let extra: Vec<CertificateDer<'static>> = match extra_ca_pem {
+        Some(pem) => CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the CA certificate is not valid PEM: {e}"))?,
+        None => Vec::new(),
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, Arc::clone(&provider))
+            .map_err(|e| format!("could not load the platform's trust roots: {e}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .dangerous() // not dangerous: this is the platform verifier, with extra roots
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_keep_their_bytes() {
+        let request = RawRequest {
+            method: "GET".into(),
+            target: "/anything/%2e%2e//./x;y".into(),
+            host: "APP.EXAMPLE.:443".into(),
+            headers: vec![("X_Auth_Request_User".into(), "mallory".into())],
+        };
+        let wire = String::from_utf8(request.to_bytes()).unwrap();
+        assert!(wire.starts_with("GET /anything/%2e%2e//./x;y HTTP/1.1\r\nHost: APP.EXAMPLE.:443\r\n"));
+        assert!(wire.contains("\r\nX_Auth_Request_User: mallory\r\n"));
+        assert!(wire.ends_with("Connection: close\r\n\r\n"));
+        let origin = Url::parse("https://app.example/").unwrap();
+        assert_eq!(
+            request.describe(&origin),
+            "GET /anything/%2e%2e//./x;y (Host: APP.EXAMPLE.:443) [X_Auth_Request_User: mallory]"
+        );
+    }
+
+    #[test]
+    fn responses_parse_with_length_or_chunks() {
+        let plain = parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!").unwrap();
+        assert_eq!((plain.status, plain.body.as_str()), (403, "nope!"));
+        let chunked = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nUser\r\n7;x=y\r\n-agent:\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(chunked.body, "User-agent:");
+        assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
+        let cut = parse_response(b"HTTP/1.1 200 OK\r\nContent-").unwrap_err();
+        assert!(cut.contains("before the response headers ended"), "{cut}");
+        assert!(parse_response(b"garbage").is_err());
+    }
+}
