@@ -1,7 +1,7 @@
 //! The outcome of one check, with what was expected and what was seen: the unit every
 //! reporter shows and every failure message is made of.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CheckResult {
@@ -9,6 +9,31 @@ pub struct CheckResult {
     pub passed: bool,
     pub expected: String,
     pub actual: String,
+    /// Set on attack checks: how serious it is when this one fails (a finding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    #[default]
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
 }
 
 impl CheckResult {
@@ -23,6 +48,15 @@ impl CheckResult {
             passed,
             expected: expected.into(),
             actual: actual.into(),
+            severity: None,
+        }
+    }
+
+    /// This check as an attack check whose failure is a finding of `severity`.
+    pub fn with_severity(self, severity: Severity) -> Self {
+        Self {
+            severity: Some(severity),
+            ..self
         }
     }
 }

@@ -92,7 +92,7 @@ const CASES: &[Case] = &[
         name: "audience_mapper_removed_drops_aud_from_the_forwarded_access_token",
         breakage: |c| c.audience_mapper = false,
         scenario: "seed000_browser_sso::browser_login",
-        expect: Expect::FailsWith("step 4 (expect_jwt): claim aud: expected containing \"oauth2proxy\", actual"),
+        expect: Expect::FailsWith("step 5 (expect_jwt): claim aud: expected containing \"oauth2proxy\", actual"),
     },
     Case {
         name: "audience_mapper_removed_drops_aud_from_granted_tokens",
@@ -147,6 +147,41 @@ const CASES: &[Case] = &[
         breakage: |c| c.login_theme = LoginTheme::Legacy,
         scenario: "seed000_browser_sso::wrong_password_is_rejected",
         expect: Expect::Passes,
+    },
+    // The attack catalog: each class goes red when the hardening that defeats it is removed.
+    Case {
+        name: "ext_authz_off_lets_every_path_spelling_through",
+        breakage: |c| c.ext_authz = false,
+        scenario: "attack_unauthenticated_reach::path_normalisation_variants",
+        expect: Expect::FailsWith(
+            "GET //anything: expected not answered by the app without a session, actual 200 from the app: the app echoed this request's nonce",
+        ),
+    },
+    Case {
+        name: "no_ext_authz_path_prefix_lets_robots_txt_reach_the_app",
+        breakage: |c| c.ext_authz_path_prefix = false,
+        scenario: "attack_unauthenticated_reach::auth_proxy_own_endpoints",
+        expect: Expect::FailsWith(
+            "GET /robots.txt: expected not answered by the app without a session, actual 200 from the app: the body is exactly what the app serves the signed-in user",
+        ),
+    },
+    Case {
+        name: "identity_headers_not_dropped_reach_the_app",
+        breakage: |c| c.strip_identity_headers = false,
+        scenario: "attack_forged_identity::forwarded_identity_headers",
+        expect: Expect::FailsWith("actual the app received the forged X-Forwarded-User: forged-"),
+    },
+    Case {
+        name: "underscore_headers_allowed_reach_the_app",
+        breakage: |c| c.strip_identity_headers = false,
+        scenario: "attack_forged_identity::underscore_spellings",
+        expect: Expect::FailsWith("actual the app received the forged X_"),
+    },
+    Case {
+        name: "whitelisted_foreign_domain_takes_the_browser_off_the_app",
+        breakage: |c| c.whitelist_domains = vec!["evil.example".into()],
+        scenario: "attack_redirects_and_flow::rd_absolute_foreign_url_via_start",
+        expect: Expect::FailsWith("https://evil.example/"),
     },
     Case {
         name: "skipped_sign_in_page_still_signs_in",

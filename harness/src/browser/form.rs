@@ -9,9 +9,15 @@ use url::Url;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FormError {
     #[error(
-        "no login form on {url}: expected a <form> with a password field (page title: {title:?})"
+        "no login form on {url}: expected a <form> with a password field (page title: {title:?}){}",
+        idp_error.as_ref().map(|e| format!("; the page says: {e:?}")).unwrap_or_default()
     )]
-    NoLoginForm { url: String, title: String },
+    NoLoginForm {
+        url: String,
+        title: String,
+        /// The IdP's own error message, when the page is its error page.
+        idp_error: Option<String>,
+    },
     #[error("the login form on {url} has no usable action attribute ({action:?})")]
     BadAction { url: String, action: String },
     #[error("the login form on {url} has no {field} field")]
@@ -136,6 +142,7 @@ pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormErro
         .ok_or_else(|| FormError::NoLoginForm {
             url: page_url.to_string(),
             title: page_title(&document),
+            idp_error: idp_error_text(&document),
         })?;
     let password_field = element
         .select(&selector("input[type=password][name]"))
@@ -166,7 +173,21 @@ pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormErro
 
 /// The error message a Keycloak login page shows (wrong password, locked account, ...).
 pub fn find_login_error(html: &str) -> Option<String> {
-    let document = Html::parse_document(html);
+    login_error_text(&Html::parse_document(html))
+}
+
+/// An IdP error page's message (Keycloak: `#kc-error-message`, e.g. "Invalid parameter:
+/// redirect_uri"), else a login error.
+fn idp_error_text(document: &Html) -> Option<String> {
+    ["#kc-error-message .instruction", "#kc-error-message"]
+        .iter()
+        .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
+        .map(|e| collapse_whitespace(&e.text().collect::<String>()))
+        .find(|text| !text.is_empty())
+        .or_else(|| login_error_text(document))
+}
+
+fn login_error_text(document: &Html) -> Option<String> {
     [
         "#input-error",
         ".kc-feedback-text",

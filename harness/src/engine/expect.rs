@@ -283,9 +283,9 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResul
 pub fn echoed_headers(page: &Page) -> Result<Vec<(String, String)>, String> {
     let json: Value = serde_json::from_str(&page.body).map_err(|_| {
         format!(
-            "expected httpbin's /headers JSON at {}, got status {} with {}",
-            page.url,
+            "status {} at {} with {}",
             page.status.as_u16(),
+            page.url,
             excerpt(&page.body)
         )
     })?;

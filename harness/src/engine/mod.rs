@@ -2,6 +2,7 @@
 //! [`RunEvent`]s. It judges outcomes but formats nothing.
 
 mod expect;
+mod probe;
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
+use crate::browser::raw::RawClient;
 use crate::browser::{Body, Browser, BrowserError, Page};
 use crate::check::CheckResult;
 use crate::control::StackControl;
@@ -26,6 +28,8 @@ pub const CLOCK_SKEW_SECONDS: i64 = 60;
 pub enum EngineError {
     #[error(transparent)]
     Browser(#[from] BrowserError),
+    #[error("could not build the probe client: {0}")]
+    Probe(String),
 }
 
 pub struct Engine {
@@ -34,6 +38,8 @@ pub struct Engine {
     vars: Variables,
     /// For IdP calls (discovery, JWKS, token grants): no cookies, same trust as the browser.
     http: reqwest::Client,
+    /// For attack probes: requests exactly as written.
+    raw: RawClient,
 }
 
 /// How one scenario ended.
@@ -82,11 +88,14 @@ impl Engine {
         redactor.register(&endpoints.user.password);
         let vars = endpoints.variables();
         let http = crate::browser::http_client(endpoints.ca_pem.as_deref())?;
+        let raw = RawClient::new(endpoints.ca_pem.as_deref(), Duration::from_secs(15))
+            .map_err(EngineError::Probe)?;
         Ok(Self {
             endpoints,
             redactor,
             vars,
             http,
+            raw,
         })
     }
 
@@ -263,6 +272,11 @@ impl Engine {
                 self.endpoints.user.username
             ),
             Step::Expect(_) => "check the last response".to_string(),
+            Step::Probe(probe) => format!(
+                "probe {:?} with {} attack request(s)",
+                probe.attack,
+                probe.requests.len()
+            ),
             Step::ExpectJwt { token, claims } => {
                 format!("verify the {token:?} JWT and {} claim(s)", claims.len())
             }
@@ -413,6 +427,18 @@ impl Engine {
                     &self.endpoints,
                     &self.vars,
                 );
+                Ok(StepOutput { checks, jwt: None })
+            }
+            Step::Probe(attack) => {
+                let session = state.browser.cookie_header_for(&self.endpoints.app);
+                let checks = probe::run(
+                    attack,
+                    &self.endpoints.app,
+                    &self.raw,
+                    &self.vars,
+                    session.as_ref(),
+                )
+                .await?;
                 Ok(StepOutput { checks, jwt: None })
             }
             Step::ExpectJwt { token, claims } => {
@@ -586,7 +612,8 @@ pub fn forwarded_bearer(page: &Page) -> Result<String, String> {
 
 /// A header httpbin echoed on `page` as received by the app.
 fn forwarded_header(page: &Page, wanted: &str) -> Result<String, String> {
-    let headers = expect::echoed_headers(page)?;
+    let headers = expect::echoed_headers(page)
+        .map_err(|got| format!("expected the app's echo of its request headers, got {got}"))?;
     headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(wanted))

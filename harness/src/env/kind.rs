@@ -186,6 +186,7 @@ struct KindContext<'a> {
     tls_cert: &'a str,
     tls_key: &'a str,
     ext_authz: bool,
+    ext_authz_path_prefix: bool,
     request_authentication: bool,
     baseline_route: bool,
 }
@@ -271,6 +272,7 @@ pub fn render(
         tls_cert: &secrets.gateway_cert_pem,
         tls_key: secrets.gateway_key_pem.expose(),
         ext_authz: config.ext_authz,
+        ext_authz_path_prefix: config.ext_authz_path_prefix,
         request_authentication: config.request_authentication,
         baseline_route: config.baseline_route,
     };

@@ -56,6 +56,18 @@ impl LoginTheme {
 pub struct StackConfig {
     /// `AuthorizationPolicy` action CUSTOM on the gateway: ext_authz to oauth2-proxy.
     pub ext_authz: bool,
+    /// The ext_authz provider's `pathPrefix`: checks go to oauth2-proxy under a prefix of their
+    /// own, so no app path coincides with oauth2-proxy's own public endpoints (`/robots.txt`,
+    /// `/ping`, `/ready`), which it answers 200 and ext_authz reads as "allow". The original
+    /// path goes along as `X-Auth-Request-Redirect` for the sign-in's return URL.
+    pub ext_authz_path_prefix: bool,
+    /// The gateway drops client-sent identity headers (`X-Auth-Request-*`, `X-Forwarded-User`
+    /// and kin, `X-Real-IP`) before ext_authz, and headers with underscores in their names, so
+    /// the app only sees what oauth2-proxy derived.
+    pub strip_identity_headers: bool,
+    /// oauth2-proxy's `whitelist_domains`: hosts a return URL (`rd=`) may point to besides
+    /// the app's own. Empty in the reference.
+    pub whitelist_domains: Vec<String>,
     /// `RequestAuthentication` on the gateway: Envoy's jwt_authn for the realm's issuer.
     pub request_authentication: bool,
     /// oauth2-proxy puts the user's token in the `Authorization` header it answers with.
@@ -83,6 +95,9 @@ impl Default for StackConfig {
     fn default() -> Self {
         Self {
             ext_authz: true,
+            ext_authz_path_prefix: true,
+            strip_identity_headers: true,
+            whitelist_domains: Vec::new(),
             request_authentication: true,
             forward_authorization: true,
             skip_provider_button: false,
@@ -118,6 +133,14 @@ impl StackConfig {
                 "notPorts",
             ),
             PolicySetting::protection(
+                "ext_authz pathPrefix (oauth2-proxy's own endpoints unreachable as app paths)",
+                self.ext_authz_path_prefix,
+            ),
+            PolicySetting::protection(
+                "client-sent identity headers dropped at the gateway",
+                self.strip_identity_headers,
+            ),
+            PolicySetting::protection(
                 "RequestAuthentication (jwt_authn, issuer's JWKS)",
                 self.request_authentication,
             ),
@@ -137,6 +160,10 @@ impl StackConfig {
             PolicySetting::protection("realm role mapper", self.role_mapper),
             PolicySetting::protection("audience mapper", self.audience_mapper),
             PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
+            PolicySetting::protection(
+                "return URLs limited to the app (no whitelist_domains)",
+                self.whitelist_domains.is_empty(),
+            ),
             PolicySetting::protection(
                 "oauth2-proxy has the right client secret",
                 !self.wrong_client_secret,
@@ -225,11 +252,12 @@ pub(super) struct OAuth2ProxyContext<'a> {
     skip_provider_button: bool,
     forward_authorization: bool,
     secure_session_cookie: bool,
+    whitelist_domains: &'a [String],
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
     pub(super) fn new(
-        config: &StackConfig,
+        config: &'a StackConfig,
         port: u16,
         issuer_url: &'a str,
         redirect_uri: String,
@@ -242,6 +270,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             skip_provider_button: config.skip_provider_button,
             forward_authorization: config.forward_authorization,
             secure_session_cookie: config.secure_session_cookie,
+            whitelist_domains: &config.whitelist_domains,
         }
     }
 }
@@ -259,6 +288,8 @@ struct FixtureContext<'a> {
     tls_cert: String,
     tls_key: String,
     ext_authz: bool,
+    ext_authz_path_prefix: bool,
+    strip_identity_headers: bool,
     request_authentication: bool,
     baseline_route: bool,
     httpbin_port: u16,
@@ -817,6 +848,8 @@ impl LocalStack {
             tls_cert: tls_dir.join("gateway.pem").display().to_string(),
             tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
             ext_authz: self.config.ext_authz,
+            ext_authz_path_prefix: self.config.ext_authz_path_prefix,
+            strip_identity_headers: self.config.strip_identity_headers,
             request_authentication: self.config.request_authentication,
             baseline_route: self.config.baseline_route,
             httpbin_port: self.ports.httpbin,

@@ -108,6 +108,11 @@ impl Endpoints {
     pub fn variables(&self) -> Variables {
         let trim = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let sidecar = self.mesh.as_ref().map(|m| ("sidecar", trim(&m.sidecar)));
+        let host = self.app.host_str().unwrap_or_default();
+        let authority = match self.app.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
         Variables::new(sidecar.into_iter().chain([
             ("app", trim(&self.app)),
             ("idp", trim(&self.idp)),
@@ -117,6 +122,19 @@ impl Endpoints {
             ("email", self.user.email.clone()),
             ("role", self.role.clone()),
             ("roles_claim", self.roles_claim.clone()),
+            ("app_authority", authority.clone()),
+            ("app_authority_upper", authority.to_uppercase()),
+            (
+                "app_hostname",
+                self.app.host_str().unwrap_or_default().to_string(),
+            ),
+            (
+                "app_port",
+                self.app
+                    .port_or_known_default()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
         ]))
     }
 }

@@ -11,11 +11,18 @@ use crate::events::{RunEvent, Verdict};
 pub struct TerminalReporter<W: Write> {
     out: W,
     verbose: bool,
+    /// The running scenario's step lines, printed under its verdict line so that in a log they
+    /// read as that scenario's, never the previous one's.
+    pending: Vec<String>,
 }
 
 impl<W: Write> TerminalReporter<W> {
     pub fn new(out: W, verbose: bool) -> Self {
-        Self { out, verbose }
+        Self {
+            out,
+            verbose,
+            pending: Vec::new(),
+        }
     }
 
     pub fn into_inner(self) -> W {
@@ -49,25 +56,30 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 writeln!(out, "  app:    {}", environment.app_url).map_err(io)?;
                 writeln!(out, "  issuer: {}", environment.issuer).map_err(io)?;
             }
-            RunEvent::ScenarioStarted { .. } => {}
+            RunEvent::ScenarioStarted { .. } => self.pending.clear(),
             RunEvent::StepFinished { step, .. } => {
                 if self.verbose || !step.passed {
+                    let lines = &mut self.pending;
                     let mark = if step.passed { "ok  " } else { "FAIL" };
-                    writeln!(
-                        out,
+                    lines.push(format!(
                         "    {mark} step {} {} ({} ms)",
                         step.index, step.summary, step.duration_ms
-                    )
-                    .map_err(io)?;
+                    ));
                     for hop in &step.hops {
-                        writeln!(out, "         {hop}").map_err(io)?;
+                        lines.push(format!("         {hop}"));
                     }
                     for check in step.checks.iter().filter(|c| self.verbose || !c.passed) {
                         let mark = if check.passed { "✓" } else { "✗" };
-                        writeln!(out, "         {mark} {check}").map_err(io)?;
+                        let severity = match check.severity {
+                            Some(severity) if !check.passed => {
+                                format!("[{} finding] ", severity.name())
+                            }
+                            _ => String::new(),
+                        };
+                        lines.push(format!("         {mark} {severity}{check}"));
                     }
                     if let Some(error) = &step.error {
-                        writeln!(out, "         error: {error}").map_err(io)?;
+                        lines.push(format!("         error: {error}"));
                     }
                 }
             }
@@ -93,6 +105,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     *duration_ms as f64 / 1000.0
                 )
                 .map_err(io)?;
+                for line in self.pending.drain(..) {
+                    writeln!(out, "{line}").map_err(io)?;
+                }
             }
             RunEvent::RunFinished { summary } => {
                 let line = format!(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::check::Severity;
 use crate::oidc::ClaimExpectation;
 use crate::policy::StackProfile;
 
@@ -105,6 +106,10 @@ pub enum Step {
     },
     /// Checks on the last response.
     Expect(Box<ResponseExpectation>),
+    /// Attack requests sent byte for byte as written (request target, Host header, header
+    /// spelling) to the app's origin, each judged on evidence of what answered it. One check
+    /// per request; every request carries a fresh `${nonce}`.
+    Probe(Box<Probe>),
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -122,6 +127,7 @@ impl Step {
             Step::TokenGrant { .. } => "token_grant",
             Step::Expect(_) => "expect",
             Step::ExpectJwt { .. } => "expect_jwt",
+            Step::Probe(_) => "probe",
         }
     }
 
@@ -145,10 +151,76 @@ impl Step {
                     }
                 }
             }
+            Step::Probe(probe) => {
+                for request in &probe.requests {
+                    out.push(request.path.as_str());
+                    out.extend(request.host.as_deref());
+                    out.extend(request.headers.iter().flat_map(|(n, v)| [n.as_str(), v.as_str()]));
+                }
+            }
             Step::SignIn { .. } | Step::TokenGrant { .. } => {}
         }
         out
     }
+}
+
+/// A table of attack requests and what they must not achieve.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub attack: Attack,
+    /// How bad it is when a request succeeds: the finding's severity.
+    #[serde(default)]
+    pub severity: Severity,
+    pub requests: Vec<ProbeRequest>,
+}
+
+/// One attack request. `path` is the request target exactly as sent.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    pub path: String,
+    /// The Host header (default: the app's own authority).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra headers, names as spelled.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+/// What proves an answer came from the app.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The request's nonce echoed, or the signed-in user's exact (non-refusal) answer.
+    #[default]
+    NonceOrSignedInAnswer,
+    /// Only the nonce echoed: for paths that answer everyone alike and are not the app's
+    /// (the auth proxy's own assets).
+    Nonce,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// What a probe's requests try, and so how each is judged.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// Without a session, reach the app. Each request is also sent with the scenario's session
+    /// (a `sign_in` must come first): the app was reached if it echoed the anonymous
+    /// request's nonce, or answered it exactly as it answers the signed-in user.
+    UnauthenticatedReach,
+    /// Make the app believe client-sent identity headers. Each request (carrying forged values
+    /// with `${nonce}`) is sent anonymously, which must not reach the app, and with the
+    /// scenario's session, which must reach it without any forged value (an
+    /// `X-Forwarded-For` may keep it, but never as the last hop).
+    ForgedIdentity,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -436,13 +508,22 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                 }
                 has_check = true;
             }
+            if let Step::Probe(probe) = step {
+                if probe.requests.is_empty() {
+                    return Err(catalog_error(format!(
+                        "scenario {}: a probe step needs at least one request",
+                        scenario.id
+                    )));
+                }
+                has_check = true;
+            }
             if let Step::ExpectJwt { .. } = step {
                 has_check = true;
             }
         }
         if !has_check {
             return Err(catalog_error(format!(
-                "scenario {} checks nothing: add an expect or expect_jwt step",
+                "scenario {} checks nothing: add an expect, expect_jwt or probe step",
                 scenario.id
             )));
         }

@@ -23,6 +23,20 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("email", "the test user's email"),
     ("role", "the realm role given to the test user"),
     ("roles_claim", "the claim the realm-role mapper writes"),
+    (
+        "app_authority",
+        "the app's Host header as a browser sends it (host[:port])",
+    ),
+    (
+        "app_authority_upper",
+        "the app's Host header in upper case",
+    ),
+    ("app_hostname", "the app's host name, without port"),
+    ("app_port", "the app's port (explicit or the scheme's default)"),
+    (
+        "nonce",
+        "in a probe request: a value unique to that request, which an echoing app gives back",
+    ),
 ];
 
 /// Values for [`VARIABLES`], taken from an environment's endpoints.
@@ -32,6 +46,13 @@ pub struct Variables(BTreeMap<&'static str, String>);
 impl Variables {
     pub fn new(values: impl IntoIterator<Item = (&'static str, String)>) -> Self {
         Self(values.into_iter().collect())
+    }
+
+    /// These values plus `name` (replacing any value it had).
+    pub fn with(&self, name: &'static str, value: String) -> Self {
+        let mut values = self.0.clone();
+        values.insert(name, value);
+        Self(values)
     }
 
     /// Replaces every `${name}`; unknown names were rejected at load time and stay verbatim.

@@ -1,0 +1,343 @@
+//! Attack probes: raw requests judged on evidence of what answered them, never on status alone.
+//! A gateway that answers 200 with its own page has not let anyone in; one that answers 302
+//! after the app has already run has. The evidence is the request's nonce echoed by the app,
+//! or the anonymous answer being exactly the app's answer to the signed-in user.
+
+use serde_json::Value;
+use url::Url;
+
+use crate::browser::raw::{RawClient, RawRequest, RawResponse};
+use crate::check::CheckResult;
+use crate::redact::Secret;
+use crate::scenario::{Attack, Evidence, Probe, ProbeRequest, Variables};
+
+/// The header every probe request carries its nonce in; an echoing app gives it back.
+pub const NONCE_HEADER: &str = "X-Meshauth-Probe";
+
+const EXCERPT: usize = 120;
+
+static NO_REFERENCE: Result<RawResponse, String> = Err(String::new());
+
+/// Runs every request of `probe` against `origin`; one check per request.
+pub async fn run(
+    probe: &Probe,
+    origin: &Url,
+    client: &RawClient,
+    vars: &Variables,
+    session: Option<&Secret>,
+) -> Result<Vec<CheckResult>, String> {
+    let session = session.ok_or(
+        "a probe needs the scenario's session as its reference: put a sign_in step before it",
+    )?;
+    let mut checks = Vec::with_capacity(probe.requests.len());
+    for request in &probe.requests {
+        // Two values per send: `${nonce}` goes where the data puts it (a forged header's value,
+        // a path), the marker only into NONCE_HEADER, which only an echoing app gives back (a
+        // sign-in page may reflect the path, never that header).
+        let (anonymous_nonce, anonymous_marker) = (nonce(), nonce());
+        let anonymous = build(request, origin, vars, &anonymous_nonce, &anonymous_marker, None);
+        let (signed_nonce, signed_marker) = (nonce(), nonce());
+        let signed = build(request, origin, vars, &signed_nonce, &signed_marker, Some(session));
+        let mut shown = anonymous.clone();
+        shown.headers.retain(|(header, _)| header != NONCE_HEADER);
+        let name = shown.describe(origin);
+        let anonymous_answer = client.send(origin, &anonymous).await;
+        let signed_answer = client.send(origin, &signed).await;
+        let check = match probe.attack {
+            Attack::UnauthenticatedReach => judge_reach(
+                name,
+                &anonymous_answer,
+                &anonymous_marker,
+                match request.evidence {
+                    Evidence::NonceOrSignedInAnswer => &signed_answer,
+                    Evidence::Nonce => &NO_REFERENCE,
+                },
+            ),
+            Attack::ForgedIdentity => judge_identity(
+                name,
+                &anonymous_answer,
+                &anonymous_marker,
+                &signed_answer,
+                &signed_nonce,
+            ),
+        };
+        checks.push(check.with_severity(probe.severity));
+    }
+    Ok(checks)
+}
+
+fn nonce() -> String {
+    format!("mp{:016x}", rand::random::<u64>())
+}
+
+fn build(
+    request: &ProbeRequest,
+    origin: &Url,
+    vars: &Variables,
+    nonce: &str,
+    marker: &str,
+    session: Option<&Secret>,
+) -> RawRequest {
+    let vars = vars.with("nonce", nonce.to_string());
+    let mut headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (vars.expand(name), vars.expand(value)))
+        .collect();
+    headers.push((NONCE_HEADER.to_string(), marker.to_string()));
+    if let Some(cookie) = session {
+        headers.push(("Cookie".to_string(), cookie.expose().to_string()));
+    }
+    RawRequest {
+        method: request.method.clone(),
+        target: vars.expand(&request.path),
+        host: request
+            .host
+            .as_deref()
+            .map(|h| vars.expand(h))
+            .unwrap_or_else(|| crate::browser::raw::authority(origin)),
+        headers,
+    }
+}
+
+/// Why an answer is the app's: its nonce echoed, or the signed-in user's exact answer.
+fn app_evidence(
+    answer: &RawResponse,
+    nonce: &str,
+    reference: Option<&RawResponse>,
+) -> Option<String> {
+    if answer.body.contains(nonce) {
+        return Some("the app echoed this request's nonce".into());
+    }
+    let reference = reference?;
+    // Answers a gateway gives on its own (refusals, malformed requests, its errors) look the
+    // same to everyone and prove nothing; an app's 200 or 404 to the signed-in user does.
+    let refused = matches!(
+        answer.status,
+        400 | 401 | 403 | 405 | 407 | 408 | 411 | 413 | 414 | 421 | 431
+    ) || (300..400).contains(&answer.status)
+        || answer.status >= 500;
+    (!refused
+        && !answer.body.trim().is_empty()
+        && answer.status == reference.status
+        && answer.body == reference.body)
+        .then(|| {
+            format!(
+                "the body is exactly what the app serves the signed-in user here ({} bytes)",
+                answer.body.len()
+            )
+        })
+}
+
+/// What an answer that is not the app's looks like, for the report.
+fn describe_refusal(answer: &RawResponse) -> String {
+    let what = match answer.status {
+        300..=399 => match answer.header("location") {
+            Some(location) => format!("redirect to {location}"),
+            None => "redirect".into(),
+        },
+        401 => "unauthenticated".into(),
+        403 if answer.body.to_ascii_lowercase().contains("sign in") => "sign-in page".into(),
+        403 => "forbidden".into(),
+        _ => excerpt(&answer.body),
+    };
+    format!("{} {what}", answer.status)
+}
+
+fn judge_reach(
+    name: String,
+    anonymous: &Result<RawResponse, String>,
+    nonce: &str,
+    signed: &Result<RawResponse, String>,
+) -> CheckResult {
+    let expected = "not answered by the app without a session";
+    match anonymous {
+        Err(error) => CheckResult::new(name, true, expected, format!("no response ({error})")),
+        Ok(answer) => match app_evidence(answer, nonce, signed.as_ref().ok()) {
+            Some(evidence) => CheckResult::new(
+                name,
+                false,
+                expected,
+                format!(
+                    "{} from the app: {evidence}; body {}",
+                    answer.status,
+                    excerpt(&answer.body)
+                ),
+            ),
+            None => CheckResult::new(name, true, expected, describe_refusal(answer)),
+        },
+    }
+}
+
+fn judge_identity(
+    name: String,
+    anonymous: &Result<RawResponse, String>,
+    anonymous_marker: &str,
+    signed: &Result<RawResponse, String>,
+    signed_nonce: &str,
+) -> CheckResult {
+    let expected = "refused without a session; with one, the app sees no forged value";
+    if let Ok(answer) = anonymous
+        && answer.body.contains(anonymous_marker)
+    {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!(
+                "without a session the forged request reached the app ({}): {}",
+                answer.status,
+                excerpt(&answer.body)
+            ),
+        );
+    }
+    let answer = match signed {
+        Err(error) => {
+            return CheckResult::new(
+                name,
+                false,
+                expected,
+                format!("inconclusive: the signed-in request got no response ({error})"),
+            );
+        }
+        Ok(answer) => answer,
+    };
+    let Some(headers) = echoed_headers(&answer.body) else {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!(
+                "inconclusive: the signed-in request did not reach an echoing app ({}), so \
+                 nothing was verified; probe a path the app echoes headers on",
+                describe_refusal(answer)
+            ),
+        );
+    };
+    let leaked: Vec<String> = headers
+        .iter()
+        .filter(|(header, _)| !header.eq_ignore_ascii_case(NONCE_HEADER))
+        .filter(|(header, value)| {
+            if header.eq_ignore_ascii_case("x-forwarded-for") {
+                // Envoy appends the peer it saw; a forged first entry is kept, never trusted.
+                value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.contains(signed_nonce))
+            } else {
+                value.contains(signed_nonce)
+            }
+        })
+        .map(|(header, value)| format!("{header}: {value}"))
+        .collect();
+    if leaked.is_empty() {
+        CheckResult::new(
+            name,
+            true,
+            expected,
+            format!(
+                "refused without a session; with one the app received none of it ({} headers)",
+                headers.len()
+            ),
+        )
+    } else {
+        CheckResult::new(
+            name,
+            false,
+            expected,
+            format!("the app received the forged {}", leaked.join("; ")),
+        )
+    }
+}
+
+/// Every header httpbin echoed (`/headers`, `/anything`), multiple values joined with `, `.
+fn echoed_headers(body: &str) -> Option<Vec<(String, String)>> {
+    let json: Value = serde_json::from_str(body).ok()?;
+    let headers = json.get("headers")?.as_object()?;
+    Some(
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Value::String(s) => s.clone(),
+                    _ => String::new(),
+                };
+                (name.clone(), text)
+            })
+            .collect(),
+    )
+}
+
+fn excerpt(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= EXCERPT {
+        format!("{flat:?}")
+    } else {
+        format!("{:?}...", flat.chars().take(EXCERPT).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> RawResponse {
+        RawResponse {
+            status,
+            headers: vec![("Location".into(), "/oauth2/start".into())],
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn reach_is_judged_on_evidence_not_status() {
+        let robots = response(200, "User-agent: *\nDisallow: /deny\n");
+        let signed = Ok(robots.clone());
+        // The app's own robots.txt, anonymously: reached, though nothing echoed.
+        let check = judge_reach("GET /robots.txt".into(), &Ok(robots), "n1", &signed);
+        assert!(!check.passed && check.actual.contains("exactly what the app serves"), "{check}");
+        // The auth proxy's own 200 page is not the app.
+        let proxy = response(200, "User-agent: *\nDisallow: /");
+        let check = judge_reach("GET /robots.txt".into(), &Ok(proxy), "n1", &signed);
+        assert!(check.passed, "{check}");
+        // A redirect that carries the nonce back (an echoing app behind a 302) is reached.
+        let echoed = response(302, "{\"headers\":{\"X-Meshauth-Probe\":[\"n1\"]}}");
+        let check = judge_reach("GET /x".into(), &Ok(echoed), "n1", &Err("reset".into()));
+        assert!(!check.passed && check.actual.contains("echoed this request's nonce"), "{check}");
+        // The sign-in redirect is a refusal, even when the signed-in user gets a redirect too.
+        let redirect = response(302, "<a href=\"/oauth2/start\">Found</a>");
+        let check = judge_reach("GET /".into(), &Ok(redirect.clone()), "n1", &Ok(redirect));
+        assert!(check.passed && check.actual == "302 redirect to /oauth2/start", "{check}");
+        let check = judge_reach("GET /;".into(), &Err("reset".into()), "n1", &Err("x".into()));
+        assert!(check.passed, "{check}");
+    }
+
+    #[test]
+    fn forged_identity_needs_a_reached_app_and_no_forged_value() {
+        let refused = Ok(response(403, "sign in"));
+        let clean = Ok(response(
+            200,
+            r#"{"headers":{"X-Forwarded-For":["mpB, 127.0.0.1"],"X-Auth-Request-User":["alice"]}}"#,
+        ));
+        let check = judge_identity("GET /headers".into(), &refused, "mpA", &clean, "mpB");
+        assert!(check.passed, "{check}");
+        let leaked = Ok(response(
+            200,
+            r#"{"headers":{"X-Forwarded-User":["forged-mpB"],"X-Real-Ip":["mpB"]}}"#,
+        ));
+        let check = judge_identity("GET /headers".into(), &refused, "mpA", &leaked, "mpB");
+        assert!(
+            !check.passed && check.actual.contains("X-Forwarded-User: forged-mpB; X-Real-Ip: mpB"),
+            "{check}"
+        );
+        let last_hop = Ok(response(200, r#"{"headers":{"X-Forwarded-For":["127.0.0.1, mpB"]}}"#));
+        assert!(!judge_identity("x".into(), &refused, "mpA", &last_hop, "mpB").passed);
+        let unverified = judge_identity("x".into(), &refused, "mpA", &refused, "mpB");
+        assert!(!unverified.passed && unverified.actual.starts_with("inconclusive"), "{unverified}");
+    }
+}
