@@ -100,6 +100,12 @@ fn a_keycloak_error_page_is_not_a_login_form() {
             .to_string()
             .starts_with("no login form on http://127.0.0.1:18081/")
     );
+    assert!(
+        error
+            .to_string()
+            .contains("the page says: \"Restart login cookie not found."),
+        "the IdP's own error is shown: {error}"
+    );
     assert_eq!(
         find_login_error(&recorded("login-v2-cookie-not-found.html")),
         None,
@@ -239,7 +245,7 @@ fn forwarded_bearer_is_read_from_httpbins_echo() {
     html.status = StatusCode::FORBIDDEN;
     let error = forwarded_bearer(&html).unwrap_err();
     assert!(
-        error.contains("expected httpbin's /headers JSON") && error.contains("403"),
+        error.contains("expected the app's echo of its request headers, got status 403"),
         "{error}"
     );
 }

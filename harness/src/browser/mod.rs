@@ -48,6 +48,10 @@ pub enum BrowserError {
     },
     #[error("{status} redirect from {url} has no usable Location header")]
     BadLocation { status: u16, url: String },
+    #[error(
+        "the browser was sent off the deployment, to {to} (from {from}); not followed: the harness only talks to the deployment's own hosts"
+    )]
+    OffSite { from: String, to: String },
 }
 
 /// Why a browser sign-in could not be completed (a wrong password is not an error here: the
@@ -117,6 +121,8 @@ pub struct Browser {
     hops: Vec<Hop>,
     /// The attributes of the last `Set-Cookie` seen for each cookie name (never the value).
     cookie_attributes: Vec<CookieAttributes>,
+    /// When not empty, the only hosts redirects are followed to.
+    confined_to: Vec<String>,
 }
 
 /// A cookie's security attributes as the server set them.
@@ -190,7 +196,14 @@ impl Browser {
             max_redirects: 20,
             hops: Vec::new(),
             cookie_attributes: Vec::new(),
+            confined_to: Vec::new(),
         })
+    }
+
+    /// Redirects to any other host end the navigation with [`BrowserError::OffSite`]
+    /// instead of being followed (an open redirect must be seen, never followed off-site).
+    pub fn confine_to(&mut self, hosts: Vec<String>) {
+        self.confined_to = hosts;
     }
 
     /// A cookie-less client that presents a client certificate (`cert_pem` + `key_pem`) and
@@ -215,6 +228,7 @@ impl Browser {
             max_redirects: 20,
             hops: Vec::new(),
             cookie_attributes: Vec::new(),
+            confined_to: Vec::new(),
         })
     }
 
@@ -367,6 +381,13 @@ impl Browser {
                     status: page.status.as_u16(),
                     url: self.redactor.redact(page.url.as_str()),
                 })?;
+            let host = next.host_str().unwrap_or_default();
+            if !self.confined_to.is_empty() && !self.confined_to.iter().any(|h| h == host) {
+                return Err(BrowserError::OffSite {
+                    from: self.redactor.redact(page.url.as_str()),
+                    to: self.redactor.redact(next.as_str()),
+                });
+            }
             let keeps_method = matches!(page.status.as_u16(), 307 | 308);
             if !keeps_method && method != Method::HEAD {
                 method = Method::GET;

@@ -17,6 +17,8 @@ use crate::components::ComponentError;
 /// Process groups still alive; the signal handler kills them so Ctrl-C leaves no orphans.
 static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 static HANDLER: Once = Once::new();
+/// Set once the signal handler tears everything down: deaths after that are ours, not news.
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Installs a SIGINT/SIGTERM handler that tears down every supervised process group and exits
 /// with 130. Safe to call more than once.
@@ -36,6 +38,7 @@ pub fn install_signal_cleanup() {
 /// Kills every live supervised process group (TERM, grace period, KILL) and waits until their
 /// reaper threads have collected them, so the caller can exit without leaving zombies.
 pub fn kill_all_groups() {
+    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
     let groups: Vec<i32> = LIVE_GROUPS
         .lock()
         .map(|g| g.iter().copied().collect())
@@ -252,7 +255,11 @@ impl Supervised {
 
     /// Whether the process exited on its own, rather than being stopped by us.
     pub fn died(&self) -> Option<ExitStatus> {
-        if self.stopped { None } else { self.exited() }
+        if self.stopped || SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+            None
+        } else {
+            self.exited()
+        }
     }
 
     /// Everything this start wrote to the log (its last MiB), not an earlier start's output.

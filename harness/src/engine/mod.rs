@@ -158,7 +158,8 @@ impl Engine {
         let mut failures = Vec::new();
         let mut steps = Vec::new();
         match Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone()) {
-            Ok(browser) => {
+            Ok(mut browser) => {
+                browser.confine_to(self.endpoints.hosts());
                 let mut state = ScenarioState {
                     browser,
                     mesh_workload: None,
@@ -456,7 +457,7 @@ impl Engine {
                         if *token == TokenSource::Forwarded {
                             forwarded_bearer(page)?
                         } else {
-                            forwarded_header(page, "x-auth-request-access-token")?
+                            forwarded_header(page, "X-Auth-Request-Access-Token")?
                         }
                     }
                 };
@@ -604,7 +605,7 @@ async fn ensure_listening(url: &Url) -> Result<(), String> {
 
 /// The bearer token in the `Authorization` header httpbin echoed on `page`.
 pub fn forwarded_bearer(page: &Page) -> Result<String, String> {
-    forwarded_header(page, "authorization")?
+    forwarded_header(page, "Authorization")?
         .strip_prefix("Bearer ")
         .map(str::to_string)
         .ok_or_else(|| "the app's Authorization header is not a Bearer token".to_string())

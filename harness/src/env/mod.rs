@@ -105,6 +105,16 @@ pub struct MeshEndpoints {
 }
 
 impl Endpoints {
+    /// The deployment's own hosts (app, IdP, issuer): the only ones a scenario's browser goes to.
+    pub fn hosts(&self) -> Vec<String> {
+        let issuer = Url::parse(&self.issuer).ok();
+        [Some(&self.app), Some(&self.idp), issuer.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|url| url.host_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn variables(&self) -> Variables {
         let trim = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let sidecar = self.mesh.as_ref().map(|m| ("sidecar", trim(&m.sidecar)));
