@@ -543,7 +543,9 @@ async fn start_local_with(
     let started = Instant::now();
     let observe = |event: StackEvent| match event {
         StackEvent::Starting(component) => progress.say(format!("starting {component}")),
-        StackEvent::Retrying { component, detail } => progress.done(format!("{component}: {detail}")),
+        StackEvent::Retrying { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
         StackEvent::Binding { .. } => {}
         StackEvent::Ready { component, after } => progress.done(format!(
             "{component} ready after {:.1}s",
@@ -578,7 +580,9 @@ async fn start_kind(
     let started = Instant::now();
     let observe = |event: StackEvent| match event {
         StackEvent::Starting(component) => progress.say(format!("starting {component}")),
-        StackEvent::Retrying { component, detail } => progress.done(format!("{component}: {detail}")),
+        StackEvent::Retrying { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
         StackEvent::Binding { .. } => {}
         StackEvent::Ready { component, after } => progress.done(format!(
             "{component} ready after {:.1}s",
@@ -649,7 +653,9 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
     stack.stop();
     match death {
         None => Ok(ExitCode::SUCCESS),
-        Some(death) => Err(anyhow::Error::new(death).context("a component of the local stack died")),
+        Some(death) => {
+            Err(anyhow::Error::new(death).context("a component of the local stack died"))
+        }
     }
 }
 

@@ -92,7 +92,9 @@ const CASES: &[Case] = &[
         name: "audience_mapper_removed_drops_aud_from_the_forwarded_access_token",
         breakage: |c| c.audience_mapper = false,
         scenario: "seed000_browser_sso::browser_login",
-        expect: Expect::FailsWith("step 5 (expect_jwt): claim aud: expected containing \"oauth2proxy\", actual"),
+        expect: Expect::FailsWith(
+            "step 5 (expect_jwt): claim aud: expected containing \"oauth2proxy\", actual",
+        ),
     },
     Case {
         name: "audience_mapper_removed_drops_aud_from_granted_tokens",
@@ -182,6 +184,24 @@ const CASES: &[Case] = &[
         breakage: |c| c.whitelist_domains = vec!["evil.example".into()],
         scenario: "attack_redirects_and_flow::rd_absolute_foreign_url_via_start",
         expect: Expect::FailsWith("https://evil.example/"),
+    },
+    Case {
+        name: "idp_client_with_wildcard_redirect_uri_accepts_another_path",
+        breakage: |c| c.client_wildcard_redirect_uri = true,
+        scenario: "attack_redirects_and_flow::idp_refuses_other_path_on_the_app_host",
+        expect: Expect::FailsWith("login form: expected no login form"),
+    },
+    Case {
+        name: "idp_client_without_pkce_accepts_a_plain_code_request",
+        breakage: |c| c.client_requires_pkce = false,
+        scenario: "attack_redirects_and_flow::idp_requires_pkce",
+        expect: Expect::FailsWith("login form: expected no login form"),
+    },
+    Case {
+        name: "idp_client_with_implicit_flow_accepts_response_type_token",
+        breakage: |c| c.client_implicit_flow = true,
+        scenario: "attack_redirects_and_flow::idp_refuses_implicit_flow",
+        expect: Expect::FailsWith("login form: expected no login form"),
     },
     Case {
         name: "skipped_sign_in_page_still_signs_in",

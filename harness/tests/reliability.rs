@@ -46,7 +46,13 @@ fn descendants() -> BTreeSet<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((pid, ppid))
         })
         .collect();
@@ -113,7 +119,10 @@ fn the_stack_survives_taken_ports_and_reaps_what_dies() {
             retries.lock().unwrap().push(component.to_string());
         }
         StackEvent::Ready { component, after } => {
-            eprintln!("[reliability] {component} ready after {:.1}s", after.as_secs_f64())
+            eprintln!(
+                "[reliability] {component} ready after {:.1}s",
+                after.as_secs_f64()
+            )
         }
         _ => {}
     };
@@ -173,7 +182,10 @@ fn the_stack_survives_taken_ports_and_reaps_what_dies() {
         })
         .expect("sign-in after the port moves");
     assert_eq!(page.status, 200, "signed in to the app: {}", page.url);
-    assert!(page.body.contains("\"Authorization\""), "the app got the token");
+    assert!(
+        page.body.contains("\"Authorization\""),
+        "the app got the token"
+    );
 
     // A component that dies is reaped at once and named.
     let before = descendants();
@@ -193,16 +205,27 @@ fn the_stack_survives_taken_ports_and_reaps_what_dies() {
         if let Some(death) = stack.died() {
             break death;
         }
-        assert!(Instant::now() < deadline, "the death of httpbin was not noticed");
+        assert!(
+            Instant::now() < deadline,
+            "the death of httpbin was not noticed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let message = death.to_string();
     assert!(message.starts_with("httpbin died"), "{message}");
-    assert!(zombie_children().is_empty(), "reaped: {:?}", zombie_children());
+    assert!(
+        zombie_children().is_empty(),
+        "reaped: {:?}",
+        zombie_children()
+    );
 
     stack.stop();
     drop(stack);
-    assert!(zombie_children().is_empty(), "no zombie after stop: {:?}", zombie_children());
+    assert!(
+        zombie_children().is_empty(),
+        "no zombie after stop: {:?}",
+        zombie_children()
+    );
     let left: Vec<u32> = descendants().into_iter().collect();
     assert!(left.is_empty(), "no process of the stack left: {left:?}");
 }

@@ -179,12 +179,16 @@ pub fn find_login_error(html: &str) -> Option<String> {
 /// An IdP error page's message (Keycloak: `#kc-error-message`, e.g. "Invalid parameter:
 /// redirect_uri"), else a login error.
 fn idp_error_text(document: &Html) -> Option<String> {
-    ["#kc-error-message .instruction", "#kc-error-message", "p.instruction"]
-        .iter()
-        .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
-        .map(|e| collapse_whitespace(&e.text().collect::<String>()))
-        .find(|text| !text.is_empty())
-        .or_else(|| login_error_text(document))
+    [
+        "#kc-error-message .instruction",
+        "#kc-error-message",
+        "p.instruction",
+    ]
+    .iter()
+    .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
+    .map(|e| collapse_whitespace(&e.text().collect::<String>()))
+    .find(|text| !text.is_empty())
+    .or_else(|| login_error_text(document))
 }
 
 fn login_error_text(document: &Html) -> Option<String> {

@@ -70,6 +70,20 @@ impl RawRequest {
     }
 }
 
+/// Where to connect for `url`: its host (IPv6 without brackets) and port.
+pub fn host_and_port(url: &Url) -> Result<(String, u16), String> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("{url} has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| format!("{url} has no port"))?;
+    Ok((host, port))
+}
+
 /// `host[:port]` of `url`, as a browser sends it in the Host header.
 pub fn authority(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default();
@@ -109,15 +123,7 @@ impl RawClient {
     }
 
     async fn exchange(&self, origin: &Url, request: &RawRequest) -> Result<RawResponse, String> {
-        let host = origin
-            .host_str()
-            .ok_or_else(|| format!("{origin} has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = origin
-            .port_or_known_default()
-            .ok_or_else(|| format!("{origin} has no port"))?;
+        let (host, port) = host_and_port(origin)?;
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
@@ -259,7 +265,9 @@ mod tests {
             headers: vec![("X_Auth_Request_User".into(), "mallory".into())],
         };
         let wire = String::from_utf8(request.to_bytes()).unwrap();
-        assert!(wire.starts_with("GET /anything/%2e%2e//./x;y HTTP/1.1\r\nHost: APP.EXAMPLE.:443\r\n"));
+        assert!(
+            wire.starts_with("GET /anything/%2e%2e//./x;y HTTP/1.1\r\nHost: APP.EXAMPLE.:443\r\n")
+        );
         assert!(wire.contains("\r\nX_Auth_Request_User: mallory\r\n"));
         assert!(wire.ends_with("Connection: close\r\n\r\n"));
         let origin = Url::parse("https://app.example/").unwrap();
@@ -271,7 +279,8 @@ mod tests {
 
     #[test]
     fn responses_parse_with_length_or_chunks() {
-        let plain = parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!").unwrap();
+        let plain =
+            parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!").unwrap();
         assert_eq!((plain.status, plain.body.as_str()), (403, "nope!"));
         let chunked = parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nUser\r\n7;x=y\r\n-agent:\r\n0\r\n\r\n",

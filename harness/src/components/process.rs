@@ -153,9 +153,9 @@ fn reap_in_background(name: &'static str, mut child: Child, exit: Arc<Exit>) {
                 let status = child.wait();
                 let mut slot = exit.status.lock().unwrap_or_else(|p| p.into_inner());
                 // wait() only fails if the child was already reaped; record a failure either way.
-                *slot = Some(status.unwrap_or_else(|_| {
-                    std::os::unix::process::ExitStatusExt::from_raw(-1)
-                }));
+                *slot = Some(
+                    status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(-1)),
+                );
                 exit.changed.notify_all();
             }
         });
@@ -295,7 +295,11 @@ impl Supervised {
         }
         signal_group(self.pgid, libc::SIGKILL);
         if self.exit.wait(Duration::from_secs(5)).is_none() {
-            tracing::warn!(component = self.name, pid = self.pid, "did not exit after SIGKILL");
+            tracing::warn!(
+                component = self.name,
+                pid = self.pid,
+                "did not exit after SIGKILL"
+            );
         }
         if let Ok(mut groups) = LIVE_GROUPS.lock() {
             groups.remove(&self.pgid);

@@ -279,9 +279,8 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResul
 }
 
 /// The request headers httpbin echoed in a `/headers` response, as (name, first value).
-/// go-httpbin echoes arrays of values, Python httpbin single strings; both are accepted.
 pub fn echoed_headers(page: &Page) -> Result<Vec<(String, String)>, String> {
-    let json: Value = serde_json::from_str(&page.body).map_err(|_| {
+    let headers = echoed_header_values(&page.body).ok_or_else(|| {
         format!(
             "status {} at {} with {}",
             page.status.as_u16(),
@@ -289,24 +288,38 @@ pub fn echoed_headers(page: &Page) -> Result<Vec<(String, String)>, String> {
             excerpt(&page.body)
         )
     })?;
-    let headers = json
-        .get("headers")
-        .and_then(Value::as_object)
-        .ok_or_else(|| format!("no \"headers\" object in the JSON at {}", page.url))?;
     Ok(headers
-        .iter()
-        .map(|(name, value)| {
-            let first = match value {
-                Value::Array(items) => items.first().and_then(Value::as_str).unwrap_or_default(),
-                Value::String(s) => s.as_str(),
-                _ => "",
-            };
-            (name.clone(), first.to_string())
-        })
+        .into_iter()
+        .map(|(name, values)| (name, values.into_iter().next().unwrap_or_default()))
         .collect())
 }
 
-fn excerpt(body: &str) -> String {
+/// Every value of every request header httpbin echoed (`/headers`, `/anything`), or `None`
+/// when `body` is not such an echo. go-httpbin echoes arrays of values, Python httpbin single
+/// strings; both are accepted.
+pub fn echoed_header_values(body: &str) -> Option<Vec<(String, Vec<String>)>> {
+    let json: Value = serde_json::from_str(body).ok()?;
+    let headers = json.get("headers")?.as_object()?;
+    Some(
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let values = match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                    Value::String(s) => vec![s.clone()],
+                    _ => Vec::new(),
+                };
+                (name.clone(), values)
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn excerpt(body: &str) -> String {
     let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= EXCERPT {
         format!("{flat:?}")

@@ -3,9 +3,9 @@
 //! after the app has already run has. The evidence is the request's nonce echoed by the app,
 //! or the anonymous answer being exactly the app's answer to the signed-in user.
 
-use serde_json::Value;
 use url::Url;
 
+use super::expect::excerpt;
 use crate::browser::raw::{RawClient, RawRequest, RawResponse};
 use crate::check::CheckResult;
 use crate::redact::Secret;
@@ -13,10 +13,6 @@ use crate::scenario::{Attack, Evidence, Probe, ProbeRequest, Variables};
 
 /// The header every probe request carries its nonce in; an echoing app gives it back.
 pub const NONCE_HEADER: &str = "X-Meshauth-Probe";
-
-const EXCERPT: usize = 120;
-
-static NO_REFERENCE: Result<RawResponse, String> = Err(String::new());
 
 /// Runs every request of `probe` against `origin`; one check per request.
 pub async fn run(
@@ -35,9 +31,23 @@ pub async fn run(
         // a path), the marker only into NONCE_HEADER, which only an echoing app gives back (a
         // sign-in page may reflect the path, never that header).
         let (anonymous_nonce, anonymous_marker) = (nonce(), nonce());
-        let anonymous = build(request, origin, vars, &anonymous_nonce, &anonymous_marker, None);
+        let anonymous = build(
+            request,
+            origin,
+            vars,
+            &anonymous_nonce,
+            &anonymous_marker,
+            None,
+        );
         let (signed_nonce, signed_marker) = (nonce(), nonce());
-        let signed = build(request, origin, vars, &signed_nonce, &signed_marker, Some(session));
+        let signed = build(
+            request,
+            origin,
+            vars,
+            &signed_nonce,
+            &signed_marker,
+            Some(session),
+        );
         let mut shown = anonymous.clone();
         shown.headers.retain(|(header, _)| header != NONCE_HEADER);
         let name = shown.describe(origin);
@@ -49,8 +59,8 @@ pub async fn run(
                 &anonymous_answer,
                 &anonymous_marker,
                 match request.evidence {
-                    Evidence::NonceOrSignedInAnswer => &signed_answer,
-                    Evidence::Nonce => &NO_REFERENCE,
+                    Evidence::NonceOrSignedInAnswer => signed_answer.as_ref().ok(),
+                    Evidence::Nonce => None,
                 },
             ),
             Attack::ForgedIdentity => judge_identity(
@@ -148,12 +158,12 @@ fn judge_reach(
     name: String,
     anonymous: &Result<RawResponse, String>,
     nonce: &str,
-    signed: &Result<RawResponse, String>,
+    signed: Option<&RawResponse>,
 ) -> CheckResult {
     let expected = "not answered by the app without a session";
     match anonymous {
         Err(error) => CheckResult::new(name, true, expected, format!("no response ({error})")),
-        Ok(answer) => match app_evidence(answer, nonce, signed.as_ref().ok()) {
+        Ok(answer) => match app_evidence(answer, nonce, signed) {
             Some(evidence) => CheckResult::new(
                 name,
                 false,
@@ -250,36 +260,14 @@ fn judge_identity(
     }
 }
 
-/// Every header httpbin echoed (`/headers`, `/anything`), multiple values joined with `, `.
+/// Every header the app echoed, multiple values joined as one header line would carry them.
 fn echoed_headers(body: &str) -> Option<Vec<(String, String)>> {
-    let json: Value = serde_json::from_str(body).ok()?;
-    let headers = json.get("headers")?.as_object()?;
     Some(
-        headers
-            .iter()
-            .map(|(name, value)| {
-                let text = match value {
-                    Value::Array(items) => items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    Value::String(s) => s.clone(),
-                    _ => String::new(),
-                };
-                (name.clone(), text)
-            })
+        super::expect::echoed_header_values(body)?
+            .into_iter()
+            .map(|(name, values)| (name, values.join(", ")))
             .collect(),
     )
-}
-
-fn excerpt(body: &str) -> String {
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= EXCERPT {
-        format!("{flat:?}")
-    } else {
-        format!("{:?}...", flat.chars().take(EXCERPT).collect::<String>())
-    }
 }
 
 #[cfg(test)]
@@ -297,23 +285,32 @@ mod tests {
     #[test]
     fn reach_is_judged_on_evidence_not_status() {
         let robots = response(200, "User-agent: *\nDisallow: /deny\n");
-        let signed = Ok(robots.clone());
+        let signed = Some(&robots);
         // The app's own robots.txt, anonymously: reached, though nothing echoed.
-        let check = judge_reach("GET /robots.txt".into(), &Ok(robots), "n1", &signed);
-        assert!(!check.passed && check.actual.contains("exactly what the app serves"), "{check}");
+        let check = judge_reach("GET /robots.txt".into(), &Ok(robots.clone()), "n1", signed);
+        assert!(
+            !check.passed && check.actual.contains("exactly what the app serves"),
+            "{check}"
+        );
         // The auth proxy's own 200 page is not the app.
         let proxy = response(200, "User-agent: *\nDisallow: /");
-        let check = judge_reach("GET /robots.txt".into(), &Ok(proxy), "n1", &signed);
+        let check = judge_reach("GET /robots.txt".into(), &Ok(proxy), "n1", signed);
         assert!(check.passed, "{check}");
         // A redirect that carries the nonce back (an echoing app behind a 302) is reached.
         let echoed = response(302, "{\"headers\":{\"X-Meshauth-Probe\":[\"n1\"]}}");
-        let check = judge_reach("GET /x".into(), &Ok(echoed), "n1", &Err("reset".into()));
-        assert!(!check.passed && check.actual.contains("echoed this request's nonce"), "{check}");
+        let check = judge_reach("GET /x".into(), &Ok(echoed), "n1", None);
+        assert!(
+            !check.passed && check.actual.contains("echoed this request's nonce"),
+            "{check}"
+        );
         // The sign-in redirect is a refusal, even when the signed-in user gets a redirect too.
         let redirect = response(302, "<a href=\"/oauth2/start\">Found</a>");
-        let check = judge_reach("GET /".into(), &Ok(redirect.clone()), "n1", &Ok(redirect));
-        assert!(check.passed && check.actual == "302 redirect to /oauth2/start", "{check}");
-        let check = judge_reach("GET /;".into(), &Err("reset".into()), "n1", &Err("x".into()));
+        let check = judge_reach("GET /".into(), &Ok(redirect.clone()), "n1", Some(&redirect));
+        assert!(
+            check.passed && check.actual == "302 redirect to /oauth2/start",
+            "{check}"
+        );
+        let check = judge_reach("GET /;".into(), &Err("reset".into()), "n1", None);
         assert!(check.passed, "{check}");
     }
 
@@ -332,12 +329,21 @@ mod tests {
         ));
         let check = judge_identity("GET /headers".into(), &refused, "mpA", &leaked, "mpB");
         assert!(
-            !check.passed && check.actual.contains("X-Forwarded-User: forged-mpB; X-Real-Ip: mpB"),
+            !check.passed
+                && check
+                    .actual
+                    .contains("X-Forwarded-User: forged-mpB; X-Real-Ip: mpB"),
             "{check}"
         );
-        let last_hop = Ok(response(200, r#"{"headers":{"X-Forwarded-For":["127.0.0.1, mpB"]}}"#));
+        let last_hop = Ok(response(
+            200,
+            r#"{"headers":{"X-Forwarded-For":["127.0.0.1, mpB"]}}"#,
+        ));
         assert!(!judge_identity("x".into(), &refused, "mpA", &last_hop, "mpB").passed);
         let unverified = judge_identity("x".into(), &refused, "mpA", &refused, "mpB");
-        assert!(!unverified.passed && unverified.actual.starts_with("inconclusive"), "{unverified}");
+        assert!(
+            !unverified.passed && unverified.actual.starts_with("inconclusive"),
+            "{unverified}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use url::Url;
 
 use super::pki::{MeshPki, RunPki};
-use super::ports::{PortOwner, Ports};
+use super::ports::{Component, Ports};
 use super::{Endpoints, EnvError, MeshEndpoints, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
@@ -81,6 +81,12 @@ pub struct StackConfig {
     pub audience_mapper: bool,
     /// oauth2-proxy is given a wrong client secret.
     pub wrong_client_secret: bool,
+    /// The realm's client accepts any redirect URI on the app host (`https://host/*`).
+    pub client_wildcard_redirect_uri: bool,
+    /// The realm's client refuses authorization requests without PKCE (S256).
+    pub client_requires_pkce: bool,
+    /// The realm's client allows the implicit flow (tokens in the front channel).
+    pub client_implicit_flow: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
@@ -105,6 +111,9 @@ impl Default for StackConfig {
             role_mapper: true,
             audience_mapper: true,
             wrong_client_secret: false,
+            client_wildcard_redirect_uri: false,
+            client_requires_pkce: true,
+            client_implicit_flow: false,
             secure_session_cookie: true,
             baseline_route: false,
             sidecar: SidecarPolicy::default(),
@@ -159,6 +168,12 @@ impl StackConfig {
             PolicySetting::info("Keycloak login theme", self.login_theme.name()),
             PolicySetting::protection("realm role mapper", self.role_mapper),
             PolicySetting::protection("audience mapper", self.audience_mapper),
+            PolicySetting::protection(
+                "client redirect URI exact (no wildcard)",
+                !self.client_wildcard_redirect_uri,
+            ),
+            PolicySetting::protection("client requires PKCE", self.client_requires_pkce),
+            PolicySetting::protection("client implicit flow off", !self.client_implicit_flow),
             PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
             PolicySetting::protection(
                 "return URLs limited to the app (no whitelist_domains)",
@@ -220,6 +235,9 @@ pub(super) struct RealmContext<'a> {
     login_theme: &'a str,
     include_role_mapper: bool,
     include_audience_mapper: bool,
+    client_wildcard_redirect_uri: bool,
+    client_requires_pkce: bool,
+    client_implicit_flow: bool,
 }
 
 impl<'a> RealmContext<'a> {
@@ -238,6 +256,9 @@ impl<'a> RealmContext<'a> {
             login_theme: config.login_theme.name(),
             include_role_mapper: config.role_mapper,
             include_audience_mapper: config.audience_mapper,
+            client_wildcard_redirect_uri: config.client_wildcard_redirect_uri,
+            client_requires_pkce: config.client_requires_pkce,
+            client_implicit_flow: config.client_implicit_flow,
         }
     }
 }
@@ -340,25 +361,8 @@ impl<'a> SidecarPolicyContext<'a> {
     }
 }
 
-/// The stack's components, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Component {
-    Keycloak,
-    Httpbin,
-    Sidecar,
-    Gateway,
-    OAuth2Proxy,
-}
-
+/// What the stack knows about starting each component.
 impl Component {
-    const START_ORDER: [Component; 5] = [
-        Self::Keycloak,
-        Self::Httpbin,
-        Self::Sidecar,
-        Self::Gateway,
-        Self::OAuth2Proxy,
-    ];
-
     fn name(self) -> &'static str {
         match self {
             Self::Keycloak => "keycloak",
@@ -371,16 +375,6 @@ impl Component {
 
     fn from_name(name: &str) -> Option<Self> {
         Self::START_ORDER.into_iter().find(|c| c.name() == name)
-    }
-
-    fn port_owner(self) -> PortOwner {
-        match self {
-            Self::Keycloak => PortOwner::Keycloak,
-            Self::Httpbin => PortOwner::Httpbin,
-            Self::Sidecar => PortOwner::Sidecar,
-            Self::Gateway => PortOwner::Gateway,
-            Self::OAuth2Proxy => PortOwner::OAuth2Proxy,
-        }
     }
 
     /// Keycloak regenerates its realm keys on restart, and these cache the JWKS (Envoy does not
@@ -619,10 +613,9 @@ impl LocalStack {
         // A port taken since it was chosen is replaced before anything renders it.
         for component in Component::START_ORDER {
             if !self.is_running(component) {
-                let owner = component.port_owner();
                 if let Some(port) = self
                     .ports
-                    .owned(owner)
+                    .owned(component)
                     .into_iter()
                     .find(|&port| Ports::check_free(port, "").is_err())
                 {
@@ -632,9 +625,16 @@ impl LocalStack {
             }
         }
         let wanted = self.wanted_inputs()?;
+        let inputs = |component: Component| {
+            wanted
+                .iter()
+                .find(|(c, _)| *c == component)
+                .map(|(_, inputs)| inputs.clone())
+                .unwrap_or_default()
+        };
         let keycloak_restarts = self
             .running(Component::Keycloak)
-            .is_none_or(|r| r.inputs != wanted[0].1);
+            .is_none_or(|r| r.inputs != inputs(Component::Keycloak));
         for (component, inputs) in wanted.iter().rev() {
             let stale = self.running(*component).is_some_and(|r| {
                 &r.inputs != inputs || (keycloak_restarts && component.caches_realm_keys())
@@ -643,13 +643,6 @@ impl LocalStack {
                 self.stop_component(*component);
             }
         }
-        let inputs = |component: Component| {
-            wanted
-                .iter()
-                .find(|(c, _)| *c == component)
-                .map(|(_, inputs)| inputs.clone())
-                .unwrap_or_default()
-        };
         // Keycloak is slow to start; everything that does not depend on it starts meanwhile.
         let keycloak_started = Instant::now();
         if !self.is_running(Component::Keycloak) {
@@ -678,8 +671,14 @@ impl LocalStack {
         if !self.is_running(Component::OAuth2Proxy) {
             progress(StackEvent::Starting("oauth2-proxy"));
             self.announce_ports(Component::OAuth2Proxy, progress);
-            let process = self.start_component(Component::OAuth2Proxy, progress).await?;
-            self.record(Component::OAuth2Proxy, process, inputs(Component::OAuth2Proxy));
+            let process = self
+                .start_component(Component::OAuth2Proxy, progress)
+                .await?;
+            self.record(
+                Component::OAuth2Proxy,
+                process,
+                inputs(Component::OAuth2Proxy),
+            );
         }
         Ok(())
     }
@@ -692,9 +691,8 @@ impl LocalStack {
         attempt: usize,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<(), EnvError> {
-        let owner = component.port_owner();
-        let before = self.ports.owned(owner);
-        self.ports.reassign(owner)?;
+        let before = self.ports.owned(component);
+        self.ports.reassign(component)?;
         self.address_endpoints();
         let retry = if attempt > 0 {
             format!(" (retry {attempt} of {})", PORT_ATTEMPTS - 1)
@@ -703,7 +701,7 @@ impl LocalStack {
         };
         let detail = format!(
             "{reason}: ports {before:?} → {:?}; components that use them are re-rendered{retry}",
-            self.ports.owned(owner)
+            self.ports.owned(component)
         );
         tracing::warn!(component = component.name(), "{detail}");
         self.append_stack_log(&format!("{}: {detail}", component.name()));
@@ -717,7 +715,7 @@ impl LocalStack {
     fn announce_ports(&self, component: Component, progress: &(dyn Fn(StackEvent) + Sync)) {
         progress(StackEvent::Binding {
             component: component.name(),
-            ports: self.ports.owned(component.port_owner()),
+            ports: self.ports.owned(component),
         });
     }
 
@@ -781,7 +779,7 @@ impl LocalStack {
     /// secrets it is given), in start order.
     fn wanted_inputs(&self) -> Result<[(Component, String); 5], EnvError> {
         let context = self.context();
-        let ports = |component: Component| format!("{:?}", self.ports.owned(component.port_owner()));
+        let ports = |component: Component| format!("{:?}", self.ports.owned(component));
         Ok([
             (
                 Component::Keycloak,

@@ -123,28 +123,30 @@ impl Endpoints {
             Some(port) => format!("{host}:{port}"),
             None => host.to_string(),
         };
-        Variables::new(sidecar.into_iter().chain([
-            ("app", trim(&self.app)),
-            ("idp", trim(&self.idp)),
-            ("issuer", self.issuer.clone()),
-            ("client_id", self.client_id.clone()),
-            ("username", self.user.username.clone()),
-            ("email", self.user.email.clone()),
-            ("role", self.role.clone()),
-            ("roles_claim", self.roles_claim.clone()),
-            ("app_authority", authority.clone()),
-            ("app_authority_upper", authority.to_uppercase()),
-            (
-                "app_hostname",
-                self.app.host_str().unwrap_or_default().to_string(),
-            ),
-            (
-                "app_port",
-                self.app
-                    .port_or_known_default()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            ),
-        ]))
+        Variables::new(
+            sidecar.into_iter().chain([
+                ("app", trim(&self.app)),
+                ("idp", trim(&self.idp)),
+                ("issuer", self.issuer.clone()),
+                ("client_id", self.client_id.clone()),
+                ("username", self.user.username.clone()),
+                ("email", self.user.email.clone()),
+                ("role", self.role.clone()),
+                ("roles_claim", self.roles_claim.clone()),
+                ("app_authority", authority.clone()),
+                ("app_authority_upper", authority.to_uppercase()),
+                (
+                    "app_hostname",
+                    self.app.host_str().unwrap_or_default().to_string(),
+                ),
+                (
+                    "app_port",
+                    self.app
+                        .port_or_known_default()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                ),
+            ]),
+        )
     }
 }

@@ -23,14 +23,14 @@ const LOWEST: u16 = 10_000;
 /// Linux's default `ip_local_port_range`, for systems without `/proc`.
 const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 
-/// The components that bind ports, each owning the ports it binds.
+/// The local stack's components, in start order; each owns the ports it binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortOwner {
+pub enum Component {
+    Keycloak,
+    Httpbin,
+    Sidecar,
     Gateway,
     OAuth2Proxy,
-    Httpbin,
-    Keycloak,
-    Sidecar,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Ports {
             sidecar: 0,
             sidecar_admin: 0,
         };
-        for owner in PortOwner::ALL {
+        for owner in Component::START_ORDER {
             for slot in ports.owned_mut(owner) {
                 *slot = reserve_one()?;
             }
@@ -72,7 +72,7 @@ impl Ports {
 
     /// New ports for `owner` (after it met "address already in use"); the old ones stay
     /// reserved, since something else holds them.
-    pub fn reassign(&mut self, owner: PortOwner) -> Result<(), EnvError> {
+    pub fn reassign(&mut self, owner: Component) -> Result<(), EnvError> {
         for slot in self.owned_mut(owner) {
             *slot = reserve_one()?;
         }
@@ -80,7 +80,7 @@ impl Ports {
     }
 
     /// The ports `owner` binds.
-    pub fn owned(&self, owner: PortOwner) -> Vec<u16> {
+    pub fn owned(&self, owner: Component) -> Vec<u16> {
         let mut copy = *self;
         copy.owned_mut(owner).into_iter().map(|p| *p).collect()
     }
@@ -88,7 +88,7 @@ impl Ports {
     /// Gives this stack's ports back to the process-wide pool.
     pub fn release(&self) {
         if let Ok(mut reserved) = RESERVED.lock() {
-            for owner in PortOwner::ALL {
+            for owner in Component::START_ORDER {
                 for port in self.owned(owner) {
                     reserved.remove(&port);
                 }
@@ -96,17 +96,17 @@ impl Ports {
         }
     }
 
-    fn owned_mut(&mut self, owner: PortOwner) -> Vec<&mut u16> {
+    fn owned_mut(&mut self, owner: Component) -> Vec<&mut u16> {
         match owner {
-            PortOwner::Gateway => vec![
+            Component::Gateway => vec![
                 &mut self.gateway_https,
                 &mut self.gateway_http,
                 &mut self.gateway_admin,
             ],
-            PortOwner::OAuth2Proxy => vec![&mut self.oauth2_proxy],
-            PortOwner::Httpbin => vec![&mut self.httpbin],
-            PortOwner::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
-            PortOwner::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
+            Component::OAuth2Proxy => vec![&mut self.oauth2_proxy],
+            Component::Httpbin => vec![&mut self.httpbin],
+            Component::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
+            Component::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
         }
     }
 
@@ -121,20 +121,22 @@ impl Ports {
     }
 }
 
-impl PortOwner {
-    pub const ALL: [PortOwner; 5] = [
+impl Component {
+    pub const START_ORDER: [Component; 5] = [
+        Self::Keycloak,
+        Self::Httpbin,
+        Self::Sidecar,
         Self::Gateway,
         Self::OAuth2Proxy,
-        Self::Httpbin,
-        Self::Keycloak,
-        Self::Sidecar,
     ];
 }
 
 /// One free port from the non-ephemeral range, reserved in this process.
 fn reserve_one() -> Result<u16, EnvError> {
     let range = stable_range(&ephemeral_range());
-    let mut reserved = RESERVED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut reserved = RESERVED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for _ in 0..1_000 {
         let port = rand::random_range(range.clone());
         if reserved.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
@@ -148,7 +150,11 @@ fn reserve_one() -> Result<u16, EnvError> {
         path: "127.0.0.1".into(),
         source: std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
-            format!("1000 random ports in {}-{} were taken", range.start(), range.end()),
+            format!(
+                "1000 random ports in {}-{} were taken",
+                range.start(),
+                range.end()
+            ),
         ),
     })
 }
@@ -172,7 +178,11 @@ fn stable_range(ephemeral: &RangeInclusive<u16>) -> RangeInclusive<u16> {
     let below = (LOWEST, ephemeral.start().saturating_sub(1));
     let above = (ephemeral.end().saturating_add(1).max(LOWEST), u16::MAX);
     let width = |(low, high): (u16, u16)| if high >= low { high - low } else { 0 };
-    let (low, high) = if width(below) >= width(above) { below } else { above };
+    let (low, high) = if width(below) >= width(above) {
+        below
+    } else {
+        above
+    };
     if high > low + 100 {
         low..=high
     } else {
@@ -186,7 +196,7 @@ mod tests {
     use super::*;
 
     fn all(ports: &Ports) -> Vec<u16> {
-        PortOwner::ALL
+        Component::START_ORDER
             .iter()
             .flat_map(|owner| ports.owned(*owner))
             .collect()
@@ -199,7 +209,10 @@ mod tests {
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
         assert_eq!(ports.len(), 18);
-        assert!(ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST), "{ports:?}");
+        assert!(
+            ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
+            "{ports:?}"
+        );
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 18, "two stacks in one process share no port");
@@ -211,10 +224,13 @@ mod tests {
     fn reassigning_changes_only_the_owner_s_ports() {
         let mut ports = Ports::allocate().unwrap();
         let before = ports;
-        ports.reassign(PortOwner::Keycloak).unwrap();
+        ports.reassign(Component::Keycloak).unwrap();
         assert_ne!(ports.keycloak, before.keycloak);
         assert_ne!(ports.keycloak_management, before.keycloak_management);
-        assert_eq!(ports.owned(PortOwner::Gateway), before.owned(PortOwner::Gateway));
+        assert_eq!(
+            ports.owned(Component::Gateway),
+            before.owned(Component::Gateway)
+        );
         ports.release();
         before.release();
     }
@@ -232,7 +248,9 @@ mod tests {
     fn a_taken_port_is_reported() {
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
-        let error = Ports::check_free(port, "gateway HTTPS").unwrap_err().to_string();
+        let error = Ports::check_free(port, "gateway HTTPS")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(&format!("port {port}")) && error.contains("gateway HTTPS"),
             "{error}"

@@ -67,15 +67,7 @@ struct Origin {
 
 impl Target {
     pub fn new(url: &Url) -> Result<Self, String> {
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("{url} has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| format!("{url} has no port"))?;
+        let (host, port) = crate::browser::raw::host_and_port(url)?;
         let server_name = match url.scheme() {
             "https" => Some(
                 ServerName::try_from(host.clone())
@@ -84,11 +76,8 @@ impl Target {
             "http" => None,
             other => return Err(format!("{url}: scheme {other} is not http or https")),
         };
-        let authority = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        let authority = HeaderValue::from_str(&authority).map_err(|e| format!("{url}: {e}"))?;
+        let authority = HeaderValue::from_str(&crate::browser::raw::authority(url))
+            .map_err(|e| format!("{url}: {e}"))?;
         let path = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_string(),

@@ -155,7 +155,12 @@ impl Step {
                 for request in &probe.requests {
                     out.push(request.path.as_str());
                     out.extend(request.host.as_deref());
-                    out.extend(request.headers.iter().flat_map(|(n, v)| [n.as_str(), v.as_str()]));
+                    out.extend(
+                        request
+                            .headers
+                            .iter()
+                            .flat_map(|(n, v)| [n.as_str(), v.as_str()]),
+                    );
                 }
             }
             Step::SignIn { .. } | Step::TokenGrant { .. } => {}

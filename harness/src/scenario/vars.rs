@@ -27,12 +27,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "app_authority",
         "the app's Host header as a browser sends it (host[:port])",
     ),
-    (
-        "app_authority_upper",
-        "the app's Host header in upper case",
-    ),
+    ("app_authority_upper", "the app's Host header in upper case"),
     ("app_hostname", "the app's host name, without port"),
-    ("app_port", "the app's port (explicit or the scheme's default)"),
+    (
+        "app_port",
+        "the app's port (explicit or the scheme's default)",
+    ),
     (
         "nonce",
         "in a probe request: a value unique to that request, which an echoing app gives back",
