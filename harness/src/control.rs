@@ -1,30 +1,77 @@
 //! What the runner may ask of an environment before and during a scenario: bring it to the
-//! stack profile the scenario needs (`stack:` in the catalog). Environments implement it; the
-//! engine only calls it, so neither reaches into the other.
+//! stack profile the scenario needs (`stack:` in the catalog), and disrupt one of its parts
+//! (stop it, or freeze it as a hung service) and restore it, for the fail-closed checks.
+//! Environments implement it; the engine only calls it, so neither reaches into the other.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::{Deserialize, Serialize};
+
 use crate::policy::StackProfile;
 
-/// An environment the runner can reconfigure.
-pub trait StackControl {
-    /// Reconfigures to `profile` (a no-op when nothing changes), or says why it cannot.
-    fn apply<'a>(
-        &'a mut self,
-        profile: &'a StackProfile,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+/// A part of the deployment, by the role it plays.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The external authorization service the gateway asks (oauth2-proxy).
+    AuthService,
+    /// The identity provider (Keycloak).
+    Idp,
+    /// The protected application (httpbin).
+    App,
 }
 
-/// An environment the harness does not control (a user's deployment): it runs scenarios
-/// that need the default profile and refuses the others with the reason.
+impl Part {
+    pub const ALL: [Part; 3] = [Part::AuthService, Part::Idp, Part::App];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::AuthService => "auth_service",
+            Part::Idp => "idp",
+            Part::App => "app",
+        }
+    }
+}
+
+/// How a part is disrupted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Disruption {
+    /// Stopped: connections to it are refused.
+    Stop,
+    /// Frozen (SIGSTOP, or the environment's own pause command): connections are accepted
+    /// and never answered, as with a hung service; callers wait for their timeouts.
+    Pause,
+}
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 'a>>;
+
+/// An environment the runner can reconfigure or disrupt.
+pub trait StackControl {
+    /// Reconfigures to `profile` (a no-op when nothing changes), or says why it cannot.
+    fn apply<'a>(&'a mut self, profile: &'a StackProfile) -> Pending<'a, ()>;
+
+    /// Whether [`StackControl::apply`] can bring the environment to profiles other than the
+    /// default.
+    fn applies_profiles(&self) -> bool;
+
+    /// Whether [`StackControl::disrupt`] can disrupt `part` this way.
+    fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool;
+
+    /// Stops or freezes `part`.
+    fn disrupt(&mut self, part: Part, disruption: Disruption) -> Pending<'_, ()>;
+
+    /// Brings `part` back as it was before it was disrupted, ready to serve.
+    fn restore(&mut self, part: Part) -> Pending<'_, ()>;
+}
+
+/// An environment the harness does not control (a user's deployment without control
+/// commands): it runs scenarios that need the default profile and nothing disrupted.
 pub struct Uncontrolled;
 
 impl StackControl for Uncontrolled {
-    fn apply<'a>(
-        &'a mut self,
-        profile: &'a StackProfile,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>> {
+    fn apply<'a>(&'a mut self, profile: &'a StackProfile) -> Pending<'a, ()> {
         let result = if profile.is_default() {
             Ok(())
         } else {
@@ -35,5 +82,25 @@ impl StackControl for Uncontrolled {
             ))
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn applies_profiles(&self) -> bool {
+        false
+    }
+
+    fn can_disrupt(&self, _: Part, _: Disruption) -> bool {
+        false
+    }
+
+    fn disrupt(&mut self, part: Part, _: Disruption) -> Pending<'_, ()> {
+        Box::pin(std::future::ready(Err(format!(
+            "this environment gives the harness no way to disrupt the {}\nhow to fix: run with \
+             --env local, or name control commands in the environment file",
+            part.name()
+        ))))
+    }
+
+    fn restore(&mut self, _: Part) -> Pending<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -53,6 +53,21 @@ pub struct EnvironmentInfo {
     pub components: Vec<ComponentVersion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<String>,
+    /// Selected scenarios this environment cannot run, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+    /// What this environment cannot show, said plainly (e.g. a path a real mesh closes that
+    /// loopback processes leave open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
+}
+
+/// A selected scenario the environment cannot run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeftOut {
+    /// `suite::id`.
+    pub scenario: String,
+    pub reason: String,
 }
 
 /// One setting of the deployment's policy profile, e.g. `RequestAuthentication` = `on`.

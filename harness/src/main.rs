@@ -661,38 +661,12 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
 
 async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     let catalog = load_catalog(&args.catalog)?;
-    let mut selection = catalog.select(&args.filter);
+    let selection = catalog.select(&args.filter);
     if selection.is_empty() {
         bail!(
             "no scenario matches {:?}; `meshauth list` shows the catalog",
             args.filter
         );
-    }
-    if !matches!(args.env_kind, EnvKind::Local) {
-        // Scenarios with a stack profile test policies the harness renders itself (the mesh
-        // matrix); only the local environment can apply them. Elsewhere they do not apply.
-        let (applicable, local_only): (Vec<_>, Vec<_>) = selection
-            .into_iter()
-            .partition(|(suite, scenario)| scenario.profile(suite).is_default());
-        if !local_only.is_empty() {
-            let mut suites: Vec<&str> = local_only
-                .iter()
-                .map(|(suite, _)| suite.suite.as_str())
-                .collect();
-            suites.dedup();
-            if applicable.is_empty() {
-                bail!(
-                    "the selected scenarios ({}) need stack profiles that only --env local can apply\nhow to fix: run them with --env local",
-                    suites.join(", ")
-                );
-            }
-            eprintln!(
-                "note: not running {} scenario(s) of {} here: they need stack profiles only --env local can apply",
-                local_only.len(),
-                suites.join(", ")
-            );
-        }
-        selection = applicable;
     }
     let redactor = Redactor::new();
     let mut stack = None;
@@ -746,14 +720,26 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     for file in files {
         reporters.add(Box::new(file));
     }
-    let engine = Engine::new(endpoints, redactor)?;
     let mut fixed = Uncontrolled;
     let target: &mut dyn StackControl = match stack.as_mut() {
         Some(local) => local,
         None => &mut fixed,
     };
+    let plan = meshauth::engine::plan(selection, &endpoints, target);
+    for left_out in &plan.left_out {
+        eprintln!(
+            "note: not running {} here: {}",
+            left_out.scenario, left_out.reason
+        );
+    }
+    if plan.run.is_empty() {
+        bail!(
+            "none of the selected scenarios can run in this environment (reasons above)\nhow to fix: run them with --env local, or describe more of the deployment in the environment file"
+        );
+    }
+    let engine = Engine::new(endpoints, redactor)?;
     let summary = engine
-        .run(&run_id, info, &selection, target, &mut reporters)
+        .run(&run_id, info, &plan, target, &mut reporters)
         .await;
     let errors = reporters.finish();
     for error in &errors {

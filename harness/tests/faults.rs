@@ -204,6 +204,40 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("login form: expected no login form"),
     },
     Case {
+        name: "ext_authz_fail_open_lets_everyone_in_while_the_auth_service_is_down",
+        breakage: |c| c.ext_authz_fail_open = true,
+        scenario: "attack_fail_closed::auth_service_stopped",
+        expect: Expect::FailsWith("without a session the request reached the app (fail open)"),
+    },
+    Case {
+        name: "ext_authz_fail_open_lets_everyone_in_once_a_hung_auth_service_times_out",
+        breakage: |c| c.ext_authz_fail_open = true,
+        scenario: "attack_fail_closed::auth_service_hung",
+        expect: Expect::FailsWith("without a session the request reached the app (fail open)"),
+    },
+    Case {
+        name: "request_authentication_without_audiences_accepts_other_clients_tokens",
+        breakage: |c| c.jwt_audiences = false,
+        scenario: "attack_bearer_tokens::sidecar_bearer_matrix",
+        expect: Expect::FailsWith(
+            "wrong_audience bearer is refused: expected refused (401/403), never the app, actual the app answered",
+        ),
+    },
+    Case {
+        name: "no_admission_role_lets_a_user_without_the_role_in",
+        breakage: |c| c.admission_role = false,
+        scenario: "attack_admission::user_without_role_is_refused",
+        expect: Expect::FailsWith("status: expected 403, actual 200"),
+    },
+    Case {
+        name: "no_admission_role_accepts_the_token_of_a_user_without_the_role",
+        breakage: |c| c.admission_role = false,
+        scenario: "attack_admission::user_without_role_token_is_refused",
+        expect: Expect::FailsWith(
+            "second_user bearer is refused: expected refused (401/403), never the app, actual the app answered",
+        ),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",
@@ -284,11 +318,12 @@ fn run_case(
         .block_on(fixture.stack.reconfigure(config))
         .map_err(|e| format!("reconfiguring the stack failed: {e}"))?;
     let mut transcript = common::Transcript::new();
-    let outcome = runtime.block_on(
-        fixture
-            .engine
-            .run_scenario(suite, scenario, &mut transcript),
-    );
+    let outcome = runtime.block_on(fixture.engine.run_scenario(
+        suite,
+        scenario,
+        &mut fixture.stack,
+        &mut transcript,
+    ));
     match (&case.expect, outcome.verdict) {
         (Expect::Passes, Verdict::Pass) => Ok(()),
         (Expect::Passes, Verdict::Fail) => Err(format!(

@@ -15,7 +15,7 @@ use meshauth::env::StackConfig;
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::events::Verdict;
 use meshauth::redact::Redactor;
-use meshauth::scenario::{Catalog, qualified_name};
+use meshauth::scenario::{Catalog, Requirement, qualified_name};
 
 const EXISTING_TRIAL: &str = "existing_environment::drives_the_catalog";
 
@@ -83,10 +83,16 @@ fn main() -> ExitCode {
                     .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
                 let suite = &catalog.suites[si];
                 let scenario = &suite.scenarios[ci];
-                apply_profile(&stack, &handle, &scenario.profile(suite))?;
+                let mut guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+                let stack = guard
+                    .as_mut()
+                    .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+                handle
+                    .block_on(stack.apply(&scenario.profile(suite)))
+                    .map_err(Failed::from)?;
                 let mut transcript = common::Transcript::new();
                 let outcome =
-                    handle.block_on(engine.run_scenario(suite, scenario, &mut transcript));
+                    handle.block_on(engine.run_scenario(suite, scenario, stack, &mut transcript));
                 match outcome.verdict {
                     Verdict::Pass => Ok(()),
                     Verdict::Fail => Err(transcript.text().into()),
@@ -132,9 +138,16 @@ fn existing_environment_trial(
         let dir = stack.run_dir().join("existing");
         std::fs::create_dir_all(&dir).expect("existing-env directory");
         std::fs::write(dir.join("ca.pem"), endpoints.ca_pem.as_deref().unwrap_or_default()).expect("write CA");
+        let second = endpoints.second_user.as_ref().expect("the local stack has a second user");
+        let other = endpoints.other_client.as_ref().expect("the local stack has another client");
+        let key = endpoints.signing_key.as_ref().expect("the local stack has a test key");
+        write_private(&dir.join("test-key.pem"), key.private_key_pem.expose());
         let file = format!(
             "app_url: {}\nidp_url: {}\nissuer: {}\nclient_id: {}\nclient_secret_env: CLIENT_SECRET\n\
-             user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n",
+             user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
+             second_user:\n  username: {}\n  email: {}\n  password_env: SECOND_PASSWORD\n\
+             other_client:\n  client_id: {}\n  client_secret_env: OTHER_SECRET\n\
+             test_signing_key_file: test-key.pem\n",
             endpoints.app,
             endpoints.idp,
             endpoints.issuer,
@@ -142,11 +155,16 @@ fn existing_environment_trial(
             endpoints.user.username,
             endpoints.user.email,
             endpoints.role,
-            endpoints.roles_claim
+            endpoints.roles_claim,
+            second.username,
+            second.email,
+            other.id,
         );
         let secrets = [
             ("CLIENT_SECRET", endpoints.client_secret.expose().to_string()),
             ("USER_PASSWORD", endpoints.user.password.expose().to_string()),
+            ("SECOND_PASSWORD", second.password.expose().to_string()),
+            ("OTHER_SECRET", other.secret.expose().to_string()),
         ];
         (dir, file, secrets)
     });
@@ -165,25 +183,55 @@ fn existing_environment_trial(
             .map_err(|e| e.to_string())?;
         let engine =
             Engine::new(existing.endpoints().clone(), redactor).map_err(|e| e.to_string())?;
-        // A user's deployment is what it is: only the scenarios needing the default profile.
-        let selection: Vec<_> = catalog
+        // A user's deployment is what it is: the planner leaves out what needs a stack
+        // profile, the mesh or a disruption, and says so.
+        let plan = meshauth::engine::plan(catalog.select(&[]), existing.endpoints(), &Uncontrolled);
+        let expected_left_out = catalog
             .select(&[])
             .into_iter()
-            .filter(|(suite, scenario)| scenario.profile(suite).is_default())
-            .collect();
+            .filter(|(suite, scenario)| {
+                scenario.requirements(suite).iter().any(|need| {
+                    matches!(
+                        need,
+                        Requirement::StackProfile | Requirement::Mesh | Requirement::Disrupt(..)
+                    )
+                })
+            })
+            .count();
+        if plan.left_out.len() != expected_left_out {
+            return Err(format!(
+                "the existing environment left out {} scenarios, expected {expected_left_out}: {:?}",
+                plan.left_out.len(),
+                plan.left_out
+            )
+            .into());
+        }
         apply_profile(&shared, &handle, &Default::default())?;
         let mut transcript = common::Transcript::new();
         let summary = handle.block_on(engine.run(
             "existing",
             existing.info(),
-            &selection,
+            &plan,
             &mut Uncontrolled,
             &mut transcript,
         ));
-        if summary.all_passed() && summary.total == selection.len() {
+        if summary.all_passed() && summary.total == plan.run.len() {
             Ok(())
         } else {
             Err(transcript.text().into())
         }
     })
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write the test key");
+    file.write_all(text.as_bytes()).expect("write the test key");
 }

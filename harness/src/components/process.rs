@@ -45,6 +45,7 @@ pub fn kill_all_groups() {
         .unwrap_or_default();
     for &pgid in &groups {
         signal_group(pgid, libc::SIGTERM);
+        signal_group(pgid, libc::SIGCONT);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && groups.iter().any(|&g| group_alive(g)) {
@@ -282,6 +283,17 @@ impl Supervised {
         log_tail(&self.log_path, lines)
     }
 
+    /// Freezes the process group (SIGSTOP): it keeps its sockets and answers nothing, as a
+    /// hung service does.
+    pub fn pause(&self) {
+        signal_group(self.pgid, libc::SIGSTOP);
+    }
+
+    /// Lets a paused process group run again (SIGCONT).
+    pub fn resume(&self) {
+        signal_group(self.pgid, libc::SIGCONT);
+    }
+
     /// Stops the process group: TERM, up to `grace`, then KILL. Idempotent.
     pub fn stop(&mut self, grace: Duration) {
         if self.stopped {
@@ -289,6 +301,8 @@ impl Supervised {
         }
         self.stopped = true;
         signal_group(self.pgid, libc::SIGTERM);
+        // A paused group would hold TERM until the grace period ends.
+        signal_group(self.pgid, libc::SIGCONT);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && group_alive(self.pgid) {
             self.exit.wait(Duration::from_millis(25));

@@ -1,14 +1,17 @@
 //! Runs scenarios: executes each operation against an environment's endpoints and emits
 //! [`RunEvent`]s. It judges outcomes but formats nothing.
 
+mod bearer;
 mod expect;
+mod plan;
 mod probe;
+
+pub use plan::{Plan, plan};
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use serde_json::Value;
 use url::Url;
 
 use crate::browser::raw::RawClient;
@@ -19,7 +22,9 @@ use crate::env::Endpoints;
 use crate::events::{EnvironmentInfo, EventSink, RunEvent, RunSummary, StepReport, Verdict};
 use crate::oidc::{self, DecodedJwt};
 use crate::redact::{Redactor, Secret};
-use crate::scenario::{Bearer, Caller, Credentials, Scenario, Step, Suite, TokenSource, Variables};
+use crate::scenario::{
+    Bearer, BearerMatrix, Caller, Credentials, Scenario, Step, Suite, TokenSource, Variables,
+};
 
 /// Clock skew allowed when checking `exp` and `iat`.
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
@@ -60,6 +65,8 @@ struct ScenarioState {
     /// The last request got no HTTP response (a caller's connection was rejected): why.
     rejected: Option<String>,
     granted: Option<Secret>,
+    /// Parts a `disrupt` step took down and no `restore` brought back yet.
+    disrupted: Vec<crate::control::Part>,
 }
 
 impl ScenarioState {
@@ -86,6 +93,15 @@ impl Engine {
     pub fn new(endpoints: Endpoints, redactor: Redactor) -> Result<Self, EngineError> {
         redactor.register(&endpoints.client_secret);
         redactor.register(&endpoints.user.password);
+        if let Some(user) = &endpoints.second_user {
+            redactor.register(&user.password);
+        }
+        if let Some(client) = &endpoints.other_client {
+            redactor.register(&client.secret);
+        }
+        if let Some(key) = &endpoints.signing_key {
+            redactor.register(&key.private_key_pem);
+        }
         let vars = endpoints.variables();
         let http = crate::browser::http_client(endpoints.ca_pem.as_deref())?;
         let raw = RawClient::new(endpoints.ca_pem.as_deref(), Duration::from_secs(15))
@@ -103,30 +119,32 @@ impl Engine {
         &self.endpoints
     }
 
-    /// Runs the selected scenarios in order, bringing `target` to each one's stack profile
-    /// first, emitting the full event stream.
+    /// Runs the planned scenarios in order, bringing `target` to each one's stack profile
+    /// first, emitting the full event stream; the plan's left-out scenarios are listed in the
+    /// environment.
     pub async fn run(
         &self,
         run_id: &str,
-        environment: EnvironmentInfo,
-        selection: &[(&Suite, &Scenario)],
+        mut environment: EnvironmentInfo,
+        plan: &Plan<'_>,
         target: &mut dyn StackControl,
         sink: &mut dyn EventSink,
     ) -> RunSummary {
         let started = Instant::now();
+        environment.left_out = plan.left_out.clone();
         sink.emit(RunEvent::RunStarted {
             run_id: run_id.to_string(),
             started_at: now_rfc3339(),
             environment,
-            selected: selection.len(),
+            selected: plan.run.len(),
         });
         let mut summary = RunSummary {
-            total: selection.len(),
+            total: plan.run.len(),
             ..RunSummary::default()
         };
-        for (suite, scenario) in selection {
+        for (suite, scenario) in &plan.run {
             let outcome = match target.apply(&scenario.profile(suite)).await {
-                Ok(()) => self.run_scenario(suite, scenario, sink).await,
+                Ok(()) => self.run_scenario(suite, scenario, target, sink).await,
                 Err(reason) => unrunnable(suite, scenario, &reason, sink),
             };
             match outcome.verdict {
@@ -141,11 +159,13 @@ impl Engine {
         summary
     }
 
-    /// Runs one scenario, stopping at the first failed step (later steps depend on it).
+    /// Runs one scenario, stopping at the first failed step (later steps depend on it). Parts
+    /// it disrupted through `control` are restored before it ends, whatever its outcome.
     pub async fn run_scenario(
         &self,
         suite: &Suite,
         scenario: &Scenario,
+        control: &mut dyn StackControl,
         sink: &mut dyn EventSink,
     ) -> ScenarioOutcome {
         let started = Instant::now();
@@ -167,9 +187,10 @@ impl Engine {
                     last: None,
                     rejected: None,
                     granted: None,
+                    disrupted: Vec::new(),
                 };
                 for (index, step) in scenario.steps.iter().enumerate() {
-                    let report = self.run_step(index + 1, step, &mut state).await;
+                    let report = self.run_step(index + 1, step, &mut state, control).await;
                     let passed = report.passed;
                     if !passed {
                         let prefix = format!("step {} ({})", report.index, report.op);
@@ -190,6 +211,14 @@ impl Engine {
                     });
                     if !passed {
                         break;
+                    }
+                }
+                for part in std::mem::take(&mut state.disrupted) {
+                    if let Err(error) = control.restore(part).await {
+                        failures.push(format!(
+                            "restoring the {} after the scenario: {error}",
+                            part.name()
+                        ));
                     }
                 }
             }
@@ -214,9 +243,31 @@ impl Engine {
         }
     }
 
-    async fn run_step(&self, index: usize, step: &Step, state: &mut ScenarioState) -> StepReport {
+    async fn run_step(
+        &self,
+        index: usize,
+        step: &Step,
+        state: &mut ScenarioState,
+        control: &mut dyn StackControl,
+    ) -> StepReport {
         let started = Instant::now();
-        let result = self.execute(step, state).await;
+        let result = match step {
+            Step::Disrupt { component, action } => {
+                state.disrupted.push(*component);
+                control
+                    .disrupt(*component, *action)
+                    .await
+                    .map(|()| StepOutput::default())
+            }
+            Step::Restore { component } => {
+                state.disrupted.retain(|p| p != component);
+                control
+                    .restore(*component)
+                    .await
+                    .map(|()| StepOutput::default())
+            }
+            _ => self.execute(step, state).await,
+        };
         let hops = state.take_hops();
         let (output, error) = match result {
             Ok(output) => (output, None),
@@ -249,7 +300,9 @@ impl Engine {
             Step::Open { url } => format!("open {}", self.vars.expand(url)),
             Step::SignIn { credentials } => format!(
                 "sign in as {} ({credentials:?})",
-                self.endpoints.user.username
+                self.credentials(*credentials)
+                    .map(|(user, _)| user)
+                    .unwrap_or_default()
             ),
             Step::Request {
                 url,
@@ -270,7 +323,9 @@ impl Engine {
             }
             Step::TokenGrant { credentials } => format!(
                 "password grant for {} ({credentials:?})",
-                self.endpoints.user.username
+                self.credentials(*credentials)
+                    .map(|(user, _)| user)
+                    .unwrap_or_default()
             ),
             Step::Expect(_) => "check the last response".to_string(),
             Step::Probe(probe) => format!(
@@ -281,6 +336,25 @@ impl Engine {
             Step::ExpectJwt { token, claims } => {
                 format!("verify the {token:?} JWT and {} claim(s)", claims.len())
             }
+            Step::Disrupt { component, action } => format!(
+                "{} the {}",
+                match action {
+                    crate::control::Disruption::Stop => "stop",
+                    crate::control::Disruption::Pause => "freeze (as if hung)",
+                },
+                component.name()
+            ),
+            Step::Restore { component } => format!("restore the {}", component.name()),
+            Step::BearerMatrix(matrix) => format!(
+                "send {} bearer token(s) to {}{}",
+                matrix.accepted.len() + matrix.refused.len(),
+                self.vars.expand(&matrix.url),
+                if matrix.with_session {
+                    ", the refused ones also with the session"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 
@@ -339,11 +413,26 @@ impl Engine {
         Ok((browser.expect("created above"), url))
     }
 
-    fn password(&self, credentials: Credentials) -> String {
-        match credentials {
-            Credentials::TestUser => self.endpoints.user.password.expose().to_string(),
-            Credentials::WrongPassword => "certainly-not-the-password".to_string(),
-        }
+    /// The user name and password `credentials` stand for.
+    fn credentials(&self, credentials: Credentials) -> Result<(String, String), String> {
+        let user = &self.endpoints.user;
+        Ok(match credentials {
+            Credentials::TestUser => (user.username.clone(), user.password.expose().to_string()),
+            Credentials::WrongPassword => (
+                user.username.clone(),
+                "certainly-not-the-password".to_string(),
+            ),
+            Credentials::SecondUser => {
+                let second = self.endpoints.second_user.as_ref().ok_or(
+                    "this environment names no second user: add second_user to the environment \
+                     file (see docs/existing-environment.md), or deselect this scenario",
+                )?;
+                (
+                    second.username.clone(),
+                    second.password.expose().to_string(),
+                )
+            }
+        })
     }
 
     async fn execute(&self, step: &Step, state: &mut ScenarioState) -> Result<StepOutput, String> {
@@ -369,16 +458,7 @@ impl Engine {
             } => {
                 let mut headers = HeaderMap::new();
                 if let Some(bearer) = bearer {
-                    let token = match bearer {
-                        Bearer::Granted => state
-                            .granted
-                            .as_ref()
-                            .ok_or("no token: run a successful token_grant step first")?
-                            .expose()
-                            .to_string(),
-                        Bearer::Forged => forged_token(),
-                        Bearer::Garbage => "not-a-jwt".to_string(),
-                    };
+                    let token = self.bearer_token(*bearer, state).await?;
                     let value = HeaderValue::from_str(&format!("Bearer {token}"))
                         .map_err(|e| e.to_string())?;
                     headers.insert(AUTHORIZATION, value);
@@ -442,6 +522,11 @@ impl Engine {
                 .await?;
                 Ok(StepOutput { checks, jwt: None })
             }
+            Step::BearerMatrix(matrix) => self.bearer_matrix(matrix, state).await,
+            Step::Disrupt { .. } | Step::Restore { .. } => Err(
+                "disrupt and restore steps are run by run_step, with the environment's control"
+                    .into(),
+            ),
             Step::ExpectJwt { token, claims } => {
                 let raw = match token {
                     TokenSource::Granted => state
@@ -475,13 +560,10 @@ impl Engine {
             .last
             .take()
             .ok_or("nothing to sign in on: open the app first")?;
+        let (username, password) = self.credentials(credentials)?;
         state
             .browser
-            .sign_in(
-                page,
-                &self.endpoints.user.username,
-                &self.password(credentials),
-            )
+            .sign_in(page, &username, &password)
             .await
             .map_err(|e| e.to_string())
     }
@@ -497,13 +579,14 @@ impl Engine {
         credentials: Credentials,
     ) -> Result<(Page, Option<Secret>), String> {
         let discovery = self.discovery().await?;
+        let (username, password) = self.credentials(credentials)?;
         let grant = oidc::password_grant(
             &self.http,
             &discovery.token_endpoint,
             &self.endpoints.client_id,
             &self.endpoints.client_secret,
-            &self.endpoints.user.username,
-            &self.password(credentials),
+            &username,
+            &password,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -519,6 +602,174 @@ impl Engine {
             },
             grant.access_token,
         ))
+    }
+
+    /// The token `bearer` stands for, made or fetched now; every one is registered as a secret.
+    async fn bearer_token(&self, kind: Bearer, state: &ScenarioState) -> Result<String, String> {
+        let granted = || {
+            state
+                .granted
+                .as_ref()
+                .map(|t| t.expose().to_string())
+                .ok_or_else(|| {
+                    format!("the {kind:?} bearer is made from the granted token: run a successful token_grant step first")
+                })
+        };
+        let jwks = || async {
+            let discovery = self.discovery().await?;
+            oidc::fetch_jwks(&self.http, &discovery)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let other_client = || {
+            self.endpoints.other_client.as_ref().ok_or(
+                "this environment names no other client of the realm: add other_client to the \
+                 environment file (see docs/existing-environment.md), or deselect this scenario"
+                    .to_string(),
+            )
+        };
+        let issued = |grant: oidc::GrantResponse, what: &str| {
+            grant
+                .access_token
+                .map(|t| t.expose().to_string())
+                .ok_or_else(|| {
+                    format!(
+                        "the IdP issued no {what}: {} {}",
+                        grant.status.as_u16(),
+                        expect::excerpt(&grant.body)
+                    )
+                })
+        };
+        let token = match bearer::source(kind) {
+            bearer::Source::Granted => granted()?,
+            bearer::Source::Invented(token) => token,
+            bearer::Source::Forged(forgery) => {
+                oidc::forge::forge(&granted()?, forgery, &jwks().await?)
+                    .map_err(|e| e.to_string())?
+            }
+            bearer::Source::Minted(minted) => {
+                let key = self.endpoints.signing_key.as_ref().ok_or(
+                    "this environment has no test signing key the IdP publishes: set \
+                     test_signing_key_file in the environment file (see \
+                     docs/existing-environment.md), or deselect this scenario",
+                )?;
+                oidc::forge::mint(&granted()?, minted, key, &jwks().await?, oidc::now_unix())
+                    .map_err(|e| e.to_string())?
+            }
+            bearer::Source::OtherClientPassword => {
+                let client = other_client()?;
+                let discovery = self.discovery().await?;
+                let grant = oidc::password_grant(
+                    &self.http,
+                    &discovery.token_endpoint,
+                    &client.id,
+                    &client.secret,
+                    &self.endpoints.user.username,
+                    self.endpoints.user.password.expose(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                issued(grant, "token to the other client")?
+            }
+            bearer::Source::OtherClientService => {
+                let client = other_client()?;
+                let discovery = self.discovery().await?;
+                let grant = oidc::client_credentials_grant(
+                    &self.http,
+                    &discovery.token_endpoint,
+                    &client.id,
+                    &client.secret,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                issued(grant, "service-account token")?
+            }
+            bearer::Source::SecondUserPassword => {
+                let (username, password) = self.credentials(Credentials::SecondUser)?;
+                let discovery = self.discovery().await?;
+                let grant = oidc::password_grant(
+                    &self.http,
+                    &discovery.token_endpoint,
+                    &self.endpoints.client_id,
+                    &self.endpoints.client_secret,
+                    &username,
+                    &password,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                issued(grant, "token to the second user")?
+            }
+        };
+        self.redactor.register_str(&token);
+        Ok(token)
+    }
+
+    async fn bearer_matrix(
+        &self,
+        matrix: &BearerMatrix,
+        state: &mut ScenarioState,
+    ) -> Result<StepOutput, String> {
+        let url = self.url(&matrix.url)?;
+        let user_sub = state
+            .granted
+            .as_ref()
+            .and_then(|t| bearer::subject(t.expose()));
+        if matrix.with_session && state.browser.cookie_header_for(&url).is_none() {
+            return Err(
+                "with_session needs the scenario's session: put a sign_in step before it".into(),
+            );
+        }
+        let mut checks = Vec::new();
+        let wanted = matrix
+            .accepted
+            .iter()
+            .map(|b| (*b, true))
+            .chain(matrix.refused.iter().map(|b| (*b, false)));
+        for (kind, accept) in wanted {
+            let token = self.bearer_token(kind, state).await?;
+            let nonce = bearer::nonce();
+            let headers = bearer::headers(&token, &nonce)?;
+            let anonymous = self
+                .send_as(matrix.caller, state, url.clone(), &headers)
+                .await?;
+            checks.push(if accept {
+                bearer::judge_accepted(kind, &anonymous, &nonce)
+            } else {
+                bearer::judge_refused(kind, &anonymous, &nonce)
+            });
+            if matrix.with_session && !accept {
+                let nonce = bearer::nonce();
+                let headers = bearer::headers(&token, &nonce)?;
+                let page = state
+                    .browser
+                    .send(Method::GET, url.clone(), &Body::Empty, &headers)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                checks.push(bearer::judge_with_session(
+                    kind,
+                    &page,
+                    &nonce,
+                    &token,
+                    user_sub.as_deref(),
+                ));
+            }
+        }
+        Ok(StepOutput { checks, jwt: None })
+    }
+
+    /// One request without cookies: by `caller`, else by a browser outside the mesh.
+    async fn send_as(
+        &self,
+        caller: Option<Caller>,
+        state: &mut ScenarioState,
+        url: Url,
+        headers: &HeaderMap,
+    ) -> Result<Page, String> {
+        let (client, url) = self.caller(caller.unwrap_or(Caller::OutsideMesh), state, url)?;
+        client
+            .send(Method::GET, url, &Body::Empty, headers)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn verify_jwt(
@@ -626,15 +877,6 @@ fn forwarded_header(page: &Page, wanted: &str) -> Result<String, String> {
                 names.join(", ")
             )
         })
-}
-
-/// A well-formed RS256 JWT whose signature is garbage: a gateway must reject it.
-fn forged_token() -> String {
-    use base64::Engine as _;
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let header = b64(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "forged"}));
-    let claims = b64(&serde_json::json!({"sub": "mallory", "exp": oidc::now_unix() + 300}));
-    format!("{header}.{claims}.Zm9yZ2VkLXNpZ25hdHVyZS1ub3QtdmFsaWQ")
 }
 
 fn now_rfc3339() -> String {

@@ -51,8 +51,11 @@ pub async fn run(
         let mut shown = anonymous.clone();
         shown.headers.retain(|(header, _)| header != NONCE_HEADER);
         let name = shown.describe(origin);
-        let anonymous_answer = client.send(origin, &anonymous).await;
-        let signed_answer = client.send(origin, &signed).await;
+        // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
+        let (anonymous_answer, signed_answer) = tokio::join!(
+            client.send(origin, &anonymous),
+            client.send(origin, &signed)
+        );
         let check = match probe.attack {
             Attack::UnauthenticatedReach => judge_reach(
                 name,
@@ -62,6 +65,13 @@ pub async fn run(
                     Evidence::NonceOrSignedInAnswer => signed_answer.as_ref().ok(),
                     Evidence::Nonce => None,
                 },
+            ),
+            Attack::ReachDuringOutage => judge_outage(
+                name,
+                &anonymous_answer,
+                &anonymous_marker,
+                &signed_answer,
+                &signed_marker,
             ),
             Attack::ForgedIdentity => judge_identity(
                 name,
@@ -177,6 +187,56 @@ fn judge_reach(
             None => CheckResult::new(name, true, expected, describe_refusal(answer)),
         },
     }
+}
+
+/// While a part the check depends on is down, neither an anonymous request nor one with a
+/// session may reach the app: the gateway must fail closed.
+fn judge_outage(
+    name: String,
+    anonymous: &Result<RawResponse, String>,
+    anonymous_marker: &str,
+    signed: &Result<RawResponse, String>,
+    signed_marker: &str,
+) -> CheckResult {
+    let expected =
+        "refused while the check cannot be made (fail closed), with or without a session";
+    let reached = |answer: &Result<RawResponse, String>, marker: &str| {
+        answer
+            .as_ref()
+            .ok()
+            .filter(|a| a.body.contains(marker))
+            .map(|a| format!("{} {}", a.status, excerpt(&a.body)))
+    };
+    let seen = |answer: &Result<RawResponse, String>| match answer {
+        Ok(answer) => describe_refusal(answer),
+        Err(error) => format!("no response ({error})"),
+    };
+    if let Some(answer) = reached(anonymous, anonymous_marker) {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!("without a session the request reached the app (fail open): {answer}"),
+        );
+    }
+    if let Some(answer) = reached(signed, signed_marker) {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!("with a session the request reached the app unchecked (fail open): {answer}"),
+        );
+    }
+    CheckResult::new(
+        name,
+        true,
+        expected,
+        format!(
+            "without a session: {}; with one: {}",
+            seen(anonymous),
+            seen(signed)
+        ),
+    )
 }
 
 fn judge_identity(
@@ -311,6 +371,25 @@ mod tests {
             "{check}"
         );
         let check = judge_reach("GET /;".into(), &Err("reset".into()), "n1", None);
+        assert!(check.passed, "{check}");
+    }
+
+    #[test]
+    fn an_outage_must_refuse_everyone() {
+        let refused = Ok(response(403, "RBAC: access denied"));
+        let echoed = Ok(response(200, r#"{"headers":{"X-Meshauth-Probe":["mpS"]}}"#));
+        let check = judge_outage("GET /headers".into(), &refused, "mpA", &refused, "mpS");
+        assert!(check.passed, "{check}");
+        let check = judge_outage("GET /headers".into(), &refused, "mpA", &echoed, "mpS");
+        assert!(
+            !check.passed
+                && check
+                    .actual
+                    .starts_with("with a session the request reached"),
+            "{check}"
+        );
+        let timed_out: Result<RawResponse, String> = Err("timed out".into());
+        let check = judge_outage("x".into(), &timed_out, "mpA", &timed_out, "mpS");
         assert!(check.passed, "{check}");
     }
 

@@ -6,8 +6,9 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Endpoints, EnvError, TestUser};
+use super::{ClientCredentials, Endpoints, EnvError, TestUser};
 use crate::events::{EnvironmentInfo, PolicySetting};
+use crate::oidc::forge::SigningKey;
 use crate::redact::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,24 @@ struct ExistingFile {
     /// A PEM file with an extra CA to trust, relative to the config file.
     #[serde(default)]
     ca_file: Option<String>,
+    /// A user without `role`, for the admission and other-user's-token checks.
+    #[serde(default)]
+    second_user: Option<UserFile>,
+    /// Another confidential client of the realm, with direct grants and a service account.
+    #[serde(default)]
+    other_client: Option<ClientFile>,
+    /// A PKCS#8 PEM file holding the private half of a key the IdP publishes in its JWKS (a
+    /// test realm's extra key), relative to the config file: tokens minted with it are wrong
+    /// in one claim only (expired, other issuer, other audience).
+    #[serde(default)]
+    test_signing_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    client_id: String,
+    client_secret_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +127,40 @@ impl ExistingEnvironment {
             }
             None => None,
         };
+        let second_user = match &parsed.second_user {
+            Some(user) => Some(TestUser {
+                username: user.username.clone(),
+                password: secret(&user.password_env, "the second user's password")?,
+                email: user.email.clone(),
+            }),
+            None => None,
+        };
+        let other_client = match &parsed.other_client {
+            Some(client) => Some(ClientCredentials {
+                id: client.client_id.clone(),
+                secret: secret(&client.client_secret_env, "the other client's secret")?,
+            }),
+            None => None,
+        };
+        let signing_key = match &parsed.test_signing_key_file {
+            Some(relative) => {
+                let path = base_dir.join(relative);
+                let hint = "test_signing_key_file is a PKCS#8 PEM private key (RSA), relative to this file";
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    config_error(
+                        format!("test_signing_key_file {}: {e}", path.display()),
+                        hint,
+                    )
+                })?;
+                Some(SigningKey::from_pem(&pem).map_err(|e| {
+                    config_error(
+                        format!("test_signing_key_file {}: {e}", path.display()),
+                        hint,
+                    )
+                })?)
+            }
+            None => None,
+        };
         for (name, url) in [("app_url", &parsed.app_url), ("idp_url", &parsed.idp_url)] {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(config_error(
@@ -129,6 +182,9 @@ impl ExistingEnvironment {
                     password,
                     email: parsed.user.email,
                 },
+                second_user,
+                other_client,
+                signing_key,
                 role: parsed.role,
                 roles_claim: parsed.roles_claim,
                 ca_pem,
@@ -150,6 +206,8 @@ impl ExistingEnvironment {
             profile: vec![PolicySetting::info("described by", &self.file)],
             components: Vec::new(),
             run_dir: None,
+            left_out: Vec::new(),
+            limits: Vec::new(),
         }
     }
 }

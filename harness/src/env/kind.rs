@@ -12,7 +12,7 @@ use url::Url;
 
 use super::local::{
     CLIENT_ID, EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM, REALM_FIXTURE, ROLE,
-    ROLES_CLAIM, RealmContext, StackEvent, USERNAME,
+    ROLES_CLAIM, RealmContext, RealmSecrets, StackEvent, USERNAME,
 };
 use super::pki::RunPki;
 use super::{Endpoints, EnvError, StackConfig, TestUser};
@@ -96,8 +96,7 @@ impl Default for KindOptions {
 /// The run's secrets; they reach the cluster only inside Secret objects.
 #[derive(Debug, Clone)]
 pub struct KindSecrets {
-    pub client_secret: Secret,
-    pub user_password: Secret,
+    pub realm: RealmSecrets,
     pub cookie_secret: Secret,
     pub admin_password: Secret,
     /// The gateway's TLS certificate and key (PEM), from the run's CA.
@@ -111,8 +110,7 @@ impl KindSecrets {
         let pki = RunPki::generate()?;
         Ok((
             Self {
-                client_secret: Secret::generate(24),
-                user_password: Secret::generate(18),
+                realm: RealmSecrets::generate()?,
                 // oauth2-proxy needs exactly 16, 24 or 32 bytes.
                 cookie_secret: Secret::generate_alphanumeric(32),
                 admin_password: Secret::generate(18),
@@ -123,10 +121,13 @@ impl KindSecrets {
         ))
     }
 
-    fn all(&self) -> [&Secret; 5] {
+    fn all(&self) -> [&Secret; 8] {
         [
-            &self.client_secret,
-            &self.user_password,
+            &self.realm.client_secret,
+            &self.realm.user_password,
+            &self.realm.second_user_password,
+            &self.realm.other_client_secret,
+            &self.realm.test_signing_key.private_key_pem,
             &self.cookie_secret,
             &self.admin_password,
             &self.gateway_key_pem,
@@ -187,7 +188,11 @@ struct KindContext<'a> {
     tls_key: &'a str,
     ext_authz: bool,
     ext_authz_path_prefix: bool,
+    ext_authz_fail_open: bool,
+    ext_authz_timeout_seconds: u32,
     request_authentication: bool,
+    jwt_audiences: bool,
+    client_id: &'a str,
     baseline_route: bool,
 }
 
@@ -223,12 +228,7 @@ pub fn render(
     let urls = PublicUrls::new(options);
     let realm_json = crate::fixtures::render(
         REALM_FIXTURE,
-        &RealmContext::new(
-            config,
-            &secrets.client_secret,
-            &secrets.user_password,
-            urls.redirect_uri.clone(),
-        ),
+        &RealmContext::new(config, &secrets.realm, urls.redirect_uri.clone()),
     )?;
     let oauth2_proxy_cfg = crate::fixtures::render(
         OAUTH2_PROXY_FIXTURE,
@@ -265,7 +265,7 @@ pub fn render(
         oauth2_proxy_client_secret: if config.wrong_client_secret {
             "not-the-client-secret"
         } else {
-            secrets.client_secret.expose()
+            secrets.realm.client_secret.expose()
         },
         cookie_secret: secrets.cookie_secret.expose(),
         admin_password: secrets.admin_password.expose(),
@@ -273,7 +273,11 @@ pub fn render(
         tls_key: secrets.gateway_key_pem.expose(),
         ext_authz: config.ext_authz,
         ext_authz_path_prefix: config.ext_authz_path_prefix,
+        ext_authz_fail_open: config.ext_authz_fail_open,
+        ext_authz_timeout_seconds: config.ext_authz_timeout_seconds,
         request_authentication: config.request_authentication,
+        jwt_audiences: config.jwt_audiences,
+        client_id: CLIENT_ID,
         baseline_route: config.baseline_route,
     };
     let text = crate::fixtures::render(MANIFESTS_FIXTURE, &context)?;
@@ -434,17 +438,20 @@ impl KindEnvironment {
         let kubeconfig = dir.join("kubeconfig");
 
         let urls = PublicUrls::new(&options);
-        let endpoints = Endpoints {
+        let mut endpoints = Endpoints {
             app: url(&format!("{}/", urls.app)),
             idp: url(&format!("{}/", urls.idp)),
             issuer: urls.issuer.clone(),
             client_id: CLIENT_ID.into(),
-            client_secret: secrets.client_secret.clone(),
+            client_secret: Secret::new(String::new()),
             user: TestUser {
                 username: USERNAME.into(),
-                password: secrets.user_password.clone(),
+                password: Secret::new(String::new()),
                 email: EMAIL.into(),
             },
+            second_user: None,
+            other_client: None,
+            signing_key: None,
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
             ca_pem: Some(ca_pem),
@@ -452,6 +459,7 @@ impl KindEnvironment {
             // (sidecar, in-mesh caller) runs on the local environment only.
             mesh: None,
         };
+        secrets.realm.fill(&mut endpoints);
         // From here on the cluster exists: dropping `environment` deletes it on any error.
         progress(StackEvent::Starting("kind cluster"));
         let started = Instant::now();
@@ -533,6 +541,12 @@ impl KindEnvironment {
                 image_version("go-httpbin", &self.options.images.httpbin),
             ],
             run_dir: Some(self.run_dir.display().to_string()),
+            left_out: Vec::new(),
+            limits: vec![
+                "the harness cannot join the cluster's mesh from outside it: the mesh matrix and \
+                 the sidecar checks run on --env local only"
+                    .into(),
+            ],
         }
     }
 
@@ -708,8 +722,13 @@ mod tests {
 
     fn secrets() -> KindSecrets {
         KindSecrets {
-            client_secret: Secret::new("client-secret-value".to_string()),
-            user_password: Secret::new("user-password-value".to_string()),
+            realm: RealmSecrets {
+                client_secret: Secret::new("client-secret-value".to_string()),
+                user_password: Secret::new("user-password-value".to_string()),
+                second_user_password: Secret::new("second-user-password-value".to_string()),
+                other_client_secret: Secret::new("other-client-secret-value".to_string()),
+                test_signing_key: crate::oidc::forge::SigningKey::generate().unwrap(),
+            },
             cookie_secret: Secret::new("cookie-secret-value-32-bytes-abc".to_string()),
             admin_password: Secret::new("admin-password-value".to_string()),
             gateway_cert_pem: "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
@@ -759,8 +778,8 @@ mod tests {
             serde_json::to_string_pretty(&objects).unwrap()
         );
         for (secret, placeholder) in [
-            (s.client_secret.expose(), "[client-secret]"),
-            (s.user_password.expose(), "[user-password]"),
+            (s.realm.client_secret.expose(), "[client-secret]"),
+            (s.realm.user_password.expose(), "[user-password]"),
             (s.cookie_secret.expose(), "[cookie-secret]"),
             (s.admin_password.expose(), "[admin-password]"),
         ] {

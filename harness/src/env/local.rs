@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
-use super::pki::{MeshPki, RunPki};
+use super::pki::{self, MeshPki, RunPki};
 use super::ports::{Component, Ports};
-use super::{Endpoints, EnvError, MeshEndpoints, TestUser};
+use super::{ClientCredentials, Endpoints, EnvError, MeshEndpoints, TestUser};
 use crate::components::{ComponentError, Launch, Supervised, Toolchain};
+use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
+use crate::oidc::forge::SigningKey;
 use crate::policy::{AuthorizationRequirement, SidecarPolicy, StackProfile};
 use crate::redact::{Redactor, Secret};
 
@@ -23,6 +25,12 @@ pub const USERNAME: &str = "alice";
 pub const EMAIL: &str = "alice@example.test";
 pub const ROLE: &str = "sso-user";
 pub const ROLES_CLAIM: &str = "realm_roles";
+/// A second user of the realm, without [`ROLE`]: who the deployment must not admit.
+pub const SECOND_USERNAME: &str = "bob";
+pub const SECOND_EMAIL: &str = "bob@example.test";
+/// Another confidential client of the realm, with a service account: its tokens are valid
+/// tokens of the realm for another audience.
+pub const OTHER_CLIENT_ID: &str = "meshauth-other";
 
 pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
 pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
@@ -68,8 +76,19 @@ pub struct StackConfig {
     /// oauth2-proxy's `whitelist_domains`: hosts a return URL (`rd=`) may point to besides
     /// the app's own. Empty in the reference.
     pub whitelist_domains: Vec<String>,
+    /// The ext_authz provider's `failOpen`: when oauth2-proxy cannot be asked, let the
+    /// request through. Off in the reference.
+    pub ext_authz_fail_open: bool,
+    /// The ext_authz provider's `timeout`: how long the gateway waits for a hung oauth2-proxy
+    /// before failing the request (Istio's default is 600 s).
+    pub ext_authz_timeout_seconds: u32,
     /// `RequestAuthentication` on the gateway: Envoy's jwt_authn for the realm's issuer.
     pub request_authentication: bool,
+    /// `RequestAuthentication` `audiences` (gateway and sidecar): only tokens for this app's
+    /// client, not every valid token of the realm.
+    pub jwt_audiences: bool,
+    /// oauth2-proxy admits only users holding the test role (`allowed_roles`).
+    pub admission_role: bool,
     /// oauth2-proxy puts the user's token in the `Authorization` header it answers with.
     pub forward_authorization: bool,
     /// oauth2-proxy goes straight to the IdP instead of showing its sign-in button.
@@ -104,7 +123,11 @@ impl Default for StackConfig {
             ext_authz_path_prefix: true,
             strip_identity_headers: true,
             whitelist_domains: Vec::new(),
+            ext_authz_fail_open: false,
+            ext_authz_timeout_seconds: 5,
             request_authentication: true,
+            jwt_audiences: true,
+            admission_role: true,
             forward_authorization: true,
             skip_provider_button: false,
             login_theme: LoginTheme::KeycloakV2,
@@ -149,9 +172,22 @@ impl StackConfig {
                 "client-sent identity headers dropped at the gateway",
                 self.strip_identity_headers,
             ),
+            PolicySetting::protection("ext_authz fails closed", !self.ext_authz_fail_open),
+            PolicySetting::info(
+                "ext_authz timeout",
+                format!("{} s", self.ext_authz_timeout_seconds),
+            ),
             PolicySetting::protection(
                 "RequestAuthentication (jwt_authn, issuer's JWKS)",
                 self.request_authentication,
+            ),
+            PolicySetting::protection(
+                "RequestAuthentication audiences (this app's client only)",
+                self.jwt_audiences,
+            ),
+            PolicySetting::protection(
+                "admission by role (oauth2-proxy allowed_roles)",
+                self.admission_role,
             ),
             PolicySetting::protection(
                 "oauth2-proxy forwards Authorization",
@@ -217,13 +253,64 @@ pub enum StackEvent {
 }
 
 struct Secrets {
-    client_secret: Secret,
-    user_password: Secret,
+    realm: RealmSecrets,
     cookie_secret: Secret,
     admin_password: Secret,
 }
 
 /// Variables for every fixture template (each template uses the ones it needs).
+/// The secrets the realm is imported with.
+#[derive(Debug, Clone)]
+pub struct RealmSecrets {
+    pub client_secret: Secret,
+    pub user_password: Secret,
+    pub second_user_password: Secret,
+    pub other_client_secret: Secret,
+    /// A key the realm publishes (and signs nothing with) whose private half the harness
+    /// holds, to mint tokens that differ from real ones in one claim only.
+    pub test_signing_key: SigningKey,
+}
+
+impl RealmSecrets {
+    pub fn generate() -> Result<Self, EnvError> {
+        Ok(Self {
+            client_secret: Secret::generate(24),
+            user_password: Secret::generate(18),
+            second_user_password: Secret::generate(18),
+            other_client_secret: Secret::generate(24),
+            test_signing_key: SigningKey::generate().map_err(pki::PkiError::from)?,
+        })
+    }
+
+    pub(super) fn register(&self, redactor: &Redactor) {
+        for secret in [
+            &self.client_secret,
+            &self.user_password,
+            &self.second_user_password,
+            &self.other_client_secret,
+            &self.test_signing_key.private_key_pem,
+        ] {
+            redactor.register(secret);
+        }
+    }
+
+    /// The users, clients and key the engine uses, in an environment's endpoints.
+    pub(super) fn fill(&self, endpoints: &mut Endpoints) {
+        endpoints.client_secret = self.client_secret.clone();
+        endpoints.user.password = self.user_password.clone();
+        endpoints.second_user = Some(TestUser {
+            username: SECOND_USERNAME.to_string(),
+            password: self.second_user_password.clone(),
+            email: SECOND_EMAIL.to_string(),
+        });
+        endpoints.other_client = Some(ClientCredentials {
+            id: OTHER_CLIENT_ID.to_string(),
+            secret: self.other_client_secret.clone(),
+        });
+        endpoints.signing_key = Some(self.test_signing_key.clone());
+    }
+}
+
 /// The realm template's variables: one definition for every environment that renders it.
 #[derive(Serialize)]
 pub(super) struct RealmContext<'a> {
@@ -232,6 +319,12 @@ pub(super) struct RealmContext<'a> {
     username: &'a str,
     user_password: &'a str,
     email: &'a str,
+    second_username: &'a str,
+    second_user_password: &'a str,
+    second_email: &'a str,
+    other_client_id: &'a str,
+    other_client_secret: &'a str,
+    test_signing_key_pem: &'a str,
     login_theme: &'a str,
     include_role_mapper: bool,
     include_audience_mapper: bool,
@@ -243,16 +336,21 @@ pub(super) struct RealmContext<'a> {
 impl<'a> RealmContext<'a> {
     pub(super) fn new(
         config: &StackConfig,
-        client_secret: &'a Secret,
-        user_password: &'a Secret,
+        secrets: &'a RealmSecrets,
         redirect_uri: String,
     ) -> Self {
         Self {
-            client_secret: client_secret.expose(),
+            client_secret: secrets.client_secret.expose(),
             redirect_uri,
             username: USERNAME,
-            user_password: user_password.expose(),
+            user_password: secrets.user_password.expose(),
             email: EMAIL,
+            second_username: SECOND_USERNAME,
+            second_user_password: secrets.second_user_password.expose(),
+            second_email: SECOND_EMAIL,
+            other_client_id: OTHER_CLIENT_ID,
+            other_client_secret: secrets.other_client_secret.expose(),
+            test_signing_key_pem: secrets.test_signing_key.private_key_pem.expose(),
             login_theme: config.login_theme.name(),
             include_role_mapper: config.role_mapper,
             include_audience_mapper: config.audience_mapper,
@@ -274,6 +372,7 @@ pub(super) struct OAuth2ProxyContext<'a> {
     forward_authorization: bool,
     secure_session_cookie: bool,
     whitelist_domains: &'a [String],
+    required_role: Option<&'static str>,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
@@ -292,6 +391,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             forward_authorization: config.forward_authorization,
             secure_session_cookie: config.secure_session_cookie,
             whitelist_domains: &config.whitelist_domains,
+            required_role: config.admission_role.then_some(ROLE),
         }
     }
 }
@@ -310,8 +410,11 @@ struct FixtureContext<'a> {
     tls_key: String,
     ext_authz: bool,
     ext_authz_path_prefix: bool,
+    ext_authz_fail_open: bool,
+    ext_authz_timeout_seconds: u32,
     strip_identity_headers: bool,
     request_authentication: bool,
+    jwt_audiences: bool,
     baseline_route: bool,
     httpbin_port: u16,
     oauth2_proxy_port: u16,
@@ -408,6 +511,8 @@ pub struct LocalStack {
     httpbin_identity: String,
     /// In start order; stopped in reverse.
     running: Vec<Running>,
+    /// Running components frozen by a scenario (SIGSTOP), until it restores them.
+    paused: Vec<Component>,
     keycloak_ready: bool,
 }
 
@@ -428,17 +533,12 @@ impl LocalStack {
         })?;
         let ports = Ports::allocate()?;
         let secrets = Secrets {
-            client_secret: Secret::generate(24),
-            user_password: Secret::generate(18),
+            realm: RealmSecrets::generate()?,
             cookie_secret: Secret::generate_alphanumeric(32),
             admin_password: Secret::generate(18),
         };
-        for secret in [
-            &secrets.client_secret,
-            &secrets.user_password,
-            &secrets.cookie_secret,
-            &secrets.admin_password,
-        ] {
+        secrets.realm.register(redactor);
+        for secret in [&secrets.cookie_secret, &secrets.admin_password] {
             redactor.register(secret);
         }
         let pki = RunPki::generate()?;
@@ -460,17 +560,20 @@ impl LocalStack {
             )?;
         }
 
-        let endpoints = Endpoints {
+        let mut endpoints = Endpoints {
             app: url("https://127.0.0.1/"),
             idp: url("http://127.0.0.1/"),
             issuer: String::new(),
             client_id: CLIENT_ID.to_string(),
-            client_secret: secrets.client_secret.clone(),
+            client_secret: Secret::new(String::new()),
             user: TestUser {
                 username: USERNAME.to_string(),
-                password: secrets.user_password.clone(),
+                password: Secret::new(String::new()),
                 email: EMAIL.to_string(),
             },
+            second_user: None,
+            other_client: None,
+            signing_key: None,
             role: ROLE.to_string(),
             roles_claim: ROLES_CLAIM.to_string(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
@@ -482,6 +585,7 @@ impl LocalStack {
                 workload_key_pem: mesh.sleep.key_pem.clone(),
             }),
         };
+        secrets.realm.fill(&mut endpoints);
         let mut stack = Self {
             toolchain,
             run_dir: run_dir.to_path_buf(),
@@ -501,6 +605,7 @@ impl LocalStack {
                     source: std::io::Error::other(e),
                 })?,
             running: Vec::new(),
+            paused: Vec::new(),
             keycloak_ready: false,
         };
         stack.address_endpoints();
@@ -538,6 +643,14 @@ impl LocalStack {
             profile: self.config.profile(),
             components: self.toolchain.versions.clone(),
             run_dir: Some(self.run_dir.display().to_string()),
+            left_out: Vec::new(),
+            limits: vec![format!(
+                "httpbin itself listens on 127.0.0.1:{}, reachable without its sidecar: processes \
+                 on loopback cannot have their inbound traffic redirected to a sidecar as a pod's \
+                 is, so here the sidecar can be bypassed where a real mesh closes that path \
+                 (the mesh checks target the sidecar's port)",
+                self.ports.httpbin
+            )],
         }
     }
 
@@ -770,6 +883,7 @@ impl LocalStack {
             let mut running = self.running.remove(index);
             running.process.stop(Duration::from_secs(10));
         }
+        self.paused.retain(|c| *c != component);
         if component == Component::Keycloak {
             self.keycloak_ready = false;
         }
@@ -815,7 +929,7 @@ impl LocalStack {
         if self.config.wrong_client_secret {
             "not-the-client-secret"
         } else {
-            self.secrets.client_secret.expose()
+            self.secrets.realm.client_secret.expose()
         }
     }
 
@@ -828,12 +942,7 @@ impl LocalStack {
             self.ports.gateway_https
         );
         FixtureContext {
-            realm: RealmContext::new(
-                &self.config,
-                &self.secrets.client_secret,
-                &self.secrets.user_password,
-                redirect_uri.clone(),
-            ),
+            realm: RealmContext::new(&self.config, &self.secrets.realm, redirect_uri.clone()),
             oauth2_proxy: OAuth2ProxyContext::new(
                 &self.config,
                 self.ports.oauth2_proxy,
@@ -847,8 +956,11 @@ impl LocalStack {
             tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
             ext_authz: self.config.ext_authz,
             ext_authz_path_prefix: self.config.ext_authz_path_prefix,
+            ext_authz_fail_open: self.config.ext_authz_fail_open,
+            ext_authz_timeout_seconds: self.config.ext_authz_timeout_seconds,
             strip_identity_headers: self.config.strip_identity_headers,
             request_authentication: self.config.request_authentication,
+            jwt_audiences: self.config.jwt_audiences,
             baseline_route: self.config.baseline_route,
             httpbin_port: self.ports.httpbin,
             oauth2_proxy_port: self.ports.oauth2_proxy,
@@ -1008,6 +1120,71 @@ impl crate::control::StackControl for LocalStack {
                 .map_err(|e| format!("reconfiguring the local stack failed: {e}"))
         })
     }
+
+    fn applies_profiles(&self) -> bool {
+        true
+    }
+
+    fn can_disrupt(&self, _: Part, _: Disruption) -> bool {
+        true
+    }
+
+    fn disrupt(
+        &mut self,
+        part: Part,
+        disruption: Disruption,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+        let component = Component::playing(part);
+        let result = match disruption {
+            Disruption::Stop => {
+                self.stop_component(component);
+                Ok(())
+            }
+            Disruption::Pause => match self.running(component) {
+                Some(running) => {
+                    running.process.pause();
+                    self.paused.push(component);
+                    Ok(())
+                }
+                None => Err(format!("{} is not running", component.name())),
+            },
+        };
+        self.append_stack_log(&format!(
+            "{}: {disruption:?} (a scenario's disruption)",
+            component.name()
+        ));
+        Box::pin(std::future::ready(result))
+    }
+
+    fn restore(
+        &mut self,
+        part: Part,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            let component = Component::playing(part);
+            if let Some(index) = self.paused.iter().position(|c| *c == component) {
+                self.paused.remove(index);
+                if let Some(running) = self.running(component) {
+                    running.process.resume();
+                }
+            }
+            self.append_stack_log(&format!("{}: restored", component.name()));
+            self.converge(&|_| {})
+                .await
+                .map_err(|e| format!("restoring {} failed: {e}", component.name()))
+        })
+    }
+}
+
+impl Component {
+    /// The local component that plays `part`.
+    fn playing(part: Part) -> Self {
+        match part {
+            Part::AuthService => Self::OAuth2Proxy,
+            Part::Idp => Self::Keycloak,
+            Part::App => Self::Httpbin,
+        }
+    }
 }
 
 impl Drop for LocalStack {
@@ -1145,6 +1322,8 @@ mod tests {
             "mesh_ca": "<run>/tls/mesh-ca.pem",
             "workload_cert": "<run>/tls/httpbin.pem",
             "workload_key": "<run>/tls/httpbin-key.pem",
+            "jwt_audiences": true,
+            "client_id": CLIENT_ID,
         });
         let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();
         context

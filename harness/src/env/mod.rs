@@ -67,6 +67,13 @@ pub struct TestUser {
     pub email: String,
 }
 
+/// A confidential client's id and secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: Secret,
+}
+
 /// Everything the engine needs to know about a deployment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoints {
@@ -78,6 +85,16 @@ pub struct Endpoints {
     pub client_id: String,
     pub client_secret: Secret,
     pub user: TestUser,
+    /// A user of the realm without the required role, where the environment has one: the
+    /// deployment must not admit them, and their valid token must not pass as the user's.
+    pub second_user: Option<TestUser>,
+    /// Another client of the realm (password and client-credentials grants): valid tokens of
+    /// the realm for another audience.
+    pub other_client: Option<ClientCredentials>,
+    /// A key the IdP publishes whose private half the harness holds, to mint tokens wrong in
+    /// one claim only (expired, other issuer, other audience).
+    #[serde(skip)]
+    pub signing_key: Option<crate::oidc::forge::SigningKey>,
     /// The realm role the test user has, and the claim the mapper puts it in.
     pub role: String,
     pub roles_claim: String,

@@ -2,6 +2,8 @@
 //! [`CheckResult`] naming the claim, the expectation and the actual value, so a failing check
 //! explains itself.
 
+pub mod forge;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -106,11 +108,6 @@ pub async fn password_grant(
     username: &str,
     password: &str,
 ) -> Result<GrantResponse, OidcError> {
-    let fail = |detail: String| OidcError::Fetch {
-        what: "a token (password grant)",
-        url: token_endpoint.to_string(),
-        detail,
-    };
     let form = [
         ("grant_type", "password"),
         ("client_id", client_id),
@@ -119,9 +116,44 @@ pub async fn password_grant(
         ("password", password),
         ("scope", "openid"),
     ];
+    grant(client, token_endpoint, "a token (password grant)", &form).await
+}
+
+/// A client-credentials grant: the client's service account's token.
+pub async fn client_credentials_grant(
+    client: &reqwest::Client,
+    token_endpoint: &Url,
+    client_id: &str,
+    client_secret: &Secret,
+) -> Result<GrantResponse, OidcError> {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", client_secret.expose()),
+    ];
+    grant(
+        client,
+        token_endpoint,
+        "a token (client credentials grant)",
+        &form,
+    )
+    .await
+}
+
+async fn grant(
+    client: &reqwest::Client,
+    token_endpoint: &Url,
+    what: &'static str,
+    form: &[(&str, &str)],
+) -> Result<GrantResponse, OidcError> {
+    let fail = |detail: String| OidcError::Fetch {
+        what,
+        url: token_endpoint.to_string(),
+        detail,
+    };
     let response = client
         .post(token_endpoint.clone())
-        .form(&form)
+        .form(form)
         .send()
         .await
         .map_err(|e| fail(e.to_string()))?;

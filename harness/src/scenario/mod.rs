@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::check::Severity;
+pub use crate::control::{Disruption, Part};
 use crate::oidc::ClaimExpectation;
 use crate::policy::StackProfile;
 
@@ -78,6 +79,124 @@ impl Scenario {
     }
 }
 
+/// What a scenario needs of its environment beyond an app behind SSO and a test user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// A `stack:` profile other than the default (the harness renders the policies).
+    StackProfile,
+    /// A mesh the harness can join as a workload (`${sidecar}`, `as: mesh_workload`).
+    Mesh,
+    /// A second user without the required role.
+    SecondUser,
+    /// Another client of the realm.
+    OtherClient,
+    /// A test signing key the IdP publishes.
+    SigningKey,
+    /// Disrupting a part of the deployment.
+    Disrupt(Part, Disruption),
+}
+
+impl Requirement {
+    /// Why a scenario with this requirement cannot run where it is missing, and what to do.
+    pub fn unmet(self) -> String {
+        match self {
+            Requirement::StackProfile => {
+                "it needs a stack profile only --env local can apply".into()
+            }
+            Requirement::Mesh => {
+                "it calls httpbin's sidecar as an in-mesh workload, which only --env local offers"
+                    .into()
+            }
+            Requirement::SecondUser => {
+                "the environment names no second_user (a user without the required role)".into()
+            }
+            Requirement::OtherClient => "the environment names no other_client of the realm".into(),
+            Requirement::SigningKey => {
+                "the environment names no test_signing_key_file (a key the IdP publishes)".into()
+            }
+            Requirement::Disrupt(part, disruption) => format!(
+                "it needs to {} the {}, and the environment gives the harness no way to \
+                 (control commands in the environment file, or --env local)",
+                match disruption {
+                    Disruption::Stop => "stop",
+                    Disruption::Pause => "pause",
+                },
+                part.name()
+            ),
+        }
+    }
+}
+
+impl Bearer {
+    fn requirement(self) -> Option<Requirement> {
+        match self {
+            Bearer::OtherClient | Bearer::ServiceAccount => Some(Requirement::OtherClient),
+            Bearer::SecondUser => Some(Requirement::SecondUser),
+            Bearer::Resigned
+            | Bearer::Expired
+            | Bearer::NotYetValid
+            | Bearer::OtherIssuer
+            | Bearer::WrongAudience => Some(Requirement::SigningKey),
+            _ => None,
+        }
+    }
+}
+
+impl Scenario {
+    /// Everything this scenario needs of its environment (see [`Requirement`]).
+    pub fn requirements(&self, suite: &Suite) -> Vec<Requirement> {
+        let mut needs = Vec::new();
+        if !self.profile(suite).is_default() {
+            needs.push(Requirement::StackProfile);
+        }
+        for step in &self.steps {
+            if step
+                .templated_strings()
+                .iter()
+                .any(|s| s.contains("${sidecar}"))
+            {
+                needs.push(Requirement::Mesh);
+            }
+            match step {
+                Step::Request { bearer, caller, .. } => {
+                    needs.extend(bearer.and_then(Bearer::requirement));
+                    if *caller == Some(Caller::MeshWorkload) {
+                        needs.push(Requirement::Mesh);
+                    }
+                }
+                Step::BearerMatrix(matrix) => {
+                    needs.extend(
+                        matrix
+                            .accepted
+                            .iter()
+                            .chain(&matrix.refused)
+                            .filter_map(|b| b.requirement()),
+                    );
+                    if matrix.caller == Some(Caller::MeshWorkload) {
+                        needs.push(Requirement::Mesh);
+                    }
+                }
+                Step::SignIn { credentials } | Step::TokenGrant { credentials }
+                    if *credentials == Credentials::SecondUser =>
+                {
+                    needs.push(Requirement::SecondUser)
+                }
+                Step::Disrupt { component, action } => {
+                    needs.push(Requirement::Disrupt(*component, *action))
+                }
+                _ => {}
+            }
+        }
+        let mut unique = Vec::new();
+        for need in needs {
+            if !unique.contains(&need) {
+                unique.push(need);
+            }
+        }
+        unique
+    }
+}
+
 /// One operation. Strings may use `${variable}` (see [`VARIABLES`]).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -110,6 +229,13 @@ pub enum Step {
     /// spelling) to the app's origin, each judged on evidence of what answered it. One check
     /// per request; every request carries a fresh `${nonce}`.
     Probe(Box<Probe>),
+    /// Sends each listed bearer token to `url` and judges it (see [`BearerMatrix`]).
+    BearerMatrix(Box<BearerMatrix>),
+    /// Stops or freezes a part of the deployment until a `restore` step or the scenario's end
+    /// (the runner always restores it): the fail-closed checks.
+    Disrupt { component: Part, action: Disruption },
+    /// Brings a disrupted part back, ready to serve.
+    Restore { component: Part },
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -128,6 +254,9 @@ impl Step {
             Step::Expect(_) => "expect",
             Step::ExpectJwt { .. } => "expect_jwt",
             Step::Probe(_) => "probe",
+            Step::BearerMatrix(_) => "bearer_matrix",
+            Step::Disrupt { .. } => "disrupt",
+            Step::Restore { .. } => "restore",
         }
     }
 
@@ -136,6 +265,7 @@ impl Step {
         let mut out = Vec::new();
         match self {
             Step::Open { url } | Step::Request { url, .. } => out.push(url.as_str()),
+            Step::BearerMatrix(matrix) => out.push(matrix.url.as_str()),
             Step::Expect(e) => {
                 out.extend(e.url_starts_with.as_deref());
                 out.extend(e.location_starts_with.as_deref());
@@ -163,7 +293,10 @@ impl Step {
                     );
                 }
             }
-            Step::SignIn { .. } | Step::TokenGrant { .. } => {}
+            Step::SignIn { .. }
+            | Step::TokenGrant { .. }
+            | Step::Disrupt { .. }
+            | Step::Restore { .. } => {}
         }
         out
     }
@@ -226,6 +359,9 @@ pub enum Attack {
     /// scenario's session, which must reach it without any forged value (an
     /// `X-Forwarded-For` may keep it, but never as the last hop).
     ForgedIdentity,
+    /// While a `disrupt` step has a part down, reach the app. Each request is sent anonymously
+    /// and with the scenario's session: neither may echo its nonce (the gateway fails closed).
+    ReachDuringOutage,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -236,6 +372,8 @@ pub enum Credentials {
     TestUser,
     /// The test user with a password that is certainly wrong.
     WrongPassword,
+    /// The environment's second user, who lacks the required role.
+    SecondUser,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -243,10 +381,80 @@ pub enum Credentials {
 pub enum Bearer {
     /// The access token of the last `token_grant`.
     Granted,
-    /// A syntactically valid JWT with a forged signature.
+    /// A made-up JWT (claims, `kid` and signature invented): no key signed it.
     Forged,
     /// Not a JWT at all.
     Garbage,
+    /// The granted token with `alg: none` and no signature.
+    AlgNone,
+    /// The granted token's claims, HS256-signed with the PEM of the IdP's public key.
+    Hs256WithPublicKey,
+    /// The granted token with its `kid` naming no published key.
+    UnknownKid,
+    /// The granted token without its signature.
+    StrippedSignature,
+    /// The granted token with `sub` and `preferred_username` changed, signature kept.
+    TamperedClaims,
+    /// The granted token's claims signed with the test key the IdP publishes: the control
+    /// that must be accepted for the minted negatives to mean anything.
+    Resigned,
+    /// Minted like `resigned`, expired ten minutes ago.
+    Expired,
+    /// Minted like `resigned`, valid only from ten minutes ahead (`nbf`).
+    NotYetValid,
+    /// Minted like `resigned`, with the issuer of another realm.
+    OtherIssuer,
+    /// Minted like `resigned`, for another client (`aud`, `azp`).
+    WrongAudience,
+    /// The test user's token from another client of the realm (password grant).
+    OtherClient,
+    /// The other client's service-account token (client-credentials grant).
+    ServiceAccount,
+    /// The second user's token (password grant, the app's client): valid, but not the
+    /// session's user and without the required role.
+    SecondUser,
+}
+
+impl Bearer {
+    /// How bad it is when a deployment accepts this token where it must not.
+    pub fn severity(self) -> Severity {
+        match self {
+            Bearer::Granted | Bearer::Resigned => Severity::Low,
+            Bearer::NotYetValid => Severity::Medium,
+            Bearer::Expired
+            | Bearer::OtherIssuer
+            | Bearer::WrongAudience
+            | Bearer::OtherClient
+            | Bearer::ServiceAccount
+            | Bearer::SecondUser => Severity::High,
+            Bearer::Forged
+            | Bearer::Garbage
+            | Bearer::AlgNone
+            | Bearer::Hs256WithPublicKey
+            | Bearer::UnknownKid
+            | Bearer::StrippedSignature
+            | Bearer::TamperedClaims => Severity::Critical,
+        }
+    }
+}
+
+/// Bearer tokens against one URL, one check each: `accepted` ones must reach the app (the
+/// evidence that verification is on and the test tokens are good), `refused` ones must not
+/// (an answer that is not 2xx and no echo of the request's nonce).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BearerMatrix {
+    pub url: String,
+    #[serde(default, rename = "as")]
+    pub caller: Option<Caller>,
+    #[serde(default)]
+    pub accepted: Vec<Bearer>,
+    #[serde(default)]
+    pub refused: Vec<Bearer>,
+    /// Also send each refused token with the scenario's session (a `sign_in` first): it must
+    /// be refused, or reach the app as the session's user, never as the token's subject.
+    #[serde(default)]
+    pub with_session: bool,
 }
 
 /// Who sends a request to a workload, from the workload's point of view.
@@ -525,10 +733,18 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
             if let Step::ExpectJwt { .. } = step {
                 has_check = true;
             }
+            if let Step::BearerMatrix(matrix) = step {
+                if matrix.accepted.is_empty() && matrix.refused.is_empty() {
+                    return Err(invalid(
+                        "a bearer_matrix needs at least one token in accepted or refused".into(),
+                    ));
+                }
+                has_check = true;
+            }
         }
         if !has_check {
             return Err(catalog_error(format!(
-                "scenario {} checks nothing: add an expect, expect_jwt or probe step",
+                "scenario {} checks nothing: add an expect, expect_jwt, probe or bearer_matrix step",
                 scenario.id
             )));
         }

@@ -1,0 +1,51 @@
+//! Which selected scenarios this environment can run: each scenario's requirements (a stack
+//! profile, a mesh to join, a second user, another client, a published test key, a part to
+//! disrupt) against what the environment and its control offer. The rest are left out with
+//! the reason, never run to fail for want of a capability, never passed silently.
+
+use crate::control::StackControl;
+use crate::env::Endpoints;
+use crate::events::LeftOut;
+use crate::scenario::{Requirement, Scenario, Suite, qualified_name};
+
+/// The scenarios to run, in selection order, and those left out.
+pub struct Plan<'a> {
+    pub run: Vec<(&'a Suite, &'a Scenario)>,
+    pub left_out: Vec<LeftOut>,
+}
+
+pub fn plan<'a>(
+    selection: Vec<(&'a Suite, &'a Scenario)>,
+    endpoints: &Endpoints,
+    control: &dyn StackControl,
+) -> Plan<'a> {
+    let met = |need: Requirement| match need {
+        Requirement::StackProfile => control.applies_profiles(),
+        Requirement::Mesh => endpoints.mesh.is_some(),
+        Requirement::SecondUser => endpoints.second_user.is_some(),
+        Requirement::OtherClient => endpoints.other_client.is_some(),
+        Requirement::SigningKey => endpoints.signing_key.is_some(),
+        Requirement::Disrupt(part, disruption) => control.can_disrupt(part, disruption),
+    };
+    let mut plan = Plan {
+        run: Vec::new(),
+        left_out: Vec::new(),
+    };
+    for (suite, scenario) in selection {
+        let unmet: Vec<String> = scenario
+            .requirements(suite)
+            .into_iter()
+            .filter(|need| !met(*need))
+            .map(Requirement::unmet)
+            .collect();
+        if unmet.is_empty() {
+            plan.run.push((suite, scenario));
+        } else {
+            plan.left_out.push(LeftOut {
+                scenario: qualified_name(suite, scenario),
+                reason: unmet.join("; "),
+            });
+        }
+    }
+    plan
+}
