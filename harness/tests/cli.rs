@@ -67,7 +67,7 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("need stack profiles that only --env local can apply"),
+        stderr.contains("read the environment file deployment.yaml: No such file"),
         "{stderr}"
     );
 
