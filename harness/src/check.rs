@@ -61,8 +61,12 @@ impl CheckResult {
     }
 }
 
+/// A failed attack check reads as the finding it is: `[critical finding] name: ...`.
 impl std::fmt::Display for CheckResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(severity) = self.severity.filter(|_| !self.passed) {
+            write!(f, "[{} finding] ", severity.name())?;
+        }
         write!(
             f,
             "{}: expected {}, actual {}",

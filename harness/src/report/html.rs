@@ -89,6 +89,34 @@ struct PageView<'a> {
     policy: Vec<PolicyCell<'a>>,
     /// Failed (and unfinished) scenarios first, then passed, each group in run order.
     scenarios: Vec<ScenarioView<'a>>,
+    security: SecurityView<'a>,
+}
+
+/// The attack checks (those with a severity), findings first, grouped by class (the suite
+/// they come from), and what the environment could not check.
+#[derive(Serialize)]
+struct SecurityView<'a> {
+    findings: usize,
+    attacks: usize,
+    classes: Vec<AttackClass<'a>>,
+    left_out: &'a [crate::events::LeftOut],
+    limits: &'a [String],
+}
+
+#[derive(Serialize)]
+struct AttackClass<'a> {
+    class: &'a str,
+    attacks: usize,
+    /// Worst first.
+    findings: Vec<Finding<'a>>,
+}
+
+#[derive(Serialize)]
+struct Finding<'a> {
+    severity: &'static str,
+    scenario: String,
+    anchor: String,
+    check: &'a CheckResult,
 }
 
 #[derive(Serialize)]
@@ -236,7 +264,64 @@ impl<'a> PageView<'a> {
                     },
                 })
                 .collect(),
+            security: SecurityView::new(report, &scenarios),
             scenarios,
+        }
+    }
+}
+
+impl<'a> SecurityView<'a> {
+    fn new(report: &'a RunReport, scenarios: &[ScenarioView<'a>]) -> Self {
+        let mut classes: Vec<AttackClass<'a>> = Vec::new();
+        for view in scenarios {
+            let scenario = view.scenario;
+            for check in scenario.steps.iter().flat_map(|s| &s.checks) {
+                let Some(severity) = check.severity else {
+                    continue;
+                };
+                let class = match classes.iter_mut().find(|c| c.class == scenario.suite) {
+                    Some(class) => class,
+                    None => {
+                        classes.push(AttackClass {
+                            class: &scenario.suite,
+                            attacks: 0,
+                            findings: Vec::new(),
+                        });
+                        classes.last_mut().expect("pushed above")
+                    }
+                };
+                class.attacks += 1;
+                if !check.passed {
+                    class.findings.push(Finding {
+                        severity: severity.name(),
+                        scenario: scenario.qualified_name(),
+                        anchor: view.anchor.clone(),
+                        check,
+                    });
+                }
+            }
+        }
+        let rank = |name: &str| match name {
+            "critical" => 0,
+            "high" => 1,
+            "medium" => 2,
+            _ => 3,
+        };
+        for class in &mut classes {
+            class.findings.sort_by_key(|f| rank(f.severity));
+        }
+        classes.sort_by_key(|c| {
+            (
+                c.findings.is_empty(),
+                c.findings.first().map(|f| rank(f.severity)),
+            )
+        });
+        Self {
+            findings: classes.iter().map(|c| c.findings.len()).sum(),
+            attacks: classes.iter().map(|c| c.attacks).sum(),
+            classes,
+            left_out: &report.environment.left_out,
+            limits: &report.environment.limits,
         }
     }
 }
@@ -722,6 +807,24 @@ mod tests {
         assert!(!html.contains("<JWT>"));
         assert!(html.contains("&lt;RBAC: access denied&gt;"));
         assert!(html.contains("[signature-redacted]"));
+    }
+
+    #[test]
+    fn security_section_lists_findings_worst_first_with_what_was_not_checked() {
+        let html = sample_html();
+        let section =
+            &html[html.find("id=\"security\"").unwrap()..html.find("id=\"policy\"").unwrap()];
+        assert!(
+            section.contains("1 finding(s) in 2 attack check(s)"),
+            "{section}"
+        );
+        assert!(
+            section
+                .contains("<strong>seed003_origin_auth</strong> — 1 finding(s), 2 attack check(s)")
+        );
+        assert!(section.contains("<tr class=\"severity-critical\"><td><span class=\"severity\">critical</span></td><td><code>status</code></td><td>401</td><td>200</td>"));
+        assert!(section.contains("<code>attack_fail_closed::auth_service_stopped</code>: it needs to stop the auth_service"));
+        assert!(section.contains("Limits of this environment"));
     }
 
     #[test]

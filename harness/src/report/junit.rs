@@ -144,7 +144,9 @@ mod tests {
         ] {
             assert!(root.contains(attribute), "{attribute} missing in {root}");
         }
-        assert!(xml.contains("step 2 (expect): status: expected 401, actual 200"));
+        assert!(
+            xml.contains("step 2 (expect): [critical finding] status: expected 401, actual 200")
+        );
         // Escaped, never raw markup from scenario data.
         assert!(xml.contains("&lt;RBAC: access denied&gt;"));
         assert!(!xml.contains("<RBAC"));

@@ -70,13 +70,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     }
                     for check in step.checks.iter().filter(|c| self.verbose || !c.passed) {
                         let mark = if check.passed { "✓" } else { "✗" };
-                        let severity = match check.severity {
-                            Some(severity) if !check.passed => {
-                                format!("[{} finding] ", severity.name())
-                            }
-                            _ => String::new(),
-                        };
-                        lines.push(format!("         {mark} {severity}{check}"));
+                        lines.push(format!("         {mark} {check}"));
                     }
                     if let Some(error) = &step.error {
                         lines.push(format!("         error: {error}"));

@@ -157,7 +157,10 @@ fn forged_token_steps() -> Vec<StepReport> {
     let mut expect = step(2, "expect", "check the last response");
     expect.passed = false;
     expect.checks = vec![
-        CheckResult::new("status", false, "401", "200"),
+        CheckResult::new("status", false, "401", "200")
+            .with_severity(meshauth::check::Severity::Critical),
+        CheckResult::new("garbage bearer is refused", true, "refused", "401")
+            .with_severity(meshauth::check::Severity::High),
         CheckResult::new(
             "body contains",
             false,
