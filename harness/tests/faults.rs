@@ -238,6 +238,14 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "session_cookie_with_a_domain_goes_to_other_hosts",
+        breakage: |c| c.session_cookie_domain = Some("127.0.0.1".into()),
+        scenario: "attack_cookies::session_cookie_attributes",
+        expect: Expect::FailsWith(
+            "cookie _oauth2_proxy host-only: expected no Domain (this host only), actual Domain=127.0.0.1",
+        ),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",

@@ -132,6 +132,9 @@ pub struct CookieAttributes {
     pub secure: bool,
     pub http_only: bool,
     pub same_site: Option<String>,
+    /// The `Domain` attribute: absent means the cookie goes back to this host only.
+    pub domain: Option<String>,
+    pub path: Option<String>,
 }
 
 impl CookieAttributes {
@@ -147,6 +150,8 @@ impl CookieAttributes {
             secure: false,
             http_only: false,
             same_site: None,
+            domain: None,
+            path: None,
         };
         for part in parts {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
@@ -154,6 +159,8 @@ impl CookieAttributes {
                 "secure" => attributes.secure = true,
                 "httponly" => attributes.http_only = true,
                 "samesite" => attributes.same_site = Some(value.trim().to_string()),
+                "domain" => attributes.domain = Some(value.trim().to_string()),
+                "path" => attributes.path = Some(value.trim().to_string()),
                 _ => {}
             }
         }
@@ -248,6 +255,39 @@ impl Browser {
     /// The attributes the server last set on the cookie `name`.
     pub fn cookie_attributes(&self, name: &str) -> Option<&CookieAttributes> {
         self.cookie_attributes.iter().rev().find(|c| c.name == name)
+    }
+
+    /// Replaces the value of every cookie the jar would send to `url` whose name starts with
+    /// `prefix` (a large session cookie is split into `name_0`, `name_1`, ...) by
+    /// `rewrite(name, value)`; returns how many were rewritten.
+    pub fn rewrite_cookies(
+        &self,
+        url: &Url,
+        prefix: &str,
+        rewrite: impl Fn(&str, &str) -> String,
+    ) -> usize {
+        let Ok(mut store) = self.cookies.lock() else {
+            return 0;
+        };
+        let rewritten: Vec<cookie_store::RawCookie<'static>> = store
+            .matches(url)
+            .into_iter()
+            .filter(|c| c.name().starts_with(prefix))
+            .map(|c| {
+                let mut raw = cookie_store::RawCookie::new(
+                    c.name().to_string(),
+                    rewrite(c.name(), c.value()),
+                );
+                raw.set_path(c.path().unwrap_or("/").to_string());
+                raw.set_secure(c.secure());
+                raw.set_http_only(c.http_only());
+                raw
+            })
+            .collect();
+        for cookie in &rewritten {
+            let _ = store.insert_raw(cookie, url);
+        }
+        rewritten.len()
     }
 
     /// The `Cookie` header value the jar would send to `url`, if it holds any cookie for it.
@@ -431,8 +471,12 @@ mod tests {
                 secure: true,
                 http_only: true,
                 same_site: Some("Lax".into()),
+                domain: None,
+                path: Some("/".into()),
             }
         );
+        let wide = CookieAttributes::parse("s=v; Domain=.example.com; Path=/").unwrap();
+        assert_eq!(wide.domain.as_deref(), Some(".example.com"));
         let plain =
             CookieAttributes::parse("KC_RESTART=; Version=1; Max-Age=0; Path=/realms/x/").unwrap();
         assert!(!plain.secure && !plain.http_only && plain.same_site.is_none());

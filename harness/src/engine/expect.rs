@@ -265,6 +265,43 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResul
             flag(seen.http_only),
         ));
     }
+    if let Some(host_only) = expect.host_only {
+        let shown = |domain: &Option<String>| match domain {
+            None => "no Domain (this host only)".to_string(),
+            Some(domain) => format!("Domain={domain}"),
+        };
+        checks.push(CheckResult::new(
+            format!("cookie {} host-only", expect.name),
+            seen.domain.is_none() == host_only,
+            if host_only {
+                "no Domain (this host only)".to_string()
+            } else {
+                "a Domain attribute".to_string()
+            },
+            shown(&seen.domain),
+        ));
+    }
+    if let Some(path) = &expect.path {
+        checks.push(CheckResult::new(
+            format!("cookie {} Path", expect.name),
+            seen.path.as_deref() == Some(path.as_str()),
+            path.clone(),
+            seen.path.clone().unwrap_or_else(|| "not set".into()),
+        ));
+    }
+    if let Some(true) = expect.not_strict {
+        let strict = seen
+            .same_site
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("strict"));
+        checks.push(CheckResult::new(
+            format!("cookie {} SameSite not Strict", expect.name),
+            !strict,
+            "Lax, None or unset: the IdP's redirect back to the callback is cross-site, and \
+             browsers withhold Strict cookies from it (sign-in fails)",
+            seen.same_site.clone().unwrap_or_else(|| "not set".into()),
+        ));
+    }
     if let Some(same_site) = &expect.same_site {
         checks.push(CheckResult::new(
             format!("cookie {} SameSite", expect.name),

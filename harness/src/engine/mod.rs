@@ -5,6 +5,7 @@ mod bearer;
 mod expect;
 mod plan;
 mod probe;
+mod tamper;
 
 pub use plan::{Plan, plan};
 
@@ -345,6 +346,7 @@ impl Engine {
                 component.name()
             ),
             Step::Restore { component } => format!("restore the {}", component.name()),
+            Step::TamperCookie { name, how } => format!("tamper with cookie {name} ({how:?})"),
             Step::BearerMatrix(matrix) => format!(
                 "send {} bearer token(s) to {}{}",
                 matrix.accepted.len() + matrix.refused.len(),
@@ -523,6 +525,17 @@ impl Engine {
                 Ok(StepOutput { checks, jwt: None })
             }
             Step::BearerMatrix(matrix) => self.bearer_matrix(matrix, state).await,
+            Step::TamperCookie { name, how } => {
+                let count = state
+                    .browser
+                    .rewrite_cookies(&self.endpoints.app, name, |n, v| tamper::tamper(n, v, *how));
+                if count == 0 {
+                    return Err(format!(
+                        "the browser holds no cookie {name} for the app: sign in first"
+                    ));
+                }
+                Ok(StepOutput::default())
+            }
             Step::Disrupt { .. } | Step::Restore { .. } => Err(
                 "disrupt and restore steps are run by run_step, with the environment's control"
                     .into(),

@@ -108,6 +108,9 @@ pub struct StackConfig {
     pub client_implicit_flow: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
+    /// oauth2-proxy's `cookie_domains`: a `Domain` on its cookies, so they also go to every
+    /// other host under it. None (host-only) in the reference.
+    pub session_cookie_domain: Option<String>,
     /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
     /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
     pub baseline_route: bool,
@@ -138,6 +141,7 @@ impl Default for StackConfig {
             client_requires_pkce: true,
             client_implicit_flow: false,
             secure_session_cookie: true,
+            session_cookie_domain: None,
             baseline_route: false,
             sidecar: SidecarPolicy::default(),
         }
@@ -211,6 +215,10 @@ impl StackConfig {
             PolicySetting::protection("client requires PKCE", self.client_requires_pkce),
             PolicySetting::protection("client implicit flow off", !self.client_implicit_flow),
             PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
+            PolicySetting::protection(
+                "session cookie host-only (no cookie_domains)",
+                self.session_cookie_domain.is_none(),
+            ),
             PolicySetting::protection(
                 "return URLs limited to the app (no whitelist_domains)",
                 self.whitelist_domains.is_empty(),
@@ -373,6 +381,7 @@ pub(super) struct OAuth2ProxyContext<'a> {
     secure_session_cookie: bool,
     whitelist_domains: &'a [String],
     required_role: Option<&'static str>,
+    cookie_domain: Option<&'a str>,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
@@ -392,6 +401,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             secure_session_cookie: config.secure_session_cookie,
             whitelist_domains: &config.whitelist_domains,
             required_role: config.admission_role.then_some(ROLE),
+            cookie_domain: config.session_cookie_domain.as_deref(),
         }
     }
 }

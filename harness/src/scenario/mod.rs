@@ -236,6 +236,8 @@ pub enum Step {
     Disrupt { component: Part, action: Disruption },
     /// Brings a disrupted part back, ready to serve.
     Restore { component: Part },
+    /// Changes the browser's copy of a cookie (the session), as an attacker holding it could.
+    TamperCookie { name: String, how: Tampering },
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -257,6 +259,7 @@ impl Step {
             Step::BearerMatrix(_) => "bearer_matrix",
             Step::Disrupt { .. } => "disrupt",
             Step::Restore { .. } => "restore",
+            Step::TamperCookie { .. } => "tamper_cookie",
         }
     }
 
@@ -296,7 +299,8 @@ impl Step {
             Step::SignIn { .. }
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
-            | Step::Restore { .. } => {}
+            | Step::Restore { .. }
+            | Step::TamperCookie { .. } => {}
         }
         out
     }
@@ -546,6 +550,30 @@ pub struct CookieExpectation {
     /// `Lax`, `Strict` or `None` (case-insensitive).
     #[serde(default)]
     pub same_site: Option<String>,
+    /// No `Domain` attribute: the cookie goes back to the app's host only, never to
+    /// sibling hosts under a shared domain.
+    #[serde(default)]
+    pub host_only: Option<bool>,
+    /// The `Path` attribute, exactly.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Not `SameSite=Strict`: the IdP sends the browser back to the callback cross-site,
+    /// and a strict CSRF or session cookie is then withheld, so real browsers cannot sign in.
+    #[serde(default)]
+    pub not_strict: Option<bool>,
+}
+
+/// How a `tamper_cookie` step changes the session cookie.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Tampering {
+    /// One character of the value changed, the signature kept.
+    Value,
+    /// Signed again with another deployment's secret (oauth2-proxy's `value|time|HMAC`
+    /// format; other formats get their last characters changed).
+    OtherSecret,
+    /// The signature removed.
+    Unsigned,
 }
 
 /// The whole catalog, in file order.
