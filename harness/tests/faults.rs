@@ -246,6 +246,14 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "sidecar_without_trust_domain_check_accepts_another_trust_domain",
+        breakage: |c| c.sidecar_trust_domain_check = false,
+        scenario: "attack_mesh_transport::foreign_trust_domain_is_rejected",
+        expect: Expect::FailsWith(
+            "connection: expected the connection rejected (closed, reset or TLS handshake failed) without a response, actual answered 200",
+        ),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",

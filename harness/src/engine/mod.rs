@@ -60,8 +60,8 @@ pub struct ScenarioOutcome {
 /// (or why there was none), the last granted token.
 struct ScenarioState {
     browser: Browser,
-    mesh_workload: Option<Browser>,
-    outside_mesh: Option<Browser>,
+    /// Clients of the `as:` callers, created on first use.
+    callers: Vec<(Caller, Browser)>,
     last: Option<Page>,
     /// The last request got no HTTP response (a caller's connection was rejected): why.
     rejected: Option<String>,
@@ -73,10 +73,7 @@ struct ScenarioState {
 impl ScenarioState {
     fn take_hops(&mut self) -> Vec<crate::browser::Hop> {
         let mut hops = self.browser.take_hops();
-        for caller in [&mut self.mesh_workload, &mut self.outside_mesh]
-            .into_iter()
-            .flatten()
-        {
+        for (_, caller) in &mut self.callers {
             hops.extend(caller.take_hops());
         }
         hops
@@ -183,8 +180,7 @@ impl Engine {
                 browser.confine_to(self.endpoints.hosts());
                 let mut state = ScenarioState {
                     browser,
-                    mesh_workload: None,
-                    outside_mesh: None,
+                    callers: Vec::new(),
                     last: None,
                     rejected: None,
                     granted: None,
@@ -315,6 +311,15 @@ impl Engine {
                     text.push_str(match caller {
                         Caller::MeshWorkload => " as the in-mesh workload sleep (mTLS)",
                         Caller::OutsideMesh => " from outside the mesh (no client certificate)",
+                        Caller::UntrustedCaWorkload => {
+                            " as sleep with a certificate from a CA the mesh does not trust"
+                        }
+                        Caller::ExpiredCertificateWorkload => {
+                            " as sleep with an expired mesh certificate"
+                        }
+                        Caller::ForeignTrustDomainWorkload => {
+                            " with a mesh-CA certificate of another trust domain"
+                        }
                     });
                 }
                 match bearer {
@@ -379,40 +384,51 @@ impl Engine {
         state: &'s mut ScenarioState,
         mut url: Url,
     ) -> Result<(&'s mut Browser, Url), String> {
-        let browser = match caller {
-            Caller::MeshWorkload => {
-                let mesh = self.endpoints.mesh.as_ref().ok_or(
-                    "this environment has no mesh the harness can join as the sleep workload \
-                     (no mesh CA or workload certificate); run with --env local",
-                )?;
-                if url.scheme() == "http" {
-                    url.set_scheme("https")
-                        .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
-                }
-                if state.mesh_workload.is_none() {
-                    state.mesh_workload = Some(
+        if caller != Caller::OutsideMesh {
+            if url.scheme() == "http" {
+                url.set_scheme("https")
+                    .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
+            }
+        }
+        let index = match state.callers.iter().position(|(c, _)| *c == caller) {
+            Some(index) => index,
+            None => {
+                let browser = match caller {
+                    Caller::OutsideMesh => {
+                        Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone())
+                    }
+                    mesh_caller => {
+                        let mesh = self.endpoints.mesh.as_ref().ok_or(
+                            "this environment has no mesh the harness can join as a workload \
+                             (no mesh CA or workload certificate); run with --env local",
+                        )?;
+                        let (cert, key) = match mesh_caller {
+                            Caller::UntrustedCaWorkload => {
+                                (&mesh.untrusted.cert_pem, &mesh.untrusted.key_pem)
+                            }
+                            Caller::ExpiredCertificateWorkload => {
+                                (&mesh.expired.cert_pem, &mesh.expired.key_pem)
+                            }
+                            Caller::ForeignTrustDomainWorkload => (
+                                &mesh.foreign_trust_domain.cert_pem,
+                                &mesh.foreign_trust_domain.key_pem,
+                            ),
+                            _ => (&mesh.workload_cert_pem, &mesh.workload_key_pem),
+                        };
                         Browser::with_client_certificate(
                             &mesh.ca_pem,
-                            &mesh.workload_cert_pem,
-                            &mesh.workload_key_pem,
+                            cert,
+                            key,
                             self.redactor.clone(),
                         )
-                        .map_err(|e| e.to_string())?,
-                    );
+                    }
                 }
-                state.mesh_workload.as_mut()
-            }
-            Caller::OutsideMesh => {
-                if state.outside_mesh.is_none() {
-                    state.outside_mesh = Some(
-                        Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone())
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-                state.outside_mesh.as_mut()
+                .map_err(|e| e.to_string())?;
+                state.callers.push((caller, browser));
+                state.callers.len() - 1
             }
         };
-        Ok((browser.expect("created above"), url))
+        Ok((&mut state.callers[index].1, url))
     }
 
     /// The user name and password `credentials` stand for.

@@ -114,6 +114,8 @@ pub struct StackConfig {
     /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
     /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
     pub baseline_route: bool,
+    /// httpbin's sidecar accepts mTLS peers of the mesh's trust domain only, as Istio does.
+    pub sidecar_trust_domain_check: bool,
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
     /// AuthorizationPolicy). Istio's defaults unless a suite's `stack:` profile says otherwise.
     pub sidecar: SidecarPolicy,
@@ -143,6 +145,7 @@ impl Default for StackConfig {
             secure_session_cookie: true,
             session_cookie_domain: None,
             baseline_route: false,
+            sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
         }
     }
@@ -228,6 +231,10 @@ impl StackConfig {
                 !self.wrong_client_secret,
             ),
         ];
+        settings.push(PolicySetting::protection(
+            "sidecar accepts its trust domain only",
+            self.sidecar_trust_domain_check,
+        ));
         settings.extend(self.sidecar.profile());
         if self.baseline_route {
             settings.push(PolicySetting {
@@ -433,6 +440,7 @@ struct FixtureContext<'a> {
     sidecar_port: u16,
     sidecar_admin_port: u16,
     upstream_mtls: bool,
+    trust_domain_check: bool,
     mesh_ca: String,
     gateway_workload_cert: String,
     gateway_workload_key: String,
@@ -593,6 +601,9 @@ impl LocalStack {
                 workload_id: mesh.sleep.spiffe_id.clone(),
                 workload_cert_pem: mesh.sleep.cert_pem.clone(),
                 workload_key_pem: mesh.sleep.key_pem.clone(),
+                untrusted: (&mesh.untrusted).into(),
+                expired: (&mesh.expired).into(),
+                foreign_trust_domain: (&mesh.foreign_trust_domain).into(),
             }),
         };
         secrets.realm.fill(&mut endpoints);
@@ -978,6 +989,7 @@ impl LocalStack {
             sidecar_port: self.ports.sidecar,
             sidecar_admin_port: self.ports.sidecar_admin,
             upstream_mtls: policy.peer_authentication.accepts_mtls(),
+            trust_domain_check: self.config.sidecar_trust_domain_check,
             mesh_ca: path("mesh-ca.pem"),
             gateway_workload_cert: path("istio-ingressgateway.pem"),
             gateway_workload_key: path("istio-ingressgateway-key.pem"),
@@ -1333,6 +1345,7 @@ mod tests {
             "workload_cert": "<run>/tls/httpbin.pem",
             "workload_key": "<run>/tls/httpbin-key.pem",
             "jwt_audiences": true,
+            "trust_domain_check": true,
             "client_id": CLIENT_ID,
         });
         let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();

@@ -119,6 +119,26 @@ pub struct MeshEndpoints {
     pub workload_id: String,
     pub workload_cert_pem: String,
     pub workload_key_pem: Secret,
+    /// Callers the sidecar must refuse at the handshake (see [`crate::scenario::Caller`]).
+    pub untrusted: ClientIdentity,
+    pub expired: ClientIdentity,
+    pub foreign_trust_domain: ClientIdentity,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: Secret,
+}
+
+impl From<&pki::WorkloadCert> for ClientIdentity {
+    fn from(cert: &pki::WorkloadCert) -> Self {
+        Self {
+            cert_pem: cert.cert_pem.clone(),
+            key_pem: cert.key_pem.clone(),
+        }
+    }
 }
 
 impl Endpoints {

@@ -45,6 +45,12 @@ pub struct MeshPki {
     pub sleep: WorkloadCert,
     /// The ingress gateway's mesh identity, for ISTIO_MUTUAL to the sidecar.
     pub gateway: WorkloadCert,
+    /// Callers a sidecar must refuse at the handshake: `sleep`'s identity from a CA the mesh
+    /// does not trust, `sleep`'s certificate from the mesh CA but expired, and one from the
+    /// mesh CA for another trust domain.
+    pub untrusted: WorkloadCert,
+    pub expired: WorkloadCert,
+    pub foreign_trust_domain: WorkloadCert,
 }
 
 impl std::fmt::Debug for MeshPki {
@@ -63,14 +69,30 @@ impl MeshPki {
         // Istio workload certificates carry only the URI SAN. The loopback IP is added to
         // httpbin's so that the harness's caller (which verifies by address, not by SPIFFE id)
         // can check the server chain; Envoy callers verify the URI SAN.
+        let sleep_id = policy::spiffe_id(policy::NAMESPACE, "sleep");
         let httpbin = workload(&ca, policy::NAMESPACE, "httpbin", true)?;
         let sleep = workload(&ca, policy::NAMESPACE, "sleep", false)?;
         let gateway = workload(&ca, "istio-system", "istio-ingressgateway", false)?;
+        let mut other_ca_params = CertificateParams::new(Vec::<String>::new())?;
+        other_ca_params.distinguished_name = name("another mesh's CA (not trusted here)");
+        other_ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        other_ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let other_ca = CertifiedIssuer::self_signed(other_ca_params, KeyPair::generate()?)?;
+        let day = time::Duration::days(1);
+        let now = time::OffsetDateTime::now_utc();
         Ok(Self {
             ca_cert_pem: ca.pem(),
             httpbin,
             sleep,
             gateway,
+            untrusted: certificate(&other_ca, &sleep_id, false, None)?,
+            expired: certificate(&ca, &sleep_id, false, Some((now - 3 * day, now - day)))?,
+            foreign_trust_domain: certificate(
+                &ca,
+                &format!("spiffe://evil.example/ns/{}/sa/sleep", policy::NAMESPACE),
+                false,
+                None,
+            )?,
         })
     }
 }
@@ -82,6 +104,17 @@ fn workload(
     loopback_ip: bool,
 ) -> Result<WorkloadCert, PkiError> {
     let spiffe_id = policy::spiffe_id(namespace, service_account);
+    certificate(ca, &spiffe_id, loopback_ip, None)
+}
+
+/// A workload certificate for `spiffe_id` from `ca`, valid now unless `validity` says else.
+fn certificate(
+    ca: &CertifiedIssuer<'_, KeyPair>,
+    spiffe_id: &str,
+    loopback_ip: bool,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) -> Result<WorkloadCert, PkiError> {
+    let spiffe_id = spiffe_id.to_string();
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = DistinguishedName::new();
     params.subject_alt_names = vec![SanType::URI(spiffe_id.as_str().try_into()?)];
@@ -98,6 +131,10 @@ fn workload(
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
+    if let Some((not_before, not_after)) = validity {
+        params.not_before = not_before;
+        params.not_after = not_after;
+    }
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, ca)?;
     Ok(WorkloadCert {

@@ -160,7 +160,7 @@ impl Scenario {
             match step {
                 Step::Request { bearer, caller, .. } => {
                     needs.extend(bearer.and_then(Bearer::requirement));
-                    if *caller == Some(Caller::MeshWorkload) {
+                    if caller.is_some_and(|c| c != Caller::OutsideMesh) {
                         needs.push(Requirement::Mesh);
                     }
                 }
@@ -172,7 +172,7 @@ impl Scenario {
                             .chain(&matrix.refused)
                             .filter_map(|b| b.requirement()),
                     );
-                    if matrix.caller == Some(Caller::MeshWorkload) {
+                    if matrix.caller.is_some_and(|c| c != Caller::OutsideMesh) {
                         needs.push(Requirement::Mesh);
                     }
                 }
@@ -470,6 +470,12 @@ pub enum Caller {
     MeshWorkload,
     /// A client without a sidecar: the URL as written, no client certificate.
     OutsideMesh,
+    /// mTLS as `sleep`, with a certificate from a CA the mesh does not trust.
+    UntrustedCaWorkload,
+    /// mTLS as `sleep`, with a mesh-CA certificate that has expired.
+    ExpiredCertificateWorkload,
+    /// mTLS with a mesh-CA certificate for another trust domain (`spiffe://evil.example/...`).
+    ForeignTrustDomainWorkload,
 }
 
 /// How the connection of the last request is expected to have gone.
