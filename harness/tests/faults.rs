@@ -254,6 +254,12 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "sign_out_without_backend_logout_leaves_the_idp_session",
+        breakage: |c| c.backend_logout = false,
+        scenario: "attack_session_lifecycle::sign_out_ends_the_idp_session",
+        expect: Expect::FailsWith("login form: expected"),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",

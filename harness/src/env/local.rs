@@ -108,6 +108,8 @@ pub struct StackConfig {
     pub client_implicit_flow: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
+    /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
+    pub backend_logout: bool,
     /// oauth2-proxy's `cookie_domains`: a `Domain` on its cookies, so they also go to every
     /// other host under it. None (host-only) in the reference.
     pub session_cookie_domain: Option<String>,
@@ -144,6 +146,7 @@ impl Default for StackConfig {
             client_implicit_flow: false,
             secure_session_cookie: true,
             session_cookie_domain: None,
+            backend_logout: true,
             baseline_route: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
@@ -218,6 +221,10 @@ impl StackConfig {
             PolicySetting::protection("client requires PKCE", self.client_requires_pkce),
             PolicySetting::protection("client implicit flow off", !self.client_implicit_flow),
             PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
+            PolicySetting::protection(
+                "sign-out ends the IdP session (backend_logout_url)",
+                self.backend_logout,
+            ),
             PolicySetting::protection(
                 "session cookie host-only (no cookie_domains)",
                 self.session_cookie_domain.is_none(),
@@ -389,6 +396,7 @@ pub(super) struct OAuth2ProxyContext<'a> {
     whitelist_domains: &'a [String],
     required_role: Option<&'static str>,
     cookie_domain: Option<&'a str>,
+    backend_logout: bool,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
@@ -409,6 +417,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             whitelist_domains: &config.whitelist_domains,
             required_role: config.admission_role.then_some(ROLE),
             cookie_domain: config.session_cookie_domain.as_deref(),
+            backend_logout: config.backend_logout,
         }
     }
 }
