@@ -76,6 +76,9 @@ pub struct PolicySetting {
     pub setting: String,
     pub value: String,
     pub state: SettingState,
+    /// For a protection that is off: how to turn it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 /// What a setting means for the deployment's protection.
@@ -101,6 +104,15 @@ impl PolicySetting {
             } else {
                 SettingState::Off
             },
+            fix: None,
+        }
+    }
+
+    /// A protection that is on or off, with how to turn it on when it is off.
+    pub fn protection_or_fix(setting: impl Into<String>, enabled: bool, fix: &str) -> Self {
+        Self {
+            fix: (!enabled).then(|| fix.to_string()),
+            ..Self::protection(setting, enabled)
         }
     }
 
@@ -109,6 +121,7 @@ impl PolicySetting {
             setting: setting.into(),
             value: value.into(),
             state: SettingState::Info,
+            fix: None,
         }
     }
 }

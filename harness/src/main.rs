@@ -181,6 +181,12 @@ enum Theme {
 
 #[derive(clap::Args)]
 struct StackArgs {
+    /// Configure the local stack as a reference write-up configures its deployment
+    /// (seed000..seed003; `run` then runs the suites tagged with that write-up), or as the
+    /// hardened reference.
+    #[arg(long, value_name = "NAME", default_value = "reference",
+          value_parser = ["reference", "seed000", "seed001", "seed002", "seed003"])]
+    profile: String,
     /// oauth2-proxy redirects straight to the IdP instead of showing its sign-in page.
     #[arg(long)]
     skip_provider_button: bool,
@@ -491,14 +497,19 @@ async fn load(args: &LoadArgs) -> Result<ExitCode> {
 }
 
 fn stack_config(args: &StackArgs) -> StackConfig {
-    StackConfig {
+    deployment_profile(args).apply(StackConfig {
         skip_provider_button: args.skip_provider_button,
         login_theme: match args.login_theme {
             Theme::V2 => LoginTheme::KeycloakV2,
             Theme::Legacy => LoginTheme::Legacy,
         },
         ..StackConfig::default()
-    }
+    })
+}
+
+fn deployment_profile(args: &StackArgs) -> meshauth::env::DeploymentProfile {
+    meshauth::env::DeploymentProfile::from_name(&args.profile)
+        .expect("clap accepts only the profiles' names")
 }
 
 /// A fresh run directory under `runs_dir`, with `latest` pointing at it.
@@ -661,7 +672,10 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
 
 async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     let catalog = load_catalog(&args.catalog)?;
-    let selection = catalog.select(&args.filter);
+    let mut selection = catalog.select(&args.filter);
+    if let Some(seed) = deployment_profile(&args.stack).seed() {
+        selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
+    }
     if selection.is_empty() {
         bail!(
             "no scenario matches {:?}; `meshauth list` shows the catalog",

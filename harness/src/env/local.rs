@@ -163,47 +163,60 @@ impl StackConfig {
         }
     }
 
-    /// The profile setting by setting, for reports.
+    /// The profile setting by setting, for reports; each protection that is off says how
+    /// to turn it on.
     pub fn profile(&self) -> Vec<PolicySetting> {
+        use PolicySetting as P;
         let mut settings = vec![
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "AuthorizationPolicy CUSTOM (ext_authz → oauth2-proxy) on HTTPS",
                 self.ext_authz,
+                "an AuthorizationPolicy with action CUSTOM naming the oauth2-proxy extension provider, selecting the ingress gateway",
             ),
-            PolicySetting::info(
+            P::info(
                 "plain-HTTP listener (IdP) exempt from ext_authz",
                 "notPorts",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "ext_authz pathPrefix (oauth2-proxy's own endpoints unreachable as app paths)",
                 self.ext_authz_path_prefix,
+                "set pathPrefix on the envoyExtAuthzHttp provider (e.g. /ext-authz) and pass the path as includeAdditionalHeadersInCheck x-auth-request-redirect: \"%REQ(:PATH)%\"",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "client-sent identity headers dropped at the gateway",
                 self.strip_identity_headers,
+                "remove X-Auth-Request-*, X-Forwarded-User/-Email/-Groups/-Preferred-Username/-Access-Token, X-Real-IP, Forwarded at the gateway before ext_authz (an EnvoyFilter with header_mutation), and set headersWithUnderscoresAction: DROP_HEADER",
             ),
-            PolicySetting::protection("ext_authz fails closed", !self.ext_authz_fail_open),
-            PolicySetting::info(
+            P::protection_or_fix(
+                "ext_authz fails closed",
+                !self.ext_authz_fail_open,
+                "failOpen: false on the envoyExtAuthzHttp provider",
+            ),
+            P::info(
                 "ext_authz timeout",
                 format!("{} s", self.ext_authz_timeout_seconds),
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "RequestAuthentication (jwt_authn, issuer's JWKS)",
                 self.request_authentication,
+                "a RequestAuthentication on the gateway with jwtRules for the realm's issuer and jwksUri",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "RequestAuthentication audiences (this app's client only)",
                 self.jwt_audiences,
+                "list the app's client id under jwtRules[].audiences, so other clients' and service accounts' tokens of the realm are refused",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "admission by role (oauth2-proxy allowed_roles)",
                 self.admission_role,
+                "oauth2-proxy allowed_roles (keycloak-oidc) or allowed_groups, or an AuthorizationPolicy on the role claim",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "oauth2-proxy forwards Authorization",
                 self.forward_authorization,
+                "oauth2-proxy set_authorization_header = true and Authorization in headersToUpstreamOnAllow",
             ),
-            PolicySetting::info(
+            P::info(
                 "oauth2-proxy sign-in page",
                 if self.skip_provider_button {
                     "skipped"
@@ -211,43 +224,72 @@ impl StackConfig {
                     "shown"
                 },
             ),
-            PolicySetting::info("Keycloak login theme", self.login_theme.name()),
-            PolicySetting::protection("realm role mapper", self.role_mapper),
-            PolicySetting::protection("audience mapper", self.audience_mapper),
-            PolicySetting::protection(
+            P::info("Keycloak login theme", self.login_theme.name()),
+            P::protection_or_fix(
+                "realm role mapper",
+                self.role_mapper,
+                "a User Realm Role mapper on the client's scope writing the roles claim",
+            ),
+            P::protection_or_fix(
+                "audience mapper",
+                self.audience_mapper,
+                "an Audience mapper on the client adding its own id to aud",
+            ),
+            P::protection_or_fix(
                 "client redirect URI exact (no wildcard)",
                 !self.client_wildcard_redirect_uri,
+                "register exactly https://<app>/oauth2/callback as the client's redirect URI",
             ),
-            PolicySetting::protection("client requires PKCE", self.client_requires_pkce),
-            PolicySetting::protection("client implicit flow off", !self.client_implicit_flow),
-            PolicySetting::protection("session cookie Secure", self.secure_session_cookie),
-            PolicySetting::protection(
+            P::protection_or_fix(
+                "client requires PKCE",
+                self.client_requires_pkce,
+                "client attribute pkce.code.challenge.method = S256 (oauth2-proxy code_challenge_method = S256)",
+            ),
+            P::protection_or_fix(
+                "client implicit flow off",
+                !self.client_implicit_flow,
+                "turn off Implicit Flow on the client",
+            ),
+            P::protection_or_fix(
+                "session cookie Secure",
+                self.secure_session_cookie,
+                "serve the app over HTTPS only and set cookie_secure = true",
+            ),
+            P::protection_or_fix(
                 "sign-out ends the IdP session (backend_logout_url)",
                 self.backend_logout,
+                "oauth2-proxy backend_logout_url = \"<issuer>/protocol/openid-connect/logout?id_token_hint={id_token}\"",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "session cookie host-only (no cookie_domains)",
                 self.session_cookie_domain.is_none(),
+                "leave cookie_domains unset unless the session must span hosts you all own",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "return URLs limited to the app (no whitelist_domains)",
                 self.whitelist_domains.is_empty(),
+                "whitelist_domains only for hosts you own, never wildcards or leading dots",
             ),
-            PolicySetting::protection(
+            P::protection_or_fix(
                 "oauth2-proxy has the right client secret",
                 !self.wrong_client_secret,
+                "give oauth2-proxy the client secret from the IdP's credentials tab",
+            ),
+            P::protection_or_fix(
+                "sidecar accepts its trust domain only",
+                self.sidecar_trust_domain_check,
+                "keep Istio's trust-domain validation (no foreign trust domain aliases)",
             ),
         ];
-        settings.push(PolicySetting::protection(
-            "sidecar accepts its trust domain only",
-            self.sidecar_trust_domain_check,
-        ));
         settings.extend(self.sidecar.profile());
         if self.baseline_route {
             settings.push(PolicySetting {
                 setting: "unauthenticated /baseline/ route to httpbin (load tests only)".into(),
                 value: "present".into(),
                 state: SettingState::Off,
+                fix: Some(
+                    "never render the load tests' baseline route in a conformance run".into(),
+                ),
             });
         }
         settings

@@ -7,6 +7,7 @@ pub mod kind;
 pub mod local;
 pub mod pki;
 pub mod ports;
+pub mod profiles;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use crate::scenario::Variables;
 
 pub use local::{LocalStack, StackConfig, StackEvent};
 pub use pki::MeshPki;
+pub use profiles::DeploymentProfile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {

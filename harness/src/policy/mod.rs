@@ -96,9 +96,10 @@ impl SidecarPolicy {
                 "httpbin sidecar PeerAuthentication",
                 self.peer_authentication.name(),
             ),
-            PolicySetting::protection(
+            PolicySetting::protection_or_fix(
                 "httpbin sidecar RequestAuthentication (jwt_authn)",
                 self.request_authentication,
+                "a RequestAuthentication selecting httpbin, with jwtRules for the realm's issuer and audiences",
             ),
             PolicySetting::info(
                 "httpbin sidecar AuthorizationPolicy",

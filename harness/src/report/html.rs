@@ -124,6 +124,7 @@ struct PolicyCell<'a> {
     setting: &'a str,
     value: &'a str,
     state: &'static str,
+    fix: Option<&'a str>,
 }
 
 /// A ring whose green arc is the pass share, drawn with `stroke-dasharray` on a circle of
@@ -257,6 +258,7 @@ impl<'a> PageView<'a> {
                 .map(|p| PolicyCell {
                     setting: &p.setting,
                     value: &p.value,
+                    fix: p.fix.as_deref(),
                     state: match p.state {
                         SettingState::On => "on",
                         SettingState::Off => "off",

@@ -1,0 +1,135 @@
+//! Deployment profiles: the local stack configured as a reference write-up configures its
+//! deployment, so its report shows that write-up's findings (and, for each protection it
+//! leaves off, the fix). `reference` is the hardened default every check passes on.
+
+use super::local::StackConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentProfile {
+    /// The hardened reference: every protection on.
+    Reference,
+    /// Seed 000: ASM + Keycloak + oauth2-proxy (managed OIDC service), httpbin.
+    Seed000,
+    /// Seed 001: ASM + IDaaS + oauth2-proxy, the app on plain HTTP (port 80).
+    Seed001,
+    /// Seed 002: Istio + oauth2-proxy (Helm) + Keycloak federating Azure AD, redis sessions.
+    Seed002,
+    /// Seed 003: Istio + Keycloak origin authentication (RequestAuthentication) and mTLS,
+    /// no auth proxy.
+    Seed003,
+}
+
+impl DeploymentProfile {
+    pub const ALL: [Self; 5] = [
+        Self::Reference,
+        Self::Seed000,
+        Self::Seed001,
+        Self::Seed002,
+        Self::Seed003,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reference => "reference",
+            Self::Seed000 => "seed000",
+            Self::Seed001 => "seed001",
+            Self::Seed002 => "seed002",
+            Self::Seed003 => "seed003",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The write-up (`shared/seeds/NNN_*`) this profile reproduces; its suites are the ones
+    /// tagged with it.
+    pub fn seed(self) -> Option<&'static str> {
+        match self {
+            Self::Reference => None,
+            Self::Seed000 => Some("000"),
+            Self::Seed001 => Some("001"),
+            Self::Seed002 => Some("002"),
+            Self::Seed003 => Some("003"),
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Reference => "the hardened reference: every protection on",
+            Self::Seed000 => {
+                "as seed 000 writes it: ASM's managed oauth2-proxy with the provider's defaults \
+                 (no pathPrefix, 600 s timeout), no identity-header stripping, any realm user \
+                 admitted, no audiences, no IdP logout, no PKCE required of the client"
+            }
+            Self::Seed001 => {
+                "as seed 001 writes it: seed 000's gateway setup with the app and its callback \
+                 on plain HTTP, so the session cookie cannot be Secure"
+            }
+            Self::Seed002 => {
+                "as seed 002 writes it: Istio's envoyExtAuthzHttp to oauth2-proxy with default \
+                 provider settings, admission left to the IdP, no audiences, no IdP logout"
+            }
+            Self::Seed003 => {
+                "as seed 003 writes it: RequestAuthentication without audiences and mTLS, no \
+                 auth proxy at the gateway"
+            }
+        }
+    }
+
+    /// `config` changed the way this write-up configures its deployment.
+    pub fn apply(self, config: StackConfig) -> StackConfig {
+        let istio_provider_defaults = |config: StackConfig| StackConfig {
+            ext_authz_path_prefix: false,
+            strip_identity_headers: false,
+            ext_authz_timeout_seconds: 600,
+            jwt_audiences: false,
+            admission_role: false,
+            backend_logout: false,
+            client_requires_pkce: false,
+            ..config
+        };
+        match self {
+            Self::Reference => config,
+            Self::Seed000 | Self::Seed002 => istio_provider_defaults(config),
+            Self::Seed001 => StackConfig {
+                secure_session_cookie: false,
+                ..istio_provider_defaults(config)
+            },
+            Self::Seed003 => StackConfig {
+                ext_authz: false,
+                jwt_audiences: false,
+                ..config
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_is_the_default_and_each_seed_turns_protections_off() {
+        assert_eq!(
+            DeploymentProfile::Reference.apply(StackConfig::default()),
+            StackConfig::default()
+        );
+        for profile in DeploymentProfile::ALL {
+            assert_eq!(DeploymentProfile::from_name(profile.name()), Some(profile));
+            if profile == DeploymentProfile::Reference {
+                continue;
+            }
+            let settings = profile.apply(StackConfig::default()).profile();
+            let off: Vec<_> = settings
+                .iter()
+                .filter(|s| s.state == crate::events::SettingState::Off)
+                .collect();
+            assert!(!off.is_empty(), "{profile:?} changes nothing");
+            assert!(
+                off.iter().all(|s| s.fix.is_some()),
+                "{profile:?}: every protection that is off says how to fix it"
+            );
+        }
+    }
+}
