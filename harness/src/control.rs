@@ -70,18 +70,22 @@ pub trait StackControl {
 /// commands): it runs scenarios that need the default profile and nothing disrupted.
 pub struct Uncontrolled;
 
+/// For environments the harness cannot reconfigure: fine for the default profile, else why not.
+pub fn default_profile_only(profile: &StackProfile) -> Result<(), String> {
+    if profile.is_default() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this scenario needs the stack profile {}, and this environment cannot be \
+             reconfigured by the harness\nhow to fix: run it with --env local, or deselect it",
+            serde_json::to_string(profile).unwrap_or_default()
+        ))
+    }
+}
+
 impl StackControl for Uncontrolled {
     fn apply<'a>(&'a mut self, profile: &'a StackProfile) -> Pending<'a, ()> {
-        let result = if profile.is_default() {
-            Ok(())
-        } else {
-            Err(format!(
-                "this scenario needs the stack profile {}, and this environment cannot be \
-                 reconfigured by the harness\nhow to fix: run it with --env local, or deselect it",
-                serde_json::to_string(profile).unwrap_or_default()
-            ))
-        };
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(default_profile_only(profile)))
     }
 
     fn applies_profiles(&self) -> bool {

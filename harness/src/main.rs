@@ -683,6 +683,7 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
         );
     }
     let redactor = Redactor::new();
+    let mut existing_control = None;
     let mut stack = None;
     let mut cluster = None;
     let (run_id, run_dir, endpoints, info): (String, PathBuf, _, EnvironmentInfo) = match args
@@ -719,6 +720,7 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             };
             let existing = ExistingEnvironment::load(file)?;
             let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            existing_control = Some(existing.control());
             (
                 run_id,
                 run_dir,
@@ -735,9 +737,11 @@ async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
         reporters.add(Box::new(file));
     }
     let mut fixed = Uncontrolled;
-    let target: &mut dyn StackControl = match stack.as_mut() {
-        Some(local) => local,
-        None => &mut fixed,
+    let mut commanded = existing_control;
+    let target: &mut dyn StackControl = match (stack.as_mut(), commanded.as_mut()) {
+        (Some(local), _) => local,
+        (None, Some(existing)) => existing,
+        (None, None) => &mut fixed,
     };
     let plan = meshauth::engine::plan(selection, &endpoints, target);
     for left_out in &plan.left_out {

@@ -6,7 +6,11 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use super::{ClientCredentials, Endpoints, EnvError, TestUser};
+use crate::control::{Disruption, Part, StackControl};
 use crate::events::{EnvironmentInfo, PolicySetting};
 use crate::oidc::forge::SigningKey;
 use crate::redact::Secret;
@@ -40,6 +44,25 @@ struct ExistingFile {
     /// in one claim only (expired, other issuer, other audience).
     #[serde(default)]
     test_signing_key_file: Option<String>,
+    /// Shell commands that disrupt and restore parts of the deployment, for the fail-closed
+    /// checks (e.g. `kubectl scale --replicas=0`). Without them those checks are left out.
+    #[serde(default)]
+    control: BTreeMap<Part, PartCommands>,
+}
+
+/// How to disrupt one part and bring it back. Each command runs with `sh -c` and must return
+/// only once the change is in effect (e.g. followed by `kubectl rollout status`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartCommands {
+    #[serde(default)]
+    stop: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    pause: Option<String>,
+    #[serde(default)]
+    resume: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +89,7 @@ fn default_roles_claim() -> String {
 pub struct ExistingEnvironment {
     endpoints: Endpoints,
     file: String,
+    control: BTreeMap<Part, PartCommands>,
 }
 
 impl ExistingEnvironment {
@@ -169,8 +193,26 @@ impl ExistingEnvironment {
                 ));
             }
         }
+        for (part, commands) in &parsed.control {
+            let pairs = [
+                ("stop", &commands.stop, "start", &commands.start),
+                ("pause", &commands.pause, "resume", &commands.resume),
+            ];
+            for (undo_name, undo, redo_name, redo) in pairs {
+                if undo.is_some() != redo.is_some() {
+                    return Err(config_error(
+                        format!(
+                            "control.{}: {undo_name} and {redo_name} go together (one is missing)",
+                            part.name()
+                        ),
+                        "give both commands, or neither",
+                    ));
+                }
+            }
+        }
         Ok(Self {
             file: file.to_string(),
+            control: parsed.control,
             endpoints: Endpoints {
                 app: parsed.app_url,
                 idp: parsed.idp_url,
@@ -197,6 +239,14 @@ impl ExistingEnvironment {
         &self.endpoints
     }
 
+    /// What the runner may do to this deployment: only what the file's control commands say.
+    pub fn control(&self) -> ExistingControl {
+        ExistingControl {
+            commands: self.control.clone(),
+            disrupted: BTreeMap::new(),
+        }
+    }
+
     pub fn info(&self) -> EnvironmentInfo {
         EnvironmentInfo {
             kind: "existing".into(),
@@ -209,6 +259,109 @@ impl ExistingEnvironment {
             left_out: Vec::new(),
             limits: Vec::new(),
         }
+    }
+}
+
+/// Disrupts a user's deployment with the commands its environment file names.
+pub struct ExistingControl {
+    commands: BTreeMap<Part, PartCommands>,
+    /// How each part was disrupted, to undo it the same way.
+    disrupted: BTreeMap<Part, Disruption>,
+}
+
+/// How long one control command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl ExistingControl {
+    fn command(&self, part: Part, which: fn(&PartCommands) -> &Option<String>) -> Option<String> {
+        self.commands.get(&part).and_then(|c| which(c).clone())
+    }
+}
+
+async fn run_command(what: String, command: String) -> Result<(), String> {
+    let output = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{what}: `{command}` did not finish within {COMMAND_TIMEOUT:?}"))?
+    .map_err(|e| format!("{what}: could not run `{command}`: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+    Err(format!(
+        "{what}: `{command}` failed ({}):\n{}",
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+impl StackControl for ExistingControl {
+    fn apply<'a>(
+        &'a mut self,
+        profile: &'a crate::policy::StackProfile,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
+        Box::pin(std::future::ready(crate::control::default_profile_only(
+            profile,
+        )))
+    }
+
+    fn applies_profiles(&self) -> bool {
+        false
+    }
+
+    fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool {
+        match disruption {
+            Disruption::Stop => self.command(part, |c| &c.stop).is_some(),
+            Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
+        }
+    }
+
+    fn disrupt(
+        &mut self,
+        part: Part,
+        disruption: Disruption,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+        let command = match disruption {
+            Disruption::Stop => self.command(part, |c| &c.stop),
+            Disruption::Pause => self.command(part, |c| &c.pause),
+        };
+        self.disrupted.insert(part, disruption);
+        Box::pin(async move {
+            let command = command.ok_or_else(|| {
+                format!(
+                    "the environment file names no {disruption:?} command for {}",
+                    part.name()
+                )
+            })?;
+            run_command(format!("disrupting the {}", part.name()), command).await
+        })
+    }
+
+    fn restore(
+        &mut self,
+        part: Part,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+        let command = match self.disrupted.remove(&part) {
+            Some(Disruption::Stop) => self.command(part, |c| &c.start),
+            Some(Disruption::Pause) => self.command(part, |c| &c.resume),
+            None => None,
+        };
+        Box::pin(async move {
+            match command {
+                Some(command) => {
+                    run_command(format!("restoring the {}", part.name()), command).await
+                }
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -226,6 +379,45 @@ mod tests {
             "PW" => Some("password-value".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn control_commands_come_in_pairs_and_enable_only_their_disruptions() {
+        let with_control =
+            format!("{GOOD}control:\n  auth_service:\n    stop: \"true\"\n    start: \"true\"\n");
+        let parsed =
+            ExistingEnvironment::parse("env.yaml", &with_control, Path::new("."), &env).unwrap();
+        let control = parsed.control();
+        assert!(control.can_disrupt(Part::AuthService, Disruption::Stop));
+        assert!(!control.can_disrupt(Part::AuthService, Disruption::Pause));
+        assert!(!control.can_disrupt(Part::Idp, Disruption::Stop));
+        let half = format!("{GOOD}control:\n  idp:\n    pause: \"true\"\n");
+        let error = ExistingEnvironment::parse("env.yaml", &half, Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("control.idp: pause and resume go together"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_control_command_says_which_and_why() {
+        let file = format!(
+            "{GOOD}control:\n  app:\n    stop: \"echo no permission >&2; exit 3\"\n    start: \"true\"\n"
+        );
+        let parsed = ExistingEnvironment::parse("env.yaml", &file, Path::new("."), &env).unwrap();
+        let mut control = parsed.control();
+        let error = control
+            .disrupt(Part::App, Disruption::Stop)
+            .await
+            .unwrap_err();
+        assert!(
+            error.starts_with("disrupting the app: `echo no permission >&2; exit 3` failed")
+                && error.ends_with("no permission"),
+            "{error}"
+        );
+        control.restore(Part::App).await.unwrap();
     }
 
     #[test]
