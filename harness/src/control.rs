@@ -64,6 +64,17 @@ pub trait StackControl {
 
     /// Brings `part` back as it was before it was disrupted, ready to serve.
     fn restore(&mut self, part: Part) -> Pending<'_, ()>;
+
+    /// The deployment's configuration as it is now, for the configuration findings; empty
+    /// when the environment has none to show.
+    fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Whether [`StackControl::config_files`] has anything to audit.
+    fn has_config_files(&self) -> bool {
+        false
+    }
 }
 
 /// An environment the harness does not control (a user's deployment without control

@@ -5,6 +5,7 @@
 //! an environment's [`env::Endpoints`]; [`engine::Engine`] runs operations and emits
 //! [`events::RunEvent`]s; [`report`] reporters consume them.
 
+pub mod audit;
 pub mod browser;
 pub mod check;
 pub mod components;

@@ -53,6 +53,14 @@ enum Command {
     Up(StackArgs),
     /// Run the catalog (or the scenarios matching FILTER) and print a verdict per scenario.
     Run(RunArgs),
+    /// Audit configuration files (oauth2-proxy config, flags or manifests; Istio objects and
+    /// mesh config; Envoy bootstraps; Keycloak realm exports) for insecure settings. Exit 1
+    /// when there is a finding.
+    Audit {
+        /// The files to audit.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Load-test the auth hot path with goose: baseline vs SSO cookie vs bearer, login storm,
     /// a mix; overhead ratios, the generator's CPU, and thresholds as a CI gate (exit 1).
     Load(Box<LoadArgs>),
@@ -282,6 +290,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => up(&args).await,
         Command::Run(args) => run(&args, cli.verbose).await,
         Command::Load(args) => load(&args).await,
+        Command::Audit { files } => audit(&files),
     }
 }
 
@@ -668,6 +677,31 @@ async fn up(args: &StackArgs) -> Result<ExitCode> {
             Err(anyhow::Error::new(death).context("a component of the local stack died"))
         }
     }
+}
+
+fn audit(files: &[PathBuf]) -> Result<ExitCode> {
+    let files = meshauth::audit::read_files(files).map_err(anyhow::Error::msg)?;
+    let checks = meshauth::audit::audit(&files);
+    if checks.is_empty() {
+        bail!(
+            "none of the files is a configuration meshauth recognises (oauth2-proxy, Istio or Envoy, Keycloak realm export)"
+        );
+    }
+    let findings: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    for finding in &findings {
+        println!("✗ {finding}");
+    }
+    println!(
+        "{} finding(s) in {} check(s) of {} file(s)",
+        findings.len(),
+        checks.len(),
+        files.len()
+    );
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {

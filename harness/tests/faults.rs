@@ -260,6 +260,21 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("login form: expected"),
     },
     Case {
+        name: "config_audit_finds_ext_authz_failing_open",
+        breakage: |c| c.ext_authz_fail_open = true,
+        scenario: "attack_configuration::deployment_configuration",
+        expect: Expect::FailsWith("[critical finding] gateway.yaml: ext_authz fails open"),
+    },
+    Case {
+        name: "config_audit_finds_open_admission_and_no_audiences",
+        breakage: |c| {
+            c.admission_role = false;
+            c.jwt_audiences = false;
+        },
+        scenario: "attack_configuration::deployment_configuration",
+        expect: Expect::FailsWith("[medium finding] oauth2-proxy.cfg: admission"),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",

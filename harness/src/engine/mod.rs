@@ -263,6 +263,15 @@ impl Engine {
                     .await
                     .map(|()| StepOutput::default())
             }
+            Step::AuditConfig {} => control.config_files().and_then(|files| {
+                if files.is_empty() {
+                    return Err("the environment has no configuration files to audit".into());
+                }
+                Ok(StepOutput {
+                    checks: crate::audit::audit(&files),
+                    jwt: None,
+                })
+            }),
             _ => self.execute(step, state).await,
         };
         let hops = state.take_hops();
@@ -352,6 +361,7 @@ impl Engine {
             ),
             Step::Restore { component } => format!("restore the {}", component.name()),
             Step::TamperCookie { name, how } => format!("tamper with cookie {name} ({how:?})"),
+            Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
             Step::BearerMatrix(matrix) => format!(
                 "send {} bearer token(s) to {}{}",
                 matrix.accepted.len() + matrix.refused.len(),
@@ -552,8 +562,8 @@ impl Engine {
                 }
                 Ok(StepOutput::default())
             }
-            Step::Disrupt { .. } | Step::Restore { .. } => Err(
-                "disrupt and restore steps are run by run_step, with the environment's control"
+            Step::Disrupt { .. } | Step::Restore { .. } | Step::AuditConfig {} => Err(
+                "disrupt, restore and audit_config steps are run by run_step, with the environment's control"
                     .into(),
             ),
             Step::ExpectJwt { token, claims } => {

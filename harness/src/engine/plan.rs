@@ -26,6 +26,7 @@ pub fn plan<'a>(
         Requirement::OtherClient => endpoints.other_client.is_some(),
         Requirement::SigningKey => endpoints.signing_key.is_some(),
         Requirement::Disrupt(part, disruption) => control.can_disrupt(part, disruption),
+        Requirement::ConfigFiles => control.has_config_files(),
     };
     let mut plan = Plan {
         run: Vec::new(),

@@ -48,6 +48,10 @@ struct ExistingFile {
     /// checks (e.g. `kubectl scale --replicas=0`). Without them those checks are left out.
     #[serde(default)]
     control: BTreeMap<Part, PartCommands>,
+    /// The deployment's configuration files (oauth2-proxy config or manifests, Istio objects
+    /// and mesh config, a realm export), relative to this file: audited for insecure settings.
+    #[serde(default)]
+    config_files: Vec<String>,
 }
 
 /// How to disrupt one part and bring it back. Each command runs with `sh -c` and must return
@@ -90,6 +94,7 @@ pub struct ExistingEnvironment {
     endpoints: Endpoints,
     file: String,
     control: BTreeMap<Part, PartCommands>,
+    config_files: Vec<std::path::PathBuf>,
 }
 
 impl ExistingEnvironment {
@@ -213,6 +218,11 @@ impl ExistingEnvironment {
         Ok(Self {
             file: file.to_string(),
             control: parsed.control,
+            config_files: parsed
+                .config_files
+                .iter()
+                .map(|relative| base_dir.join(relative))
+                .collect(),
             endpoints: Endpoints {
                 app: parsed.app_url,
                 idp: parsed.idp_url,
@@ -244,6 +254,7 @@ impl ExistingEnvironment {
         ExistingControl {
             commands: self.control.clone(),
             disrupted: BTreeMap::new(),
+            config_files: self.config_files.clone(),
         }
     }
 
@@ -265,6 +276,7 @@ impl ExistingEnvironment {
 /// Disrupts a user's deployment with the commands its environment file names.
 pub struct ExistingControl {
     commands: BTreeMap<Part, PartCommands>,
+    config_files: Vec<std::path::PathBuf>,
     /// How each part was disrupted, to undo it the same way.
     disrupted: BTreeMap<Part, Disruption>,
 }
@@ -315,6 +327,14 @@ impl StackControl for ExistingControl {
 
     fn applies_profiles(&self) -> bool {
         false
+    }
+
+    fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
+        crate::audit::read_files(&self.config_files)
+    }
+
+    fn has_config_files(&self) -> bool {
+        !self.config_files.is_empty()
     }
 
     fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool {

@@ -1202,6 +1202,30 @@ impl crate::control::StackControl for LocalStack {
         true
     }
 
+    fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
+        let context = self.context();
+        [
+            (OAUTH2_PROXY_FIXTURE, "oauth2-proxy.cfg"),
+            (GATEWAY_FIXTURE, "gateway.yaml"),
+            (SIDECAR_FIXTURE, "sidecar.yaml"),
+            (REALM_FIXTURE, "realm-test-oidc.json"),
+        ]
+        .into_iter()
+        .map(|(fixture, name)| {
+            crate::fixtures::render(fixture, &context)
+                .map(|text| crate::audit::ConfigFile {
+                    name: name.to_string(),
+                    text,
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+    }
+
+    fn has_config_files(&self) -> bool {
+        true
+    }
+
     fn disrupt(
         &mut self,
         part: Part,

@@ -94,6 +94,8 @@ pub enum Requirement {
     SigningKey,
     /// Disrupting a part of the deployment.
     Disrupt(Part, Disruption),
+    /// The deployment's configuration files.
+    ConfigFiles,
 }
 
 impl Requirement {
@@ -114,6 +116,7 @@ impl Requirement {
             Requirement::SigningKey => {
                 "the environment names no test_signing_key_file (a key the IdP publishes)".into()
             }
+            Requirement::ConfigFiles => "the environment names no config_files to audit".into(),
             Requirement::Disrupt(part, disruption) => format!(
                 "it needs to {} the {}, and the environment gives the harness no way to \
                  (control commands in the environment file, or --env local)",
@@ -184,6 +187,7 @@ impl Scenario {
                 Step::Disrupt { component, action } => {
                     needs.push(Requirement::Disrupt(*component, *action))
                 }
+                Step::AuditConfig {} => needs.push(Requirement::ConfigFiles),
                 _ => {}
             }
         }
@@ -238,6 +242,9 @@ pub enum Step {
     Restore { component: Part },
     /// Changes the browser's copy of a cookie (the session), as an attacker holding it could.
     TamperCookie { name: String, how: Tampering },
+    /// Audits the deployment's configuration files for insecure settings (one check per rule
+    /// that applies to a file; see docs/attacks.md).
+    AuditConfig {},
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -260,6 +267,7 @@ impl Step {
             Step::Disrupt { .. } => "disrupt",
             Step::Restore { .. } => "restore",
             Step::TamperCookie { .. } => "tamper_cookie",
+            Step::AuditConfig {} => "audit_config",
         }
     }
 
@@ -300,7 +308,8 @@ impl Step {
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
             | Step::Restore { .. }
-            | Step::TamperCookie { .. } => {}
+            | Step::TamperCookie { .. }
+            | Step::AuditConfig {} => {}
         }
         out
     }
@@ -764,7 +773,7 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                 }
                 has_check = true;
             }
-            if let Step::ExpectJwt { .. } = step {
+            if let Step::ExpectJwt { .. } | Step::AuditConfig {} = step {
                 has_check = true;
             }
             if let Step::BearerMatrix(matrix) = step {

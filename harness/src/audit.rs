@@ -1,0 +1,669 @@
+//! Configuration findings: insecure settings read from the deployment's own configuration
+//! (oauth2-proxy config files, flags or environment variables; Istio mesh config and policy
+//! objects; Envoy bootstraps; Keycloak realm exports). Settings are recognised in every
+//! spelling they are written in — `cookie_secure = false`, `--cookie-secure=false`,
+//! `OAUTH2_PROXY_COOKIE_SECURE: "false"`, `cookie-secure: false` in Helm values — so a rule
+//! catches its whole class, not one file format.
+//!
+//! Each rule that applies to a file yields one check: passed when the setting is safe,
+//! failed (a finding, with severity and fix) when not.
+
+use serde::Serialize;
+
+use crate::check::{CheckResult, Severity};
+
+/// A configuration file's name (for the report) and text. Secrets in it never leave: only
+/// the offending setting's key and non-secret value are quoted.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// Reads `paths` for auditing; a file that cannot be read is an error naming it.
+pub fn read_files(paths: &[std::path::PathBuf]) -> Result<Vec<ConfigFile>, String> {
+    paths
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| ConfigFile {
+                    name: path.display().to_string(),
+                    text,
+                })
+                .map_err(|e| format!("reading config file {}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// What a file configures, recognised from its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigKind {
+    OAuth2Proxy,
+    /// Istio objects, mesh config or an Envoy bootstrap (the gateway's or a sidecar's).
+    Mesh,
+    KeycloakRealm,
+}
+
+/// One `key = value` setting as found, its key normalised to oauth2-proxy's config spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting {
+    key: String,
+    value: String,
+    line: usize,
+}
+
+/// Keys that hold secrets: never quoted.
+const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "cookie_secret",
+    "redis_password",
+    "secret",
+    "password",
+    "private_key",
+];
+
+fn normalise_key(raw: &str) -> String {
+    let key = raw
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim_start_matches('-')
+        .to_ascii_lowercase()
+        .replace('-', "_");
+    key.strip_prefix("oauth2_proxy_")
+        .map(str::to_string)
+        .unwrap_or(key)
+}
+
+fn clean_value(raw: &str) -> String {
+    let value = raw.split(" #").next().unwrap_or(raw).trim();
+    value
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim()
+        .to_string()
+}
+
+/// Every `key = value`, `key: value`, `--key=value`, `--key value` and Kubernetes
+/// `- name: KEY` / `value: ...` pair in `text`.
+fn settings(text: &str) -> Vec<Setting> {
+    let mut out = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let trimmed = line.trim().trim_start_matches("- ").trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        // Kubernetes env entries: `- name: OAUTH2_PROXY_X` then `value: ...`.
+        if let Some(name) = trimmed.strip_prefix("name:") {
+            let name = clean_value(name);
+            if name.to_ascii_uppercase().starts_with("OAUTH2_PROXY_") {
+                if let Some(value) = lines
+                    .iter()
+                    .skip(index + 1)
+                    .take(2)
+                    .find_map(|l| l.trim().strip_prefix("value:"))
+                {
+                    out.push(Setting {
+                        key: normalise_key(&name),
+                        value: clean_value(value),
+                        line: index + 1,
+                    });
+                }
+                continue;
+            }
+        }
+        // Command-line flags, possibly several on one line or quoted in a YAML list.
+        if trimmed.contains("--") {
+            let tokens: Vec<&str> = trimmed
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+                .map(|t| t.trim_matches(|c| c == '"' || c == '\''))
+                .filter(|t| !t.is_empty())
+                .collect();
+            let mut found = false;
+            for (i, token) in tokens.iter().enumerate() {
+                if let Some(flag) = token.strip_prefix("--") {
+                    found = true;
+                    let (key, value) = match flag.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => match tokens.get(i + 1) {
+                            Some(next) if !next.starts_with("--") => {
+                                (flag.to_string(), next.to_string())
+                            }
+                            _ => (flag.to_string(), "true".to_string()),
+                        },
+                    };
+                    out.push(Setting {
+                        key: normalise_key(&key),
+                        value: clean_value(&value),
+                        line: index + 1,
+                    });
+                }
+            }
+            if found {
+                continue;
+            }
+        }
+        let split = trimmed.find(['=', ':']);
+        if let Some(at) = split {
+            let (key, value) = trimmed.split_at(at);
+            let (key, value) = (key.trim(), &value[1..]);
+            if key.is_empty() || key.contains(' ') && !key.starts_with('"') {
+                continue;
+            }
+            out.push(Setting {
+                key: normalise_key(key),
+                value: clean_value(value),
+                line: index + 1,
+            });
+        }
+    }
+    out
+}
+
+/// The text without comment lines: a setting described in a comment is not a setting.
+fn code(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn kind(file: &ConfigFile, found: &[Setting]) -> Vec<ConfigKind> {
+    let text = &code(&file.text);
+    let mut kinds = Vec::new();
+    let has = |key: &str| found.iter().any(|s| s.key == key);
+    if has("oidc_issuer_url")
+        || has("cookie_secret")
+        || has("upstreams")
+        || text.contains("OAUTH2_PROXY_")
+        || text.contains("oauth2-proxy --")
+        || has("cookie_secure")
+    {
+        kinds.push(ConfigKind::OAuth2Proxy);
+    }
+    if text.contains("envoyExtAuthzHttp")
+        || text.contains("envoy.filters.http.ext_authz")
+        || text.contains("RequestAuthentication")
+        || text.contains("PeerAuthentication")
+        || text.contains("envoy.filters.http.jwt_authn")
+        || text.contains("DownstreamTlsContext")
+    {
+        kinds.push(ConfigKind::Mesh);
+    }
+    if text.contains("\"realm\"") && text.contains("\"clients\"") {
+        kinds.push(ConfigKind::KeycloakRealm);
+    }
+    kinds
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on"
+    )
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|v| clean_value(v))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// One rule's verdict on one file.
+fn check(
+    file: &ConfigFile,
+    rule: &str,
+    severity: Severity,
+    expected: &str,
+    finding: Option<(usize, String)>,
+    fix: &str,
+) -> CheckResult {
+    match finding {
+        None => CheckResult::new(
+            format!("{}: {rule}", file.name),
+            true,
+            expected,
+            "no insecure setting found",
+        ),
+        Some((line, what)) => CheckResult::new(
+            format!("{}: {rule}", file.name),
+            false,
+            expected,
+            if line == 0 {
+                format!("{what}; fix: {fix}")
+            } else {
+                format!("line {line}: {what}; fix: {fix}")
+            },
+        ),
+    }
+    .with_severity(severity)
+}
+
+fn quoted(setting: &Setting) -> String {
+    if SECRET_KEYS.iter().any(|k| setting.key.contains(k)) {
+        format!("{} is set", setting.key)
+    } else {
+        format!("{} = {}", setting.key, setting.value)
+    }
+}
+
+/// Audits every file; one check per rule that applies to each.
+pub fn audit(files: &[ConfigFile]) -> Vec<CheckResult> {
+    let mut checks = Vec::new();
+    for file in files {
+        let found = settings(&file.text);
+        for kind in kind(file, &found) {
+            match kind {
+                ConfigKind::OAuth2Proxy => checks.extend(oauth2_proxy(file, &found)),
+                ConfigKind::Mesh => checks.extend(mesh(file, &found)),
+                ConfigKind::KeycloakRealm => checks.extend(keycloak_realm(file)),
+            }
+        }
+    }
+    checks
+}
+
+fn first<'a>(found: &'a [Setting], keys: &[&str]) -> impl Iterator<Item = &'a Setting> {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    found.iter().filter(move |s| keys.contains(&s.key))
+}
+
+fn oauth2_proxy(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
+    let flag_on = |keys: &[&str]| {
+        first(found, keys)
+            .find(|s| truthy(&s.value))
+            .map(|s| (s.line, quoted(s)))
+    };
+    let flag_off = |keys: &[&str]| {
+        first(found, keys)
+            .find(|s| !truthy(&s.value))
+            .map(|s| (s.line, quoted(s)))
+    };
+    let non_empty = |keys: &[&str]| {
+        first(found, keys)
+            .find(|s| !list(&s.value).is_empty())
+            .map(|s| (s.line, quoted(s)))
+    };
+    let admission = first(
+        found,
+        &[
+            "allowed_role",
+            "allowed_roles",
+            "allowed_group",
+            "allowed_groups",
+        ],
+    )
+    .any(|s| !list(&s.value).is_empty());
+    let any_email = first(found, &["email_domain", "email_domains"])
+        .find(|s| list(&s.value).iter().any(|d| d == "*"));
+    let whitelist = first(found, &["whitelist_domain", "whitelist_domains"]).find(|s| {
+        list(&s.value)
+            .iter()
+            .any(|d| d.starts_with('.') || d.starts_with("*"))
+    });
+    let strict =
+        first(found, &["cookie_samesite"]).find(|s| s.value.eq_ignore_ascii_case("strict"));
+    vec![
+        check(file, "TLS verification of the IdP and upstreams", Severity::High,
+            "ssl_insecure_skip_verify off",
+            flag_on(&["ssl_insecure_skip_verify", "ssl_upstream_insecure_skip_verify"]),
+            "remove ssl_insecure_skip_verify; give oauth2-proxy the IdP's CA (provider_ca_files)"),
+        check(file, "issuer verification", Severity::High,
+            "insecure_oidc_skip_issuer_verification off",
+            flag_on(&["insecure_oidc_skip_issuer_verification"]),
+            "remove insecure_oidc_skip_issuer_verification; set oidc_issuer_url to the issuer the IdP names"),
+        check(file, "unverified e-mail", Severity::Medium,
+            "insecure_oidc_allow_unverified_email off",
+            flag_on(&["insecure_oidc_allow_unverified_email"]),
+            "remove insecure_oidc_allow_unverified_email; require verified e-mail at the IdP"),
+        check(file, "trusted IPs bypass authentication", Severity::High,
+            "no trusted_ips (requests from them skip authentication; behind a gateway every request comes from it)",
+            non_empty(&["trusted_ip", "trusted_ips"]),
+            "remove trusted_ips"),
+        check(file, "skip-auth routes", Severity::High,
+            "no skip_auth_routes / skip_auth_regex (each one an unauthenticated path to the app)",
+            non_empty(&["skip_auth_route", "skip_auth_routes", "skip_auth_regex"]),
+            "remove them, or exempt exact paths at the gateway where they are visible in the AuthorizationPolicy"),
+        check(file, "wildcard return-URL domains", Severity::Medium,
+            "whitelist_domains without wildcards or leading dots",
+            whitelist.map(|s| (s.line, quoted(s))),
+            "list exact hosts you own"),
+        check(file, "session cookie Secure", Severity::High,
+            "cookie_secure on",
+            flag_off(&["cookie_secure"]),
+            "serve the app over HTTPS and set cookie_secure = true"),
+        check(file, "session cookie HttpOnly", Severity::Medium,
+            "cookie_httponly on",
+            flag_off(&["cookie_httponly"]),
+            "set cookie_httponly = true"),
+        check(file, "SameSite=Strict breaks the callback", Severity::Low,
+            "cookie_samesite lax or unset",
+            strict.map(|s| (s.line, quoted(s))),
+            "cookie_samesite = \"lax\": the IdP's redirect to the callback is cross-site"),
+        check(file, "admission", Severity::Medium,
+            "email_domains \"*\" only together with allowed_roles or allowed_groups",
+            any_email.filter(|_| !admission).map(|s| (s.line, format!("{} and no allowed_roles/allowed_groups: every account of the IdP is admitted", quoted(s)))),
+            "allowed_roles (keycloak-oidc) or allowed_groups, or an AuthorizationPolicy on the role claim"),
+    ]
+}
+
+fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
+    let text = &code(&file.text);
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or(0)
+    };
+    let mut checks = Vec::new();
+    let fail_open = first(found, &["failopen", "failure_mode_allow"]).find(|s| truthy(&s.value));
+    checks.push(check(
+        file,
+        "ext_authz fails open",
+        Severity::Critical,
+        "failOpen / failure_mode_allow false",
+        fail_open.map(|s| (s.line, quoted(s))),
+        "failOpen: false on the envoyExtAuthzHttp provider",
+    ));
+    let ext_authz =
+        text.contains("envoyExtAuthzHttp") || text.contains("envoy.filters.http.ext_authz");
+    if ext_authz {
+        let has_prefix = first(found, &["pathprefix", "path_prefix"]).any(|s| !s.value.is_empty());
+        checks.push(check(file, "ext_authz pathPrefix", Severity::High,
+            "a pathPrefix, so oauth2-proxy's own /robots.txt, /ping, /ready never answer for an app path",
+            (!has_prefix).then(|| (line_of(if text.contains("envoyExtAuthzHttp") { "envoyExtAuthzHttp" } else { "ext_authz" }), "no pathPrefix: oauth2-proxy is asked about the app's own path".to_string())),
+            "pathPrefix: /ext-authz with includeAdditionalHeadersInCheck x-auth-request-redirect: \"%REQ(:PATH)%\""));
+        let set_cookie_back = text.to_ascii_lowercase().contains("set-cookie");
+        checks.push(check(file, "set-cookie passed back", Severity::Medium,
+            "set-cookie among the headers the gateway passes back (headersToDownstreamOnDeny / allowed_client_headers)",
+            (!set_cookie_back).then(|| (line_of("ext"), "set-cookie is not passed back: the CSRF and session cookies never reach the browser".to_string())),
+            "add set-cookie to headersToDownstreamOnDeny and headersToDownstreamOnAllow"));
+        let long_timeout = first(found, &["timeout"]).find(|s| {
+            s.value
+                .trim_end_matches('s')
+                .parse::<f64>()
+                .is_ok_and(|t| t >= 60.0)
+        });
+        checks.push(check(
+            file,
+            "ext_authz timeout",
+            Severity::Low,
+            "a timeout of seconds, not Istio's 600 s default",
+            long_timeout.map(|s| {
+                (
+                    s.line,
+                    format!(
+                        "{}: a hung auth service holds every request this long",
+                        quoted(s)
+                    ),
+                )
+            }),
+            "timeout: 5s on the envoyExtAuthzHttp provider",
+        ));
+    }
+    if text.contains("jwtRules") || text.contains("envoy.filters.http.jwt_authn") {
+        let audiences = first(found, &["audiences"]).any(|s| !list(&s.value).is_empty())
+            || text.contains("audiences:\n");
+        checks.push(check(file, "JWT audiences", Severity::Medium,
+            "jwtRules[].audiences naming the app's client",
+            (!audiences).then(|| (line_of("jwt"), "no audiences: every valid token of the realm is accepted, whichever client or service account it was issued to".to_string())),
+            "audiences: [<client id>] in each jwtRule"));
+        // In-cluster and loopback addresses stay inside the mesh's mTLS or the machine.
+        let plain_jwks = first(found, &["jwksuri", "uri"]).find(|s| {
+            let host = s
+                .value
+                .strip_prefix("http://")
+                .and_then(|rest| rest.split(['/', ':']).next())
+                .unwrap_or_default();
+            s.value.starts_with("http://")
+                && s.value.contains("certs")
+                && !(host == "localhost"
+                    || host.starts_with("127.")
+                    || host.ends_with(".svc")
+                    || host.ends_with(".cluster.local"))
+        });
+        checks.push(check(
+            file,
+            "JWKS over TLS",
+            Severity::Medium,
+            "jwksUri over https",
+            plain_jwks.map(|s| {
+                (
+                    s.line,
+                    format!(
+                        "{}: signing keys fetched in plaintext can be swapped in transit",
+                        quoted(s)
+                    ),
+                )
+            }),
+            "serve the IdP over HTTPS and use an https jwksUri",
+        ));
+    }
+    if text.contains("kind: PeerAuthentication") {
+        let permissive = first(found, &["mode"]).find(|s| {
+            s.value.eq_ignore_ascii_case("PERMISSIVE") || s.value.eq_ignore_ascii_case("DISABLE")
+        });
+        checks.push(check(
+            file,
+            "mTLS mode",
+            Severity::Medium,
+            "PeerAuthentication STRICT",
+            permissive.map(|s| {
+                (
+                    s.line,
+                    format!("{}: plaintext callers are accepted", quoted(s)),
+                )
+            }),
+            "mtls.mode: STRICT",
+        ));
+    }
+    checks
+}
+
+fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
+    let Ok(realm) = serde_json::from_str::<serde_json::Value>(&file.text) else {
+        return vec![CheckResult::new(
+            format!("{}: realm export", file.name),
+            false,
+            "a JSON realm export",
+            "not valid JSON",
+        )];
+    };
+    let flag = |key: &str| realm.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+    let mut checks = vec![
+        check(
+            file,
+            "open self-registration",
+            Severity::Medium,
+            "registrationAllowed false (or admission by role)",
+            flag("registrationAllowed").then(|| {
+                (
+                    0,
+                    "registrationAllowed: true: anyone can create an account".to_string(),
+                )
+            }),
+            "registrationAllowed: false, or admit by role",
+        ),
+        check(
+            file,
+            "IdP over plain HTTP",
+            Severity::Medium,
+            "sslRequired external or all",
+            (realm.get("sslRequired").and_then(|v| v.as_str()) == Some("none")).then(|| {
+                (
+                    0,
+                    "sslRequired: none: passwords and codes may travel in plaintext".to_string(),
+                )
+            }),
+            "sslRequired: external, and TLS in front of the IdP",
+        ),
+    ];
+    for client in realm
+        .get("clients")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let id = client
+            .get("clientId")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        if client.get("standardFlowEnabled").and_then(|v| v.as_bool()) != Some(true) {
+            continue;
+        }
+        let redirects: Vec<&str> = client
+            .get("redirectUris")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let wildcard = redirects.iter().find(|r| r.contains('*'));
+        checks.push(check(
+            file,
+            &format!("client {id} redirect URIs"),
+            Severity::High,
+            "exact redirect URIs (no wildcard)",
+            wildcard.map(|r| (0, format!("redirectUris contains {r}"))),
+            "register exactly https://<app>/oauth2/callback",
+        ));
+        checks.push(check(
+            file,
+            &format!("client {id} implicit flow"),
+            Severity::Medium,
+            "implicitFlowEnabled false",
+            client
+                .get("implicitFlowEnabled")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+                .then(|| {
+                    (
+                        0,
+                        "implicitFlowEnabled: true: tokens in the front channel".to_string(),
+                    )
+                }),
+            "implicitFlowEnabled: false",
+        ));
+        let pkce = client
+            .pointer("/attributes/pkce.code.challenge.method")
+            .and_then(|v| v.as_str())
+            .is_some_and(|m| m == "S256");
+        checks.push(check(
+            file,
+            &format!("client {id} PKCE"),
+            Severity::Low,
+            "pkce.code.challenge.method S256",
+            (!pkce).then(|| {
+                (
+                    0,
+                    "PKCE not required: a stolen code can be redeemed".to_string(),
+                )
+            }),
+            "attributes.pkce.code.challenge.method: S256",
+        ));
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> ConfigFile {
+        ConfigFile {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    fn findings(files: &[ConfigFile]) -> Vec<String> {
+        audit(files)
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn every_spelling_of_a_setting_is_one_setting() {
+        for text in [
+            "cookie_secure = false\noidc_issuer_url = \"x\"",
+            "args:\n  - --cookie-secure=false\n  - --oidc-issuer-url=x",
+            "command: [\"oauth2-proxy\", \"--cookie-secure\", \"false\", \"--upstream=static://200\"]",
+            "env:\n  - name: OAUTH2_PROXY_COOKIE_SECURE\n    value: \"false\"\n  - name: OAUTH2_PROXY_OIDC_ISSUER_URL\n    value: x",
+            "extraArgs:\n  cookie-secure: false\n  oidc-issuer-url: x",
+        ] {
+            assert_eq!(
+                findings(&[file("proxy", text)]),
+                ["proxy: session cookie Secure"],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reference_oauth2_proxy_config_has_no_finding_and_secrets_are_never_quoted() {
+        let reference = "oidc_issuer_url = \"http://idp/realms/r\"\nclient_secret = \"s3cr3t\"\nemail_domains = [ \"*\" ]\nallowed_roles = [ \"sso-user\" ]\ncookie_secure = true\ncookie_httponly = true\n";
+        let checks = audit(&[file("oauth2-proxy.cfg", reference)]);
+        assert!(checks.iter().all(|c| c.passed), "{checks:?}");
+        assert!(checks.len() >= 8);
+        let weak = "oidc_issuer_url = \"x\"\nemail_domains = [ \"*\" ]\ntrusted_ips = [ \"10.0.0.0/8\" ]\nwhitelist_domains = [ \".example.com\" ]\nskip_auth_routes = [ \"GET=^/public\" ]\nssl_insecure_skip_verify = true\ncookie_samesite = \"strict\"\n";
+        let found = findings(&[file("p", weak)]);
+        assert_eq!(
+            found,
+            [
+                "p: TLS verification of the IdP and upstreams",
+                "p: trusted IPs bypass authentication",
+                "p: skip-auth routes",
+                "p: wildcard return-URL domains",
+                "p: SameSite=Strict breaks the callback",
+                "p: admission",
+            ]
+        );
+        let quoted = audit(&[file(
+            "p",
+            "oidc_issuer_url = x\nclient_secret = s3cr3t\ncookie_secure = false\n",
+        )]);
+        assert!(!format!("{quoted:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn istio_provider_defaults_are_findings() {
+        let seed = "meshConfig:\n  extensionProviders:\n  - name: oauth2-proxy\n    envoyExtAuthzHttp:\n      service: oauth2-proxy.svc\n      port: 4180\n      failOpen: true\n      timeout: 600s\n      headersToDownstreamOnDeny:\n      - content-type\n---\nkind: RequestAuthentication\nspec:\n  jwtRules:\n  - issuer: http://idp/realms/r\n    jwksUri: http://idp/realms/r/protocol/openid-connect/certs\n---\nkind: PeerAuthentication\nspec:\n  mtls:\n    mode: PERMISSIVE\n";
+        assert_eq!(
+            findings(&[file("istio.yaml", seed)]),
+            [
+                "istio.yaml: ext_authz fails open",
+                "istio.yaml: ext_authz pathPrefix",
+                "istio.yaml: set-cookie passed back",
+                "istio.yaml: ext_authz timeout",
+                "istio.yaml: JWT audiences",
+                "istio.yaml: JWKS over TLS",
+                "istio.yaml: mTLS mode",
+            ]
+        );
+    }
+
+    #[test]
+    fn realm_exports_are_read_as_json() {
+        let internal = "kind: RequestAuthentication\nspec:\n  jwtRules:\n  - issuer: http://idp\n    audiences: [app]\n    jwksUri: http://keycloak.auth.svc.cluster.local/realms/r/protocol/openid-connect/certs\n";
+        assert!(findings(&[file("ra.yaml", internal)]).is_empty());
+        let commented =
+            "# RequestAuthentication and envoy.filters.http.ext_authz, described\nkey: value\n";
+        assert!(audit(&[file("notes.yaml", commented)]).is_empty());
+        let realm = r#"{"realm":"r","registrationAllowed":true,"sslRequired":"none","clients":[{"clientId":"app","standardFlowEnabled":true,"implicitFlowEnabled":true,"redirectUris":["https://app/*"],"attributes":{}}]}"#;
+        assert_eq!(
+            findings(&[file("realm.json", realm)]),
+            [
+                "realm.json: open self-registration",
+                "realm.json: IdP over plain HTTP",
+                "realm.json: client app redirect URIs",
+                "realm.json: client app implicit flow",
+                "realm.json: client app PKCE",
+            ]
+        );
+    }
+}
