@@ -218,6 +218,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         signing_key: None,
         role: "unused".into(),
         roles_claim: "unused".into(),
+        session_cookie: meshauth::env::DEFAULT_SESSION_COOKIE.into(),
         ca_pem: None,
         mesh: None,
     };

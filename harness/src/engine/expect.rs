@@ -133,6 +133,7 @@ pub fn check_response(
         ));
     }
     for name in &expect.app_cookies {
+        let name = &vars.expand(name);
         let present = browser.has_cookie_for(&endpoints.app, name);
         checks.push(CheckResult::new(
             format!("cookie {name}"),
@@ -142,6 +143,7 @@ pub fn check_response(
         ));
     }
     for name in &expect.no_app_cookies {
+        let name = &vars.expand(name);
         let present = browser.has_cookie_for(&endpoints.app, name);
         checks.push(CheckResult::new(
             format!("cookie {name}"),
@@ -151,7 +153,11 @@ pub fn check_response(
         ));
     }
     if let Some(cookie) = &expect.cookie_attributes {
-        checks.extend(check_cookie(cookie, browser));
+        let cookie = CookieExpectation {
+            name: vars.expand(&cookie.name),
+            ..cookie.clone()
+        };
+        checks.extend(check_cookie(&cookie, browser));
     }
     if !expect.app_received_headers.is_empty() || !expect.app_did_not_receive_headers.is_empty() {
         match echoed_headers(page) {

@@ -360,7 +360,9 @@ impl Engine {
                 component.name()
             ),
             Step::Restore { component } => format!("restore the {}", component.name()),
-            Step::TamperCookie { name, how } => format!("tamper with cookie {name} ({how:?})"),
+            Step::TamperCookie { name, how } => {
+                format!("tamper with cookie {} ({how:?})", self.vars.expand(name))
+            }
             Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
             Step::BearerMatrix(matrix) => format!(
                 "send {} bearer token(s) to {}{}",
@@ -552,6 +554,7 @@ impl Engine {
             }
             Step::BearerMatrix(matrix) => self.bearer_matrix(matrix, state).await,
             Step::TamperCookie { name, how } => {
+                let name = &self.vars.expand(name);
                 let count = state
                     .browser
                     .rewrite_cookies(&self.endpoints.app, name, |n, v| tamper::tamper(n, v, *how));

@@ -30,6 +30,9 @@ struct ExistingFile {
     role: String,
     #[serde(default = "default_roles_claim")]
     roles_claim: String,
+    /// The auth proxy's session cookie name (`cookie_name`; its CSRF cookie is this + `_csrf`).
+    #[serde(default = "default_session_cookie")]
+    session_cookie: String,
     /// A PEM file with an extra CA to trust, relative to the config file.
     #[serde(default)]
     ca_file: Option<String>,
@@ -86,6 +89,10 @@ struct UserFile {
 
 fn default_roles_claim() -> String {
     "realm_roles".into()
+}
+
+fn default_session_cookie() -> String {
+    super::DEFAULT_SESSION_COOKIE.into()
 }
 
 /// A deployment the harness does not manage.
@@ -239,6 +246,7 @@ impl ExistingEnvironment {
                 signing_key,
                 role: parsed.role,
                 roles_claim: parsed.roles_claim,
+                session_cookie: parsed.session_cookie,
                 ca_pem,
                 mesh: None,
             },

@@ -454,6 +454,7 @@ impl KindEnvironment {
             signing_key: None,
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
+            session_cookie: super::DEFAULT_SESSION_COOKIE.into(),
             ca_pem: Some(ca_pem),
             // The harness cannot join the cluster's mesh from outside it: the mesh matrix
             // (sidecar, in-mesh caller) runs on the local environment only.

@@ -69,6 +69,9 @@ pub struct TestUser {
     pub email: String,
 }
 
+/// oauth2-proxy's default session cookie name.
+pub const DEFAULT_SESSION_COOKIE: &str = "_oauth2_proxy";
+
 /// A confidential client's id and secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientCredentials {
@@ -97,6 +100,8 @@ pub struct Endpoints {
     /// one claim only (expired, other issuer, other audience).
     #[serde(skip)]
     pub signing_key: Option<crate::oidc::forge::SigningKey>,
+    /// The auth proxy's session cookie name (its CSRF cookie is this plus `_csrf`).
+    pub session_cookie: String,
     /// The realm role the test user has, and the claim the mapper puts it in.
     pub role: String,
     pub roles_claim: String,
@@ -172,6 +177,8 @@ impl Endpoints {
                 ("email", self.user.email.clone()),
                 ("role", self.role.clone()),
                 ("roles_claim", self.roles_claim.clone()),
+                ("session_cookie", self.session_cookie.clone()),
+                ("csrf_cookie", format!("{}_csrf", self.session_cookie)),
                 ("app_authority", authority.clone()),
                 ("app_authority_upper", authority.to_uppercase()),
                 (

@@ -278,6 +278,9 @@ impl Step {
             Step::Open { url } | Step::Request { url, .. } => out.push(url.as_str()),
             Step::BearerMatrix(matrix) => out.push(matrix.url.as_str()),
             Step::Expect(e) => {
+                out.extend(e.app_cookies.iter().map(String::as_str));
+                out.extend(e.no_app_cookies.iter().map(String::as_str));
+                out.extend(e.cookie_attributes.as_ref().map(|c| c.name.as_str()));
                 out.extend(e.url_starts_with.as_deref());
                 out.extend(e.location_starts_with.as_deref());
                 out.extend(e.body_contains.iter().map(String::as_str));
@@ -304,11 +307,11 @@ impl Step {
                     );
                 }
             }
+            Step::TamperCookie { name, .. } => out.push(name.as_str()),
             Step::SignIn { .. }
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
             | Step::Restore { .. }
-            | Step::TamperCookie { .. }
             | Step::AuditConfig {} => {}
         }
         out

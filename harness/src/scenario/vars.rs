@@ -34,6 +34,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "the app's port (explicit or the scheme's default)",
     ),
     (
+        "session_cookie",
+        "the name of the auth proxy's session cookie (oauth2-proxy: _oauth2_proxy)",
+    ),
+    (
+        "csrf_cookie",
+        "the name of the auth proxy's sign-in CSRF cookie (oauth2-proxy: <session cookie>_csrf)",
+    ),
+    (
         "nonce",
         "in a probe request: a value unique to that request, which an echoing app gives back",
     ),
