@@ -219,6 +219,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         role: "unused".into(),
         roles_claim: "unused".into(),
         session_cookie: meshauth::env::DEFAULT_SESSION_COOKIE.into(),
+        sign_in_hosts: Vec::new(),
         ca_pem: None,
         mesh: None,
     };

@@ -281,6 +281,10 @@ impl Browser {
                 raw.set_path(c.path().unwrap_or("/").to_string());
                 raw.set_secure(c.secure());
                 raw.set_http_only(c.http_only());
+                if raw.value().is_empty() {
+                    // An expired cookie is how a jar is told to drop one.
+                    raw.set_max_age(time::Duration::ZERO);
+                }
                 raw
             })
             .collect();

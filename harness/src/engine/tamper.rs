@@ -6,11 +6,13 @@ use base64::Engine as _;
 
 use crate::scenario::Tampering;
 
-/// `value` of cookie `name` changed as `how` says. oauth2-proxy's signed cookies are
+/// `value` of cookie `name` changed as `how` says (`Removed` empties it: the caller deletes
+/// the cookie). oauth2-proxy's signed cookies are
 /// `payload|timestamp|signature`, the signature HMAC-SHA256 over name, payload and timestamp.
 pub fn tamper(name: &str, value: &str, how: Tampering) -> String {
     let parts: Vec<&str> = value.split('|').collect();
     match (how, parts.as_slice()) {
+        (Tampering::Removed, _) => String::new(),
         (Tampering::Value, [payload, timestamp, signature]) => {
             format!("{}|{timestamp}|{signature}", flip_middle(payload))
         }

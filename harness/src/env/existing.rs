@@ -33,6 +33,10 @@ struct ExistingFile {
     /// The auth proxy's session cookie name (`cookie_name`; its CSRF cookie is this + `_csrf`).
     #[serde(default = "default_session_cookie")]
     session_cookie: String,
+    /// Hosts besides the app, the IdP and the issuer that the sign-in passes through (an
+    /// upstream IdP your realm brokers to, e.g. login.microsoftonline.com).
+    #[serde(default)]
+    sign_in_hosts: Vec<String>,
     /// A PEM file with an extra CA to trust, relative to the config file.
     #[serde(default)]
     ca_file: Option<String>,
@@ -247,6 +251,7 @@ impl ExistingEnvironment {
                 role: parsed.role,
                 roles_claim: parsed.roles_claim,
                 session_cookie: parsed.session_cookie,
+                sign_in_hosts: parsed.sign_in_hosts,
                 ca_pem,
                 mesh: None,
             },

@@ -455,6 +455,7 @@ impl KindEnvironment {
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
             session_cookie: super::DEFAULT_SESSION_COOKIE.into(),
+            sign_in_hosts: Vec::new(),
             ca_pem: Some(ca_pem),
             // The harness cannot join the cluster's mesh from outside it: the mesh matrix
             // (sidecar, in-mesh caller) runs on the local environment only.

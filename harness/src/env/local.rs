@@ -646,6 +646,7 @@ impl LocalStack {
             role: ROLE.to_string(),
             roles_claim: ROLES_CLAIM.to_string(),
             session_cookie: super::DEFAULT_SESSION_COOKIE.to_string(),
+            sign_in_hosts: Vec::new(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
             mesh: Some(MeshEndpoints {
                 sidecar: url("http://127.0.0.1/"),

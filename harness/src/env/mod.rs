@@ -102,6 +102,9 @@ pub struct Endpoints {
     pub signing_key: Option<crate::oidc::forge::SigningKey>,
     /// The auth proxy's session cookie name (its CSRF cookie is this plus `_csrf`).
     pub session_cookie: String,
+    /// Further hosts the sign-in legitimately passes through (an upstream IdP the realm
+    /// brokers to); every other host a redirect points to is reported, never followed.
+    pub sign_in_hosts: Vec<String>,
     /// The realm role the test user has, and the claim the mapper puts it in.
     pub role: String,
     pub roles_claim: String,
@@ -156,6 +159,7 @@ impl Endpoints {
             .into_iter()
             .flatten()
             .filter_map(|url| url.host_str().map(str::to_string))
+            .chain(self.sign_in_hosts.iter().cloned())
             .collect()
     }
 

@@ -592,6 +592,8 @@ pub enum Tampering {
     OtherSecret,
     /// The signature removed.
     Unsigned,
+    /// The cookie deleted from the browser (e.g. the CSRF cookie before the callback).
+    Removed,
 }
 
 /// The whole catalog, in file order.
