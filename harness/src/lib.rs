@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod browser;
 pub mod check;
+pub mod cli;
 pub mod components;
 pub mod control;
 pub mod engine;

@@ -1,0 +1,548 @@
+//! Each command's body: list, install, up, run, load, audit.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::components::{self, CacheDir, InstallEvent, Toolchain};
+use crate::control::{StackControl, Uncontrolled};
+use crate::engine::Engine;
+use crate::env::existing::ExistingEnvironment;
+use crate::env::kind::{Images, KindEnvironment, KindOptions};
+use crate::env::local::LoginTheme;
+use crate::env::{LocalStack, StackConfig, StackEvent};
+use crate::events::EnvironmentInfo;
+use crate::redact::Redactor;
+use crate::report::terminal::TerminalReporter;
+use crate::report::{LoadReportFormat, Reporters, file_reporters, write_load_reports};
+use crate::scenario::{Catalog, qualified_name};
+
+use super::*;
+
+pub(crate) fn load_catalog(args: &CatalogArgs) -> Result<Catalog> {
+    match &args.catalog {
+        Some(dir) => Ok(Catalog::load_dir(dir)?),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+pub(crate) fn list(args: &CatalogArgs) -> Result<ExitCode> {
+    let catalog = load_catalog(args)?;
+    for suite in &catalog.suites {
+        let seeds = if suite.seeds.is_empty() {
+            String::new()
+        } else {
+            format!(" [seeds: {}]", suite.seeds.join(", "))
+        };
+        println!("{} — {}{seeds}", suite.suite, suite.description.trim());
+        for scenario in &suite.scenarios {
+            println!(
+                "  {:<52} {}",
+                qualified_name(suite, scenario),
+                scenario.title
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A spinner on a terminal, plain lines otherwise (CI logs).
+pub(crate) struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn say(&self, message: String) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn done(&self, message: String) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("✓ {message}")),
+            None => eprintln!("✓ {message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub(crate) fn install() -> Result<Toolchain> {
+    let progress = Progress::new();
+    let started = Instant::now();
+    let cache = CacheDir::from_env()?;
+    progress.say(format!("checking components in {}", cache.path().display()));
+    let observe = |event: InstallEvent| match event {
+        InstallEvent::Started { component, action } => {
+            progress.say(format!("{component}: {action}"))
+        }
+        InstallEvent::Finished { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
+    };
+    let toolchain = components::ensure_installed(&cache, &observe);
+    progress.finish();
+    let toolchain = toolchain.context("installing the local environment's components")?;
+    eprintln!(
+        "components ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(toolchain)
+}
+
+pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
+    use crate::load::{self, LoadOptions, LoadTarget, Phase, Thresholds};
+    let thresholds = Thresholds {
+        max_p99_ms: args.max_p99,
+        min_ratio: args.min_ratio,
+        max_error_rate: args.max_error_rate,
+    };
+    for (name, value) in [
+        ("--max-p99", args.max_p99),
+        ("--min-ratio", args.min_ratio),
+        ("--max-error-rate", args.max_error_rate),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            bail!("{name} must be a non-negative number");
+        }
+    }
+    let options = LoadOptions {
+        users: args.users as usize,
+        hatch_rate: args.hatch_rate,
+        duration: args.duration,
+        slice: args.slice,
+        precision: args.precision.map(|percent| percent / 100.0),
+        phases: args
+            .phases
+            .iter()
+            .map(|p| match p {
+                PhaseArg::Baseline => Phase::Baseline,
+                PhaseArg::Cookie => Phase::Cookie,
+                PhaseArg::Bearer => Phase::Bearer,
+                PhaseArg::LoginStorm => Phase::LoginStorm,
+                PhaseArg::Mix => Phase::Mix,
+            })
+            .collect(),
+        path: args.path.clone(),
+        max_requests_per_phase: args.max_requests,
+        ..LoadOptions::default()
+    };
+    // Usage errors surface before a stack is started.
+    options.validate()?;
+    if args.min_ratio.is_some()
+        && !(options.phases.contains(&Phase::Baseline)
+            && (options.phases.contains(&Phase::Cookie) || options.phases.contains(&Phase::Bearer)))
+    {
+        bail!("--min-ratio needs the baseline phase and the cookie or bearer phase in --phases");
+    }
+    let redactor = Redactor::new();
+    let mut stack = None;
+    let mut cluster = None;
+    if !matches!(args.env_kind, EnvKind::Existing)
+        && (args.env_file.is_some() || args.baseline_url.is_some() || args.allow_remote)
+    {
+        bail!("--env-file, --baseline-url and --allow-remote are only used with --env existing");
+    }
+    // The environments meshauth provisions add the opt-in `/baseline/` route for load runs.
+    let provisioned = StackConfig {
+        baseline_route: true,
+        ..stack_config(&args.stack)
+    };
+    let (run_dir, target) = match args.env_kind {
+        EnvKind::Kind => {
+            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let kind = start_kind(&args.stack, provisioned, &run_dir, &redactor).await?;
+            let target = provisioned_target(kind.endpoints());
+            cluster = Some(kind);
+            (run_dir, target)
+        }
+        EnvKind::Local => {
+            let (_, local) = start_local_with(&args.stack, provisioned, &redactor).await?;
+            let target = provisioned_target(local.endpoints());
+            let run_dir = local.run_dir().to_path_buf();
+            stack = Some(local);
+            (run_dir, target)
+        }
+        EnvKind::Existing => {
+            let Some(file) = &args.env_file else {
+                bail!("--env existing needs --env-file FILE describing the deployment");
+            };
+            let existing = ExistingEnvironment::load(file)?;
+            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            (
+                run_dir,
+                LoadTarget {
+                    endpoints: existing.endpoints().clone(),
+                    baseline: args.baseline_url.clone(),
+                    allow_remote: args.allow_remote,
+                },
+            )
+        }
+    };
+    let progress = |line: String| eprintln!("{line}");
+    let mut report = load::run(&target, &options, &redactor, &progress).await?;
+    let violations = report.judge(&thresholds);
+    drop(stack);
+    drop(cluster);
+    print!("{}", report.render_text());
+    let formats: Vec<LoadReportFormat> = args
+        .report
+        .iter()
+        .map(|f| match f {
+            LoadReportArg::Html => LoadReportFormat::Html,
+            LoadReportArg::Json => LoadReportFormat::Json,
+        })
+        .collect();
+    let out = args.out.clone().unwrap_or(run_dir);
+    for path in write_load_reports(&report, &formats, &out, &redactor)? {
+        eprintln!("report: {}", path.display());
+    }
+    let silent = report.silent_transactions();
+    for transaction in &silent {
+        eprintln!("FAILED: {transaction} completed no successful request");
+    }
+    for violation in &violations {
+        eprintln!("FAILED: {violation}");
+    }
+    Ok(if silent.is_empty() && violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) fn stack_config(args: &StackArgs) -> StackConfig {
+    deployment_profile(args).apply(StackConfig {
+        skip_provider_button: args.skip_provider_button,
+        login_theme: match args.login_theme {
+            Theme::V2 => LoginTheme::KeycloakV2,
+            Theme::Legacy => LoginTheme::Legacy,
+        },
+        ..StackConfig::default()
+    })
+}
+
+pub(crate) fn deployment_profile(args: &StackArgs) -> crate::env::DeploymentProfile {
+    crate::env::DeploymentProfile::from_name(&args.profile)
+        .expect("clap accepts only the profiles' names")
+}
+
+/// A fresh run directory under `runs_dir`, with `latest` pointing at it.
+/// A load target on an environment meshauth provisioned: loopback, with its `/baseline/` route.
+pub(crate) fn provisioned_target(endpoints: &crate::env::Endpoints) -> crate::load::LoadTarget {
+    crate::load::LoadTarget {
+        endpoints: endpoints.clone(),
+        baseline: endpoints.app.join("baseline/").ok(),
+        allow_remote: false,
+    }
+}
+
+pub(crate) fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
+        .unwrap_or_else(|_| "run".into());
+    let run_id = format!("{stamp}-{:04x}", rand::random::<u16>());
+    let dir = runs_dir.join(&run_id);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating run directory {}", dir.display()))?;
+    let latest = runs_dir.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&run_id, &latest);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    Ok((run_id, dir))
+}
+
+pub(crate) async fn start_local(
+    args: &StackArgs,
+    redactor: &Redactor,
+) -> Result<(String, LocalStack)> {
+    start_local_with(args, stack_config(args), redactor).await
+}
+
+pub(crate) async fn start_local_with(
+    args: &StackArgs,
+    config: StackConfig,
+    redactor: &Redactor,
+) -> Result<(String, LocalStack)> {
+    let toolchain = install()?;
+    let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
+    let progress = Progress::new();
+    let started = Instant::now();
+    let observe = |event: StackEvent| match event {
+        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Retrying { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
+        StackEvent::Binding { .. } => {}
+        StackEvent::Ready { component, after } => progress.done(format!(
+            "{component} ready after {:.1}s",
+            after.as_secs_f64()
+        )),
+    };
+    let stack = LocalStack::start(toolchain, &run_dir, config, redactor, &observe).await;
+    progress.finish();
+    let stack = stack
+        .with_context(|| format!("starting the local stack (logs in {})", run_dir.display()))?;
+    eprintln!(
+        "stack ready in {:.1}s (run directory {})",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok((run_id, stack))
+}
+
+pub(crate) async fn start_kind(
+    args: &StackArgs,
+    config: StackConfig,
+    run_dir: &Path,
+    redactor: &Redactor,
+) -> Result<KindEnvironment> {
+    let options = KindOptions {
+        cluster_name: args.kind.kind_cluster.clone(),
+        images: Images::pinned(args.kind.image_registry.as_deref()),
+        keep_cluster: args.kind.keep_cluster,
+        ..KindOptions::default()
+    };
+    let progress = Progress::new();
+    let started = Instant::now();
+    let observe = |event: StackEvent| match event {
+        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
+        StackEvent::Retrying { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
+        StackEvent::Binding { .. } => {}
+        StackEvent::Ready { component, after } => progress.done(format!(
+            "{component} ready after {:.1}s",
+            after.as_secs_f64()
+        )),
+    };
+    let environment = KindEnvironment::start(run_dir, config, options, redactor, &observe).await;
+    progress.finish();
+    let environment = environment.with_context(|| {
+        format!(
+            "starting the kind environment (run directory {})",
+            run_dir.display()
+        )
+    })?;
+    eprintln!(
+        "kind environment ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(environment)
+}
+
+pub(crate) async fn up(args: &StackArgs) -> Result<ExitCode> {
+    let redactor = Redactor::new();
+    let (_, mut stack) = start_local(args, &redactor).await?;
+    let endpoints = stack.endpoints();
+    let run_dir = stack.run_dir().to_path_buf();
+    // Passwords go to a file only the user can read, never to the terminal or a log.
+    let credentials = run_dir.join("credentials.txt");
+    crate::files::write_private(
+        &credentials,
+        &format!(
+            "test user: {} / {}\nKeycloak admin (master realm): admin / {}\n",
+            endpoints.user.username,
+            endpoints.user.password.expose(),
+            stack.admin_password().expose()
+        ),
+    )
+    .with_context(|| format!("writing {}", credentials.display()))?;
+    let run_dir = run_dir.display();
+    println!("app (HTTPS, SSO required):   {}headers", endpoints.app);
+    println!("Keycloak (plain HTTP, open): {}", endpoints.idp);
+    println!("issuer:                      {}", endpoints.issuer);
+    println!("CA certificate:              {run_dir}/tls/ca.pem");
+    println!(
+        "test user:                   {} (password in {})",
+        endpoints.user.username,
+        credentials.display()
+    );
+    println!("logs:                        {run_dir}/*.log");
+    println!("press Ctrl-C to stop");
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    let death = loop {
+        tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.context("waiting for Ctrl-C")?;
+                break None;
+            }
+            _ = watch.tick() => {
+                if let Some(death) = stack.died() {
+                    break Some(death);
+                }
+            }
+        }
+    };
+    eprintln!("stopping the stack");
+    stack.stop();
+    match death {
+        None => Ok(ExitCode::SUCCESS),
+        Some(death) => {
+            Err(anyhow::Error::new(death).context("a component of the local stack died"))
+        }
+    }
+}
+
+pub(crate) fn audit(files: &[PathBuf]) -> Result<ExitCode> {
+    let files = crate::audit::read_files(files).map_err(anyhow::Error::msg)?;
+    let checks = crate::audit::audit(&files);
+    if checks.is_empty() {
+        bail!(
+            "none of the files is a configuration meshauth recognises (oauth2-proxy, Istio or Envoy, Keycloak realm export)"
+        );
+    }
+    let findings: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    for finding in &findings {
+        println!("✗ {finding}");
+    }
+    println!(
+        "{} finding(s) in {} check(s) of {} file(s)",
+        findings.len(),
+        checks.len(),
+        files.len()
+    );
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
+    let catalog = load_catalog(&args.catalog)?;
+    let mut selection = catalog.select(&args.filter);
+    if let Some(seed) = deployment_profile(&args.stack).seed() {
+        selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
+    }
+    if selection.is_empty() {
+        bail!(
+            "no scenario matches {:?}; `meshauth list` shows the catalog",
+            args.filter
+        );
+    }
+    let redactor = Redactor::new();
+    let mut existing_control = None;
+    let mut stack = None;
+    let mut cluster = None;
+    let (run_id, run_dir, endpoints, info): (String, PathBuf, _, EnvironmentInfo) = match args
+        .env_kind
+    {
+        EnvKind::Kind => {
+            if args.env_file.is_some() {
+                bail!("--env-file is only used with --env existing");
+            }
+            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let kind =
+                start_kind(&args.stack, stack_config(&args.stack), &run_dir, &redactor).await?;
+            let endpoints = kind.endpoints().clone();
+            let info = kind.info();
+            cluster = Some(kind);
+            (run_id, run_dir, endpoints, info)
+        }
+        EnvKind::Local => {
+            if args.env_file.is_some() {
+                bail!("--env-file is only used with --env existing");
+            }
+            let (run_id, local) = start_local(&args.stack, &redactor).await?;
+            let endpoints = local.endpoints().clone();
+            let info = local.info();
+            let run_dir = local.run_dir().to_path_buf();
+            stack = Some(local);
+            (run_id, run_dir, endpoints, info)
+        }
+        EnvKind::Existing => {
+            let Some(file) = &args.env_file else {
+                bail!(
+                    "--env existing needs --env-file FILE describing the deployment (see docs/existing-environment.md)"
+                );
+            };
+            let existing = ExistingEnvironment::load(file)?;
+            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            existing_control = Some(existing.control());
+            (
+                run_id,
+                run_dir,
+                existing.endpoints().clone(),
+                existing.info(),
+            )
+        }
+    };
+    let mut reporters = Reporters::new();
+    reporters.add(Box::new(TerminalReporter::new(std::io::stdout(), verbose)));
+    let report_dir = args.out.clone().unwrap_or(run_dir);
+    let (files, report_paths) = file_reporters(&args.report, &report_dir, &redactor)?;
+    for file in files {
+        reporters.add(Box::new(file));
+    }
+    let mut fixed = Uncontrolled;
+    let mut commanded = existing_control;
+    let target: &mut dyn StackControl = match (stack.as_mut(), commanded.as_mut()) {
+        (Some(local), _) => local,
+        (None, Some(existing)) => existing,
+        (None, None) => &mut fixed,
+    };
+    let plan = crate::engine::plan(selection, &endpoints, target);
+    for left_out in &plan.left_out {
+        eprintln!(
+            "note: not running {} here: {}",
+            left_out.scenario, left_out.reason
+        );
+    }
+    if plan.run.is_empty() {
+        bail!(
+            "none of the selected scenarios can run in this environment (reasons above)\nhow to fix: run them with --env local, or describe more of the deployment in the environment file"
+        );
+    }
+    let engine = Engine::new(endpoints, redactor)?;
+    let summary = engine
+        .run(&run_id, info, &plan, target, &mut reporters)
+        .await;
+    let errors = reporters.finish();
+    for error in &errors {
+        eprintln!("warning: {error}");
+    }
+    for path in report_paths.iter().filter(|p| p.exists()) {
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(stack) = &stack {
+        eprintln!(
+            "stack peak memory: {} MiB",
+            stack.peak_resident_kib() / 1024
+        );
+    }
+    drop(stack);
+    drop(cluster);
+    Ok(if summary.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,255 @@
+//! The `meshauth` command line: its arguments (clap) and each command's body, over the
+//! library. `main.rs` only parses, sets up the process (colour, logging, runtime) and
+//! dispatches here; exit codes: 0 all passed, 1 a scenario failed or a threshold was violated,
+//! 2 usage or environment error.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::report::ReportFormat;
+
+use commands::*;
+
+#[derive(Parser)]
+#[command(
+    name = "meshauth",
+    version,
+    about = "Conformance and load testing of SSO at a service-mesh gateway"
+)]
+#[command(
+    after_help = "Exit codes: 0 every scenario passed (load: every threshold held), 1 a scenario failed (load: a threshold was violated or a transaction never succeeded), 2 usage or environment error.\n\
+Colour is off when NO_COLOR is set or output is not a terminal."
+)]
+pub struct Cli {
+    /// Show every step, hop and check, not only failures.
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// List the scenario catalog.
+    List(CatalogArgs),
+    /// Install (or verify the cache of) every component of the local environment.
+    Install,
+    /// Start the local stack, print its URLs and test user, and keep it up until Ctrl-C.
+    Up(StackArgs),
+    /// Run the catalog (or the scenarios matching FILTER) and print a verdict per scenario.
+    Run(RunArgs),
+    /// Audit configuration files (oauth2-proxy config, flags or manifests; Istio objects and
+    /// mesh config; Envoy bootstraps; Keycloak realm exports) for insecure settings. Exit 1
+    /// when there is a finding.
+    Audit {
+        /// The files to audit.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Load-test the auth hot path with goose: baseline vs SSO cookie vs bearer, login storm,
+    /// a mix; overhead ratios, the generator's CPU, and thresholds as a CI gate (exit 1).
+    Load(Box<LoadArgs>),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum PhaseArg {
+    Baseline,
+    Cookie,
+    Bearer,
+    LoginStorm,
+    Mix,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LoadReportArg {
+    Html,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LoadArgs {
+    #[arg(long = "env", value_enum, default_value = "local")]
+    pub(crate) env_kind: EnvKind,
+    /// The YAML file describing an existing deployment (with --env existing).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Option<PathBuf>,
+    /// With --env existing: the same app through the gateway without SSO (the baseline).
+    #[arg(long, value_name = "URL")]
+    pub(crate) baseline_url: Option<url::Url>,
+    /// With --env existing: allow hosts outside loopback (only for deployments you own).
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
+    /// Concurrent goose users (each holds one connection).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=crate::load::MAX_USERS as u64))]
+    pub(crate) users: u64,
+    /// Users started per second.
+    #[arg(long, default_value_t = 4.0)]
+    pub(crate) hatch_rate: f64,
+    /// Measured time per transaction after all users started, e.g. 10s or 1m (at most 10m).
+    /// Baseline, cookie and bearer share one interleaved phase: each gets this much, in slices.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Turn length of each path in the interleaved phase, e.g. 500ms or 1s; ratios are the
+    /// median over rounds of one slice per path.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub(crate) slice: Duration,
+    /// Stop the interleaved phase as soon as every overhead ratio is known to within this many
+    /// percent (95% confidence interval of the median), e.g. 2.5; --duration is then the cap.
+    #[arg(long, value_name = "PERCENT")]
+    pub(crate) precision: Option<f64>,
+    /// What to measure. Baseline, cookie and bearer run interleaved (one phase); then the
+    /// login storm; then the mix.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "baseline,cookie,bearer,login-storm,mix"
+    )]
+    pub(crate) phases: Vec<PhaseArg>,
+    /// Path requested behind SSO and on the baseline route.
+    #[arg(long, default_value = "status/200")]
+    pub(crate) path: String,
+    /// Requests after which a phase stops early (a count bound on top of the time bound).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub(crate) max_requests: u64,
+    /// Report files to write (comma-separated): html (load.html, with charts), json (load.json).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "html,json")]
+    pub(crate) report: Vec<LoadReportArg>,
+    /// Where to write the reports (default: the run directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// Fail (exit 1) if any non-login transaction's p99 latency exceeds this many ms.
+    #[arg(long, value_name = "MS")]
+    max_p99: Option<f64>,
+    /// Fail (exit 1) if an auth path keeps less than this share of the baseline's throughput
+    /// (ratio = auth req/s ÷ baseline req/s, e.g. 0.5).
+    #[arg(long, value_name = "RATIO")]
+    pub(crate) min_ratio: Option<f64>,
+    /// Fail (exit 1) if any transaction's error rate (errors ÷ attempts) exceeds this fraction.
+    #[arg(long, value_name = "FRACTION")]
+    pub(crate) max_error_rate: Option<f64>,
+    #[command(flatten)]
+    pub(crate) stack: StackArgs,
+}
+
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 2m or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: use ms, s or m, e.g. 500ms, 10s or 2m")),
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CatalogArgs {
+    /// A directory of scenario files instead of the built-in catalog.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) catalog: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum EnvKind {
+    /// Real components as processes on loopback (needs no Docker).
+    Local,
+    /// A deployment described by --env-file.
+    Existing,
+    /// A kind cluster with Istio and the same apps (needs Docker, kind and istioctl).
+    Kind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Theme {
+    V2,
+    Legacy,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StackArgs {
+    /// Configure the local stack as a reference write-up configures its deployment
+    /// (seed000..seed003; `run` then runs the suites tagged with that write-up), or as the
+    /// hardened reference.
+    #[arg(long, value_name = "NAME", default_value = "reference",
+          value_parser = ["reference", "seed000", "seed001", "seed002", "seed003"])]
+    pub(crate) profile: String,
+    /// oauth2-proxy redirects straight to the IdP instead of showing its sign-in page.
+    #[arg(long)]
+    pub(crate) skip_provider_button: bool,
+    /// Keycloak's login theme.
+    #[arg(long, value_enum, default_value = "v2")]
+    pub(crate) login_theme: Theme,
+    /// Where run directories (logs, rendered configs) go.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "meshauth-runs",
+        env = "MESHAUTH_RUNS_DIR"
+    )]
+    pub(crate) runs_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) kind: KindArgs,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct KindArgs {
+    /// With --env kind: the kind cluster's name.
+    #[arg(long, value_name = "NAME", default_value = "meshauth")]
+    pub(crate) kind_cluster: String,
+    /// With --env kind: leave the cluster running afterwards.
+    #[arg(long)]
+    pub(crate) keep_cluster: bool,
+    /// With --env kind: the registry (host[/path]) the container images are pulled from;
+    /// without it the container runtime's default registry is used.
+    #[arg(long, value_name = "REGISTRY", env = "MESHAUTH_IMAGE_REGISTRY")]
+    pub(crate) image_registry: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// Run only scenarios whose `suite::id` contains one of these.
+    pub(crate) filter: Vec<String>,
+    #[arg(long = "env", value_enum, default_value = "local")]
+    pub(crate) env_kind: EnvKind,
+    /// The YAML file describing an existing deployment (with --env existing).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) catalog: CatalogArgs,
+    #[command(flatten)]
+    pub(crate) stack: StackArgs,
+    /// Report files to write (comma-separated: html, junit, json).
+    #[arg(long, value_delimiter = ',', default_value = "html,junit,json")]
+    pub(crate) report: Vec<ReportFormat>,
+    /// Where to write the reports (default: the run directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List(args) => list(&args),
+        Command::Install => {
+            install()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(args) => up(&args).await,
+        Command::Run(args) => run(&args, cli.verbose).await,
+        Command::Load(args) => load(&args).await,
+        Command::Audit { files } => audit(&files),
+    }
+}
