@@ -193,7 +193,10 @@ fn existing_environment_trial(
                 scenario.requirements(suite).iter().any(|need| {
                     matches!(
                         need,
-                        Requirement::StackProfile | Requirement::Mesh | Requirement::Disrupt(..)
+                        Requirement::StackProfile
+                            | Requirement::Mesh
+                            | Requirement::Disrupt(..)
+                            | Requirement::ConfigFiles
                     )
                 })
             })
