@@ -368,6 +368,13 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
         fail_open.map(|s| (s.line, quoted(s))),
         "failOpen: false on the envoyExtAuthzHttp provider",
     ));
+    if text.contains("envoy.access_loggers") || text.contains("accessLogFile") {
+        let without_query = text.contains("REQ_WITHOUT_QUERY");
+        checks.push(check(file, "query strings in access logs", Severity::Medium,
+            "access log lines without query strings (%REQ_WITHOUT_QUERY(...)%)",
+            (!without_query).then(|| (line_of(if text.contains("accessLogFile") { "accessLogFile" } else { "access_log" }), "the default format logs each path with its query string: authorization codes, state and the logout's id_token_hint end up in the logs".to_string())),
+            "meshConfig.accessLogFormat (or the access log's format) with %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"));
+    }
     let ext_authz =
         text.contains("envoyExtAuthzHttp") || text.contains("envoy.filters.http.ext_authz");
     if ext_authz {
@@ -632,11 +639,12 @@ mod tests {
 
     #[test]
     fn istio_provider_defaults_are_findings() {
-        let seed = "meshConfig:\n  extensionProviders:\n  - name: oauth2-proxy\n    envoyExtAuthzHttp:\n      service: oauth2-proxy.svc\n      port: 4180\n      failOpen: true\n      timeout: 600s\n      headersToDownstreamOnDeny:\n      - content-type\n---\nkind: RequestAuthentication\nspec:\n  jwtRules:\n  - issuer: http://idp/realms/r\n    jwksUri: http://idp/realms/r/protocol/openid-connect/certs\n---\nkind: PeerAuthentication\nspec:\n  mtls:\n    mode: PERMISSIVE\n";
+        let seed = "meshConfig:\n  accessLogFile: /dev/stdout\n  extensionProviders:\n  - name: oauth2-proxy\n    envoyExtAuthzHttp:\n      service: oauth2-proxy.svc\n      port: 4180\n      failOpen: true\n      timeout: 600s\n      headersToDownstreamOnDeny:\n      - content-type\n---\nkind: RequestAuthentication\nspec:\n  jwtRules:\n  - issuer: http://idp/realms/r\n    jwksUri: http://idp/realms/r/protocol/openid-connect/certs\n---\nkind: PeerAuthentication\nspec:\n  mtls:\n    mode: PERMISSIVE\n";
         assert_eq!(
             findings(&[file("istio.yaml", seed)]),
             [
                 "istio.yaml: ext_authz fails open",
+                "istio.yaml: query strings in access logs",
                 "istio.yaml: ext_authz pathPrefix",
                 "istio.yaml: set-cookie passed back",
                 "istio.yaml: ext_authz timeout",

@@ -275,6 +275,12 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("[medium finding] oauth2-proxy.cfg: admission"),
     },
     Case {
+        name: "config_audit_finds_query_strings_in_access_logs",
+        breakage: |c| c.log_query_strings = true,
+        scenario: "attack_configuration::deployment_configuration",
+        expect: Expect::FailsWith("[medium finding] gateway.yaml: query strings in access logs"),
+    },
+    Case {
         name: "skipped_sign_in_page_still_signs_in",
         breakage: |c| c.skip_provider_button = true,
         scenario: "seed000_browser_sso::browser_login",

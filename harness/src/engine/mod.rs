@@ -742,7 +742,9 @@ impl Engine {
                 issued(grant, "token to the second user")?
             }
         };
-        self.redactor.register_str(&token);
+        if !matches!(kind, Bearer::Forged | Bearer::Garbage) {
+            self.redactor.register_str(&token);
+        }
         Ok(token)
     }
 

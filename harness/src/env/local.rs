@@ -110,6 +110,9 @@ pub struct StackConfig {
     pub secure_session_cookie: bool,
     /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
     pub backend_logout: bool,
+    /// Envoy's access logs (gateway, sidecar) write full paths with their query strings,
+    /// where OIDC carries codes, state and the logout's `id_token_hint`. Off in the reference.
+    pub log_query_strings: bool,
     /// oauth2-proxy's `cookie_domains`: a `Domain` on its cookies, so they also go to every
     /// other host under it. None (host-only) in the reference.
     pub session_cookie_domain: Option<String>,
@@ -147,6 +150,7 @@ impl Default for StackConfig {
             secure_session_cookie: true,
             session_cookie_domain: None,
             backend_logout: true,
+            log_query_strings: false,
             baseline_route: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
@@ -259,6 +263,11 @@ impl StackConfig {
                 "sign-out ends the IdP session (backend_logout_url)",
                 self.backend_logout,
                 "oauth2-proxy backend_logout_url = \"<issuer>/protocol/openid-connect/logout?id_token_hint={id_token}\"",
+            ),
+            P::protection_or_fix(
+                "access logs without query strings (codes, state, id_token_hint)",
+                !self.log_query_strings,
+                "meshConfig.accessLogFormat with %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
             ),
             P::protection_or_fix(
                 "session cookie host-only (no cookie_domains)",
@@ -483,6 +492,7 @@ struct FixtureContext<'a> {
     strip_identity_headers: bool,
     request_authentication: bool,
     jwt_audiences: bool,
+    log_query_strings: bool,
     baseline_route: bool,
     httpbin_port: u16,
     oauth2_proxy_port: u16,
@@ -1035,6 +1045,7 @@ impl LocalStack {
             strip_identity_headers: self.config.strip_identity_headers,
             request_authentication: self.config.request_authentication,
             jwt_audiences: self.config.jwt_audiences,
+            log_query_strings: self.config.log_query_strings,
             baseline_route: self.config.baseline_route,
             httpbin_port: self.ports.httpbin,
             oauth2_proxy_port: self.ports.oauth2_proxy,
@@ -1423,6 +1434,7 @@ mod tests {
             "workload_key": "<run>/tls/httpbin-key.pem",
             "jwt_audiences": true,
             "trust_domain_check": true,
+            "log_query_strings": false,
             "client_id": CLIENT_ID,
         });
         let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();
