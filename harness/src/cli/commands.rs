@@ -484,6 +484,11 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
                     "--env existing needs --env-file FILE describing the deployment (see docs/existing-environment.md)"
                 );
             };
+            if deployment_profile(&args.stack).seed().is_some() {
+                bail!(
+                    "--profile configures a stack the harness provisions; an existing deployment is configured as it is\nhow to fix: drop --profile, or run the profile with --env local"
+                );
+            }
             let existing = ExistingEnvironment::load(file)?;
             let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
             existing_control = Some(existing.control());
