@@ -396,11 +396,10 @@ impl Engine {
         state: &'s mut ScenarioState,
         mut url: Url,
     ) -> Result<(&'s mut Browser, Url), String> {
-        if caller != Caller::OutsideMesh {
-            if url.scheme() == "http" {
-                url.set_scheme("https")
-                    .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
-            }
+        // An in-mesh caller's sidecar originates mTLS for a plain `http://` address.
+        if caller != Caller::OutsideMesh && url.scheme() == "http" {
+            url.set_scheme("https")
+                .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
         }
         let index = match state.callers.iter().position(|(c, _)| *c == caller) {
             Some(index) => index,
