@@ -88,8 +88,26 @@ fn clean_value(raw: &str) -> String {
 fn settings(text: &str) -> Vec<Setting> {
     let mut out = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
-    for (index, line) in lines.iter().enumerate() {
-        let trimmed = line.trim().trim_start_matches("- ").trim();
+    let mut index = 0;
+    while index < lines.len() {
+        let line_index = index;
+        let mut line = lines[index].to_string();
+        index += 1;
+        // A TOML array written over several lines is one setting.
+        if line.contains("= [") && !line.contains(']') {
+            while index < lines.len() {
+                let next = lines[index];
+                index += 1;
+                line.push(' ');
+                line.push_str(next.split(" #").next().unwrap_or(next).trim());
+                if next.contains(']') {
+                    break;
+                }
+            }
+        }
+        let index = line_index;
+        let uncommented = line.split(" #").next().unwrap_or(&line).to_string();
+        let trimmed = uncommented.trim().trim_start_matches("- ").trim();
         if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
@@ -388,18 +406,24 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
             "set-cookie among the headers the gateway passes back (headersToDownstreamOnDeny / allowed_client_headers)",
             (!set_cookie_back).then(|| (line_of("ext"), "set-cookie is not passed back: the CSRF and session cookies never reach the browser".to_string())),
             "add set-cookie to headersToDownstreamOnDeny and headersToDownstreamOnAllow"));
-        let long_timeout = first(found, &["timeout"]).find(|s| {
-            s.value
-                .trim_end_matches('s')
-                .parse::<f64>()
-                .is_ok_and(|t| t >= 60.0)
-        });
-        checks.push(check(
-            file,
-            "ext_authz timeout",
-            Severity::Low,
-            "a timeout of seconds, not Istio's 600 s default",
-            long_timeout.map(|s| {
+        let seconds = |value: &str| {
+            let value = value.trim();
+            let (number, unit) = value.split_at(
+                value
+                    .find(|c: char| c.is_ascii_alphabetic())
+                    .unwrap_or(value.len()),
+            );
+            let number: f64 = number.trim().parse().ok()?;
+            Some(match unit {
+                "ms" => number / 1000.0,
+                "m" => number * 60.0,
+                "h" => number * 3600.0,
+                _ => number,
+            })
+        };
+        let long_timeout = first(found, &["timeout"])
+            .find(|s| seconds(&s.value).is_some_and(|t| t >= 60.0))
+            .map(|s| {
                 (
                     s.line,
                     format!(
@@ -407,7 +431,22 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
                         quoted(s)
                     ),
                 )
-            }),
+            })
+            .or_else(|| {
+                (text.contains("envoyExtAuthzHttp") && first(found, &["timeout"]).next().is_none())
+                    .then(|| {
+                        (
+                            line_of("envoyExtAuthzHttp"),
+                            "no timeout: Istio waits 600 s for a hung auth service".to_string(),
+                        )
+                    })
+            });
+        checks.push(check(
+            file,
+            "ext_authz timeout",
+            Severity::Low,
+            "a timeout of seconds, not Istio's 600 s default",
+            long_timeout,
             "timeout: 5s on the envoyExtAuthzHttp provider",
         ));
     }
@@ -518,7 +557,16 @@ fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
             .get("clientId")
             .and_then(|v| v.as_str())
             .unwrap_or("?");
-        if client.get("standardFlowEnabled").and_then(|v| v.as_bool()) != Some(true) {
+        // Keycloak's defaults: standard flow on, implicit flow off.
+        let standard = client
+            .get("standardFlowEnabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        let implicit = client
+            .get("implicitFlowEnabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if !standard && !implicit {
             continue;
         }
         let redirects: Vec<&str> = client
@@ -542,35 +590,33 @@ fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
             &format!("client {id} implicit flow"),
             Severity::Medium,
             "implicitFlowEnabled false",
-            client
-                .get("implicitFlowEnabled")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false)
-                .then(|| {
-                    (
-                        0,
-                        "implicitFlowEnabled: true: tokens in the front channel".to_string(),
-                    )
-                }),
+            implicit.then(|| {
+                (
+                    0,
+                    "implicitFlowEnabled: true: tokens in the front channel".to_string(),
+                )
+            }),
             "implicitFlowEnabled: false",
         ));
         let pkce = client
             .pointer("/attributes/pkce.code.challenge.method")
             .and_then(|v| v.as_str())
             .is_some_and(|m| m == "S256");
-        checks.push(check(
-            file,
-            &format!("client {id} PKCE"),
-            Severity::Low,
-            "pkce.code.challenge.method S256",
-            (!pkce).then(|| {
-                (
-                    0,
-                    "PKCE not required: a stolen code can be redeemed".to_string(),
-                )
-            }),
-            "attributes.pkce.code.challenge.method: S256",
-        ));
+        if standard {
+            checks.push(check(
+                file,
+                &format!("client {id} PKCE"),
+                Severity::Low,
+                "pkce.code.challenge.method S256",
+                (!pkce).then(|| {
+                    (
+                        0,
+                        "PKCE not required: a stolen code can be redeemed".to_string(),
+                    )
+                }),
+                "attributes.pkce.code.challenge.method: S256",
+            ));
+        }
     }
     checks
 }
@@ -635,6 +681,41 @@ mod tests {
             "oidc_issuer_url = x\nclient_secret = s3cr3t\ncookie_secure = false\n",
         )]);
         assert!(!format!("{quoted:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn multi_line_arrays_comments_and_defaults_are_read_as_written() {
+        let multi = "oidc_issuer_url = \"x\"\nskip_auth_routes = [\n  \"GET=^/public\",  # the landing page\n  \"^/metrics\"\n]\ncookie_secure = false  # was --cookie-secure=true\n";
+        assert_eq!(
+            findings(&[file("p", multi)]),
+            ["p: skip-auth routes", "p: session cookie Secure"]
+        );
+        let implicit_only = r#"{"realm":"r","clients":[{"clientId":"spa","standardFlowEnabled":false,"implicitFlowEnabled":true,"redirectUris":["*"]}]}"#;
+        assert_eq!(
+            findings(&[file("realm.json", implicit_only)]),
+            [
+                "realm.json: client spa redirect URIs",
+                "realm.json: client spa implicit flow"
+            ]
+        );
+        let defaults = r#"{"realm":"r","clients":[{"clientId":"app","redirectUris":["https://app/oauth2/callback"]}]}"#;
+        assert_eq!(
+            findings(&[file("realm.json", defaults)]),
+            ["realm.json: client app PKCE"]
+        );
+        let unset = "meshConfig:\n  extensionProviders:\n  - name: p\n    envoyExtAuthzHttp:\n      service: s\n      pathPrefix: /x\n      headersToDownstreamOnDeny: [set-cookie]\n";
+        assert_eq!(
+            findings(&[file("mesh.yaml", unset)]),
+            ["mesh.yaml: ext_authz timeout"]
+        );
+        let minutes = unset.replace(
+            "      service: s\n",
+            "      service: s\n      timeout: 10m\n",
+        );
+        assert_eq!(
+            findings(&[file("mesh.yaml", &minutes)]),
+            ["mesh.yaml: ext_authz timeout"]
+        );
     }
 
     #[test]

@@ -257,41 +257,66 @@ impl Browser {
         self.cookie_attributes.iter().rev().find(|c| c.name == name)
     }
 
-    /// Replaces the value of every cookie the jar would send to `url` whose name starts with
-    /// `prefix` (a large session cookie is split into `name_0`, `name_1`, ...) by
-    /// `rewrite(name, value)`; returns how many were rewritten.
+    /// Replaces the value of the cookie `name` the jar would send to `url` by
+    /// `rewrite(name, value)`. A cookie the server split into `name_0`, `name_1`, ... (as
+    /// oauth2-proxy does above 4 KB, signing the whole) is joined, rewritten whole and split
+    /// again at the same places. Domain, path and flags are kept. Returns how many cookies
+    /// were rewritten; an empty new value deletes them.
     pub fn rewrite_cookies(
         &self,
         url: &Url,
-        prefix: &str,
+        name: &str,
         rewrite: impl Fn(&str, &str) -> String,
     ) -> usize {
         let Ok(mut store) = self.cookies.lock() else {
             return 0;
         };
-        let rewritten: Vec<cookie_store::RawCookie<'static>> = store
+        let mut parts: Vec<(usize, cookie_store::Cookie<'static>)> = store
             .matches(url)
             .into_iter()
-            .filter(|c| c.name().starts_with(prefix))
-            .map(|c| {
-                let mut raw = cookie_store::RawCookie::new(
-                    c.name().to_string(),
-                    rewrite(c.name(), c.value()),
-                );
-                raw.set_path(c.path().unwrap_or("/").to_string());
-                raw.set_secure(c.secure());
-                raw.set_http_only(c.http_only());
-                if raw.value().is_empty() {
-                    // An expired cookie is how a jar is told to drop one.
-                    raw.set_max_age(time::Duration::ZERO);
+            .filter_map(|c| {
+                if c.name() == name {
+                    return Some((0, c.clone()));
                 }
-                raw
+                let index = c.name().strip_prefix(name)?.strip_prefix('_')?;
+                index
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|_| index.chars().all(|ch| ch.is_ascii_digit()))
+                    .map(|i| (i, c.clone()))
             })
             .collect();
-        for cookie in &rewritten {
-            let _ = store.insert_raw(cookie, url);
+        parts.sort_by_key(|(index, _)| *index);
+        if parts.is_empty() {
+            return 0;
         }
-        rewritten.len()
+        let whole: String = parts.iter().map(|(_, c)| c.value()).collect();
+        let rewritten = rewrite(name, &whole);
+        let mut rest = rewritten.as_str();
+        let count = parts.len();
+        for (position, (_, original)) in parts.iter().enumerate() {
+            let take = if position + 1 == count {
+                rest.len()
+            } else {
+                original.value().len().min(rest.len())
+            };
+            let (piece, remainder) = rest.split_at(take);
+            rest = remainder;
+            let mut raw =
+                cookie_store::RawCookie::new(original.name().to_string(), piece.to_string());
+            raw.set_path(original.path().unwrap_or("/").to_string());
+            if let Some(domain) = original.domain() {
+                raw.set_domain(domain.to_string());
+            }
+            raw.set_secure(original.secure());
+            raw.set_http_only(original.http_only());
+            if rewritten.is_empty() {
+                // An expired cookie is how a jar is told to drop one.
+                raw.set_max_age(time::Duration::ZERO);
+            }
+            let _ = store.insert_raw(&raw, url);
+        }
+        count
     }
 
     /// The `Cookie` header value the jar would send to `url`, if it holds any cookie for it.

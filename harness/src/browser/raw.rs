@@ -93,6 +93,9 @@ pub fn authority(url: &Url) -> String {
     }
 }
 
+/// The start of the error for an exchange the server did not finish within the timeout.
+pub const NO_COMPLETE_RESPONSE: &str = "no complete response within";
+
 /// Sends raw requests to one origin (TLS to `https` origins, trusting the platform's roots
 /// and the environment's CA).
 #[derive(Clone)]
@@ -116,7 +119,7 @@ impl RawClient {
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
-                    "no complete response within {}s",
+                    "{NO_COMPLETE_RESPONSE} {}s",
                     self.timeout.as_secs()
                 ))
             })

@@ -123,19 +123,89 @@ pub fn judge_refused(bearer: Bearer, page: &Page, nonce: &str) -> CheckResult {
     .with_severity(bearer.severity())
 }
 
-/// A token that must not change who the app sees, sent with the session of `user_sub`.
+/// Who the app was told the request is from: every identity header it echoed, the forwarded
+/// token's subject in place of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity(Vec<(String, String)>);
+
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+];
+
+impl Identity {
+    /// The identity in an echo of the app's request headers, if the page is one.
+    pub fn seen(page: &Page) -> Option<Self> {
+        let headers = super::expect::echoed_header_values(&page.body)?;
+        let mut identity: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(name, _)| IDENTITY_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+            .map(|(name, values)| (name.to_ascii_lowercase(), values.join(", ")))
+            .collect();
+        if let Some((_, values)) = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            let subjects: Vec<String> = values
+                .iter()
+                .map(|v| {
+                    v.strip_prefix("Bearer ")
+                        .and_then(subject)
+                        .unwrap_or_else(|| "a non-JWT credential".into())
+                })
+                .collect();
+            identity.push(("authorization sub".into(), subjects.join(", ")));
+        }
+        identity.sort();
+        Some(identity).filter(|i| !i.is_empty()).map(Self)
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The control of a with-session matrix: the session alone reaches the app, and the app is
+/// told who the user is.
+pub fn judge_session(page: &Page, nonce: &str) -> (CheckResult, Option<Identity>) {
+    let identity = page
+        .body
+        .contains(nonce)
+        .then(|| Identity::seen(page))
+        .flatten();
+    let check = CheckResult::new(
+        "the session alone reaches the app as its user",
+        identity.is_some(),
+        "2xx from the app with the user's identity headers (the control for the with-session checks)",
+        match &identity {
+            Some(identity) => identity.describe(),
+            None => format!("not the app, or no identity forwarded: {}", seen(page)),
+        },
+    );
+    (check, identity)
+}
+
+/// A token sent with the session: refused, or the app is told exactly what the session alone
+/// told it.
 pub fn judge_with_session(
     bearer: Bearer,
     page: &Page,
     nonce: &str,
-    token: &str,
-    user_sub: Option<&str>,
+    session: &Identity,
 ) -> CheckResult {
     let check = |passed: bool, actual: String| {
         CheckResult::new(
             name(bearer, "with a session"),
             passed,
-            "refused, or the app sees the session's user (never the token's subject)",
+            "refused, or the app sees exactly the session's user",
             actual,
         )
         .with_severity(bearer.severity())
@@ -143,30 +213,24 @@ pub fn judge_with_session(
     if !page.body.contains(nonce) {
         return check(true, format!("not the app: {}", seen(page)));
     }
-    let forwarded = super::forwarded_bearer(page).ok();
-    if forwarded.as_deref() == Some(token) {
-        return check(false, "the app received this token as the user's".into());
-    }
-    let attack_sub = subject(token);
-    let forwarded_sub = forwarded.as_deref().and_then(subject);
-    let impersonated =
-        attack_sub.is_some() && attack_sub == forwarded_sub && attack_sub.as_deref() != user_sub;
-    if impersonated {
-        return check(
+    match Identity::seen(page) {
+        Some(identity) if &identity == session => check(
+            true,
+            format!("the app sees the session's user ({})", identity.describe()),
+        ),
+        Some(identity) => check(
             false,
             format!(
-                "the app sees the token's subject {:?}, not the session's user",
-                attack_sub.unwrap_or_default()
+                "the app was told {} instead of the session's {}",
+                identity.describe(),
+                session.describe()
             ),
-        );
-    }
-    check(
-        true,
-        format!(
-            "the app sees subject {:?} (the session's user)",
-            forwarded_sub.unwrap_or_default()
         ),
-    )
+        None => check(
+            false,
+            "inconclusive: the app was reached with no identity at all".into(),
+        ),
+    }
 }
 
 /// A JWT's `sub`, unverified.
@@ -232,27 +296,46 @@ mod tests {
     }
 
     #[test]
-    fn with_a_session_the_app_must_never_see_the_token_s_subject() {
-        let bob = token("bob-id");
-        let alice = token("alice-id");
-        let as_bob = judge_with_session(
-            Bearer::SecondUser,
-            &page(200, &echo("n3", &bob)),
-            "n3",
-            &bob,
-            Some("alice-id"),
-        );
-        assert!(!as_bob.passed, "{as_bob}");
+    fn with_a_session_the_app_must_see_exactly_the_session_s_user() {
+        let echo = |nonce: &str, user: &str, bearer: &str| {
+            serde_json::json!({"headers": {
+                "X-Meshauth-Probe": [nonce],
+                "X-Auth-Request-User": [user],
+                "Authorization": [format!("Bearer {bearer}")],
+            }})
+            .to_string()
+        };
+        let (control, session) =
+            judge_session(&page(200, &echo("n0", "alice", &token("alice-id"))), "n0");
+        assert!(control.passed, "{control}");
+        let session = session.unwrap();
         let as_alice = judge_with_session(
             Bearer::SecondUser,
-            &page(200, &echo("n3", &alice)),
+            &page(200, &echo("n3", "alice", &token("alice-id"))),
             "n3",
-            &bob,
-            Some("alice-id"),
+            &session,
         );
         assert!(as_alice.passed, "{as_alice}");
-        let refused =
-            judge_with_session(Bearer::SecondUser, &page(403, "denied"), "n3", &bob, None);
+        let as_bob = judge_with_session(
+            Bearer::SecondUser,
+            &page(200, &echo("n3", "bob", &token("alice-id"))),
+            "n3",
+            &session,
+        );
+        assert!(
+            !as_bob.passed && as_bob.actual.contains("x-auth-request-user=bob"),
+            "{as_bob}"
+        );
+        let anonymous = judge_with_session(
+            Bearer::SecondUser,
+            &page(200, r#"{"headers":{"X-Meshauth-Probe":["n3"]}}"#),
+            "n3",
+            &session,
+        );
+        assert!(!anonymous.passed && anonymous.actual.starts_with("inconclusive"));
+        let refused = judge_with_session(Bearer::SecondUser, &page(403, "denied"), "n3", &session);
         assert!(refused.passed);
+        let (dead, _) = judge_session(&page(302, "sign in"), "n0");
+        assert!(!dead.passed);
     }
 }

@@ -321,6 +321,14 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResul
     checks
 }
 
+/// An echoed `Cookie`, `Authorization` or access-token header and its (first) value.
+static ECHOED_CREDENTIAL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r#"(?i)("(?:cookie|authorization|x-auth-request-access-token|x-forwarded-access-token)"\s*:\s*\[?\s*)"[^"]*""#,
+    )
+    .expect("a valid pattern")
+});
+
 /// The request headers httpbin echoed in a `/headers` response, as (name, first value).
 pub fn echoed_headers(page: &Page) -> Result<Vec<(String, String)>, String> {
     let headers = echoed_header_values(&page.body).ok_or_else(|| {
@@ -363,10 +371,25 @@ pub fn echoed_header_values(body: &str) -> Option<Vec<(String, Vec<String>)>> {
 }
 
 pub(super) fn excerpt(body: &str) -> String {
+    // Echoed credentials are removed whole before the cut, where a truncated secret would no
+    // longer match the redactor.
+    let body = ECHOED_CREDENTIAL.replace_all(body, "$1\"[redacted]\"");
     let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= EXCERPT {
         format!("{flat:?}")
     } else {
         format!("{:?}...", flat.chars().take(EXCERPT).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn echoed_credentials_never_reach_an_excerpt_even_cut_short() {
+        let echo = r#"{"headers":{"Accept":["*/*"],"Cookie":["_oauth2_proxy=c2Vzc2lvbi1zZWNyZXQtdmFsdWUtdGhhdC1pcy1sb25n|1795|sig"],"Authorization":["Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"]}}"#;
+        let shown = super::excerpt(echo);
+        assert!(!shown.contains("c2Vzc2lvbi"), "{shown}");
+        assert!(!shown.contains("eyJhbGci"), "{shown}");
+        assert!(shown.contains(r#"\"Cookie\":[\"[redacted]\"]"#), "{shown}");
     }
 }

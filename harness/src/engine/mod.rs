@@ -54,6 +54,9 @@ pub struct ScenarioOutcome {
     pub verdict: Verdict,
     pub failures: Vec<String>,
     pub steps: Vec<StepReport>,
+    /// Parts the scenario disrupted and could not bring back: the environment is not what
+    /// later scenarios assume.
+    pub unrestored: Vec<crate::control::Part>,
 }
 
 /// Per-scenario state: a fresh browser, the callers created on first use, the last response
@@ -140,11 +143,29 @@ impl Engine {
             total: plan.run.len(),
             ..RunSummary::default()
         };
+        let mut broken: Option<String> = None;
         for (suite, scenario) in &plan.run {
-            let outcome = match target.apply(&scenario.profile(suite)).await {
-                Ok(()) => self.run_scenario(suite, scenario, target, sink).await,
-                Err(reason) => unrunnable(suite, scenario, &reason, sink),
+            let outcome = if let Some(reason) = &broken {
+                unrunnable(suite, scenario, reason, sink)
+            } else {
+                match target.apply(&scenario.profile(suite)).await {
+                    Ok(()) => self.run_scenario(suite, scenario, target, sink).await,
+                    Err(reason) => unrunnable(suite, scenario, &reason, sink),
+                }
             };
+            if !outcome.unrestored.is_empty() {
+                // A stopped auth service makes every later refusal meaningless.
+                broken = Some(format!(
+                    "not run: {} left the {} disrupted and restoring it failed",
+                    crate::scenario::qualified_name(suite, scenario),
+                    outcome
+                        .unrestored
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             match outcome.verdict {
                 Verdict::Pass => summary.passed += 1,
                 Verdict::Fail => summary.failed += 1,
@@ -175,6 +196,7 @@ impl Engine {
         });
         let mut failures = Vec::new();
         let mut steps = Vec::new();
+        let mut unrestored = Vec::new();
         match Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone()) {
             Ok(mut browser) => {
                 browser.confine_to(self.endpoints.hosts());
@@ -216,6 +238,7 @@ impl Engine {
                             "restoring the {} after the scenario: {error}",
                             part.name()
                         ));
+                        unrestored.push(part);
                     }
                 }
             }
@@ -237,6 +260,7 @@ impl Engine {
             verdict,
             failures,
             steps,
+            unrestored,
         }
     }
 
@@ -257,11 +281,11 @@ impl Engine {
                     .map(|()| StepOutput::default())
             }
             Step::Restore { component } => {
-                state.disrupted.retain(|p| p != component);
-                control
-                    .restore(*component)
-                    .await
-                    .map(|()| StepOutput::default())
+                let restored = control.restore(*component).await;
+                if restored.is_ok() {
+                    state.disrupted.retain(|p| p != component);
+                }
+                restored.map(|()| StepOutput::default())
             }
             Step::AuditConfig {} => control.config_files().and_then(|files| {
                 if files.is_empty() {
@@ -753,16 +777,33 @@ impl Engine {
         state: &mut ScenarioState,
     ) -> Result<StepOutput, String> {
         let url = self.url(&matrix.url)?;
-        let user_sub = state
-            .granted
-            .as_ref()
-            .and_then(|t| bearer::subject(t.expose()));
-        if matrix.with_session && state.browser.cookie_header_for(&url).is_none() {
-            return Err(
-                "with_session needs the scenario's session: put a sign_in step before it".into(),
-            );
-        }
         let mut checks = Vec::new();
+        let mut session = None;
+        if matrix.with_session {
+            if state.browser.cookie_header_for(&url).is_none() {
+                return Err(
+                    "with_session needs the scenario's session: put a sign_in step before it"
+                        .into(),
+                );
+            }
+            let nonce = bearer::nonce();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                reqwest::header::HeaderName::from_static(bearer::NONCE_HEADER),
+                HeaderValue::from_str(&nonce).map_err(|e| e.to_string())?,
+            );
+            let page = state
+                .browser
+                .send(Method::GET, url.clone(), &Body::Empty, &headers)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (control, identity) = bearer::judge_session(&page, &nonce);
+            checks.push(control);
+            match identity {
+                Some(identity) => session = Some(identity),
+                None => return Ok(StepOutput { checks, jwt: None }),
+            }
+        }
         let wanted = matrix
             .accepted
             .iter()
@@ -780,7 +821,7 @@ impl Engine {
             } else {
                 bearer::judge_refused(kind, &anonymous, &nonce)
             });
-            if matrix.with_session && !accept {
+            if let (Some(session), false) = (&session, accept) {
                 let nonce = bearer::nonce();
                 let headers = bearer::headers(&token, &nonce)?;
                 let page = state
@@ -788,13 +829,7 @@ impl Engine {
                     .send(Method::GET, url.clone(), &Body::Empty, &headers)
                     .await
                     .map_err(|e| e.to_string())?;
-                checks.push(bearer::judge_with_session(
-                    kind,
-                    &page,
-                    &nonce,
-                    &token,
-                    user_sub.as_deref(),
-                ));
+                checks.push(bearer::judge_with_session(kind, &page, &nonce, session));
             }
         }
         Ok(StepOutput { checks, jwt: None })
@@ -872,6 +907,7 @@ fn unrunnable(
         verdict: Verdict::Fail,
         failures,
         steps: Vec::new(),
+        unrestored: Vec::new(),
     }
 }
 

@@ -211,6 +211,25 @@ fn judge_outage(
         Ok(answer) => describe_refusal(answer),
         Err(error) => format!("no response ({error})"),
     };
+    // A gateway still waiting on a hung auth service has decided nothing yet: after its own
+    // timeout (Istio's default is 600 s) it may well let the request through.
+    let held = [anonymous, signed].into_iter().find_map(|answer| {
+        answer
+            .as_ref()
+            .err()
+            .filter(|e| e.starts_with(crate::browser::raw::NO_COMPLETE_RESPONSE))
+    });
+    if let Some(error) = held {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!(
+                "inconclusive: the gateway held the request ({error}), so what it does once its \
+                 ext_authz timeout ends is unknown; set the provider's timeout to seconds"
+            ),
+        );
+    }
     if let Some(answer) = reached(anonymous, anonymous_marker) {
         return CheckResult::new(
             name,
@@ -388,9 +407,16 @@ mod tests {
                     .starts_with("with a session the request reached"),
             "{check}"
         );
-        let timed_out: Result<RawResponse, String> = Err("timed out".into());
-        let check = judge_outage("x".into(), &timed_out, "mpA", &timed_out, "mpS");
+        let reset: Result<RawResponse, String> = Err("connection reset by peer".into());
+        let check = judge_outage("x".into(), &reset, "mpA", &reset, "mpS");
         assert!(check.passed, "{check}");
+        let held: Result<RawResponse, String> =
+            Err(format!("{} 15s", crate::browser::raw::NO_COMPLETE_RESPONSE));
+        let check = judge_outage("x".into(), &refused, "mpA", &held, "mpS");
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
     }
 
     #[test]

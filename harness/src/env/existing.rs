@@ -382,18 +382,18 @@ impl StackControl for ExistingControl {
         &mut self,
         part: Part,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
-        let command = match self.disrupted.remove(&part) {
+        let command = match self.disrupted.get(&part) {
             Some(Disruption::Stop) => self.command(part, |c| &c.start),
             Some(Disruption::Pause) => self.command(part, |c| &c.resume),
             None => None,
         };
         Box::pin(async move {
-            match command {
-                Some(command) => {
-                    run_command(format!("restoring the {}", part.name()), command).await
-                }
-                None => Ok(()),
+            if let Some(command) = command {
+                run_command(format!("restoring the {}", part.name()), command).await?;
             }
+            // Forgotten only once it is back: a failed restore is tried again.
+            self.disrupted.remove(&part);
+            Ok(())
         })
     }
 }

@@ -98,6 +98,9 @@ struct PageView<'a> {
 struct SecurityView<'a> {
     findings: usize,
     attacks: usize,
+    /// Attack scenarios that failed without a finding (an error, a failed control): their
+    /// class proved nothing.
+    inconclusive: usize,
     classes: Vec<AttackClass<'a>>,
     left_out: &'a [crate::events::LeftOut],
     limits: &'a [String],
@@ -107,6 +110,7 @@ struct SecurityView<'a> {
 struct AttackClass<'a> {
     class: &'a str,
     attacks: usize,
+    inconclusive: Vec<Finding<'a>>,
     /// Worst first.
     findings: Vec<Finding<'a>>,
 }
@@ -217,6 +221,16 @@ struct WaterfallRow {
     step: usize,
 }
 
+/// What an inconclusive scenario that stopped on an error (no failed check) points to.
+static NO_CHECK: std::sync::LazyLock<CheckResult> = std::sync::LazyLock::new(|| {
+    CheckResult::new(
+        "the scenario stopped on an error",
+        false,
+        "its attack checks to run",
+        "see the scenario's steps",
+    )
+});
+
 /// Charts are drawn in a 1000-unit-wide view box that scales to the page: labels on the
 /// left, bars in the remaining width.
 const LABEL_WIDTH: f64 = 380.0;
@@ -277,28 +291,59 @@ impl<'a> SecurityView<'a> {
         let mut classes: Vec<AttackClass<'a>> = Vec::new();
         for view in scenarios {
             let scenario = view.scenario;
-            for check in scenario.steps.iter().flat_map(|s| &s.checks) {
-                let Some(severity) = check.severity else {
-                    continue;
-                };
-                let class = match classes.iter_mut().find(|c| c.class == scenario.suite) {
-                    Some(class) => class,
-                    None => {
-                        classes.push(AttackClass {
-                            class: &scenario.suite,
-                            attacks: 0,
-                            findings: Vec::new(),
-                        });
-                        classes.last_mut().expect("pushed above")
-                    }
-                };
+            let attack_checks: Vec<&'a CheckResult> = scenario
+                .steps
+                .iter()
+                .flat_map(|s| &s.checks)
+                .filter(|c| c.severity.is_some())
+                .collect();
+            if attack_checks.is_empty() && !scenario.suite.starts_with("attack_") {
+                continue;
+            }
+            let class = match classes.iter_mut().position(|c| c.class == scenario.suite) {
+                Some(index) => &mut classes[index],
+                None => {
+                    classes.push(AttackClass {
+                        class: &scenario.suite,
+                        attacks: 0,
+                        inconclusive: Vec::new(),
+                        findings: Vec::new(),
+                    });
+                    classes.last_mut().expect("pushed above")
+                }
+            };
+            for check in &attack_checks {
                 class.attacks += 1;
                 if !check.passed {
                     class.findings.push(Finding {
-                        severity: severity.name(),
+                        severity: check.severity.map(|s| s.name()).unwrap_or("high"),
                         scenario: scenario.qualified_name(),
                         anchor: view.anchor.clone(),
                         check,
+                    });
+                }
+            }
+            let failed_without_finding =
+                scenario.failed() && attack_checks.iter().all(|c| c.passed);
+            if failed_without_finding {
+                let why = scenario
+                    .steps
+                    .iter()
+                    .flat_map(|s| s.checks.iter())
+                    .find(|c| !c.passed);
+                if let Some(check) = why {
+                    class.inconclusive.push(Finding {
+                        severity: "inconclusive",
+                        scenario: scenario.qualified_name(),
+                        anchor: view.anchor.clone(),
+                        check,
+                    });
+                } else {
+                    class.inconclusive.push(Finding {
+                        severity: "inconclusive",
+                        scenario: scenario.qualified_name(),
+                        anchor: view.anchor.clone(),
+                        check: &NO_CHECK,
                     });
                 }
             }
@@ -314,11 +359,12 @@ impl<'a> SecurityView<'a> {
         }
         classes.sort_by_key(|c| {
             (
-                c.findings.is_empty(),
+                c.findings.is_empty() && c.inconclusive.is_empty(),
                 c.findings.first().map(|f| rank(f.severity)),
             )
         });
         Self {
+            inconclusive: classes.iter().map(|c| c.inconclusive.len()).sum(),
             findings: classes.iter().map(|c| c.findings.len()).sum(),
             attacks: classes.iter().map(|c| c.attacks).sum(),
             classes,
