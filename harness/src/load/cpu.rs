@@ -79,7 +79,11 @@ impl CpuSample {
         let share = |part: f64| if total > 0.0 { part / total } else { 0.0 };
         CpuUse {
             cpu_seconds: process / per_second,
-            share_of_machine: share(process),
+            // The kernel accounts a process's time per thread, exactly, and rounds it to ticks
+            // when read; the machine's counters advance a tick per CPU at a time. A process
+            // that keeps every core busy can therefore read a few ticks above the machine's
+            // total over a short window: it used the whole machine, not more.
+            share_of_machine: share(process).min(1.0),
             machine_busy: share(total - idle),
         }
     }
