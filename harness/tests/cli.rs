@@ -1,6 +1,8 @@
 //! The `meshauth` binary as a user meets it: help, listing, clear errors with exit code 2 for
 //! bad input, and no processes left behind after Ctrl-C.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -112,40 +114,6 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Every process descended from `root`, read from /proc.
-fn descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, ppid)| *ppid == parent)
-                .map(|(pid, _)| *pid),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -187,7 +155,7 @@ fn ctrl_c_on_up_leaves_no_processes_behind() {
         &std::fs::metadata(&credentials).unwrap().permissions(),
     );
     assert_eq!(mode & 0o077, 0, "{credentials} is readable by others");
-    let components = descendants(child.id());
+    let components = common::descendants(child.id());
     assert!(
         components.len() >= 4,
         "expected the stack's processes, found {components:?}"

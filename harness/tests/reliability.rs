@@ -36,38 +36,6 @@ fn zombie_children() -> Vec<String> {
         .collect()
 }
 
-/// Descendants of this process (by parent chain), alive or not.
-fn descendants() -> BTreeSet<u32> {
-    let me = std::process::id();
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![me];
-    while let Some(parent) = frontier.pop() {
-        for (pid, _) in parents.iter().filter(|(_, ppid)| *ppid == parent) {
-            if found.insert(*pid) {
-                frontier.push(*pid);
-            }
-        }
-    }
-    found
-}
-
 /// Opens and closes loopback connections as fast as it can until told to stop, so every
 /// ephemeral port the kernel has is in play while the stack starts.
 fn churn_ephemeral_ports(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
@@ -188,7 +156,7 @@ fn the_stack_survives_taken_ports_and_reaps_what_dies() {
     );
 
     // A component that dies is reaped at once and named.
-    let before = descendants();
+    let before = common::descendants(std::process::id());
     let httpbin = stack.ports().httpbin;
     let pid = before
         .iter()
@@ -226,6 +194,8 @@ fn the_stack_survives_taken_ports_and_reaps_what_dies() {
         "no zombie after stop: {:?}",
         zombie_children()
     );
-    let left: Vec<u32> = descendants().into_iter().collect();
+    let left: Vec<u32> = common::descendants(std::process::id())
+        .into_iter()
+        .collect();
     assert!(left.is_empty(), "no process of the stack left: {left:?}");
 }

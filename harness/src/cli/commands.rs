@@ -56,6 +56,21 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// A line per stack start-up event worth showing.
+    pub(crate) fn stack_event(&self, event: StackEvent) {
+        match event {
+            StackEvent::Starting(component) => self.say(format!("starting {component}")),
+            StackEvent::Retrying { component, detail } => {
+                self.done(format!("{component}: {detail}"))
+            }
+            StackEvent::Binding { .. } => {}
+            StackEvent::Ready { component, after } => self.done(format!(
+                "{component} ready after {:.1}s",
+                after.as_secs_f64()
+            )),
+        }
+    }
+
     fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
@@ -293,17 +308,7 @@ pub(crate) async fn start_local_with(
     let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
     let progress = Progress::new();
     let started = Instant::now();
-    let observe = |event: StackEvent| match event {
-        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
-        StackEvent::Retrying { component, detail } => {
-            progress.done(format!("{component}: {detail}"))
-        }
-        StackEvent::Binding { .. } => {}
-        StackEvent::Ready { component, after } => progress.done(format!(
-            "{component} ready after {:.1}s",
-            after.as_secs_f64()
-        )),
-    };
+    let observe = |event: StackEvent| progress.stack_event(event);
     let stack = LocalStack::start(toolchain, &run_dir, config, redactor, &observe).await;
     progress.finish();
     let stack = stack
@@ -330,17 +335,7 @@ pub(crate) async fn start_kind(
     };
     let progress = Progress::new();
     let started = Instant::now();
-    let observe = |event: StackEvent| match event {
-        StackEvent::Starting(component) => progress.say(format!("starting {component}")),
-        StackEvent::Retrying { component, detail } => {
-            progress.done(format!("{component}: {detail}"))
-        }
-        StackEvent::Binding { .. } => {}
-        StackEvent::Ready { component, after } => progress.done(format!(
-            "{component} ready after {:.1}s",
-            after.as_secs_f64()
-        )),
-    };
+    let observe = |event: StackEvent| progress.stack_event(event);
     let environment = KindEnvironment::start(run_dir, config, options, redactor, &observe).await;
     progress.finish();
     let environment = environment.with_context(|| {

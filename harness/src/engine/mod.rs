@@ -511,7 +511,9 @@ impl Engine {
             } => {
                 let mut headers = HeaderMap::new();
                 if let Some(bearer) = bearer {
-                    let token = self.bearer_token(*bearer, state).await?;
+                    let token = self
+                        .bearer_token(*bearer, state, &tokio::sync::OnceCell::new())
+                        .await?;
                     let value = HeaderValue::from_str(&format!("Bearer {token}"))
                         .map_err(|e| e.to_string())?;
                     headers.insert(AUTHORIZATION, value);
@@ -670,7 +672,13 @@ impl Engine {
     }
 
     /// The token `bearer` stands for, made or fetched now; every one is registered as a secret.
-    async fn bearer_token(&self, kind: Bearer, state: &ScenarioState) -> Result<String, String> {
+    /// `jwks` holds the IdP's key set once fetched, for every token of one step.
+    async fn bearer_token(
+        &self,
+        kind: Bearer,
+        state: &ScenarioState,
+        jwks: &tokio::sync::OnceCell<jsonwebtoken::jwk::JwkSet>,
+    ) -> Result<String, String> {
         let granted = || {
             state
                 .granted
@@ -680,11 +688,13 @@ impl Engine {
                     format!("the {kind:?} bearer is made from the granted token: run a successful token_grant step first")
                 })
         };
-        let jwks = || async {
-            let discovery = self.discovery().await?;
-            oidc::fetch_jwks(&self.http, &discovery)
-                .await
-                .map_err(|e| e.to_string())
+        let jwks = || {
+            jwks.get_or_try_init(|| async {
+                let discovery = self.discovery().await?;
+                oidc::fetch_jwks(&self.http, &discovery)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         };
         let other_client = || {
             self.endpoints.other_client.as_ref().ok_or(
@@ -693,23 +703,21 @@ impl Engine {
                     .to_string(),
             )
         };
-        let issued = |grant: oidc::GrantResponse, what: &str| {
-            grant
-                .access_token
-                .map(|t| t.expose().to_string())
-                .ok_or_else(|| {
+        let issued =
+            |token: Option<Secret>, status: reqwest::StatusCode, body: &str, what: &str| {
+                token.map(|t| t.expose().to_string()).ok_or_else(|| {
                     format!(
                         "the IdP issued no {what}: {} {}",
-                        grant.status.as_u16(),
-                        expect::excerpt(&grant.body)
+                        status.as_u16(),
+                        expect::excerpt(body)
                     )
                 })
-        };
+            };
         let token = match bearer::source(kind) {
             bearer::Source::Granted => granted()?,
             bearer::Source::Invented(token) => token,
             bearer::Source::Forged(forgery) => {
-                oidc::forge::forge(&granted()?, forgery, &jwks().await?)
+                oidc::forge::forge(&granted()?, forgery, jwks().await?)
                     .map_err(|e| e.to_string())?
             }
             bearer::Source::Minted(minted) => {
@@ -718,7 +726,7 @@ impl Engine {
                      test_signing_key_file in the environment file (see \
                      docs/existing-environment.md), or deselect this scenario",
                 )?;
-                oidc::forge::mint(&granted()?, minted, key, &jwks().await?, oidc::now_unix())
+                oidc::forge::mint(&granted()?, minted, key, jwks().await?, oidc::now_unix())
                     .map_err(|e| e.to_string())?
             }
             bearer::Source::OtherClientPassword => {
@@ -734,7 +742,12 @@ impl Engine {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                issued(grant, "token to the other client")?
+                issued(
+                    grant.access_token,
+                    grant.status,
+                    &grant.body,
+                    "token to the other client",
+                )?
             }
             bearer::Source::OtherClientService => {
                 let client = other_client()?;
@@ -747,22 +760,21 @@ impl Engine {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                issued(grant, "service-account token")?
+                issued(
+                    grant.access_token,
+                    grant.status,
+                    &grant.body,
+                    "service-account token",
+                )?
             }
             bearer::Source::SecondUserPassword => {
-                let (username, password) = self.credentials(Credentials::SecondUser)?;
-                let discovery = self.discovery().await?;
-                let grant = oidc::password_grant(
-                    &self.http,
-                    &discovery.token_endpoint,
-                    &self.endpoints.client_id,
-                    &self.endpoints.client_secret,
-                    &username,
-                    &password,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                issued(grant, "token to the second user")?
+                let (answer, token) = self.token_grant(Credentials::SecondUser).await?;
+                issued(
+                    token,
+                    answer.status,
+                    &answer.body,
+                    "token to the second user",
+                )?
             }
         };
         if !matches!(kind, Bearer::Forged | Bearer::Garbage) {
@@ -804,13 +816,14 @@ impl Engine {
                 None => return Ok(StepOutput { checks, jwt: None }),
             }
         }
+        let jwks = tokio::sync::OnceCell::new();
         let wanted = matrix
             .accepted
             .iter()
             .map(|b| (*b, true))
             .chain(matrix.refused.iter().map(|b| (*b, false)));
         for (kind, accept) in wanted {
-            let token = self.bearer_token(kind, state).await?;
+            let token = self.bearer_token(kind, state, &jwks).await?;
             let nonce = bearer::nonce();
             let headers = bearer::headers(&token, &nonce)?;
             let anonymous = self
