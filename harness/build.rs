@@ -63,6 +63,11 @@ fn main() {
         &[".j2", ".json", ".yaml", ".cfg"],
     ));
     code.push_str(&table("KIND", &workspace.join("kind"), &[".j2"]));
+    code.push_str(&table(
+        "ISTIO_XDS",
+        &workspace.join("istio-xds"),
+        &[".go", "go.mod", "go.sum"],
+    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
 }

@@ -25,6 +25,8 @@ pub enum BrowserError {
     Trust(#[source] reqwest::Error),
     #[error("the workload certificate and key are not a usable client identity: {0}")]
     Identity(#[source] reqwest::Error),
+    #[error("the mesh CA, workload certificate or key is not usable for mTLS: {0}")]
+    MeshTls(String),
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     /// The server never answered: connection refused, reset or closed, TLS handshake failed.
@@ -214,18 +216,48 @@ impl Browser {
     }
 
     /// A cookie-less client that presents a client certificate (`cert_pem` + `key_pem`) and
-    /// trusts only the platform roots plus `ca_pem`: a mesh workload's sidecar.
+    /// trusts only `ca_pem`, offering Istio's ALPN values (`istio-peer-exchange`, `istio`) as a
+    /// sidecar's upstream TLS does: a PERMISSIVE listener takes TLS without them for the app's
+    /// own TLS and passes it through instead of terminating mTLS.
     pub fn with_client_certificate(
         ca_pem: &str,
         cert_pem: &str,
         key_pem: &Secret,
         redactor: Redactor,
     ) -> Result<Self, BrowserError> {
-        let identity =
-            reqwest::Identity::from_pem(format!("{cert_pem}\n{}", key_pem.expose()).as_bytes())
-                .map_err(BrowserError::Identity)?;
-        let client = builder(Some(ca_pem))?
-            .identity(identity)
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fail = |e: &dyn std::fmt::Display| BrowserError::MeshTls(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots
+                .add(certificate.map_err(|e| fail(&e))?)
+                .map_err(|e| fail(&e))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).map_err(|e| fail(&e))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| fail(&e))?;
+        tls.alpn_protocols = vec![
+            b"istio-peer-exchange".to_vec(),
+            b"istio".to_vec(),
+            b"http/1.1".to_vec(),
+        ];
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("meshauth/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .http1_only()
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(BrowserError::Client)?;
         Ok(Self {

@@ -73,6 +73,8 @@ pub struct Toolchain {
     pub oauth2_proxy: PathBuf,
     pub httpbin: PathBuf,
     pub envoy: PathBuf,
+    /// `meshauth-istio-xds`: Istio's config generator serving the local proxies.
+    pub istio_xds: PathBuf,
     pub versions: Vec<ComponentVersion>,
 }
 
@@ -105,28 +107,36 @@ pub fn ensure_installed(
         ),
     });
 
-    let (keycloak, oauth2_proxy, httpbin, envoy) = std::thread::scope(|scope| {
+    let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds) = std::thread::scope(|scope| {
         let keycloak = scope.spawn(|| install_keycloak(cache, &java, observe));
         let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, observe));
         let httpbin = scope.spawn(|| install_httpbin(cache, observe));
         let envoy = scope.spawn(|| install_envoy(cache, observe));
+        let istio_xds = scope.spawn(|| install_istio_xds(cache, observe));
         (
             join(keycloak, "keycloak"),
             join(oauth2_proxy, "oauth2-proxy"),
             join(httpbin, "httpbin"),
             join(envoy, "envoy"),
+            join(istio_xds, "istio-xds"),
         )
     });
     let (keycloak_home, keycloak_source) = keycloak?;
     let (oauth2_proxy, oauth2_proxy_source) = oauth2_proxy?;
     let (httpbin, httpbin_source) = httpbin?;
     let (envoy, envoy_source) = envoy?;
+    let (istio_xds, istio_xds_source) = istio_xds?;
 
     let versions = vec![
         version("Keycloak", versions::KEYCLOAK, keycloak_source),
         version("oauth2-proxy", versions::OAUTH2_PROXY, oauth2_proxy_source),
         version("Envoy", versions::ENVOY, envoy_source),
         version("go-httpbin", versions::HTTPBIN, httpbin_source),
+        version(
+            "Istio config generator",
+            versions::ISTIO_GENERATOR,
+            istio_xds_source,
+        ),
         version("Java", &java.major.to_string(), java.found_via.clone()),
     ];
     Ok(Toolchain {
@@ -135,6 +145,7 @@ pub fn ensure_installed(
         oauth2_proxy,
         httpbin,
         envoy,
+        istio_xds,
         versions,
     })
 }
@@ -589,6 +600,67 @@ fn install_oauth2_proxy(
         detail: format!("{} built", versions::OAUTH2_PROXY),
     });
     Ok((binary, "Go module".into()))
+}
+
+/// Builds `istio-xds/` (embedded in this binary) against the pinned Istio generator, into a
+/// cache directory named by the sources' digest, so an edited program is rebuilt.
+fn install_istio_xds(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(PathBuf, String), ComponentError> {
+    const COMPONENT: &str = "istio-xds";
+    if let Some(path) = override_path("MESHAUTH_ISTIO_XDS", COMPONENT)? {
+        return Ok((path, "$MESHAUTH_ISTIO_XDS".into()));
+    }
+    let digest =
+        crate::embedded::ISTIO_XDS
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, (path, text)| {
+                path.bytes().chain(text.bytes()).fold(hash, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                })
+            });
+    let dir = cache.path().join(format!("istio-xds-{digest:016x}"));
+    let binary = dir.join("meshauth-istio-xds");
+    if binary.is_file() {
+        observe(InstallEvent::Finished {
+            component: COMPONENT,
+            detail: format!("Istio {} (cached)", versions::ISTIO_GENERATOR),
+        });
+        return Ok((binary, "built from istio-xds/ (cached)".into()));
+    }
+    observe(InstallEvent::Started {
+        component: COMPONENT,
+        action: format!(
+            "go build istio-xds/ against istio.io/istio@{} (about 3 minutes cold)",
+            versions::ISTIO_GENERATOR
+        ),
+    });
+    let source = dir.join("src");
+    for (path, text) in crate::embedded::ISTIO_XDS {
+        let target = source.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io("create the istio-xds source directory"))?;
+        }
+        std::fs::write(&target, text).map_err(io(format!("write {}", target.display())))?;
+    }
+    let staging = dir.join("meshauth-istio-xds.staging");
+    run(
+        COMPONENT,
+        go_command(cache)
+            .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+            .arg(&staging)
+            .arg(".")
+            .current_dir(&source),
+        "check that Go is installed and its module proxy serves istio.io/istio at the pinned \
+         pseudo-version (istio-xds/go.mod), or set MESHAUTH_ISTIO_XDS to a built meshauth-istio-xds",
+    )?;
+    std::fs::rename(&staging, &binary).map_err(io("move the istio-xds binary into place"))?;
+    observe(InstallEvent::Finished {
+        component: COMPONENT,
+        detail: format!("Istio {} built", versions::ISTIO_GENERATOR),
+    });
+    Ok((binary, "built from istio-xds/".into()))
 }
 
 fn install_httpbin(

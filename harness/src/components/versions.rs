@@ -24,3 +24,11 @@ pub const KUBERNETES_MODULE: &str = "k8s.io/kubernetes";
 /// (`mesh/v1alpha1/config.proto`) from the Go module `istio.io/api`.
 pub const ISTIO_API: &str = "v1.31.1";
 pub const ISTIO_API_MODULE: &str = "istio.io/api";
+
+/// Istio's config generator (pilot, run in process by `istio-xds/`), a pseudo-version of
+/// `istio.io/istio` master: Istio publishes no release tags as Go module versions.
+pub const ISTIO_GENERATOR: &str = "v0.0.0-20260827124520-eed52ebb66ad";
+/// The Istio release line that commit belongs to (its `VERSION` file), sent by the local
+/// proxies as `ISTIO_VERSION` so version-gated output is what this generator makes for its own
+/// proxies.
+pub const ISTIO_PROXY_VERSION: &str = "1.31.0";

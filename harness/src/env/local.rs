@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
+use super::istio::{self, BootstrapContext, IstioContext, ProxyIdentity, SidecarPolicyContext};
 use super::pki::{self, MeshPki, RunPki};
 use super::ports::{Component, Ports};
 use super::{ClientCredentials, Endpoints, EnvError, MeshEndpoints, TestUser};
@@ -16,7 +17,7 @@ use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::oidc::forge::SigningKey;
-use crate::policy::{AuthorizationRequirement, SidecarPolicy, StackProfile};
+use crate::policy::{SidecarPolicy, StackProfile};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -34,8 +35,6 @@ pub const OTHER_CLIENT_ID: &str = "meshauth-other";
 
 pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
 pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
-const GATEWAY_FIXTURE: &str = "envoy/gateway.yaml.j2";
-const SIDECAR_FIXTURE: &str = "envoy/sidecar.yaml.j2";
 
 const KEYCLOAK_READY: Duration = Duration::from_secs(180);
 const COMPONENT_READY: Duration = Duration::from_secs(30);
@@ -124,6 +123,10 @@ pub struct StackConfig {
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
     /// AuthorizationPolicy). Istio's defaults unless a suite's `stack:` profile says otherwise.
     pub sidecar: SidecarPolicy,
+    /// A directory of the user's own Istio YAML, laid over the objects rendered from the
+    /// settings above: an object of the same kind, namespace and name replaces the rendered
+    /// one, others are added (`meshauth run --istio DIR`).
+    pub istio_overlay: Option<PathBuf>,
 }
 
 impl Default for StackConfig {
@@ -154,6 +157,7 @@ impl Default for StackConfig {
             baseline_route: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
+            istio_overlay: None,
         }
     }
 }
@@ -479,68 +483,6 @@ struct FixtureContext<'a> {
     realm: RealmContext<'a>,
     #[serde(flatten)]
     oauth2_proxy: OAuth2ProxyContext<'a>,
-    // gateway
-    https_port: u16,
-    http_port: u16,
-    admin_port: u16,
-    tls_cert: String,
-    tls_key: String,
-    ext_authz: bool,
-    ext_authz_path_prefix: bool,
-    ext_authz_fail_open: bool,
-    ext_authz_timeout_seconds: u32,
-    strip_identity_headers: bool,
-    request_authentication: bool,
-    jwt_audiences: bool,
-    log_query_strings: bool,
-    baseline_route: bool,
-    httpbin_port: u16,
-    oauth2_proxy_port: u16,
-    keycloak_port: u16,
-    // mesh: the gateway's side of ISTIO_MUTUAL and httpbin's sidecar
-    sidecar_port: u16,
-    sidecar_admin_port: u16,
-    upstream_mtls: bool,
-    trust_domain_check: bool,
-    mesh_ca: String,
-    gateway_workload_cert: String,
-    gateway_workload_key: String,
-    httpbin_identity: String,
-    workload_cert: String,
-    workload_key: String,
-    #[serde(flatten)]
-    sidecar_policy: SidecarPolicyContext<'a>,
-}
-
-/// The sidecar template's view of the typed policy.
-#[derive(Serialize)]
-struct SidecarPolicyContext<'a> {
-    peer_authentication: &'static str,
-    accepts_mtls: bool,
-    accepts_plaintext: bool,
-    sidecar_request_authentication: bool,
-    authorization: &'static str,
-    peer_principal: &'a str,
-}
-
-impl<'a> SidecarPolicyContext<'a> {
-    fn new(policy: &'a SidecarPolicy) -> Self {
-        Self {
-            peer_authentication: policy.peer_authentication.name(),
-            accepts_mtls: policy.peer_authentication.accepts_mtls(),
-            accepts_plaintext: policy.peer_authentication.accepts_plaintext(),
-            sidecar_request_authentication: policy.request_authentication,
-            authorization: match &policy.authorization {
-                AuthorizationRequirement::None => "none",
-                AuthorizationRequirement::RequestPrincipal => "request_principal",
-                AuthorizationRequirement::PeerPrincipal(_) => "peer_principal",
-            },
-            peer_principal: match &policy.authorization {
-                AuthorizationRequirement::PeerPrincipal(principal) => principal,
-                _ => "",
-            },
-        }
-    }
 }
 
 /// What the stack knows about starting each component.
@@ -549,6 +491,7 @@ impl Component {
         match self {
             Self::Keycloak => "keycloak",
             Self::Httpbin => "httpbin",
+            Self::IstioXds => "istio-xds",
             Self::Sidecar => "sidecar",
             Self::Gateway => "envoy",
             Self::OAuth2Proxy => "oauth2-proxy",
@@ -587,7 +530,8 @@ pub struct LocalStack {
     issuer: String,
     endpoints: Endpoints,
     probe: reqwest::Client,
-    httpbin_identity: String,
+    /// PEM of the gateway's serving certificate and key (the `credentialName` secret).
+    gateway_tls: (String, Secret),
     /// In start order; stopped in reverse.
     running: Vec<Running>,
     /// Running components frozen by a scenario (SIGSTOP), until it restores them.
@@ -627,6 +571,7 @@ impl LocalStack {
         write_private(&tls_dir.join("gateway-key.pem"), &pki.server_key_pem)?;
         let mesh = MeshPki::generate()?;
         write_private(&tls_dir.join("mesh-ca.pem"), &mesh.ca_cert_pem)?;
+        write_private(&tls_dir.join("mesh-ca-key.pem"), mesh.ca_key_pem.expose())?;
         for (name, workload) in [
             ("httpbin", &mesh.httpbin),
             ("sleep", &mesh.sleep),
@@ -678,7 +623,10 @@ impl LocalStack {
             config,
             issuer: String::new(),
             endpoints,
-            httpbin_identity: mesh.httpbin.spiffe_id.clone(),
+            gateway_tls: (
+                pki.server_cert_pem.clone(),
+                Secret::new(pki.server_key_pem.clone()),
+            ),
             probe: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .no_proxy()
@@ -849,7 +797,12 @@ impl LocalStack {
             self.keycloak_ready = false;
             self.record(Component::Keycloak, process, inputs(Component::Keycloak));
         }
-        for component in [Component::Httpbin, Component::Sidecar, Component::Gateway] {
+        for component in [
+            Component::Httpbin,
+            Component::IstioXds,
+            Component::Sidecar,
+            Component::Gateway,
+        ] {
             if !self.is_running(component) {
                 progress(StackEvent::Starting(component.name()));
                 self.announce_ports(component, progress);
@@ -937,7 +890,11 @@ impl LocalStack {
         self.endpoints.app = url(&format!("https://127.0.0.1:{}/", ports.gateway_https));
         self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
         if let Some(mesh) = self.endpoints.mesh.as_mut() {
-            mesh.sidecar = url(&format!("http://127.0.0.1:{}/", ports.sidecar));
+            mesh.sidecar = url(&format!(
+                "http://{}:{}/",
+                ProxyIdentity::httpbin().ip,
+                ports.sidecar
+            ));
         }
     }
 
@@ -974,10 +931,13 @@ impl LocalStack {
     }
 
     /// Everything each component is started from (rendered files, the ports it binds, the
-    /// secrets it is given), in start order.
-    fn wanted_inputs(&self) -> Result<[(Component, String); 5], EnvError> {
+    /// secrets it is given), in start order. The proxies restart with any change of the Istio
+    /// inputs, so none keeps configuration from before a change.
+    fn wanted_inputs(&self) -> Result<[(Component, String); 6], EnvError> {
         let context = self.context();
         let ports = |component: Component| format!("{:?}", self.ports.owned(component));
+        let istio = self.istio_inputs()?;
+        let istio_text = istio.digest();
         Ok([
             (
                 Component::Keycloak,
@@ -990,12 +950,16 @@ impl LocalStack {
             ),
             (Component::Httpbin, ports(Component::Httpbin)),
             (
+                Component::IstioXds,
+                format!("{istio_text}\n{}", ports(Component::IstioXds)),
+            ),
+            (
                 Component::Sidecar,
-                crate::fixtures::render(SIDECAR_FIXTURE, &context)?,
+                format!("{}\n{istio_text}", self.bootstrap(Component::Sidecar)?),
             ),
             (
                 Component::Gateway,
-                crate::fixtures::render(GATEWAY_FIXTURE, &context)?,
+                format!("{}\n{istio_text}", self.bootstrap(Component::Gateway)?),
             ),
             (
                 Component::OAuth2Proxy,
@@ -1008,6 +972,93 @@ impl LocalStack {
         ])
     }
 
+    /// The Istio objects and mesh config of this configuration, and the user's overlay.
+    fn istio_inputs(&self) -> Result<IstioInputs, EnvError> {
+        let context = self.istio_context();
+        let overlay = match &self.config.istio_overlay {
+            Some(dir) => Some(read_overlay(dir)?),
+            None => None,
+        };
+        Ok(IstioInputs {
+            policy: crate::fixtures::render(istio::POLICY_FIXTURE, &context)?,
+            registry: crate::fixtures::render(istio::REGISTRY_FIXTURE, &context)?,
+            mesh: crate::fixtures::render(istio::MESH_FIXTURE, &context)?,
+            overlay,
+        })
+    }
+
+    fn istio_context(&self) -> IstioContext<'_> {
+        IstioContext {
+            namespace: crate::policy::NAMESPACE,
+            ext_authz_provider: istio::EXT_AUTHZ_PROVIDER,
+            identity_headers: istio::IDENTITY_HEADERS,
+            tls_cert_pem: &self.gateway_tls.0,
+            tls_key_pem: self.gateway_tls.1.expose(),
+            ext_authz: self.config.ext_authz,
+            ext_authz_path_prefix: self.config.ext_authz_path_prefix,
+            ext_authz_fail_open: self.config.ext_authz_fail_open,
+            ext_authz_timeout_seconds: self.config.ext_authz_timeout_seconds,
+            strip_identity_headers: self.config.strip_identity_headers,
+            request_authentication: self.config.request_authentication,
+            jwt_audiences: self.config.jwt_audiences,
+            log_query_strings: self.config.log_query_strings,
+            baseline_route: self.config.baseline_route,
+            client_id: CLIENT_ID,
+            issuer_url: &self.issuer,
+            jwks_uri: format!(
+                "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
+                crate::policy::NAMESPACE,
+                self.ports.keycloak
+            ),
+            keycloak_port: self.ports.keycloak,
+            oauth2_proxy_port: self.ports.oauth2_proxy,
+            httpbin_port: self.ports.sidecar,
+            httpbin_app_port: self.ports.httpbin,
+            gateway_http_target_port: self.ports.gateway_http,
+            gateway_https_target_port: self.ports.gateway_https,
+            gateway: ProxyIdentity::gateway(),
+            httpbin: ProxyIdentity::httpbin(),
+            sidecar_policy: SidecarPolicyContext::new(&self.config.sidecar),
+        }
+    }
+
+    /// The Envoy bootstrap of the gateway or httpbin's sidecar.
+    fn bootstrap(&self, component: Component) -> Result<String, EnvError> {
+        let (proxy, admin_port) = match component {
+            Component::Gateway => (ProxyIdentity::gateway(), self.ports.gateway_admin),
+            _ => (ProxyIdentity::httpbin(), self.ports.sidecar_admin),
+        };
+        Ok(crate::fixtures::render(
+            istio::BOOTSTRAP_FIXTURE,
+            &BootstrapContext {
+                proxy: &proxy,
+                admin_port,
+                xds_port: self.ports.xds,
+                sds_port: self.ports.sds,
+            },
+        )?)
+    }
+
+    /// Writes the Istio inputs under `<run>/istio/` for the generator, returning the
+    /// directories it reads in order (the overlay last).
+    fn write_istio_inputs(&self, inputs: &IstioInputs) -> Result<Vec<PathBuf>, EnvError> {
+        let root = self.run_dir.join("istio");
+        let _ = std::fs::remove_dir_all(&root);
+        let reference = root.join("reference");
+        write_private(&reference.join("policy.yaml"), &inputs.policy)?;
+        write_private(&reference.join("local-registry.yaml"), &inputs.registry)?;
+        write_private(&root.join("mesh.yaml"), &inputs.mesh)?;
+        let mut dirs = vec![reference];
+        if let Some(overlay) = &inputs.overlay {
+            let dir = root.join("overlay");
+            for (name, text) in overlay {
+                write_private(&dir.join(name), text)?;
+            }
+            dirs.push(dir);
+        }
+        Ok(dirs)
+    }
+
     /// The secret oauth2-proxy is given: the realm's, unless the test breaks it on purpose.
     fn oauth2_proxy_client_secret(&self) -> &str {
         if self.config.wrong_client_secret {
@@ -1018,9 +1069,6 @@ impl LocalStack {
     }
 
     fn context(&self) -> FixtureContext<'_> {
-        let tls_dir = self.run_dir.join("tls");
-        let path = |name: &str| tls_dir.join(name).display().to_string();
-        let policy = &self.config.sidecar;
         let redirect_uri = format!(
             "https://127.0.0.1:{}/oauth2/callback",
             self.ports.gateway_https
@@ -1033,34 +1081,6 @@ impl LocalStack {
                 &self.issuer,
                 redirect_uri,
             ),
-            https_port: self.ports.gateway_https,
-            http_port: self.ports.gateway_http,
-            admin_port: self.ports.gateway_admin,
-            tls_cert: tls_dir.join("gateway.pem").display().to_string(),
-            tls_key: tls_dir.join("gateway-key.pem").display().to_string(),
-            ext_authz: self.config.ext_authz,
-            ext_authz_path_prefix: self.config.ext_authz_path_prefix,
-            ext_authz_fail_open: self.config.ext_authz_fail_open,
-            ext_authz_timeout_seconds: self.config.ext_authz_timeout_seconds,
-            strip_identity_headers: self.config.strip_identity_headers,
-            request_authentication: self.config.request_authentication,
-            jwt_audiences: self.config.jwt_audiences,
-            log_query_strings: self.config.log_query_strings,
-            baseline_route: self.config.baseline_route,
-            httpbin_port: self.ports.httpbin,
-            oauth2_proxy_port: self.ports.oauth2_proxy,
-            keycloak_port: self.ports.keycloak,
-            sidecar_port: self.ports.sidecar,
-            sidecar_admin_port: self.ports.sidecar_admin,
-            upstream_mtls: policy.peer_authentication.accepts_mtls(),
-            trust_domain_check: self.config.sidecar_trust_domain_check,
-            mesh_ca: path("mesh-ca.pem"),
-            gateway_workload_cert: path("istio-ingressgateway.pem"),
-            gateway_workload_key: path("istio-ingressgateway-key.pem"),
-            httpbin_identity: self.httpbin_identity.clone(),
-            workload_cert: path("httpbin.pem"),
-            workload_key: path("httpbin-key.pem"),
-            sidecar_policy: SidecarPolicyContext::new(policy),
         }
     }
 
@@ -1150,14 +1170,41 @@ impl LocalStack {
                     .arg(self.ports.httpbin.to_string()),
                 format!("http://127.0.0.1:{}/status/200", self.ports.httpbin),
             ),
+            Component::IstioXds => {
+                let inputs = self.istio_inputs()?;
+                let dirs = self.write_istio_inputs(&inputs)?;
+                let tls = self.run_dir.join("tls");
+                let mut launch = Launch::new(name, &self.toolchain.istio_xds, self.log(name))
+                    .arg("serve")
+                    .arg("--mesh")
+                    .arg(self.run_dir.join("istio/mesh.yaml").display().to_string())
+                    .arg("--ca-cert")
+                    .arg(tls.join("mesh-ca.pem").display().to_string())
+                    .arg("--ca-key")
+                    .arg(tls.join("mesh-ca-key.pem").display().to_string())
+                    .arg(format!("--xds=127.0.0.1:{}", self.ports.xds))
+                    .arg(format!("--sds=127.0.0.1:{}", self.ports.sds))
+                    .arg(format!("--health=127.0.0.1:{}", self.ports.xds_health));
+                for dir in dirs {
+                    launch = launch.arg("--config").arg(dir.display().to_string());
+                }
+                if !self.config.sidecar_trust_domain_check {
+                    // istiod's switch for accepting mTLS peers of any trust domain.
+                    launch = launch.env("PILOT_SKIP_VALIDATE_TRUST_DOMAIN", "true");
+                }
+                (
+                    launch,
+                    format!("http://127.0.0.1:{}/ready", self.ports.xds_health),
+                )
+            }
             Component::Sidecar | Component::Gateway => {
-                let (fixture, file, admin) = if component == Component::Sidecar {
-                    (SIDECAR_FIXTURE, "sidecar.yaml", self.ports.sidecar_admin)
+                let (file, admin) = if component == Component::Sidecar {
+                    ("sidecar.yaml", self.ports.sidecar_admin)
                 } else {
-                    (GATEWAY_FIXTURE, "gateway.yaml", self.ports.gateway_admin)
+                    ("gateway.yaml", self.ports.gateway_admin)
                 };
                 let path = self.run_dir.join(file);
-                write_private(&path, &crate::fixtures::render(fixture, &self.context())?)?;
+                write_private(&path, &self.bootstrap(component)?)?;
                 let mut launch =
                     crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log(name));
                 launch.name = name;
@@ -1184,6 +1231,21 @@ impl LocalStack {
         };
         let process = Supervised::spawn(&launch)?;
         wait_ready(&self.probe, &process, &probe, COMPONENT_READY).await?;
+        // A proxy is ready when its generated listeners accept connections: Envoy reports a
+        // listener it cannot bind in its log and stays up.
+        let listeners = match component {
+            Component::Gateway => vec![
+                format!("127.0.0.1:{}", self.ports.gateway_https),
+                format!("127.0.0.1:{}", self.ports.gateway_http),
+            ],
+            Component::Sidecar => vec![format!(
+                "{}:{}",
+                ProxyIdentity::httpbin().ip,
+                self.ports.sidecar
+            )],
+            _ => Vec::new(),
+        };
+        wait_listening(&process, &listeners, COMPONENT_READY).await?;
         progress(StackEvent::Ready {
             component: name,
             after: started.elapsed(),
@@ -1217,22 +1279,30 @@ impl crate::control::StackControl for LocalStack {
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
         let context = self.context();
-        [
+        let istio = self.istio_inputs().map_err(|e| e.to_string())?;
+        // One file, as an IstioOperator holds the mesh config beside the policies: the
+        // provider's settings and the policies that name it are judged together.
+        let mut files = vec![crate::audit::ConfigFile {
+            name: "istio/policy.yaml + istio/mesh.yaml".into(),
+            text: format!("{}\n---\n{}", istio.policy, istio.mesh),
+        }];
+        for (name, text) in istio.overlay.unwrap_or_default() {
+            files.push(crate::audit::ConfigFile {
+                name: format!("istio/overlay/{name}"),
+                text,
+            });
+        }
+        for (fixture, name) in [
             (OAUTH2_PROXY_FIXTURE, "oauth2-proxy.cfg"),
-            (GATEWAY_FIXTURE, "gateway.yaml"),
-            (SIDECAR_FIXTURE, "sidecar.yaml"),
             (REALM_FIXTURE, "realm-test-oidc.json"),
-        ]
-        .into_iter()
-        .map(|(fixture, name)| {
-            crate::fixtures::render(fixture, &context)
-                .map(|text| crate::audit::ConfigFile {
-                    name: name.to_string(),
-                    text,
-                })
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+        ] {
+            let text = crate::fixtures::render(fixture, &context).map_err(|e| e.to_string())?;
+            files.push(crate::audit::ConfigFile {
+                name: name.to_string(),
+                text,
+            });
+        }
+        Ok(files)
     }
 
     fn has_config_files(&self) -> bool {
@@ -1303,6 +1373,67 @@ impl Drop for LocalStack {
     }
 }
 
+/// The Istio inputs of one configuration.
+struct IstioInputs {
+    policy: String,
+    registry: String,
+    mesh: String,
+    /// The user's overlay files, by path relative to the overlay directory.
+    overlay: Option<Vec<(String, String)>>,
+}
+
+impl IstioInputs {
+    /// Everything the generator reads, as one text to compare configurations by.
+    fn digest(&self) -> String {
+        let mut text = format!("{}\n{}\n{}", self.policy, self.registry, self.mesh);
+        for (name, content) in self.overlay.iter().flatten() {
+            text.push_str(&format!("\n# overlay {name}\n{content}"));
+        }
+        text
+    }
+}
+
+/// The YAML files of a user's Istio directory (recursively), sorted by path.
+fn read_overlay(dir: &Path) -> Result<Vec<(String, String)>, EnvError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), EnvError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| EnvError::Io {
+            what: "read the Istio directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let text = std::fs::read_to_string(&path).map_err(|source| EnvError::Io {
+                    what: "read Istio YAML",
+                    path: path.clone(),
+                    source,
+                })?;
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                out.push((name, text));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    if files.is_empty() {
+        return Err(EnvError::Config {
+            file: dir.display().to_string(),
+            message: "no *.yaml or *.yml files in the Istio directory".into(),
+            hint: "point --istio at a directory holding your Istio objects".into(),
+        });
+    }
+    files.sort();
+    Ok(files)
+}
+
 fn url(text: &str) -> Url {
     Url::parse(text).expect("loopback URLs built from ports are valid")
 }
@@ -1349,6 +1480,46 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until every `host:port` accepts a TCP connection; a listener Envoy could not bind
+/// (its log says so) is [`ComponentError::AddressInUse`].
+async fn wait_listening(
+    process: &Supervised,
+    addresses: &[String],
+    timeout: Duration,
+) -> Result<(), ComponentError> {
+    let deadline = Instant::now() + timeout;
+    for address in addresses {
+        loop {
+            if tokio::net::TcpStream::connect(address.as_str())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            let log = process.log_since_start();
+            if mentions_address_in_use(&log) {
+                return Err(ComponentError::AddressInUse {
+                    component: process.name(),
+                    status: format!("could not listen on {address}"),
+                    log: process.log_path().display().to_string(),
+                    tail: process.log_tail(25),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(ComponentError::NotReady {
+                    component: process.name(),
+                    seconds: timeout.as_secs(),
+                    probe: format!("a connection to {address} (a listener from Istio's config)"),
+                    log: process.log_path().display().to_string(),
+                    tail: process.log_tail(25),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Go ("bind: address already in use"), Envoy ("Address already in use") and Quarkus
@@ -1419,84 +1590,131 @@ fn group_peak_rss_kib(pgid: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::PeerAuthenticationMode;
+    use crate::policy::{AuthorizationRequirement, PeerAuthenticationMode};
 
-    /// The sidecar as rendered for a policy, with the run's paths and ports as placeholders.
-    fn render_sidecar(policy: &SidecarPolicy) -> String {
-        let mut context = serde_json::json!({
-            "issuer_url": "http://127.0.0.1:<gateway-http>/realms/Test-oidc",
-            "http_port": "<gateway-http>",
-            "httpbin_port": "<httpbin>",
-            "sidecar_port": "<sidecar>",
-            "sidecar_admin_port": "<sidecar-admin>",
-            "mesh_ca": "<run>/tls/mesh-ca.pem",
-            "workload_cert": "<run>/tls/httpbin.pem",
-            "workload_key": "<run>/tls/httpbin-key.pem",
-            "jwt_audiences": true,
-            "trust_domain_check": true,
-            "log_query_strings": false,
-            "client_id": CLIENT_ID,
-        });
-        let policy = serde_json::to_value(SidecarPolicyContext::new(policy)).unwrap();
-        context
-            .as_object_mut()
-            .unwrap()
-            .extend(policy.as_object().unwrap().clone());
-        crate::fixtures::render(SIDECAR_FIXTURE, &context).unwrap()
+    /// The Istio inputs for a configuration, with fixed ports and placeholder secrets.
+    fn render(config: &StackConfig, fixture: &str) -> String {
+        let context = IstioContext {
+            namespace: crate::policy::NAMESPACE,
+            ext_authz_provider: istio::EXT_AUTHZ_PROVIDER,
+            identity_headers: istio::IDENTITY_HEADERS,
+            tls_cert_pem: "<gateway certificate PEM>",
+            tls_key_pem: "<gateway key PEM>",
+            ext_authz: config.ext_authz,
+            ext_authz_path_prefix: config.ext_authz_path_prefix,
+            ext_authz_fail_open: config.ext_authz_fail_open,
+            ext_authz_timeout_seconds: config.ext_authz_timeout_seconds,
+            strip_identity_headers: config.strip_identity_headers,
+            request_authentication: config.request_authentication,
+            jwt_audiences: config.jwt_audiences,
+            log_query_strings: config.log_query_strings,
+            baseline_route: config.baseline_route,
+            client_id: CLIENT_ID,
+            issuer_url: "http://127.0.0.1:20080/realms/Test-oidc",
+            jwks_uri: "http://keycloak.foo.svc.cluster.local:20180/realms/Test-oidc/protocol/openid-connect/certs".into(),
+            keycloak_port: 20180,
+            oauth2_proxy_port: 20418,
+            httpbin_port: 20800,
+            httpbin_app_port: 20801,
+            gateway_http_target_port: 20080,
+            gateway_https_target_port: 20443,
+            gateway: ProxyIdentity::gateway(),
+            httpbin: ProxyIdentity::httpbin(),
+            sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
+        };
+        crate::fixtures::render(fixture, &context).unwrap()
     }
 
-    fn filter_chains(rendered: &str) -> Vec<String> {
-        let config: serde_json::Value = serde_saphyr::from_str(&rendered.replace(['<', '>'], ""))
-            .expect("the rendered sidecar is YAML");
-        config["static_resources"]["listeners"][0]["filter_chains"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_string())
+    fn objects(rendered: &str) -> Vec<serde_json::Value> {
+        rendered
+            .split("\n---\n")
+            .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+            .filter(|doc| doc.get("kind").is_some())
             .collect()
     }
 
+    fn find<'a>(
+        objects: &'a [serde_json::Value],
+        kind: &str,
+        name: &str,
+    ) -> Option<&'a serde_json::Value> {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
     #[test]
-    fn sidecar_filter_chains_follow_peer_authentication() {
-        let chains = |mode| {
-            filter_chains(&render_sidecar(&SidecarPolicy {
-                peer_authentication: mode,
-                ..SidecarPolicy::default()
-            }))
+    fn the_sidecar_profile_becomes_istio_objects() {
+        let config = StackConfig {
+            sidecar: SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Strict,
+                request_authentication: true,
+                authorization: AuthorizationRequirement::RequestPrincipal,
+            },
+            ..StackConfig::default()
         };
-        assert_eq!(chains(PeerAuthenticationMode::Strict), ["inbound_mtls"]);
+        let rendered = objects(&render(&config, istio::POLICY_FIXTURE));
+        let peer = find(&rendered, "PeerAuthentication", "default").unwrap();
+        assert_eq!(peer["spec"]["mtls"]["mode"], "STRICT");
+        assert!(find(&rendered, "RequestAuthentication", "httpbin-jwt").is_some());
+        let allow = find(&rendered, "AuthorizationPolicy", "httpbin").unwrap();
         assert_eq!(
-            chains(PeerAuthenticationMode::Permissive),
-            ["inbound_mtls", "inbound_plaintext"]
+            allow["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"][0],
+            "*"
         );
-        assert_eq!(
-            chains(PeerAuthenticationMode::Disable),
-            ["inbound_plaintext"]
-        );
+
+        let permissive = StackConfig {
+            sidecar: SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Permissive,
+                ..SidecarPolicy::default()
+            },
+            ..StackConfig::default()
+        };
+        let bare = objects(&render(&permissive, istio::POLICY_FIXTURE));
+        assert!(find(&bare, "RequestAuthentication", "httpbin-jwt").is_none());
+        assert!(find(&bare, "AuthorizationPolicy", "httpbin").is_none());
+        let peer = find(&bare, "PeerAuthentication", "default").unwrap();
+        assert_eq!(peer["spec"]["mtls"]["mode"], "PERMISSIVE");
     }
 
     #[test]
-    fn sidecar_renders_only_the_filters_its_policy_asks_for() {
-        let bare = render_sidecar(&SidecarPolicy::default());
-        assert!(!bare.contains("jwt_authn.v3") && !bare.contains("rbac.v3"));
-        let peer = render_sidecar(&SidecarPolicy {
-            peer_authentication: PeerAuthenticationMode::Strict,
-            authorization: AuthorizationRequirement::PeerPrincipal(
-                "cluster.local/ns/foo/sa/sleep".into(),
-            ),
-            ..SidecarPolicy::default()
-        });
-        assert!(!peer.contains("jwt_authn.v3"));
-        assert!(peer.contains("exact: \"spiffe://cluster.local/ns/foo/sa/sleep\""));
+    fn gateway_settings_become_istio_objects_and_mesh_config() {
+        let reference = objects(&render(&StackConfig::default(), istio::POLICY_FIXTURE));
+        let custom = find(&reference, "AuthorizationPolicy", "oidc").unwrap();
+        assert_eq!(custom["spec"]["action"], "CUSTOM");
+        assert_eq!(
+            custom["spec"]["rules"][0]["to"][0]["operation"]["notPorts"][0],
+            "20080"
+        );
+        assert!(find(&reference, "EnvoyFilter", "strip-identity-headers").is_some());
+
+        let open = StackConfig {
+            ext_authz: false,
+            strip_identity_headers: false,
+            ext_authz_fail_open: true,
+            log_query_strings: true,
+            ..StackConfig::default()
+        };
+        let broken = objects(&render(&open, istio::POLICY_FIXTURE));
+        assert!(find(&broken, "AuthorizationPolicy", "oidc").is_none());
+        assert!(find(&broken, "EnvoyFilter", "strip-identity-headers").is_none());
+        let mesh: serde_json::Value =
+            serde_saphyr::from_str(&render(&open, istio::MESH_FIXTURE)).unwrap();
+        assert_eq!(
+            mesh["extensionProviders"][0]["envoyExtAuthzHttp"]["failOpen"],
+            true
+        );
+        assert!(mesh.get("accessLogFormat").is_none());
     }
 
     #[test]
-    fn sidecar_snapshot_strict_request_authentication_request_principals() {
-        let rendered = render_sidecar(&SidecarPolicy {
-            peer_authentication: PeerAuthenticationMode::Strict,
-            request_authentication: true,
-            authorization: AuthorizationRequirement::RequestPrincipal,
-        });
-        insta::assert_snapshot!(rendered);
+    fn istio_inputs_snapshot_reference() {
+        let config = StackConfig::default();
+        insta::assert_snapshot!(format!(
+            "# policy.yaml\n{}\n# mesh.yaml\n{}\n# local-registry.yaml\n{}",
+            render(&config, istio::POLICY_FIXTURE),
+            render(&config, istio::MESH_FIXTURE),
+            render(&config, istio::REGISTRY_FIXTURE)
+        ));
     }
 }

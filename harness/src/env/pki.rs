@@ -39,6 +39,8 @@ pub struct WorkloadCert {
 /// The mesh CA (istiod's role) and the certificates of the three workloads the matrix involves.
 pub struct MeshPki {
     pub ca_cert_pem: String,
+    /// The CA's key (PKCS#8), for the SDS server that issues the proxies' certificates.
+    pub ca_key_pem: Secret,
     /// httpbin's sidecar (service account `httpbin`).
     pub httpbin: WorkloadCert,
     /// The in-mesh caller (service account `sleep`), played by the harness.
@@ -65,7 +67,9 @@ impl MeshPki {
         ca_params.distinguished_name = name("meshauth per-run mesh CA (istiod)");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca_key = KeyPair::generate()?;
+        let ca_key_pem = Secret::new(ca_key.serialize_pem());
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
         // Istio workload certificates carry only the URI SAN. The loopback IP is added to
         // httpbin's so that the harness's caller (which verifies by address, not by SPIFFE id)
         // can check the server chain; Envoy callers verify the URI SAN.
@@ -82,6 +86,7 @@ impl MeshPki {
         let now = time::OffsetDateTime::now_utc();
         Ok(Self {
             ca_cert_pem: ca.pem(),
+            ca_key_pem,
             httpbin,
             sleep,
             gateway,

@@ -28,6 +28,7 @@ const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 pub enum Component {
     Keycloak,
     Httpbin,
+    IstioXds,
     Sidecar,
     Gateway,
     OAuth2Proxy,
@@ -45,6 +46,10 @@ pub struct Ports {
     /// httpbin's sidecar: the inbound listener callers use, and its admin port.
     pub sidecar: u16,
     pub sidecar_admin: u16,
+    /// Istio's config generator: ADS (istiod's role), SDS (istio-agent's) and readiness.
+    pub xds: u16,
+    pub sds: u16,
+    pub xds_health: u16,
 }
 
 impl Ports {
@@ -61,6 +66,9 @@ impl Ports {
             keycloak_management: 0,
             sidecar: 0,
             sidecar_admin: 0,
+            xds: 0,
+            sds: 0,
+            xds_health: 0,
         };
         for owner in Component::START_ORDER {
             for slot in ports.owned_mut(owner) {
@@ -107,6 +115,7 @@ impl Ports {
             Component::Httpbin => vec![&mut self.httpbin],
             Component::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
             Component::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
+            Component::IstioXds => vec![&mut self.xds, &mut self.sds, &mut self.xds_health],
         }
     }
 
@@ -122,9 +131,10 @@ impl Ports {
 }
 
 impl Component {
-    pub const START_ORDER: [Component; 5] = [
+    pub const START_ORDER: [Component; 6] = [
         Self::Keycloak,
         Self::Httpbin,
+        Self::IstioXds,
         Self::Sidecar,
         Self::Gateway,
         Self::OAuth2Proxy,
@@ -208,14 +218,14 @@ mod tests {
         let first = Ports::allocate().unwrap();
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
-        assert_eq!(ports.len(), 18);
+        assert_eq!(ports.len(), 24);
         assert!(
             ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
             "{ports:?}"
         );
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 18, "two stacks in one process share no port");
+        assert_eq!(ports.len(), 24, "two stacks in one process share no port");
         first.release();
         second.release();
     }

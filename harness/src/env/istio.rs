@@ -1,0 +1,206 @@
+//! The Istio side of the `local` environment: the deployment's Istio objects and mesh config
+//! (rendered from the stack's settings, the same objects the `kind` environment applies), the
+//! local stand-in for the cluster's registry, and each proxy's identity. Istio's own config
+//! generator (`istio-xds/`, run as the `istio-xds` component) turns them into every listener,
+//! route and cluster of the gateway and the sidecars.
+
+use serde::Serialize;
+
+use crate::components::versions;
+use crate::policy::{self, AuthorizationRequirement, SidecarPolicy};
+
+/// The Istio objects of the deployment.
+pub const POLICY_FIXTURE: &str = "istio/policy.yaml.j2";
+/// The mesh config: the ext_authz provider and access-log format.
+pub const MESH_FIXTURE: &str = "istio/mesh.yaml.j2";
+/// What Kubernetes would tell istiod about Services and Pods, for processes on loopback.
+pub const REGISTRY_FIXTURE: &str = "istio/local-registry.yaml.j2";
+/// An Istio proxy's Envoy bootstrap: node identity, ADS and SDS.
+pub const BOOTSTRAP_FIXTURE: &str = "envoy/istio-proxy.yaml.j2";
+/// The mesh config's name for oauth2-proxy, which `AuthorizationPolicy` CUSTOM names.
+pub const EXT_AUTHZ_PROVIDER: &str = "oauth2-proxy";
+
+/// Headers that carry identity and must only come from oauth2-proxy's answer.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+    "x-auth-request-redirect",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-real-ip",
+    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+    "remote-user",
+    "x-remote-user",
+];
+
+/// One Istio proxy of the local mesh: who it is (its node id, metadata and SPIFFE identity) and
+/// the loopback addresses its listeners bind to. Each workload has addresses of its own, as a
+/// pod has its IP: Istio associates a proxy with its workload entry by address.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyIdentity {
+    pub workload: &'static str,
+    pub namespace: &'static str,
+    pub service_account: &'static str,
+    /// The workload's address: inbound listeners, and what the registry lists for it.
+    pub ip: &'static str,
+    /// Where its outbound (egress) listeners bind; apart from `ip` since the service ports
+    /// (httpbin's included) would collide with its inbound listener.
+    pub egress_ip: &'static str,
+    pub node_id: String,
+    pub spiffe_id: String,
+    pub metadata: serde_json::Value,
+}
+
+impl ProxyIdentity {
+    fn new(
+        node_type: &str,
+        workload: &'static str,
+        namespace: &'static str,
+        service_account: &'static str,
+        ip: &'static str,
+        egress_ip: &'static str,
+        labels: serde_json::Value,
+    ) -> Self {
+        let metadata = serde_json::json!({
+            "ISTIO_VERSION": versions::ISTIO_PROXY_VERSION,
+            "CLUSTER_ID": "Kubernetes",
+            "MESH_ID": policy::TRUST_DOMAIN,
+            "NAMESPACE": namespace,
+            "SERVICE_ACCOUNT": service_account,
+            "WORKLOAD_NAME": workload,
+            "LABELS": labels,
+            "INSTANCE_IPS": ip,
+            // No iptables on loopback: listeners bind their ports (Istio's "NONE" mode).
+            "INTERCEPTION_MODE": "NONE",
+            // As a non-root pod: ports below 1024 are not listened on.
+            "UNPRIVILEGED_POD": "true",
+        });
+        Self {
+            workload,
+            namespace,
+            service_account,
+            ip,
+            egress_ip,
+            node_id: format!(
+                "{node_type}~{ip}~{workload}-0.{namespace}~{namespace}.svc.cluster.local"
+            ),
+            spiffe_id: policy::spiffe_id(namespace, service_account),
+            metadata,
+        }
+    }
+
+    /// The ingress gateway (`istio: ingressgateway` in `istio-system`).
+    pub fn gateway() -> Self {
+        Self::new(
+            "router",
+            "istio-ingressgateway",
+            "istio-system",
+            "istio-ingressgateway-service-account",
+            "127.0.0.10",
+            "127.0.0.20",
+            serde_json::json!({ "istio": "ingressgateway", "app": "istio-ingressgateway" }),
+        )
+    }
+
+    /// httpbin's sidecar.
+    pub fn httpbin() -> Self {
+        Self::new(
+            "sidecar",
+            "httpbin",
+            policy::NAMESPACE,
+            "httpbin",
+            "127.0.0.11",
+            "127.0.0.21",
+            serde_json::json!({ "app": "httpbin", "security.istio.io/tlsMode": "istio" }),
+        )
+    }
+}
+
+/// Everything the Istio templates are rendered from.
+#[derive(Debug, Serialize)]
+pub struct IstioContext<'a> {
+    pub namespace: &'static str,
+    pub ext_authz_provider: &'static str,
+    pub identity_headers: &'static [&'static str],
+    pub tls_cert_pem: &'a str,
+    pub tls_key_pem: &'a str,
+    pub ext_authz: bool,
+    pub ext_authz_path_prefix: bool,
+    pub ext_authz_fail_open: bool,
+    pub ext_authz_timeout_seconds: u32,
+    pub strip_identity_headers: bool,
+    pub request_authentication: bool,
+    pub jwt_audiences: bool,
+    pub log_query_strings: bool,
+    pub baseline_route: bool,
+    pub client_id: &'a str,
+    pub issuer_url: &'a str,
+    pub jwks_uri: String,
+    /// Service ports: Keycloak, oauth2-proxy, and httpbin's (its sidecar's inbound port).
+    pub keycloak_port: u16,
+    pub oauth2_proxy_port: u16,
+    pub httpbin_port: u16,
+    /// Where the httpbin process itself listens (the sidecar's local endpoint).
+    pub httpbin_app_port: u16,
+    pub gateway_http_target_port: u16,
+    pub gateway_https_target_port: u16,
+    pub gateway: ProxyIdentity,
+    pub httpbin: ProxyIdentity,
+    #[serde(flatten)]
+    pub sidecar_policy: SidecarPolicyContext<'a>,
+}
+
+/// The sidecar's policy objects as the templates name them.
+#[derive(Debug, Serialize)]
+pub struct SidecarPolicyContext<'a> {
+    pub peer_authentication: &'static str,
+    pub sidecar_request_authentication: bool,
+    pub authorization: &'static str,
+    pub peer_principal: &'a str,
+}
+
+impl<'a> SidecarPolicyContext<'a> {
+    pub fn new(policy: &'a SidecarPolicy) -> Self {
+        Self {
+            peer_authentication: policy.peer_authentication.name(),
+            sidecar_request_authentication: policy.request_authentication,
+            authorization: match &policy.authorization {
+                AuthorizationRequirement::None => "none",
+                AuthorizationRequirement::RequestPrincipal => "request_principal",
+                AuthorizationRequirement::PeerPrincipal(_) => "peer_principal",
+            },
+            peer_principal: match &policy.authorization {
+                AuthorizationRequirement::PeerPrincipal(principal) => principal,
+                _ => "",
+            },
+        }
+    }
+}
+
+/// A proxy's bootstrap context.
+#[derive(Debug, Serialize)]
+pub struct BootstrapContext<'a> {
+    pub proxy: &'a ProxyIdentity,
+    pub admin_port: u16,
+    pub xds_port: u16,
+    pub sds_port: u16,
+}
+
+/// The proxies `meshauth istio dump` describes, as `istio-xds dump --proxies` reads them.
+pub fn proxies_json(proxies: &[(&str, &ProxyIdentity)]) -> String {
+    let list: Vec<serde_json::Value> = proxies
+        .iter()
+        .map(|(name, proxy)| {
+            serde_json::json!({ "name": name, "id": proxy.node_id, "metadata": proxy.metadata })
+        })
+        .collect();
+    serde_json::to_string_pretty(&list).expect("proxy descriptions serialise")
+}
