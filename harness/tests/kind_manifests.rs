@@ -372,7 +372,7 @@ fn a_string_replica_count_is_rejected() {
     let (_, violations) = broken("Deployment", |o| o["spec"]["replicas"] = json!("one"));
     let all = violations.join("\n");
     assert!(
-        all.contains("Deployment meshauth/keycloak (apps/v1): at /spec/replicas:")
+        all.contains("Deployment foo/keycloak (apps/v1): at /spec/replicas:")
             && all.contains("\"one\""),
         "{all}"
     );
@@ -387,8 +387,7 @@ fn a_misspelt_field_is_rejected_as_strict_field_validation_would() {
     });
     let all = violations.join("\n");
     assert!(
-        all.contains("Service meshauth/keycloak (v1): at /spec/ports/0:")
-            && all.contains("targetport"),
+        all.contains("Service foo/keycloak (v1): at /spec/ports/0:") && all.contains("targetport"),
         "{all}"
     );
     let (_, violations) = broken("RequestAuthentication", |o| {

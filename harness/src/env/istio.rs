@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::local::{CLIENT_ID, REALM, StackConfig};
 use crate::components::versions;
 use crate::policy::{self, AuthorizationRequirement, SidecarPolicy};
 
@@ -124,7 +125,8 @@ impl ProxyIdentity {
     }
 }
 
-/// Everything the Istio templates are rendered from.
+/// Everything the deployment's Istio objects and mesh config are rendered from; the same for
+/// the `local` and the `kind` environment.
 #[derive(Debug, Serialize)]
 pub struct IstioContext<'a> {
     pub namespace: &'static str,
@@ -141,21 +143,84 @@ pub struct IstioContext<'a> {
     pub jwt_audiences: bool,
     pub log_query_strings: bool,
     pub baseline_route: bool,
-    pub client_id: &'a str,
+    pub client_id: &'static str,
     pub issuer_url: &'a str,
     pub jwks_uri: String,
-    /// Service ports: Keycloak, oauth2-proxy, and httpbin's (its sidecar's inbound port).
     pub keycloak_port: u16,
     pub oauth2_proxy_port: u16,
     pub httpbin_port: u16,
-    /// Where the httpbin process itself listens (the sidecar's local endpoint).
-    pub httpbin_app_port: u16,
     pub gateway_http_target_port: u16,
+    #[serde(flatten)]
+    pub sidecar_policy: SidecarPolicyContext<'a>,
+}
+
+/// The service ports the objects name: Keycloak's, oauth2-proxy's, httpbin's, and the port the
+/// gateway listens on for plain HTTP (its Service's targetPort), which CUSTOM exempts.
+#[derive(Debug, Clone, Copy)]
+pub struct ServicePorts {
+    pub keycloak: u16,
+    pub oauth2_proxy: u16,
+    pub httpbin: u16,
+    pub gateway_http_target: u16,
+}
+
+impl<'a> IstioContext<'a> {
+    pub fn new(
+        config: &'a StackConfig,
+        gateway_tls: (&'a str, &'a str),
+        issuer_url: &'a str,
+        ports: ServicePorts,
+    ) -> Self {
+        Self {
+            namespace: policy::NAMESPACE,
+            ext_authz_provider: EXT_AUTHZ_PROVIDER,
+            identity_headers: IDENTITY_HEADERS,
+            tls_cert_pem: gateway_tls.0,
+            tls_key_pem: gateway_tls.1,
+            ext_authz: config.ext_authz,
+            ext_authz_path_prefix: config.ext_authz_path_prefix,
+            ext_authz_fail_open: config.ext_authz_fail_open,
+            ext_authz_timeout_seconds: config.ext_authz_timeout_seconds,
+            strip_identity_headers: config.strip_identity_headers,
+            request_authentication: config.request_authentication,
+            jwt_audiences: config.jwt_audiences,
+            log_query_strings: config.log_query_strings,
+            baseline_route: config.baseline_route,
+            client_id: CLIENT_ID,
+            issuer_url,
+            // Envoy fetches the key set through the mesh, from Keycloak's Service.
+            jwks_uri: format!(
+                "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
+                policy::NAMESPACE,
+                ports.keycloak
+            ),
+            keycloak_port: ports.keycloak,
+            oauth2_proxy_port: ports.oauth2_proxy,
+            httpbin_port: ports.httpbin,
+            gateway_http_target_port: ports.gateway_http_target,
+            sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
+        }
+    }
+
+    /// The deployment's Istio objects (`policy.yaml`) and mesh config (`mesh.yaml`).
+    pub fn render(&self) -> Result<(String, String), crate::fixtures::FixtureError> {
+        Ok((
+            crate::fixtures::render(POLICY_FIXTURE, self)?,
+            crate::fixtures::render(MESH_FIXTURE, self)?,
+        ))
+    }
+}
+
+/// The local registry's view: the objects' context plus where each local process is.
+#[derive(Debug, Serialize)]
+pub struct LocalRegistryContext<'a> {
+    #[serde(flatten)]
+    pub istio: &'a IstioContext<'a>,
+    /// Where the httpbin process itself listens (its sidecar's local endpoint).
+    pub httpbin_app_port: u16,
     pub gateway_https_target_port: u16,
     pub gateway: ProxyIdentity,
     pub httpbin: ProxyIdentity,
-    #[serde(flatten)]
-    pub sidecar_policy: SidecarPolicyContext<'a>,
 }
 
 /// The sidecar's policy objects as the templates name them.

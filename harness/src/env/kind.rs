@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
+use super::istio::{IstioContext, ServicePorts};
 use super::local::{
     CLIENT_ID, EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM, REALM_FIXTURE, ROLE,
     ROLES_CLAIM, RealmContext, RealmSecrets, StackEvent, USERNAME,
@@ -25,10 +26,9 @@ const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
 const ISTIO_FIXTURE: &str = "kind/istio-operator.yaml.j2";
 const MANIFESTS_FIXTURE: &str = "kind/manifests.yaml.j2";
 
-/// The namespace the apps run in (sidecar injection on).
-pub const NAMESPACE: &str = "meshauth";
-/// The mesh-wide ext_authz provider that the AuthorizationPolicy names.
-pub const EXT_AUTHZ_PROVIDER: &str = "oauth2-proxy-oidc";
+/// The namespace the apps run in (sidecar injection on): the mesh policies' namespace, as on
+/// the local environment (seed 003's `foo`).
+pub const NAMESPACE: &str = crate::policy::NAMESPACE;
 /// The server-side-apply field manager.
 pub const FIELD_MANAGER: &str = "meshauth";
 const KEYCLOAK_PORT: u16 = 8080;
@@ -161,11 +161,8 @@ impl Manifests {
 #[derive(Serialize)]
 struct KindContext<'a> {
     cluster_name: &'a str,
-    /// The namespace's PeerAuthentication, from the same policy the local sidecar renders.
-    peer_authentication: &'static str,
     namespace: &'a str,
     realm: &'a str,
-    ext_authz_provider: &'a str,
     images: &'a Images,
     http_host_port: u16,
     https_host_port: u16,
@@ -177,23 +174,16 @@ struct KindContext<'a> {
     oauth2_proxy_port: u16,
     httpbin_port: u16,
     idp_url: &'a str,
-    issuer_url: &'a str,
     keycloak_internal_url: &'a str,
     realm_json: &'a str,
     oauth2_proxy_cfg: &'a str,
     oauth2_proxy_client_secret: &'a str,
     cookie_secret: &'a str,
     admin_password: &'a str,
-    tls_cert: &'a str,
-    tls_key: &'a str,
-    ext_authz: bool,
-    ext_authz_path_prefix: bool,
-    ext_authz_fail_open: bool,
-    ext_authz_timeout_seconds: u32,
-    request_authentication: bool,
-    jwt_audiences: bool,
-    client_id: &'a str,
-    baseline_route: bool,
+    /// The deployment's Istio objects and mesh config, rendered from the same templates the
+    /// local environment's Istio generator reads (fixtures/istio/).
+    istio_policy: &'a str,
+    mesh_config: &'a str,
 }
 
 /// The gateway's public URLs as seen from this machine.
@@ -241,12 +231,22 @@ pub fn render(
     )?;
     let keycloak_internal_url =
         format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
+    let (istio_policy, mesh_config) = IstioContext::new(
+        config,
+        (&secrets.gateway_cert_pem, secrets.gateway_key_pem.expose()),
+        &urls.issuer,
+        ServicePorts {
+            keycloak: KEYCLOAK_PORT,
+            oauth2_proxy: OAUTH2_PROXY_PORT,
+            httpbin: HTTPBIN_PORT,
+            gateway_http_target: GATEWAY_HTTP_TARGET_PORT,
+        },
+    )
+    .render()?;
     let context = KindContext {
         cluster_name: &options.cluster_name,
-        peer_authentication: config.sidecar.peer_authentication.name(),
         namespace: NAMESPACE,
         realm: REALM,
-        ext_authz_provider: EXT_AUTHZ_PROVIDER,
         images: &options.images,
         http_host_port: options.http_host_port,
         https_host_port: options.https_host_port,
@@ -258,7 +258,6 @@ pub fn render(
         oauth2_proxy_port: OAUTH2_PROXY_PORT,
         httpbin_port: HTTPBIN_PORT,
         idp_url: &urls.idp,
-        issuer_url: &urls.issuer,
         keycloak_internal_url: &keycloak_internal_url,
         realm_json: &realm_json,
         oauth2_proxy_cfg: &oauth2_proxy_cfg,
@@ -269,16 +268,8 @@ pub fn render(
         },
         cookie_secret: secrets.cookie_secret.expose(),
         admin_password: secrets.admin_password.expose(),
-        tls_cert: &secrets.gateway_cert_pem,
-        tls_key: secrets.gateway_key_pem.expose(),
-        ext_authz: config.ext_authz,
-        ext_authz_path_prefix: config.ext_authz_path_prefix,
-        ext_authz_fail_open: config.ext_authz_fail_open,
-        ext_authz_timeout_seconds: config.ext_authz_timeout_seconds,
-        request_authentication: config.request_authentication,
-        jwt_audiences: config.jwt_audiences,
-        client_id: CLIENT_ID,
-        baseline_route: config.baseline_route,
+        istio_policy: &istio_policy,
+        mesh_config: &mesh_config,
     };
     let text = crate::fixtures::render(MANIFESTS_FIXTURE, &context)?;
     let objects: Vec<serde_json::Value> =
@@ -721,6 +712,7 @@ async fn wait_rollout(client: &kube::Client, namespace: &str, name: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::istio::EXT_AUTHZ_PROVIDER;
 
     fn secrets() -> KindSecrets {
         KindSecrets {
@@ -871,8 +863,8 @@ mod tests {
         let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
         let policy = find(&manifests, "AuthorizationPolicy", "oidc");
         assert_eq!(
-            policy["spec"]["rules"][0]["to"][0]["operation"]["notPaths"][0],
-            "/baseline/*"
+            policy["spec"]["rules"][0]["to"][0]["operation"]["notPaths"],
+            serde_json::json!(["/oauth2/*", "/baseline/*"])
         );
         let routes = &find(&manifests, "VirtualService", "ingressgateway")["spec"]["http"];
         assert_eq!(routes[2]["name"], "baseline");

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use url::Url;
 
-use super::istio::{self, BootstrapContext, IstioContext, ProxyIdentity, SidecarPolicyContext};
+use super::istio::{
+    self, BootstrapContext, IstioContext, LocalRegistryContext, ProxyIdentity, ServicePorts,
+};
 use super::pki::{self, MeshPki, RunPki};
 use super::ports::{Component, Ports};
 use super::{ClientCredentials, Endpoints, EnvError, MeshEndpoints, TestUser};
@@ -974,52 +976,38 @@ impl LocalStack {
 
     /// The Istio objects and mesh config of this configuration, and the user's overlay.
     fn istio_inputs(&self) -> Result<IstioInputs, EnvError> {
-        let context = self.istio_context();
+        let context = IstioContext::new(
+            &self.config,
+            (&self.gateway_tls.0, self.gateway_tls.1.expose()),
+            &self.issuer,
+            ServicePorts {
+                keycloak: self.ports.keycloak,
+                oauth2_proxy: self.ports.oauth2_proxy,
+                httpbin: self.ports.sidecar,
+                gateway_http_target: self.ports.gateway_http,
+            },
+        );
+        let (policy, mesh) = context.render()?;
+        let registry = crate::fixtures::render(
+            istio::REGISTRY_FIXTURE,
+            &LocalRegistryContext {
+                istio: &context,
+                httpbin_app_port: self.ports.httpbin,
+                gateway_https_target_port: self.ports.gateway_https,
+                gateway: ProxyIdentity::gateway(),
+                httpbin: ProxyIdentity::httpbin(),
+            },
+        )?;
         let overlay = match &self.config.istio_overlay {
             Some(dir) => Some(read_overlay(dir)?),
             None => None,
         };
         Ok(IstioInputs {
-            policy: crate::fixtures::render(istio::POLICY_FIXTURE, &context)?,
-            registry: crate::fixtures::render(istio::REGISTRY_FIXTURE, &context)?,
-            mesh: crate::fixtures::render(istio::MESH_FIXTURE, &context)?,
+            policy,
+            registry,
+            mesh,
             overlay,
         })
-    }
-
-    fn istio_context(&self) -> IstioContext<'_> {
-        IstioContext {
-            namespace: crate::policy::NAMESPACE,
-            ext_authz_provider: istio::EXT_AUTHZ_PROVIDER,
-            identity_headers: istio::IDENTITY_HEADERS,
-            tls_cert_pem: &self.gateway_tls.0,
-            tls_key_pem: self.gateway_tls.1.expose(),
-            ext_authz: self.config.ext_authz,
-            ext_authz_path_prefix: self.config.ext_authz_path_prefix,
-            ext_authz_fail_open: self.config.ext_authz_fail_open,
-            ext_authz_timeout_seconds: self.config.ext_authz_timeout_seconds,
-            strip_identity_headers: self.config.strip_identity_headers,
-            request_authentication: self.config.request_authentication,
-            jwt_audiences: self.config.jwt_audiences,
-            log_query_strings: self.config.log_query_strings,
-            baseline_route: self.config.baseline_route,
-            client_id: CLIENT_ID,
-            issuer_url: &self.issuer,
-            jwks_uri: format!(
-                "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
-                crate::policy::NAMESPACE,
-                self.ports.keycloak
-            ),
-            keycloak_port: self.ports.keycloak,
-            oauth2_proxy_port: self.ports.oauth2_proxy,
-            httpbin_port: self.ports.sidecar,
-            httpbin_app_port: self.ports.httpbin,
-            gateway_http_target_port: self.ports.gateway_http,
-            gateway_https_target_port: self.ports.gateway_https,
-            gateway: ProxyIdentity::gateway(),
-            httpbin: ProxyIdentity::httpbin(),
-            sidecar_policy: SidecarPolicyContext::new(&self.config.sidecar),
-        }
     }
 
     /// The Envoy bootstrap of the gateway or httpbin's sidecar.
@@ -1594,35 +1582,25 @@ mod tests {
 
     /// The Istio inputs for a configuration, with fixed ports and placeholder secrets.
     fn render(config: &StackConfig, fixture: &str) -> String {
-        let context = IstioContext {
-            namespace: crate::policy::NAMESPACE,
-            ext_authz_provider: istio::EXT_AUTHZ_PROVIDER,
-            identity_headers: istio::IDENTITY_HEADERS,
-            tls_cert_pem: "<gateway certificate PEM>",
-            tls_key_pem: "<gateway key PEM>",
-            ext_authz: config.ext_authz,
-            ext_authz_path_prefix: config.ext_authz_path_prefix,
-            ext_authz_fail_open: config.ext_authz_fail_open,
-            ext_authz_timeout_seconds: config.ext_authz_timeout_seconds,
-            strip_identity_headers: config.strip_identity_headers,
-            request_authentication: config.request_authentication,
-            jwt_audiences: config.jwt_audiences,
-            log_query_strings: config.log_query_strings,
-            baseline_route: config.baseline_route,
-            client_id: CLIENT_ID,
-            issuer_url: "http://127.0.0.1:20080/realms/Test-oidc",
-            jwks_uri: "http://keycloak.foo.svc.cluster.local:20180/realms/Test-oidc/protocol/openid-connect/certs".into(),
-            keycloak_port: 20180,
-            oauth2_proxy_port: 20418,
-            httpbin_port: 20800,
+        let context = IstioContext::new(
+            config,
+            ("<gateway certificate PEM>", "<gateway key PEM>"),
+            "http://127.0.0.1:20080/realms/Test-oidc",
+            ServicePorts {
+                keycloak: 20180,
+                oauth2_proxy: 20418,
+                httpbin: 20800,
+                gateway_http_target: 20080,
+            },
+        );
+        let registry = LocalRegistryContext {
+            istio: &context,
             httpbin_app_port: 20801,
-            gateway_http_target_port: 20080,
             gateway_https_target_port: 20443,
             gateway: ProxyIdentity::gateway(),
             httpbin: ProxyIdentity::httpbin(),
-            sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
         };
-        crate::fixtures::render(fixture, &context).unwrap()
+        crate::fixtures::render(fixture, &registry).unwrap()
     }
 
     fn objects(rendered: &str) -> Vec<serde_json::Value> {
