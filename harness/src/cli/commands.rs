@@ -202,6 +202,11 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
             (run_dir, target)
         }
         EnvKind::Existing => {
+            if args.stack.istio.is_some() {
+                bail!(
+                    "--istio configures a stack the harness provisions; an existing deployment is configured as it is\nhow to fix: drop --istio, or run with --env local"
+                );
+            }
             let Some(file) = &args.env_file else {
                 bail!("--env existing needs --env-file FILE describing the deployment");
             };
@@ -256,8 +261,28 @@ pub(crate) fn stack_config(args: &StackArgs) -> StackConfig {
             Theme::V2 => LoginTheme::KeycloakV2,
             Theme::Legacy => LoginTheme::Legacy,
         },
+        istio_overlay: args.istio.clone(),
         ..StackConfig::default()
     })
+}
+
+pub(crate) fn istio_dump(args: &IstioDumpArgs) -> Result<ExitCode> {
+    let toolchain = install()?;
+    let profile = crate::env::DeploymentProfile::from_name(&args.profile)
+        .expect("clap accepts only the profiles' names");
+    let config = profile.apply(StackConfig {
+        istio_overlay: args.istio.clone(),
+        ..StackConfig::default()
+    });
+    let written = crate::env::local::dump_istio(&toolchain, &config, &args.out)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "inputs (the Istio objects and mesh config translated): {}",
+        args.out.join("inputs").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn deployment_profile(args: &StackArgs) -> crate::env::DeploymentProfile {
@@ -327,6 +352,11 @@ pub(crate) async fn start_kind(
     run_dir: &Path,
     redactor: &Redactor,
 ) -> Result<KindEnvironment> {
+    if config.istio_overlay.is_some() {
+        bail!(
+            "--istio lays your objects over the local environment's; on kind apply them to the cluster yourself (kubectl apply -f DIR) after `meshauth up --env kind --keep-cluster`\nhow to fix: drop --istio, or run with --env local"
+        );
+    }
     let options = KindOptions {
         cluster_name: args.kind.kind_cluster.clone(),
         images: Images::pinned(args.kind.image_registry.as_deref()),

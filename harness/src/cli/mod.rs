@@ -55,6 +55,31 @@ pub(crate) enum Command {
     /// Load-test the auth hot path with goose: baseline vs SSO cookie vs bearer, login storm,
     /// a mix; overhead ratios, the generator's CPU, and thresholds as a CI gate (exit 1).
     Load(Box<LoadArgs>),
+    /// What Istio makes of the deployment's Istio objects.
+    #[command(subcommand)]
+    Istio(IstioCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IstioCommand {
+    /// Write what Istio's own config generator makes of the deployment's Istio objects (the
+    /// profile's, with --istio laid over them) for the gateway and httpbin's sidecar:
+    /// listeners, clusters and routes as Envoy receives them, one JSON file per proxy.
+    Dump(IstioDumpArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct IstioDumpArgs {
+    /// The deployment profile whose objects are translated.
+    #[arg(long, value_name = "NAME", default_value = "reference",
+          value_parser = ["reference", "seed000", "seed001", "seed002", "seed003"])]
+    pub(crate) profile: String,
+    /// A directory of your own Istio YAML laid over the profile's objects.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) istio: Option<PathBuf>,
+    /// Where to write gateway.json, httpbin.json and the inputs.
+    #[arg(long, value_name = "DIR", default_value = "istio-dump")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,6 +217,12 @@ pub(crate) struct StackArgs {
     /// Keycloak's login theme.
     #[arg(long, value_enum, default_value = "v2")]
     pub(crate) login_theme: Theme,
+    /// A directory of your own Istio YAML (AuthorizationPolicy, RequestAuthentication,
+    /// PeerAuthentication, Gateway, VirtualService, DestinationRule, …) laid over the
+    /// profile's: an object of the same kind, namespace and name replaces it, others are added.
+    /// The local environment's gateway and sidecars are then configured by Istio from it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) istio: Option<PathBuf>,
     /// Where run directories (logs, rendered configs) go.
     #[arg(
         long,
@@ -251,5 +282,6 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run(&args, cli.verbose).await,
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
+        Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),
     }
 }

@@ -939,7 +939,12 @@ impl LocalStack {
         let context = self.context();
         let ports = |component: Component| format!("{:?}", self.ports.owned(component));
         let istio = self.istio_inputs()?;
-        let istio_text = istio.digest();
+        // The generator's switches are inputs too.
+        let istio_text = format!(
+            "{}\nvalidate trust domain {}",
+            istio.digest(),
+            self.config.sidecar_trust_domain_check
+        );
         Ok([
             (
                 Component::Keycloak,
@@ -976,38 +981,12 @@ impl LocalStack {
 
     /// The Istio objects and mesh config of this configuration, and the user's overlay.
     fn istio_inputs(&self) -> Result<IstioInputs, EnvError> {
-        let context = IstioContext::new(
+        IstioInputs::render(
             &self.config,
+            &self.ports,
             (&self.gateway_tls.0, self.gateway_tls.1.expose()),
             &self.issuer,
-            ServicePorts {
-                keycloak: self.ports.keycloak,
-                oauth2_proxy: self.ports.oauth2_proxy,
-                httpbin: self.ports.sidecar,
-                gateway_http_target: self.ports.gateway_http,
-            },
-        );
-        let (policy, mesh) = context.render()?;
-        let registry = crate::fixtures::render(
-            istio::REGISTRY_FIXTURE,
-            &LocalRegistryContext {
-                istio: &context,
-                httpbin_app_port: self.ports.httpbin,
-                gateway_https_target_port: self.ports.gateway_https,
-                gateway: ProxyIdentity::gateway(),
-                httpbin: ProxyIdentity::httpbin(),
-            },
-        )?;
-        let overlay = match &self.config.istio_overlay {
-            Some(dir) => Some(read_overlay(dir)?),
-            None => None,
-        };
-        Ok(IstioInputs {
-            policy,
-            registry,
-            mesh,
-            overlay,
-        })
+        )
     }
 
     /// The Envoy bootstrap of the gateway or httpbin's sidecar.
@@ -1025,26 +1004,6 @@ impl LocalStack {
                 sds_port: self.ports.sds,
             },
         )?)
-    }
-
-    /// Writes the Istio inputs under `<run>/istio/` for the generator, returning the
-    /// directories it reads in order (the overlay last).
-    fn write_istio_inputs(&self, inputs: &IstioInputs) -> Result<Vec<PathBuf>, EnvError> {
-        let root = self.run_dir.join("istio");
-        let _ = std::fs::remove_dir_all(&root);
-        let reference = root.join("reference");
-        write_private(&reference.join("policy.yaml"), &inputs.policy)?;
-        write_private(&reference.join("local-registry.yaml"), &inputs.registry)?;
-        write_private(&root.join("mesh.yaml"), &inputs.mesh)?;
-        let mut dirs = vec![reference];
-        if let Some(overlay) = &inputs.overlay {
-            let dir = root.join("overlay");
-            for (name, text) in overlay {
-                write_private(&dir.join(name), text)?;
-            }
-            dirs.push(dir);
-        }
-        Ok(dirs)
     }
 
     /// The secret oauth2-proxy is given: the realm's, unless the test breaks it on purpose.
@@ -1160,7 +1119,7 @@ impl LocalStack {
             ),
             Component::IstioXds => {
                 let inputs = self.istio_inputs()?;
-                let dirs = self.write_istio_inputs(&inputs)?;
+                let dirs = inputs.write(&self.run_dir.join("istio"))?;
                 let tls = self.run_dir.join("tls");
                 let mut launch = Launch::new(name, &self.toolchain.istio_xds, self.log(name))
                     .arg("serve")
@@ -1219,21 +1178,18 @@ impl LocalStack {
         };
         let process = Supervised::spawn(&launch)?;
         wait_ready(&self.probe, &process, &probe, COMPONENT_READY).await?;
-        // A proxy is ready when its generated listeners accept connections: Envoy reports a
-        // listener it cannot bind in its log and stays up.
-        let listeners = match component {
-            Component::Gateway => vec![
-                format!("127.0.0.1:{}", self.ports.gateway_https),
-                format!("127.0.0.1:{}", self.ports.gateway_http),
-            ],
-            Component::Sidecar => vec![format!(
-                "{}:{}",
-                ProxyIdentity::httpbin().ip,
-                self.ports.sidecar
-            )],
-            _ => Vec::new(),
+        // A proxy is ready when Envoy lists the generated listeners as its own: one it cannot
+        // bind it reports in its log and drops, and a connection test would reach whoever
+        // holds the port instead.
+        let (admin, listeners) = match component {
+            Component::Gateway => (
+                self.ports.gateway_admin,
+                vec![self.ports.gateway_https, self.ports.gateway_http],
+            ),
+            Component::Sidecar => (self.ports.sidecar_admin, vec![self.ports.sidecar]),
+            _ => (0, Vec::new()),
         };
-        wait_listening(&process, &listeners, COMPONENT_READY).await?;
+        wait_listening(&self.probe, &process, admin, &listeners, COMPONENT_READY).await?;
         progress(StackEvent::Ready {
             component: name,
             after: started.elapsed(),
@@ -1368,9 +1324,65 @@ struct IstioInputs {
     mesh: String,
     /// The user's overlay files, by path relative to the overlay directory.
     overlay: Option<Vec<(String, String)>>,
+    overlay_dir: Option<PathBuf>,
 }
 
 impl IstioInputs {
+    fn render(
+        config: &StackConfig,
+        ports: &Ports,
+        gateway_tls: (&str, &str),
+        issuer: &str,
+    ) -> Result<Self, EnvError> {
+        let context = IstioContext::new(
+            config,
+            gateway_tls,
+            issuer,
+            ServicePorts {
+                keycloak: ports.keycloak,
+                oauth2_proxy: ports.oauth2_proxy,
+                httpbin: ports.sidecar,
+                gateway_http_target: ports.gateway_http,
+            },
+        );
+        let (policy, mesh) = context.render()?;
+        let registry = crate::fixtures::render(
+            istio::REGISTRY_FIXTURE,
+            &LocalRegistryContext {
+                istio: &context,
+                httpbin_app_port: ports.httpbin,
+                gateway_https_target_port: ports.gateway_https,
+                gateway: ProxyIdentity::gateway(),
+                httpbin: ProxyIdentity::httpbin(),
+            },
+        )?;
+        let overlay = match &config.istio_overlay {
+            Some(dir) => Some(read_overlay(dir)?),
+            None => None,
+        };
+        Ok(Self {
+            policy,
+            registry,
+            mesh,
+            overlay,
+            overlay_dir: config.istio_overlay.clone(),
+        })
+    }
+
+    /// Writes the inputs under `root` for the generator, returning the directories it reads in
+    /// order (the overlay last) and the mesh config's path.
+    fn write(&self, root: &Path) -> Result<Vec<PathBuf>, EnvError> {
+        let _ = std::fs::remove_dir_all(root);
+        let reference = root.join("reference");
+        write_private(&reference.join("policy.yaml"), &self.policy)?;
+        write_private(&reference.join("local-registry.yaml"), &self.registry)?;
+        write_private(&root.join("mesh.yaml"), &self.mesh)?;
+        let mut dirs = vec![reference];
+        // The user's own directory, so that errors name their files.
+        dirs.extend(self.overlay_dir.clone());
+        Ok(dirs)
+    }
+
     /// Everything the generator reads, as one text to compare configurations by.
     fn digest(&self) -> String {
         let mut text = format!("{}\n{}\n{}", self.policy, self.registry, self.mesh);
@@ -1379,6 +1391,85 @@ impl IstioInputs {
         }
         text
     }
+}
+
+/// What Istio's generator makes of `config` for the local gateway and httpbin's sidecar:
+/// `<out>/gateway.json` and `<out>/httpbin.json` (listeners, clusters, routes as Envoy gets
+/// them), beside the inputs under `<out>/inputs/`. Ports are fixed, kind-like numbers so that
+/// dumps of two configurations compare line by line.
+pub fn dump_istio(
+    toolchain: &Toolchain,
+    config: &StackConfig,
+    out: &Path,
+) -> Result<Vec<PathBuf>, EnvError> {
+    let ports = Ports {
+        gateway_https: 8443,
+        gateway_http: 8080,
+        gateway_admin: 15000,
+        oauth2_proxy: 4180,
+        httpbin: 8081,
+        keycloak: 8180,
+        keycloak_management: 9000,
+        sidecar: 8000,
+        sidecar_admin: 15001,
+        xds: 15010,
+        sds: 15012,
+        xds_health: 15014,
+    };
+    let pki = RunPki::generate()?;
+    let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
+    let inputs = IstioInputs::render(
+        config,
+        &ports,
+        (&pki.server_cert_pem, &pki.server_key_pem),
+        &issuer,
+    )?;
+    let dirs = inputs.write(&out.join("inputs"))?;
+    let proxies = out.join("inputs/proxies.json");
+    write_private(
+        &proxies,
+        &istio::proxies_json(&[
+            ("gateway", &ProxyIdentity::gateway()),
+            ("httpbin", &ProxyIdentity::httpbin()),
+        ]),
+    )?;
+    let mut command = std::process::Command::new(&toolchain.istio_xds);
+    command
+        .arg("dump")
+        .arg("--mesh")
+        .arg(out.join("inputs/mesh.yaml"))
+        .arg("--proxies")
+        .arg(&proxies)
+        .arg("--out")
+        .arg(out);
+    for dir in &dirs {
+        command.arg("--config").arg(dir);
+    }
+    let output = command.output().map_err(|source| EnvError::Io {
+        what: "run",
+        path: toolchain.istio_xds.clone(),
+        source,
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let detail: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("\tinfo\t") && !l.contains("\terror\tCRD "))
+            .collect();
+        return Err(EnvError::Config {
+            file: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: format!(
+                "Istio's generator refused the configuration:\n{}",
+                detail.join("\n")
+            ),
+            hint: "fix the object and field named above (Istio's own validation)".into(),
+        });
+    }
+    Ok(vec![out.join("gateway.json"), out.join("httpbin.json")])
 }
 
 /// The YAML files of a user's Istio directory (recursively), sorted by path.
@@ -1470,44 +1561,53 @@ async fn wait_ready(
     }
 }
 
-/// Waits until every `host:port` accepts a TCP connection; a listener Envoy could not bind
-/// (its log says so) is [`ComponentError::AddressInUse`].
+/// Waits until the Envoy behind `admin_port` lists an active listener on each of `ports`; a
+/// listener it could not bind (its log says so) is [`ComponentError::AddressInUse`].
 async fn wait_listening(
+    client: &reqwest::Client,
     process: &Supervised,
-    addresses: &[String],
+    admin_port: u16,
+    ports: &[u16],
     timeout: Duration,
 ) -> Result<(), ComponentError> {
-    let deadline = Instant::now() + timeout;
-    for address in addresses {
-        loop {
-            if tokio::net::TcpStream::connect(address.as_str())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            let log = process.log_since_start();
-            if mentions_address_in_use(&log) {
-                return Err(ComponentError::AddressInUse {
-                    component: process.name(),
-                    status: format!("could not listen on {address}"),
-                    log: process.log_path().display().to_string(),
-                    tail: process.log_tail(25),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(ComponentError::NotReady {
-                    component: process.name(),
-                    seconds: timeout.as_secs(),
-                    probe: format!("a connection to {address} (a listener from Istio's config)"),
-                    log: process.log_path().display().to_string(),
-                    tail: process.log_tail(25),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    if ports.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let probe = format!("http://127.0.0.1:{admin_port}/listeners?format=json");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if mentions_address_in_use(&process.log_since_start()) {
+            return Err(ComponentError::AddressInUse {
+                component: process.name(),
+                status: format!("could not listen on one of the ports {ports:?}"),
+                log: process.log_path().display().to_string(),
+                tail: process.log_tail(25),
+            });
+        }
+        if let Ok(response) = client.get(&probe).send().await
+            && let Ok(listing) = response.json::<serde_json::Value>().await
+        {
+            let listening: Vec<u64> = listing["listener_statuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+                .collect();
+            if ports.iter().all(|p| listening.contains(&u64::from(*p))) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ComponentError::NotReady {
+                component: process.name(),
+                seconds: timeout.as_secs(),
+                probe: format!("listeners on ports {ports:?} in {probe} (from Istio's config)"),
+                log: process.log_path().display().to_string(),
+                tail: process.log_tail(25),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Go ("bind: address already in use"), Envoy ("Address already in use") and Quarkus

@@ -1,0 +1,186 @@
+//! What Istio's own config generator makes of the reference profiles' Istio objects, as golden
+//! summaries: each listener's filter chains (match, TLS, filters in order, the security
+//! filters' decisive settings), each cluster (TLS or not), each route. A change in the objects
+//! or in the pinned generator shows here as a reviewable diff.
+
+mod common;
+
+use meshauth::components::{self, CacheDir, InstallEvent};
+use meshauth::env::{DeploymentProfile, StackConfig};
+use serde_json::Value;
+
+fn toolchain() -> components::Toolchain {
+    let cache = CacheDir::from_env().expect("component cache");
+    let observe = |event: InstallEvent| {
+        if let InstallEvent::Started { component, action } = event {
+            eprintln!("{component}: {action}");
+        }
+    };
+    components::ensure_installed(&cache, &observe).expect("components install")
+}
+
+fn dump(profile: &str, config: StackConfig) -> (Value, Value) {
+    let out = common::run_dir(&format!("istio-dump-{profile}"));
+    let written = meshauth::env::local::dump_istio(&toolchain(), &config, &out)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let read = |path: &std::path::Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    (read(&written[0]), read(&written[1]))
+}
+
+/// The security-relevant shape of one proxy's configuration, one line per fact.
+fn summary(proxy: &Value) -> String {
+    let mut lines = Vec::new();
+    for listener in proxy["listeners"].as_array().unwrap() {
+        let address = &listener["address"]["socketAddress"];
+        lines.push(format!(
+            "listener {} on {}:{}",
+            listener["name"].as_str().unwrap(),
+            address["address"].as_str().unwrap_or("?"),
+            address["portValue"]
+        ));
+        for chain in listener["filterChains"].as_array().into_iter().flatten() {
+            let tls = &chain["transportSocket"]["typedConfig"];
+            let mut describe = format!("  chain match {}", chain["filterChainMatch"]);
+            if !tls.is_null() {
+                describe.push_str(&format!(
+                    " tls(require_client_certificate={})",
+                    tls["requireClientCertificate"].as_bool().unwrap_or(false)
+                ));
+            }
+            lines.push(describe);
+            for filter in chain["filters"].as_array().into_iter().flatten() {
+                lines.push(format!("    {}", filter["name"].as_str().unwrap()));
+                for http in filter["typedConfig"]["httpFilters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    lines.push(format!("      {}", http_filter(http)));
+                }
+            }
+        }
+    }
+    let mut clusters: Vec<String> = proxy["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let tls = !c["transportSocket"].is_null() || !c["transportSocketMatches"].is_null();
+            format!(
+                "cluster {} {}{}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap_or("EDS/other"),
+                if tls {
+                    " (mTLS when the peer has a sidecar)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    clusters.sort();
+    lines.extend(clusters);
+    for route in proxy["routes"].as_array().unwrap() {
+        lines.push(format!("route {}", route["name"].as_str().unwrap_or("?")));
+        for host in route["virtualHosts"].as_array().into_iter().flatten() {
+            for r in host["routes"].as_array().into_iter().flatten() {
+                let target = r["route"]["cluster"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "(not a forward)".into());
+                lines.push(format!(
+                    "  {} {} -> {}",
+                    host["name"].as_str().unwrap_or("?"),
+                    r["match"],
+                    target
+                ));
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+fn http_filter(filter: &Value) -> String {
+    let name = filter["name"].as_str().unwrap().to_string();
+    let config = &filter["typedConfig"];
+    match name.as_str() {
+        "envoy.filters.http.ext_authz" => format!(
+            "{name} failure_mode_allow={} path_prefix={} timeout={}",
+            config["failureModeAllow"].as_bool().unwrap_or(false),
+            config["httpService"]["pathPrefix"].as_str().unwrap_or("-"),
+            config["httpService"]["serverUri"]["timeout"]
+                .as_str()
+                .unwrap_or("-"),
+        ),
+        "envoy.filters.http.jwt_authn" => {
+            let providers: Vec<String> = config["providers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(_, p)| {
+                    format!(
+                        "{} aud={}",
+                        p["issuer"].as_str().unwrap_or("?"),
+                        p["audiences"]
+                    )
+                })
+                .collect();
+            format!("{name} {}", providers.join("; "))
+        }
+        "envoy.filters.http.rbac" => {
+            let rules = if config["rules"].is_null() {
+                &config["shadowRules"]
+            } else {
+                &config["rules"]
+            };
+            let policies: Vec<&String> = rules["policies"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            format!(
+                "{name} {} action={} policies={policies:?}",
+                if config["rules"].is_null() {
+                    "shadow"
+                } else {
+                    "enforced"
+                },
+                rules["action"].as_str().unwrap_or("ALLOW")
+            )
+        }
+        _ => name,
+    }
+}
+
+#[test]
+fn reference_translation() {
+    let (gateway, httpbin) = dump("reference", StackConfig::default());
+    insta::assert_snapshot!("reference_gateway", summary(&gateway));
+    insta::assert_snapshot!("reference_httpbin_sidecar", summary(&httpbin));
+}
+
+#[test]
+fn seed000_translation() {
+    let config = DeploymentProfile::from_name("seed000")
+        .unwrap()
+        .apply(StackConfig::default());
+    let (gateway, _) = dump("seed000", config);
+    insta::assert_snapshot!("seed000_gateway", summary(&gateway));
+}
+
+#[test]
+fn seed003_strict_request_principals_translation() {
+    let config = StackConfig {
+        sidecar: meshauth::policy::SidecarPolicy {
+            peer_authentication: meshauth::policy::PeerAuthenticationMode::Strict,
+            request_authentication: true,
+            authorization: meshauth::policy::AuthorizationRequirement::RequestPrincipal,
+        },
+        ..StackConfig::default()
+    };
+    let (_, httpbin) = dump("seed003", config);
+    insta::assert_snapshot!("seed003_strict_ra_rp_httpbin_sidecar", summary(&httpbin));
+}
