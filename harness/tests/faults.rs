@@ -121,13 +121,17 @@ const CASES: &[Case] = &[
         name: "sidecar_without_rbac_lets_sleep_in_without_a_jwt",
         breakage: |c| c.sidecar.authorization = AuthorizationRequirement::None,
         scenario: "seed003_mesh_matrix::strict_ra_rp__sleep_without_jwt",
-        expect: Expect::FailsWith("status: expected 403, actual 200 at https://127.0.0.11:"),
+        expect: Expect::FailsWith(
+            "status: expected 403, actual 200 at http://httpbin.foo.svc.cluster.local:",
+        ),
     },
     Case {
         name: "sidecar_without_jwt_authn_lets_a_forged_jwt_in",
         breakage: |c| c.sidecar.request_authentication = false,
         scenario: "seed003_mesh_matrix::strict_ra__sleep_with_forged_jwt",
-        expect: Expect::FailsWith("status: expected 401, actual 200 at https://127.0.0.11:"),
+        expect: Expect::FailsWith(
+            "status: expected 401, actual 200 at http://httpbin.foo.svc.cluster.local:",
+        ),
     },
     Case {
         name: "sidecar_rbac_for_another_workload_refuses_sleep",
@@ -136,7 +140,9 @@ const CASES: &[Case] = &[
                 AuthorizationRequirement::PeerPrincipal("cluster.local/ns/foo/sa/other".into())
         },
         scenario: "seed003_mesh_matrix::strict_peer_principal__sleep_without_jwt",
-        expect: Expect::FailsWith("status: expected 200, actual 403 at https://127.0.0.11:"),
+        expect: Expect::FailsWith(
+            "status: expected 200, actual 403 at http://httpbin.foo.svc.cluster.local:",
+        ),
     },
     Case {
         name: "sidecar_strict_where_disable_rejects_plaintext",

@@ -19,14 +19,14 @@ fn toolchain() -> components::Toolchain {
     components::ensure_installed(&cache, &observe).expect("components install")
 }
 
-fn dump(profile: &str, config: StackConfig) -> (Value, Value) {
+fn dump(profile: &str, config: StackConfig) -> (Value, Value, Value) {
     let out = common::run_dir(&format!("istio-dump-{profile}"));
     let written = meshauth::env::local::dump_istio(&toolchain(), &config, &out)
         .unwrap_or_else(|e| panic!("{e}"));
     let read = |path: &std::path::Path| -> Value {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
-    (read(&written[0]), read(&written[1]))
+    (read(&written[0]), read(&written[1]), read(&written[2]))
 }
 
 /// The security-relevant shape of one proxy's configuration, one line per fact.
@@ -67,16 +67,17 @@ fn summary(proxy: &Value) -> String {
         .unwrap()
         .iter()
         .map(|c| {
-            let tls = !c["transportSocket"].is_null() || !c["transportSocketMatches"].is_null();
+            let tls = if !c["transportSocket"].is_null() {
+                " mTLS always (a DestinationRule's ISTIO_MUTUAL)"
+            } else if !c["transportSocketMatches"].is_null() {
+                " auto mTLS (when the peer has a sidecar)"
+            } else {
+                ""
+            };
             format!(
-                "cluster {} {}{}",
+                "cluster {} {}{tls}",
                 c["name"].as_str().unwrap(),
                 c["type"].as_str().unwrap_or("EDS/other"),
-                if tls {
-                    " (mTLS when the peer has a sidecar)"
-                } else {
-                    ""
-                }
             )
         })
         .collect();
@@ -157,9 +158,10 @@ fn http_filter(filter: &Value) -> String {
 
 #[test]
 fn reference_translation() {
-    let (gateway, httpbin) = dump("reference", StackConfig::default());
+    let (gateway, httpbin, sleep) = dump("reference", StackConfig::default());
     insta::assert_snapshot!("reference_gateway", summary(&gateway));
     insta::assert_snapshot!("reference_httpbin_sidecar", summary(&httpbin));
+    insta::assert_snapshot!("reference_sleep_sidecar", summary(&sleep));
 }
 
 #[test]
@@ -167,7 +169,7 @@ fn seed000_translation() {
     let config = DeploymentProfile::from_name("seed000")
         .unwrap()
         .apply(StackConfig::default());
-    let (gateway, _) = dump("seed000", config);
+    let (gateway, _, _) = dump("seed000", config);
     insta::assert_snapshot!("seed000_gateway", summary(&gateway));
 }
 
@@ -181,6 +183,6 @@ fn seed003_strict_request_principals_translation() {
         },
         ..StackConfig::default()
     };
-    let (_, httpbin) = dump("seed003", config);
+    let (_, httpbin, _) = dump("seed003", config);
     insta::assert_snapshot!("seed003_strict_ra_rp_httpbin_sidecar", summary(&httpbin));
 }

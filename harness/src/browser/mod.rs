@@ -271,6 +271,29 @@ impl Browser {
         })
     }
 
+    /// A cookie-less plain-HTTP client whose requests for `service_host` go to `sidecar`: an
+    /// app calling a mesh service through its own sidecar, which originates mTLS.
+    pub fn through_sidecar(
+        service_host: &str,
+        sidecar: std::net::SocketAddr,
+        redactor: Redactor,
+    ) -> Result<Self, BrowserError> {
+        let client = builder(None)?
+            .resolve(service_host, sidecar)
+            .http1_only()
+            .build()
+            .map_err(BrowserError::Client)?;
+        Ok(Self {
+            client,
+            cookies: Arc::new(CookieStoreMutex::default()),
+            redactor,
+            max_redirects: 20,
+            hops: Vec::new(),
+            cookie_attributes: Vec::new(),
+            confined_to: Vec::new(),
+        })
+    }
+
     /// Hops recorded since the last call.
     pub fn take_hops(&mut self) -> Vec<Hop> {
         std::mem::take(&mut self.hops)

@@ -9,6 +9,7 @@ mod tamper;
 
 pub use plan::{Plan, plan};
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -412,6 +413,15 @@ impl Engine {
         Url::parse(&expanded).map_err(|e| format!("{expanded:?} is not a URL: {e}"))
     }
 
+    /// Where `caller`'s requests go when it has a sidecar of its own (sleep's, configured by
+    /// Istio): that sidecar, for the service's name.
+    fn workload_proxy(&self, caller: Caller) -> Option<SocketAddr> {
+        match caller {
+            Caller::MeshWorkload => self.endpoints.mesh.as_ref()?.workload_proxy,
+            _ => None,
+        }
+    }
+
     /// The caller's client, created on first use, and the URL it connects to: an in-mesh
     /// caller's sidecar turns `http://` into mTLS.
     fn caller<'s>(
@@ -420,10 +430,23 @@ impl Engine {
         state: &'s mut ScenarioState,
         mut url: Url,
     ) -> Result<(&'s mut Browser, Url), String> {
-        // An in-mesh caller's sidecar originates mTLS for a plain `http://` address.
-        if caller != Caller::OutsideMesh && url.scheme() == "http" {
-            url.set_scheme("https")
-                .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
+        let workload_proxy = self.workload_proxy(caller).and_then(|proxy| {
+            let mesh = self.endpoints.mesh.as_ref()?;
+            Some((proxy, mesh.service_host.clone()))
+        });
+        match (&workload_proxy, caller) {
+            // sleep's own sidecar takes the plain request for the service's name and
+            // originates mTLS as Istio configured it.
+            (Some((_, service_host)), _) if url.scheme() == "http" => {
+                url.set_host(Some(service_host))
+                    .map_err(|e| format!("cannot address {service_host}: {e}"))?;
+            }
+            // The harness originates mTLS itself for a plain `http://` address.
+            (_, caller) if caller != Caller::OutsideMesh && url.scheme() == "http" => {
+                url.set_scheme("https")
+                    .map_err(|()| format!("cannot upgrade {url} to mTLS"))?;
+            }
+            _ => {}
         }
         let index = match state.callers.iter().position(|(c, _)| *c == caller) {
             Some(index) => index,
@@ -431,6 +454,10 @@ impl Engine {
                 let browser = match caller {
                     Caller::OutsideMesh => {
                         Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone())
+                    }
+                    _ if workload_proxy.is_some() => {
+                        let (proxy, service_host) = workload_proxy.clone().expect("checked");
+                        Browser::through_sidecar(&service_host, proxy, self.redactor.clone())
                     }
                     mesh_caller => {
                         let mesh = self.endpoints.mesh.as_ref().ok_or(
@@ -530,8 +557,9 @@ impl Engine {
                     state.last = Some(page);
                     return Ok(StepOutput::default());
                 };
+                let through = self.workload_proxy(*caller);
                 let (client, url) = self.caller(*caller, state, url)?;
-                ensure_listening(&url).await?;
+                ensure_listening(&url, through).await?;
                 match client.send(Method::GET, url, &Body::Empty, &headers).await {
                     Ok(page) => state.last = Some(page),
                     Err(BrowserError::NoResponse { detail, .. }) => state.rejected = Some(detail),
@@ -926,12 +954,15 @@ fn unrunnable(
 
 /// A rejected connection is a finding only if something listens: a port where nothing does
 /// is a broken environment, and must not pass as "rejected".
-async fn ensure_listening(url: &Url) -> Result<(), String> {
-    let address = url
-        .socket_addrs(|| None)
-        .ok()
-        .and_then(|a| a.into_iter().next())
-        .ok_or_else(|| format!("{url} has no resolvable address"))?;
+async fn ensure_listening(url: &Url, through: Option<SocketAddr>) -> Result<(), String> {
+    let address = match through {
+        Some(sidecar) => sidecar,
+        None => url
+            .socket_addrs(|| None)
+            .ok()
+            .and_then(|a| a.into_iter().next())
+            .ok_or_else(|| format!("{url} has no resolvable address"))?,
+    };
     match tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::TcpStream::connect(address),

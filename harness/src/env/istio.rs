@@ -111,6 +111,20 @@ impl ProxyIdentity {
         )
     }
 
+    /// sleep's sidecar: the in-mesh caller. It serves nothing; its outbound listeners bind its
+    /// own address, where the harness sends sleep's requests.
+    pub fn sleep() -> Self {
+        Self::new(
+            "sidecar",
+            "sleep",
+            policy::NAMESPACE,
+            "sleep",
+            "127.0.0.12",
+            "127.0.0.12",
+            serde_json::json!({ "app": "sleep", "security.istio.io/tlsMode": "istio" }),
+        )
+    }
+
     /// httpbin's sidecar.
     pub fn httpbin() -> Self {
         Self::new(
@@ -221,6 +235,7 @@ pub struct LocalRegistryContext<'a> {
     pub gateway_https_target_port: u16,
     pub gateway: ProxyIdentity,
     pub httpbin: ProxyIdentity,
+    pub sleep: ProxyIdentity,
 }
 
 /// The sidecar's policy objects as the templates name them.

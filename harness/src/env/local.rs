@@ -495,6 +495,7 @@ impl Component {
             Self::Httpbin => "httpbin",
             Self::IstioXds => "istio-xds",
             Self::Sidecar => "sidecar",
+            Self::SleepSidecar => "sleep-sidecar",
             Self::Gateway => "envoy",
             Self::OAuth2Proxy => "oauth2-proxy",
         }
@@ -607,6 +608,8 @@ impl LocalStack {
             ca_pem: Some(pki.ca_cert_pem.clone()),
             mesh: Some(MeshEndpoints {
                 sidecar: url("http://127.0.0.1/"),
+                service_host: format!("httpbin.{}.svc.cluster.local", crate::policy::NAMESPACE),
+                workload_proxy: None,
                 ca_pem: mesh.ca_cert_pem.clone(),
                 workload_id: mesh.sleep.spiffe_id.clone(),
                 workload_cert_pem: mesh.sleep.cert_pem.clone(),
@@ -803,6 +806,7 @@ impl LocalStack {
             Component::Httpbin,
             Component::IstioXds,
             Component::Sidecar,
+            Component::SleepSidecar,
             Component::Gateway,
         ] {
             if !self.is_running(component) {
@@ -897,6 +901,9 @@ impl LocalStack {
                 ProxyIdentity::httpbin().ip,
                 ports.sidecar
             ));
+            mesh.workload_proxy = format!("{}:{}", ProxyIdentity::sleep().egress_ip, ports.sidecar)
+                .parse()
+                .ok();
         }
     }
 
@@ -935,7 +942,7 @@ impl LocalStack {
     /// Everything each component is started from (rendered files, the ports it binds, the
     /// secrets it is given), in start order. The proxies restart with any change of the Istio
     /// inputs, so none keeps configuration from before a change.
-    fn wanted_inputs(&self) -> Result<[(Component, String); 6], EnvError> {
+    fn wanted_inputs(&self) -> Result<[(Component, String); 7], EnvError> {
         let context = self.context();
         let ports = |component: Component| format!("{:?}", self.ports.owned(component));
         let istio = self.istio_inputs()?;
@@ -963,6 +970,10 @@ impl LocalStack {
             (
                 Component::Sidecar,
                 format!("{}\n{istio_text}", self.bootstrap(Component::Sidecar)?),
+            ),
+            (
+                Component::SleepSidecar,
+                format!("{}\n{istio_text}", self.bootstrap(Component::SleepSidecar)?),
             ),
             (
                 Component::Gateway,
@@ -993,6 +1004,7 @@ impl LocalStack {
     fn bootstrap(&self, component: Component) -> Result<String, EnvError> {
         let (proxy, admin_port) = match component {
             Component::Gateway => (ProxyIdentity::gateway(), self.ports.gateway_admin),
+            Component::SleepSidecar => (ProxyIdentity::sleep(), self.ports.sleep_admin),
             _ => (ProxyIdentity::httpbin(), self.ports.sidecar_admin),
         };
         Ok(crate::fixtures::render(
@@ -1144,11 +1156,11 @@ impl LocalStack {
                     format!("http://127.0.0.1:{}/ready", self.ports.xds_health),
                 )
             }
-            Component::Sidecar | Component::Gateway => {
-                let (file, admin) = if component == Component::Sidecar {
-                    ("sidecar.yaml", self.ports.sidecar_admin)
-                } else {
-                    ("gateway.yaml", self.ports.gateway_admin)
+            Component::Sidecar | Component::SleepSidecar | Component::Gateway => {
+                let (file, admin) = match component {
+                    Component::Sidecar => ("sidecar.yaml", self.ports.sidecar_admin),
+                    Component::SleepSidecar => ("sleep-sidecar.yaml", self.ports.sleep_admin),
+                    _ => ("gateway.yaml", self.ports.gateway_admin),
                 };
                 let path = self.run_dir.join(file);
                 write_private(&path, &self.bootstrap(component)?)?;
@@ -1187,6 +1199,8 @@ impl LocalStack {
                 vec![self.ports.gateway_https, self.ports.gateway_http],
             ),
             Component::Sidecar => (self.ports.sidecar_admin, vec![self.ports.sidecar]),
+            // sleep's outbound listener for httpbin's service port.
+            Component::SleepSidecar => (self.ports.sleep_admin, vec![self.ports.sidecar]),
             _ => (0, Vec::new()),
         };
         wait_listening(&self.probe, &process, admin, &listeners, COMPONENT_READY).await?;
@@ -1354,6 +1368,7 @@ impl IstioInputs {
                 gateway_https_target_port: ports.gateway_https,
                 gateway: ProxyIdentity::gateway(),
                 httpbin: ProxyIdentity::httpbin(),
+                sleep: ProxyIdentity::sleep(),
             },
         )?;
         let overlay = match &config.istio_overlay {
@@ -1415,6 +1430,7 @@ pub fn dump_istio(
         xds: 15010,
         sds: 15012,
         xds_health: 15014,
+        sleep_admin: 15002,
     };
     let pki = RunPki::generate()?;
     let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
@@ -1431,6 +1447,7 @@ pub fn dump_istio(
         &istio::proxies_json(&[
             ("gateway", &ProxyIdentity::gateway()),
             ("httpbin", &ProxyIdentity::httpbin()),
+            ("sleep", &ProxyIdentity::sleep()),
         ]),
     )?;
     let mut command = std::process::Command::new(&toolchain.istio_xds);
@@ -1469,7 +1486,11 @@ pub fn dump_istio(
             hint: "fix the object and field named above (Istio's own validation)".into(),
         });
     }
-    Ok(vec![out.join("gateway.json"), out.join("httpbin.json")])
+    Ok(vec![
+        out.join("gateway.json"),
+        out.join("httpbin.json"),
+        out.join("sleep.json"),
+    ])
 }
 
 /// The YAML files of a user's Istio directory (recursively), sorted by path.
@@ -1699,6 +1720,7 @@ mod tests {
             gateway_https_target_port: 20443,
             gateway: ProxyIdentity::gateway(),
             httpbin: ProxyIdentity::httpbin(),
+            sleep: ProxyIdentity::sleep(),
         };
         crate::fixtures::render(fixture, &registry).unwrap()
     }

@@ -124,6 +124,12 @@ pub struct MeshEndpoints {
     /// The service address as an app calls it (`http://`); an in-mesh caller's sidecar
     /// upgrades the connection to mTLS.
     pub sidecar: Url,
+    /// The service's name in the mesh (`httpbin.foo.svc.cluster.local`).
+    pub service_host: String,
+    /// The in-mesh caller's own sidecar (sleep's Envoy, configured by Istio): where `sleep`
+    /// sends its plain-HTTP request for `service_host`, the sidecar originating mTLS. Without
+    /// one the harness originates mTLS with the workload certificate itself.
+    pub workload_proxy: Option<std::net::SocketAddr>,
     /// The mesh CA the in-mesh caller trusts.
     pub ca_pem: String,
     /// `spiffe://cluster.local/ns/foo/sa/sleep`.

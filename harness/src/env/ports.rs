@@ -30,6 +30,7 @@ pub enum Component {
     Httpbin,
     IstioXds,
     Sidecar,
+    SleepSidecar,
     Gateway,
     OAuth2Proxy,
 }
@@ -50,6 +51,8 @@ pub struct Ports {
     pub xds: u16,
     pub sds: u16,
     pub xds_health: u16,
+    /// sleep's sidecar's admin port.
+    pub sleep_admin: u16,
 }
 
 impl Ports {
@@ -69,6 +72,7 @@ impl Ports {
             xds: 0,
             sds: 0,
             xds_health: 0,
+            sleep_admin: 0,
         };
         for owner in Component::START_ORDER {
             for slot in ports.owned_mut(owner) {
@@ -116,6 +120,7 @@ impl Ports {
             Component::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
             Component::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
             Component::IstioXds => vec![&mut self.xds, &mut self.sds, &mut self.xds_health],
+            Component::SleepSidecar => vec![&mut self.sleep_admin],
         }
     }
 
@@ -131,11 +136,12 @@ impl Ports {
 }
 
 impl Component {
-    pub const START_ORDER: [Component; 6] = [
+    pub const START_ORDER: [Component; 7] = [
         Self::Keycloak,
         Self::Httpbin,
         Self::IstioXds,
         Self::Sidecar,
+        Self::SleepSidecar,
         Self::Gateway,
         Self::OAuth2Proxy,
     ];
@@ -218,14 +224,14 @@ mod tests {
         let first = Ports::allocate().unwrap();
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
-        assert_eq!(ports.len(), 24);
+        assert_eq!(ports.len(), 26);
         assert!(
             ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
             "{ports:?}"
         );
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 24, "two stacks in one process share no port");
+        assert_eq!(ports.len(), 26, "two stacks in one process share no port");
         first.release();
         second.release();
     }

@@ -90,6 +90,135 @@ struct PageView<'a> {
     /// Failed (and unfinished) scenarios first, then passed, each group in run order.
     scenarios: Vec<ScenarioView<'a>>,
     security: SecurityView<'a>,
+    /// Suites whose scenarios are the cells of a grid (`<row>__<column>` ids, as the mesh
+    /// matrix's profile × caller): shown as a table, rows with mismatches first.
+    matrices: Vec<MatrixView<'a>>,
+}
+
+#[derive(Serialize)]
+struct MatrixView<'a> {
+    suite: &'a str,
+    columns: Vec<&'a str>,
+    rows: Vec<MatrixRow<'a>>,
+    mismatches: usize,
+}
+
+#[derive(Serialize)]
+struct MatrixRow<'a> {
+    row: &'a str,
+    mismatches: usize,
+    cells: Vec<Option<MatrixCell>>,
+}
+
+#[derive(Serialize)]
+struct MatrixCell {
+    state: &'static str,
+    anchor: String,
+    expected: String,
+    actual: String,
+}
+
+impl<'a> MatrixView<'a> {
+    /// A grid for each suite of at least four scenarios whose ids all read `<row>__<column>`.
+    fn all(report: &'a RunReport, scenarios: &[ScenarioView<'a>]) -> Vec<Self> {
+        report
+            .suites()
+            .into_iter()
+            .filter(|(_, members)| {
+                members.len() >= 4 && members.iter().all(|s| s.id.contains("__"))
+            })
+            .map(|(suite, members)| Self::new(suite, &members, scenarios))
+            .collect()
+    }
+
+    fn new(suite: &'a str, members: &[&'a ScenarioReport], views: &[ScenarioView<'a>]) -> Self {
+        let split = |s: &'a ScenarioReport| s.id.split_once("__").expect("filtered on __");
+        let mut rows: Vec<&'a str> = Vec::new();
+        let mut columns: Vec<&'a str> = Vec::new();
+        for scenario in members {
+            let (row, column) = split(scenario);
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+        }
+        let mut rows: Vec<MatrixRow<'a>> = rows
+            .into_iter()
+            .map(|row| {
+                let cells: Vec<Option<MatrixCell>> = columns
+                    .iter()
+                    .map(|column| {
+                        let scenario = members.iter().find(|s| split(s) == (row, *column))?;
+                        Some(MatrixCell::new(scenario, views))
+                    })
+                    .collect();
+                MatrixRow {
+                    row,
+                    mismatches: cells.iter().flatten().filter(|c| c.state != "pass").count(),
+                    cells,
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.mismatches == 0);
+        Self {
+            suite,
+            mismatches: rows.iter().map(|r| r.mismatches).sum(),
+            columns,
+            rows,
+        }
+    }
+}
+
+impl MatrixCell {
+    /// The cell's outcome: the last step's status or connection check (what the cell is
+    /// about), expected against actual.
+    fn new(scenario: &ScenarioReport, views: &[ScenarioView<'_>]) -> Self {
+        let last_checks = scenario
+            .steps
+            .iter()
+            .rev()
+            .find(|s| !s.checks.is_empty())
+            .map(|s| s.checks.as_slice())
+            .unwrap_or_default();
+        let outcome = last_checks
+            .iter()
+            .find(|c| c.name == "status")
+            .or_else(|| last_checks.iter().find(|c| c.name == "connection"))
+            .or_else(|| last_checks.first());
+        // Short forms: "403", "rejected", "answered 200"; the scenario's section has the rest.
+        let short = |text: &str| text.split(" at ").next().unwrap_or(text).to_string();
+        let (expected, actual) = match outcome {
+            Some(check) if check.name == "connection" => (
+                if check.expected.contains("rejected") {
+                    "rejected".to_string()
+                } else {
+                    "an HTTP response".to_string()
+                },
+                if check.actual.starts_with("rejected") {
+                    "rejected".to_string()
+                } else {
+                    short(&check.actual)
+                },
+            ),
+            Some(check) => (short(&check.expected), short(&check.actual)),
+            None => (String::new(), scenario.failures.join("; ")),
+        };
+        Self {
+            state: match scenario.verdict {
+                Some(crate::events::Verdict::Pass) => "pass",
+                _ => "fail",
+            },
+            anchor: views
+                .iter()
+                .find(|v| std::ptr::eq(v.scenario, scenario))
+                .map(|v| v.anchor.clone())
+                .unwrap_or_default(),
+            expected,
+            actual,
+        }
+    }
 }
 
 /// The attack checks (those with a severity), findings first, grouped by class (the suite
@@ -281,6 +410,7 @@ impl<'a> PageView<'a> {
                 })
                 .collect(),
             security: SecurityView::new(report, &scenarios),
+            matrices: MatrixView::all(report, &scenarios),
             scenarios,
         }
     }
