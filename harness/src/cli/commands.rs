@@ -357,11 +357,19 @@ pub(crate) async fn start_kind(
             "--istio lays your objects over the local environment's; on kind apply them to the cluster yourself (kubectl apply -f DIR) after `meshauth up --env kind --keep-cluster`\nhow to fix: drop --istio, or run with --env local"
         );
     }
+    let mut images = Images::pinned();
+    if let Some(mirror) = &args.kind.image_registry {
+        images = images.mirrored(mirror);
+    }
+    for assignment in &args.kind.images {
+        images = images.with(assignment).map_err(anyhow::Error::msg)?;
+    }
     let options = KindOptions {
         cluster_name: args.kind.kind_cluster.clone(),
-        images: Images::pinned(args.kind.image_registry.as_deref()),
+        images,
         keep_cluster: args.kind.keep_cluster,
-        ..KindOptions::default()
+        http_host_port: args.kind.kind_http_port,
+        https_host_port: args.kind.kind_https_port,
     };
     let progress = Progress::new();
     let started = Instant::now();

@@ -243,10 +243,21 @@ pub(crate) struct KindArgs {
     /// With --env kind: leave the cluster running afterwards.
     #[arg(long)]
     pub(crate) keep_cluster: bool,
-    /// With --env kind: the registry (host[/path]) the container images are pulled from;
-    /// without it the container runtime's default registry is used.
+    /// With --env kind: a mirror (host[/path]) every image is pulled through instead of its
+    /// own registry (quay.io, docker.io); the repository path and tag are kept.
     #[arg(long, value_name = "REGISTRY", env = "MESHAUTH_IMAGE_REGISTRY")]
     pub(crate) image_registry: Option<String>,
+    /// With --env kind: one image replaced by a complete reference, e.g.
+    /// `--image keycloak=quay.io/keycloak/keycloak:26.8.0` (NAME: keycloak, oauth2-proxy,
+    /// httpbin). Repeatable; applied after --image-registry.
+    #[arg(long = "image", value_name = "NAME=REF")]
+    pub(crate) images: Vec<String>,
+    /// With --env kind: the loopback port kind maps to the gateway's plain-HTTP node port.
+    #[arg(long, value_name = "PORT", default_value_t = 18080)]
+    pub(crate) kind_http_port: u16,
+    /// With --env kind: the loopback port kind maps to the gateway's HTTPS node port.
+    #[arg(long, value_name = "PORT", default_value_t = 18443)]
+    pub(crate) kind_https_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -283,5 +294,152 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
         Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),
+    }
+}
+
+#[cfg(test)]
+mod workflow_tests {
+    //! Every `meshauth` invocation in the repository's GitHub workflows and actions parses with
+    //! this CLI: a renamed or misspelt flag breaks the build, not a user's pipeline.
+
+    use super::*;
+    use std::path::Path;
+
+    /// `(file, command line)` for each `cargo run … -- ARGS` or `meshauth ARGS` in a `run:`.
+    fn invocations(file: &str, yaml: &str) -> Vec<(String, Vec<String>)> {
+        let document: serde_json::Value =
+            serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut runs = Vec::new();
+        collect_runs(&document, &mut runs);
+        runs.iter()
+            .flat_map(|run| run.lines().map(str::trim))
+            .filter_map(|line| {
+                let args = line
+                    .split_once(" -- ")
+                    .filter(|(before, _)| before.starts_with("cargo run"))
+                    .map(|(_, after)| after)
+                    .or_else(|| line.strip_prefix("meshauth "))?;
+                Some((file.to_string(), words(args)))
+            })
+            .collect()
+    }
+
+    fn collect_runs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("run", serde_json::Value::String(run)) => out.push(run.clone()),
+                        _ => collect_runs(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_runs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Shell words: quotes removed, `${{ … }}` expressions as one placeholder value, and an
+    /// unquoted `$VAR` (a word list that may be empty) left out.
+    fn words(line: &str) -> Vec<String> {
+        let line = without_expressions(line);
+        let mut words = Vec::new();
+        let mut current = String::new();
+        let mut quote: Option<char> = None;
+        let mut quoted = false;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => current.push(c),
+                (None, '"' | '\'') => {
+                    quote = Some(c);
+                    quoted = true;
+                }
+                (None, c) if c.is_whitespace() => {
+                    if !current.is_empty() && (quoted || !current.starts_with('$')) {
+                        words.push(std::mem::take(&mut current));
+                    }
+                    current.clear();
+                    quoted = false;
+                }
+                (None, c) => current.push(c),
+            }
+        }
+        if !current.is_empty() && (quoted || !current.starts_with('$')) {
+            words.push(current);
+        }
+        words
+    }
+
+    fn without_expressions(line: &str) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find("${{") {
+            out.push_str(&rest[..start]);
+            match rest[start..].find("}}") {
+                Some(end) => {
+                    out.push_str("EXPR");
+                    rest = &rest[start + end + 2..];
+                }
+                None => {
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn parse(args: &[String]) -> Result<(), String> {
+        Cli::try_parse_from(std::iter::once("meshauth".to_string()).chain(args.iter().cloned()))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_meshauth_invocation_in_the_workflows_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.github");
+        let mut files = Vec::new();
+        for dir in ["workflows", "actions/toolchain", "actions/kind-tools"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut found = 0;
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (file, args) in invocations(&path.display().to_string(), &text) {
+                found += 1;
+                if let Err(error) = parse(&args) {
+                    panic!(
+                        "{file}: `meshauth {}` does not parse:\n{error}",
+                        args.join(" ")
+                    );
+                }
+            }
+        }
+        assert!(
+            found >= 7,
+            "only {found} meshauth invocations found in .github/"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_flag_in_a_workflow_is_caught() {
+        let workflow = "jobs:\n  a:\n    steps:\n      - run: >-\n          cargo run --locked -- run --enf kind\n          --out reports\n";
+        let found = invocations("broken.yml", workflow);
+        assert_eq!(found.len(), 1);
+        let error = parse(&found[0].1).unwrap_err();
+        assert!(error.contains("--enf"), "{error}");
+        let fine = "jobs:\n  a:\n    steps:\n      - run: |\n          cargo run --locked -- run --env existing --env-file \"$ENV_FILE\" $FILTER\n";
+        let found = invocations("fine.yml", fine);
+        assert_eq!(
+            found[0].1,
+            ["run", "--env", "existing", "--env-file", "$ENV_FILE"]
+        );
+        assert!(parse(&found[0].1).is_ok());
     }
 }

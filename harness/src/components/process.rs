@@ -27,12 +27,42 @@ pub fn install_signal_cleanup() {
         let result = ctrlc::set_handler(|| {
             eprintln!("\ninterrupted: stopping the stack");
             kill_all_groups();
+            let actions: Vec<(String, InterruptAction)> = INTERRUPT_ACTIONS
+                .lock()
+                .map(|mut a| std::mem::take(&mut *a))
+                .unwrap_or_default();
+            for (what, action) in actions {
+                eprintln!("interrupted: {what}");
+                action();
+            }
             std::process::exit(130);
         });
         if let Err(error) = result {
             tracing::warn!(%error, "could not install the Ctrl-C handler; interrupting may leave processes behind");
         }
     });
+}
+
+type InterruptAction = Box<dyn FnOnce() + Send>;
+
+/// Cleanups that are not processes of ours (a kind cluster), run on Ctrl-C after the process
+/// groups are stopped.
+static INTERRUPT_ACTIONS: std::sync::Mutex<Vec<(String, InterruptAction)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs `action` if the process is interrupted before [`forget_on_interrupt`] with `what`.
+pub fn on_interrupt(what: &str, action: impl FnOnce() + Send + 'static) {
+    install_signal_cleanup();
+    if let Ok(mut actions) = INTERRUPT_ACTIONS.lock() {
+        actions.push((what.to_string(), Box::new(action)));
+    }
+}
+
+/// Drops the interrupt cleanup registered as `what` (its owner cleaned up itself).
+pub fn forget_on_interrupt(what: &str) {
+    if let Ok(mut actions) = INTERRUPT_ACTIONS.lock() {
+        actions.retain(|(w, _)| w != what);
+    }
 }
 
 /// Kills every live supervised process group (TERM, grace period, KILL) and waits until their

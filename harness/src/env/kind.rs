@@ -43,8 +43,9 @@ const HTTPS_NODE_PORT: u16 = 30443;
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
 const ISSUER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Container images, as `repository/name:tag` at the pinned versions. A registry host, if the
-/// container runtime needs one, is the user's choice ([`KindOptions::image_registry`]).
+/// Container images, each a complete reference as its project publishes it: Keycloak and
+/// oauth2-proxy on quay.io (oauth2-proxy's tags keep the `v`), go-httpbin on Docker Hub (its
+/// tags drop the `v`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Images {
     pub keycloak: String,
@@ -52,20 +53,64 @@ pub struct Images {
     pub httpbin: String,
 }
 
+/// The names `--image NAME=REF` accepts.
+pub const IMAGE_NAMES: [&str; 3] = ["keycloak", "oauth2-proxy", "httpbin"];
+
 impl Images {
-    /// The pinned images, each prefixed with `registry/` when one is given.
-    pub fn pinned(registry: Option<&str>) -> Self {
-        let prefix = registry
-            .map(|r| format!("{}/", r.trim_end_matches('/')))
-            .unwrap_or_default();
+    /// The pinned images.
+    pub fn pinned() -> Self {
         Self {
-            keycloak: format!("{prefix}keycloak/keycloak:{}", versions::KEYCLOAK),
+            keycloak: format!("quay.io/keycloak/keycloak:{}", versions::KEYCLOAK),
             oauth2_proxy: format!(
-                "{prefix}oauth2-proxy/oauth2-proxy:{}",
+                "quay.io/oauth2-proxy/oauth2-proxy:{}",
                 versions::OAUTH2_PROXY
             ),
-            httpbin: format!("{prefix}mccutchen/go-httpbin:{}", versions::HTTPBIN),
+            httpbin: format!(
+                "docker.io/mccutchen/go-httpbin:{}",
+                versions::HTTPBIN.trim_start_matches('v')
+            ),
         }
+    }
+
+    /// Every image pulled through `mirror` (`host[/path]`) instead of its own registry: the
+    /// registry host is replaced, the repository path and tag are kept.
+    pub fn mirrored(self, mirror: &str) -> Self {
+        let mirror = mirror.trim_end_matches('/');
+        let through = |image: String| match image.split_once('/') {
+            Some((host, rest)) if host.contains('.') || host.contains(':') => {
+                format!("{mirror}/{rest}")
+            }
+            _ => format!("{mirror}/{image}"),
+        };
+        Self {
+            keycloak: through(self.keycloak),
+            oauth2_proxy: through(self.oauth2_proxy),
+            httpbin: through(self.httpbin),
+        }
+    }
+
+    /// One image replaced (`--image keycloak=quay.io/keycloak/keycloak:26.8.0`).
+    pub fn with(mut self, assignment: &str) -> Result<Self, String> {
+        let (name, reference) = assignment
+            .split_once('=')
+            .filter(|(_, r)| !r.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "--image {assignment:?}: expected NAME=REFERENCE, NAME one of {IMAGE_NAMES:?}"
+                )
+            })?;
+        let slot = match name.trim() {
+            "keycloak" => &mut self.keycloak,
+            "oauth2-proxy" => &mut self.oauth2_proxy,
+            "httpbin" => &mut self.httpbin,
+            other => {
+                return Err(format!(
+                    "--image {other:?}: no such image; NAME is one of {IMAGE_NAMES:?}"
+                ));
+            }
+        };
+        *slot = reference.trim().to_string();
+        Ok(self)
     }
 }
 
@@ -87,7 +132,7 @@ impl Default for KindOptions {
             cluster_name: "meshauth".into(),
             http_host_port: 18080,
             https_host_port: 18443,
-            images: Images::pinned(None),
+            images: Images::pinned(),
             keep_cluster: false,
         }
     }
@@ -305,7 +350,7 @@ const KIND: Tool = Tool {
 const ISTIOCTL: Tool = Tool {
     name: "istioctl",
     purpose: "install Istio into the cluster",
-    fix: "install istioctl (`go install istio.io/istio/istioctl/cmd/istioctl@VERSION`, or the release archive) and make sure it is on PATH",
+    fix: "install a release istioctl (the archive from Istio's releases page) and make sure it is on PATH; a `go install` build reports no version and installs test images",
 };
 
 fn find_on_path(tool: &Tool) -> Result<PathBuf, EnvError> {
@@ -338,12 +383,43 @@ impl KindTools {
             "reach the Docker engine (the docker CLI is installed, but no engine answers)",
             "start the Docker daemon and make sure this user may use it (`docker info` must work); on machines without a container engine use `--env local`",
         )?;
+        let istioctl = find_on_path(&ISTIOCTL)?;
+        release_istioctl(&istioctl)?;
         Ok(Self {
             docker,
             kind: find_on_path(&KIND)?,
-            istioctl: find_on_path(&ISTIOCTL)?,
+            istioctl,
         })
     }
+}
+
+/// An istioctl built from source (`go install …/istioctl`) reports no release version and its
+/// default profile installs test images: only a release istioctl is used.
+fn release_istioctl(istioctl: &Path) -> Result<String, EnvError> {
+    let output = run_tool(
+        Command::new(istioctl).args(["version", "--remote=false", "--short"]),
+        "ask istioctl for its version",
+        "install a release istioctl (the archive from Istio's releases)",
+    )?;
+    let version = output.trim().trim_start_matches("client version:").trim();
+    if is_release_version(version) {
+        Ok(version.to_string())
+    } else {
+        Err(EnvError::Cluster {
+            what: format!("istioctl at {} is not a release build", istioctl.display()),
+            detail: format!("it reports version {version:?}"),
+            fix: "install a release istioctl (the archive from Istio's releases page, e.g. 1.31.x); a `go install` build installs Istio's test images".into(),
+        })
+    }
+}
+
+/// `1.31.1`, not `unknown`, a `-dev` build or a commit hash.
+fn is_release_version(version: &str) -> bool {
+    let parts: Vec<&str> = version.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Runs a tool to completion; a failure names the command, its output's tail and the fix.
@@ -388,6 +464,8 @@ pub struct KindEnvironment {
     config: StackConfig,
     run_dir: PathBuf,
     endpoints: Endpoints,
+    /// Set once everything is up; a cluster dropped before that has its logs exported first.
+    ready: bool,
 }
 
 impl KindEnvironment {
@@ -402,8 +480,14 @@ impl KindEnvironment {
     ) -> Result<Self, EnvError> {
         let tools = KindTools::find()?;
         for (port, purpose) in [
-            (options.http_host_port, "kind: gateway HTTP"),
-            (options.https_host_port, "kind: gateway HTTPS"),
+            (
+                options.http_host_port,
+                "kind: gateway HTTP; choose another with --kind-http-port",
+            ),
+            (
+                options.https_host_port,
+                "kind: gateway HTTPS; choose another with --kind-https-port",
+            ),
         ] {
             super::ports::Ports::check_free(port, purpose)?;
         }
@@ -454,6 +538,19 @@ impl KindEnvironment {
         };
         secrets.realm.fill(&mut endpoints);
         // From here on the cluster exists: dropping `environment` deletes it on any error.
+        // Ctrl-C from here on (kind create included) deletes the cluster.
+        if !options.keep_cluster {
+            let kind = tools.kind.clone();
+            let name = options.cluster_name.clone();
+            let kubeconfig = kubeconfig.clone();
+            crate::components::process::on_interrupt(&interrupt_key(&name), move || {
+                let _ = Command::new(kind)
+                    .args(["delete", "cluster", "--name", &name])
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .status();
+            });
+        }
         progress(StackEvent::Starting("kind cluster"));
         let started = Instant::now();
         run_tool(
@@ -467,12 +564,13 @@ impl KindEnvironment {
             "create the kind cluster",
             "see kind's output above; `kind delete cluster --name NAME` removes a half-created cluster",
         )?;
-        let environment = Self {
+        let mut environment = Self {
             tools,
             options,
             config,
             run_dir: run_dir.to_path_buf(),
             endpoints,
+            ready: false,
         };
         progress(StackEvent::Ready {
             component: "kind cluster",
@@ -507,13 +605,14 @@ impl KindEnvironment {
             (NAMESPACE, "keycloak"),
         ] {
             let started = Instant::now();
-            wait_rollout(&client, namespace, name).await?;
+            wait_rollout(&client, &kubeconfig, namespace, name).await?;
             progress(StackEvent::Ready {
                 component: deployment_label(name),
                 after: started.elapsed(),
             });
         }
         environment.wait_issuer().await?;
+        environment.ready = true;
         Ok(environment)
     }
 
@@ -575,24 +674,47 @@ impl KindEnvironment {
     }
 }
 
+fn interrupt_key(cluster: &str) -> String {
+    format!("deleting kind cluster {cluster}")
+}
+
 impl Drop for KindEnvironment {
     fn drop(&mut self) {
+        crate::components::process::forget_on_interrupt(&interrupt_key(&self.options.cluster_name));
         if self.options.keep_cluster {
             eprintln!(
-                "keeping kind cluster {} (delete it with `kind delete cluster --name {}`)",
-                self.options.cluster_name, self.options.cluster_name
+                "keeping kind cluster {} (kubeconfig {}; delete it with `kind delete cluster --name {} --kubeconfig {}`)",
+                self.options.cluster_name,
+                self.run_dir.join("kind/kubeconfig").display(),
+                self.options.cluster_name,
+                self.run_dir.join("kind/kubeconfig").display()
             );
             return;
         }
+        let kubeconfig = self.run_dir.join("kind/kubeconfig");
+        if !self.ready {
+            // What went wrong stays inspectable after the cluster is gone.
+            let logs = self.run_dir.join("kind/logs");
+            match run_tool(
+                Command::new(&self.tools.kind)
+                    .args(["export", "logs"])
+                    .arg(&logs)
+                    .args(["--name", &self.options.cluster_name]),
+                "export the cluster's logs",
+                "the cluster is deleted next; rerun with --keep-cluster to inspect it",
+            ) {
+                Ok(_) => eprintln!("the cluster's pod and node logs are in {}", logs.display()),
+                Err(error) => eprintln!("warning: {error}"),
+            }
+        }
+        // With the run's own kubeconfig: the user's is never edited.
         if let Err(error) = run_tool(
-            Command::new(&self.tools.kind).args([
-                "delete",
-                "cluster",
-                "--name",
-                &self.options.cluster_name,
-            ]),
+            Command::new(&self.tools.kind)
+                .args(["delete", "cluster", "--name", &self.options.cluster_name])
+                .arg("--kubeconfig")
+                .arg(&kubeconfig),
             "delete the kind cluster",
-            "delete it by hand with `kind delete cluster --name NAME`",
+            "delete it by hand with `kind delete cluster --name NAME --kubeconfig RUN_DIR/kind/kubeconfig`",
         ) {
             eprintln!("warning: {error}");
         }
@@ -682,31 +804,125 @@ async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), 
     Ok(())
 }
 
-async fn wait_rollout(client: &kube::Client, namespace: &str, name: &str) -> Result<(), EnvError> {
+/// Waits until the deployment is rolled out, stopping at once when one of its pods cannot
+/// start (an image that cannot be pulled, a container that keeps crashing) instead of waiting
+/// out the timeout.
+async fn wait_rollout(
+    client: &kube::Client,
+    kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+) -> Result<(), EnvError> {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::runtime::wait::{await_condition, conditions};
+    use k8s_openapi::api::core::v1::Pod;
 
-    let api: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
-    match tokio::time::timeout(
-        ROLLOUT_TIMEOUT,
-        await_condition(api, name, conditions::is_deployment_completed()),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(EnvError::Cluster {
-            what: format!("watching deployment {namespace}/{name}"),
-            detail: e.to_string(),
-            fix: "check the cluster with `kubectl get pods -A`".into(),
-        }),
-        Err(_) => Err(EnvError::Cluster {
-            what: format!("deployment {namespace}/{name} did not roll out"),
-            detail: format!("not complete within {}s", ROLLOUT_TIMEOUT.as_secs()),
-            fix: format!(
-                "look at `kubectl -n {namespace} describe deploy/{name}` and its pods' events (image pulls need the images reachable: see --image-registry)"
-            ),
-        }),
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let describe = format!(
+        "kubectl --kubeconfig {} -n {namespace} describe deploy/{name}",
+        kubeconfig.display()
+    );
+    let deadline = Instant::now() + ROLLOUT_TIMEOUT;
+    loop {
+        let deployment = deployments
+            .get(name)
+            .await
+            .map_err(kube_error(format!("read deployment {namespace}/{name}")))?;
+        if rolled_out(&deployment) {
+            return Ok(());
+        }
+        let selector = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let listed = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_error(format!("list the pods of {namespace}/{name}")))?;
+        for pod in &listed.items {
+            if let Some((container, reason, message)) = stuck(pod) {
+                return Err(EnvError::Cluster {
+                    what: format!("deployment {namespace}/{name} cannot start"),
+                    detail: format!(
+                        "pod {} container {container}: {reason}{}",
+                        pod.metadata.name.as_deref().unwrap_or("?"),
+                        message.map(|m| format!(": {m}")).unwrap_or_default()
+                    ),
+                    fix: if reason.contains("Image") {
+                        format!(
+                            "the image must be pullable from the cluster: check its reference (--image NAME=REF, --image-registry MIRROR); `{describe}`"
+                        )
+                    } else {
+                        format!(
+                            "see the container's log in RUN_DIR/kind/logs (exported on failure) or `{describe}`"
+                        )
+                    },
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(EnvError::Cluster {
+                what: format!("deployment {namespace}/{name} did not roll out"),
+                detail: format!("not complete within {}s", ROLLOUT_TIMEOUT.as_secs()),
+                fix: format!(
+                    "look at `{describe}` and its pods' events (RUN_DIR/kind/logs holds the cluster's logs)"
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// Every replica updated and available.
+fn rolled_out(deployment: &k8s_openapi::api::apps::v1::Deployment) -> bool {
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let Some(status) = &deployment.status else {
+        return false;
+    };
+    status.updated_replicas.unwrap_or(0) >= wanted
+        && status.available_replicas.unwrap_or(0) >= wanted
+        && status.replicas.unwrap_or(0) == wanted
+}
+
+/// A container that will not start by waiting: (container, reason, message).
+fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Option<String>)> {
+    const HOPELESS: [&str; 6] = [
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    ];
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|container| {
+            let waiting = container.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            HOPELESS.contains(&reason).then(|| {
+                (
+                    container.name.clone(),
+                    reason.to_string(),
+                    waiting.message.clone(),
+                )
+            })
+        })
 }
 
 #[cfg(test)]
@@ -913,28 +1129,85 @@ mod tests {
     }
 
     #[test]
-    fn images_are_pinned_and_take_a_registry_prefix() {
-        let images = Images::pinned(None);
+    fn images_are_complete_references_and_each_can_be_rewritten() {
+        let images = Images::pinned();
         assert_eq!(
             images.keycloak,
-            format!("keycloak/keycloak:{}", versions::KEYCLOAK)
+            format!("quay.io/keycloak/keycloak:{}", versions::KEYCLOAK)
         );
         assert_eq!(
             images.oauth2_proxy,
-            format!("oauth2-proxy/oauth2-proxy:{}", versions::OAUTH2_PROXY)
+            format!(
+                "quay.io/oauth2-proxy/oauth2-proxy:{}",
+                versions::OAUTH2_PROXY
+            )
         );
+        assert!(versions::HTTPBIN.starts_with('v'));
         assert_eq!(
             images.httpbin,
-            format!("mccutchen/go-httpbin:{}", versions::HTTPBIN)
+            format!("docker.io/mccutchen/go-httpbin:{}", &versions::HTTPBIN[1..])
         );
-        let mirrored = Images::pinned(Some("registry.example.test/mirror/"));
+        let mirrored = Images::pinned().mirrored("registry.example.test/mirror/");
         assert_eq!(
             mirrored.httpbin,
             format!(
                 "registry.example.test/mirror/mccutchen/go-httpbin:{}",
-                versions::HTTPBIN
+                &versions::HTTPBIN[1..]
             )
         );
+        assert!(
+            mirrored
+                .keycloak
+                .starts_with("registry.example.test/mirror/keycloak/keycloak:")
+        );
+        let newer = Images::pinned()
+            .with("keycloak=quay.io/keycloak/keycloak:26.8.0")
+            .unwrap();
+        assert_eq!(newer.keycloak, "quay.io/keycloak/keycloak:26.8.0");
+        assert_eq!(newer.httpbin, Images::pinned().httpbin);
+        let error = Images::pinned().with("keycloack=x").unwrap_err();
+        assert!(error.contains("no such image"), "{error}");
+        assert!(Images::pinned().with("keycloak").is_err());
+    }
+
+    #[test]
+    fn a_pod_that_cannot_pull_its_image_stops_the_wait() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "httpbin-1" },
+            "status": { "containerStatuses": [
+                { "name": "istio-proxy", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+                  "state": { "running": {} } },
+                { "name": "httpbin", "image": "docker.io/mccutchen/go-httpbin:v2.26.0", "imageID": "",
+                  "ready": false, "restartCount": 0,
+                  "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image" } } }
+            ] }
+        }))
+        .unwrap();
+        assert_eq!(
+            stuck(&pod),
+            Some((
+                "httpbin".into(),
+                "ImagePullBackOff".into(),
+                Some("Back-off pulling image".into())
+            ))
+        );
+        let starting: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "keycloak-1" },
+            "status": { "containerStatuses": [
+                { "name": "keycloak", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                  "state": { "waiting": { "reason": "ContainerCreating" } } }
+            ] }
+        }))
+        .unwrap();
+        assert_eq!(stuck(&starting), None);
+    }
+
+    #[test]
+    fn only_a_release_istioctl_is_used() {
+        assert!(is_release_version("1.31.1"));
+        for version in ["unknown", "1.31-dev", "1.31.0-alpha.1", "eed52ebb66ad", ""] {
+            assert!(!is_release_version(version), "{version}");
+        }
     }
 
     #[test]
