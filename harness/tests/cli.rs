@@ -186,3 +186,63 @@ fn ctrl_c_on_up_leaves_no_processes_behind() {
         "processes left behind after Ctrl-C: {survivors:?}"
     );
 }
+
+#[test]
+fn version_matrix_runs_each_set_on_its_own_components() {
+    let dir = tempdir("version-matrix");
+    let file = dir.join("versions.yaml");
+    std::fs::write(
+        &file,
+        "sets:\n  - name: pinned\n  - name: oauth2-proxy-v7.8.1\n    oauth2_proxy: v7.8.1\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (code, stdout, stderr) = run(&[
+        "run",
+        "--versions",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "seed000_browser_sso::browser_login",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let matrix: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("versions.json")).unwrap()).unwrap();
+    let sets = matrix["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[1]["set"]["oauth2_proxy"], "v7.8.1");
+    assert_eq!(matrix["differing"][0][0], "oauth2-proxy");
+    assert_eq!(
+        matrix["rows"][0]["verdicts"],
+        serde_json::json!(["pass", "pass"])
+    );
+    // Each set ran on its own oauth2-proxy: the per-set reports name the version they used.
+    for (set, version) in [("pinned", "v7.15.6"), ("oauth2-proxy-v7.8.1", "v7.8.1")] {
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(set).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        let components = report["environment"]["components"].as_array().unwrap();
+        assert!(
+            components
+                .iter()
+                .any(|c| c["component"] == "oauth2-proxy" && c["version"] == version),
+            "{set}: {components:?}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(out.join("versions.html"))
+            .unwrap()
+            .contains("oauth2-proxy-v7.8.1")
+    );
+
+    let (code, _, stderr) = run(&[
+        "run",
+        "--versions",
+        file.to_str().unwrap(),
+        "--env",
+        "existing",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--env local"), "{stderr}");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::components::version_sets::VersionSet;
 use crate::components::{self, CacheDir, InstallEvent, Toolchain};
 use crate::control::{StackControl, Uncontrolled};
 use crate::engine::Engine;
@@ -106,6 +107,10 @@ impl Progress {
 }
 
 pub(crate) fn install() -> Result<Toolchain> {
+    install_set(&VersionSet::pinned())
+}
+
+pub(crate) fn install_set(set: &VersionSet) -> Result<Toolchain> {
     let progress = Progress::new();
     let started = Instant::now();
     let cache = CacheDir::from_env()?;
@@ -118,7 +123,7 @@ pub(crate) fn install() -> Result<Toolchain> {
             progress.done(format!("{component}: {detail}"))
         }
     };
-    let toolchain = components::ensure_installed(&cache, &observe);
+    let toolchain = components::ensure_installed_set(&cache, set, &observe);
     progress.finish();
     let toolchain = toolchain.context("installing the local environment's components")?;
     eprintln!(
@@ -329,7 +334,15 @@ pub(crate) async fn start_local_with(
     config: StackConfig,
     redactor: &Redactor,
 ) -> Result<(String, LocalStack)> {
-    let toolchain = install()?;
+    start_local_toolchain(args, config, install()?, redactor).await
+}
+
+pub(crate) async fn start_local_toolchain(
+    args: &StackArgs,
+    config: StackConfig,
+    toolchain: Toolchain,
+    redactor: &Redactor,
+) -> Result<(String, LocalStack)> {
     let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
     let progress = Progress::new();
     let started = Instant::now();
@@ -467,6 +480,125 @@ pub(crate) fn audit(files: &[PathBuf]) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The selection once per version set, each on a fresh local stack built from that set's
+/// components; one page compares them.
+pub(crate) async fn run_versions(args: &RunArgs, file: &Path, verbose: bool) -> Result<ExitCode> {
+    use crate::report::versions::{SetRun, VersionMatrix};
+    if !matches!(args.env_kind, EnvKind::Local) || args.env_file.is_some() {
+        bail!(
+            "--versions compares component versions the harness installs itself\nhow to fix: use it with --env local"
+        );
+    }
+    let sets = crate::components::version_sets::load(file)?;
+    let catalog = load_catalog(&args.catalog)?;
+    let mut selection = catalog.select(&args.filter);
+    if let Some(seed) = deployment_profile(&args.stack).seed() {
+        selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
+    }
+    if selection.is_empty() {
+        bail!(
+            "no scenario matches {:?}; `meshauth list` shows the catalog",
+            args.filter
+        );
+    }
+    let out = match &args.out {
+        Some(dir) => dir.clone(),
+        None => new_run_dir(&args.stack.runs_dir)?.1.join("versions"),
+    };
+    let mut runs = Vec::new();
+    for set in &sets {
+        eprintln!(
+            "=== version set {}: {}",
+            set.name,
+            set.components()
+                .iter()
+                .map(|(c, v)| format!("{c} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let set_dir = out.join(&set.name);
+        let mut set_run = SetRun {
+            set: set.clone(),
+            report_dir: set.name.clone(),
+            passed: 0,
+            failed: 0,
+            error: None,
+        };
+        let outcome = run_set(args, set, &selection, &set_dir, verbose).await;
+        match outcome {
+            Ok(report) => {
+                set_run.passed = report.summary.passed;
+                set_run.failed = report.summary.failed;
+                runs.push((set_run, Some(report)));
+            }
+            Err(error) => {
+                eprintln!("version set {} did not run: {error:#}", set.name);
+                set_run.error = Some(format!("{error:#}"));
+                runs.push((set_run, None));
+            }
+        }
+    }
+    let matrix = VersionMatrix::new(runs);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let page = out.join("versions.html");
+    std::fs::write(&page, crate::report::html::render_versions(&matrix)?)
+        .with_context(|| format!("writing {}", page.display()))?;
+    let json = out.join("versions.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&matrix)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    eprintln!(
+        "{} scenario(s) change verdict between {} version sets",
+        matrix.changed,
+        matrix.sets.len()
+    );
+    eprintln!("report: {}", page.display());
+    Ok(if matrix.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One version set: its components installed, a stack started from them, the selection run,
+/// its reports written under `dir`.
+async fn run_set(
+    args: &RunArgs,
+    set: &VersionSet,
+    selection: &[(&crate::scenario::Suite, &crate::scenario::Scenario)],
+    dir: &Path,
+    verbose: bool,
+) -> Result<crate::report::RunReport> {
+    use crate::report::versions::CollectingReporter;
+    let toolchain = install_set(set)?;
+    let redactor = Redactor::new();
+    let (run_id, mut stack) =
+        start_local_toolchain(&args.stack, stack_config(&args.stack), toolchain, &redactor).await?;
+    let endpoints = stack.endpoints().clone();
+    let info = stack.info();
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(crate::report::RunReport::new()));
+    let mut reporters = Reporters::new();
+    reporters.add(Box::new(TerminalReporter::new(std::io::stdout(), verbose)));
+    reporters.add(Box::new(CollectingReporter(collected.clone())));
+    let (files, _) = file_reporters(&args.report, dir, &redactor)?;
+    for file in files {
+        reporters.add(Box::new(file));
+    }
+    let plan = crate::engine::plan(selection.to_vec(), &endpoints, &mut stack);
+    let engine = Engine::new(endpoints, redactor)?;
+    engine
+        .run(&run_id, info, &plan, &mut stack, &mut reporters)
+        .await;
+    for error in reporters.finish() {
+        eprintln!("warning: {error}");
+    }
+    drop(stack);
+    let report = collected
+        .lock()
+        .map(|r| r.clone())
+        .map_err(|_| anyhow::anyhow!("the collected report is unreadable"))?;
+    Ok(report)
 }
 
 pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {

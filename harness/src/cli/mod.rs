@@ -279,6 +279,12 @@ pub(crate) struct RunArgs {
     /// Where to write the reports (default: the run directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
+    /// Run the selection once per set of component versions in FILE (YAML: `sets:` each with
+    /// a `name` and any of `keycloak`, `oauth2_proxy`, `envoy`, `httpbin`), each installed side
+    /// by side in the cache, and write versions.html: scenario × set, what changed first.
+    /// Local environment only.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) versions: Option<PathBuf>,
 }
 
 /// Runs the parsed command.
@@ -290,7 +296,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up(args) => up(&args).await,
-        Command::Run(args) => run(&args, cli.verbose).await,
+        Command::Run(args) => match &args.versions {
+            Some(file) => run_versions(&args, file, cli.verbose).await,
+            None => run(&args, cli.verbose).await,
+        },
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
         Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),

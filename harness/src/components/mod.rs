@@ -5,6 +5,7 @@
 pub mod install;
 pub mod java;
 pub mod process;
+pub mod version_sets;
 pub mod versions;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 pub use install::{
     ApiSchemas, CacheDir, InstallEvent, Toolchain, ensure_api_schemas, ensure_installed,
+    ensure_installed_set,
 };
 pub use process::{Launch, Supervised};
 

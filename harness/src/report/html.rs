@@ -31,6 +31,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "load.html",
         include_str!("../../../reports/templates/load.html"),
     ),
+    (
+        "versions.html",
+        include_str!("../../../reports/templates/versions.html"),
+    ),
 ];
 const STYLE: &str = include_str!("../../../reports/assets/report.css");
 const SCRIPT: &str = include_str!("../../../reports/assets/report.js");
@@ -68,6 +72,14 @@ fn template(name: &str) -> Result<minijinja::Template<'static, 'static>, ReportE
         detail: detail.clone(),
     })?;
     env.get_template(name).map_err(render_error)
+}
+
+/// The version-matrix page: scenario × version set, what changed between sets first.
+pub fn render_versions(matrix: &super::versions::VersionMatrix) -> Result<String, ReportError> {
+    let template = template("versions.html")?;
+    template
+        .render(minijinja::context! { matrix => matrix, style => STYLE })
+        .map_err(render_error)
 }
 
 pub fn render(report: &RunReport) -> Result<String, ReportError> {

@@ -6,6 +6,7 @@ pub mod json;
 pub mod junit;
 
 pub mod terminal;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 
