@@ -64,6 +64,11 @@ fn main() {
     ));
     code.push_str(&table("KIND", &workspace.join("kind"), &[".j2"]));
     code.push_str(&table(
+        "KUBE_ENVTEST",
+        &workspace.join("kube-envtest"),
+        &[".go", "go.mod", "go.sum"],
+    ));
+    code.push_str(&table(
         "ISTIO_XDS",
         &workspace.join("istio-xds"),
         &[".go", "go.mod", "go.sum"],

@@ -685,6 +685,87 @@ fn install_istio_xds(
     Ok((binary, "built from istio-xds/".into()))
 }
 
+/// kube-apiserver and etcd, built from `kube-envtest/` (embedded in this binary): an
+/// envtest-style control plane for testing the kind environment's apply path without a cluster.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneBinaries {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+}
+
+pub fn ensure_control_plane(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<ControlPlaneBinaries, ComponentError> {
+    const COMPONENT: &str = "kube-envtest";
+    let dir = cache.path().join(format!(
+        "kube-envtest-{}-etcd-{}",
+        versions::KUBE_APISERVER,
+        versions::ETCD
+    ));
+    let binaries = ControlPlaneBinaries {
+        kube_apiserver: dir.join("kube-apiserver"),
+        etcd: dir.join("etcd"),
+    };
+    if binaries.kube_apiserver.is_file() && binaries.etcd.is_file() {
+        observe(InstallEvent::Finished {
+            component: COMPONENT,
+            detail: format!(
+                "kube-apiserver {}, etcd {} (cached)",
+                versions::KUBE_APISERVER,
+                versions::ETCD
+            ),
+        });
+        return Ok(binaries);
+    }
+    observe(InstallEvent::Started {
+        component: COMPONENT,
+        action: format!(
+            "go build kube-apiserver {} and etcd {} (about 4 minutes cold)",
+            versions::KUBE_APISERVER,
+            versions::ETCD
+        ),
+    });
+    let source = dir.join("src");
+    for (path, text) in crate::embedded::KUBE_ENVTEST {
+        let target = source.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io("create the kube-envtest source directory"))?;
+        }
+        std::fs::write(&target, text).map_err(io(format!("write {}", target.display())))?;
+    }
+    let hint = "check that Go is installed and its module proxy serves k8s.io/kubernetes and its staging modules at the versions in kube-envtest/go.mod";
+    for (package, binary) in [
+        (
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            &binaries.kube_apiserver,
+        ),
+        ("go.etcd.io/etcd/server/v3", &binaries.etcd),
+    ] {
+        let staging = binary.with_extension("staging");
+        run(
+            COMPONENT,
+            go_command(cache)
+                .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+                .arg(&staging)
+                .arg(package)
+                .current_dir(&source),
+            hint,
+        )?;
+        std::fs::rename(&staging, binary).map_err(io("move a control-plane binary into place"))?;
+    }
+    observe(InstallEvent::Finished {
+        component: COMPONENT,
+        detail: format!(
+            "kube-apiserver {}, etcd {} built",
+            versions::KUBE_APISERVER,
+            versions::ETCD
+        ),
+    });
+    Ok(binaries)
+}
+
 fn install_httpbin(
     cache: &CacheDir,
     version: &str,

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use install::{
-    ApiSchemas, CacheDir, InstallEvent, Toolchain, ensure_api_schemas, ensure_installed,
-    ensure_installed_set,
+    ApiSchemas, CacheDir, ControlPlaneBinaries, InstallEvent, Toolchain, ensure_api_schemas,
+    ensure_control_plane, ensure_installed, ensure_installed_set,
 };
 pub use process::{Launch, Supervised};
 

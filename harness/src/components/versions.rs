@@ -32,3 +32,7 @@ pub const ISTIO_GENERATOR: &str = "v0.0.0-20260827124520-eed52ebb66ad";
 /// proxies as `ISTIO_VERSION` so version-gated output is what this generator makes for its own
 /// proxies.
 pub const ISTIO_PROXY_VERSION: &str = "1.31.0";
+/// The control plane the kube client is tested against (`kube-envtest/`): kube-apiserver from
+/// `k8s.io/kubernetes` (its staging modules at the matching `v0.34.4`) and etcd's server.
+pub const KUBE_APISERVER: &str = "v1.34.4";
+pub const ETCD: &str = "v3.6.16";

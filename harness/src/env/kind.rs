@@ -595,15 +595,8 @@ impl KindEnvironment {
 
         let client = client(&kubeconfig).await?;
         progress(StackEvent::Starting("apps"));
-        for object in &manifests.objects {
-            apply(&client, object).await?;
-        }
-        for (namespace, name) in [
-            ("istio-system", "istio-ingressgateway"),
-            (NAMESPACE, "httpbin"),
-            (NAMESPACE, "oauth2-proxy"),
-            (NAMESPACE, "keycloak"),
-        ] {
+        apply_all(&client, &manifests.objects).await?;
+        for (namespace, name) in DEPLOYMENTS {
             let started = Instant::now();
             wait_rollout(&client, &kubeconfig, namespace, name).await?;
             progress(StackEvent::Ready {
@@ -746,7 +739,8 @@ fn url(text: &str) -> Url {
     Url::parse(text).expect("loopback URLs built from ports are valid")
 }
 
-async fn client(kubeconfig: &Path) -> Result<kube::Client, EnvError> {
+/// A client for the cluster a kubeconfig describes.
+pub async fn client(kubeconfig: &Path) -> Result<kube::Client, EnvError> {
     let cluster_error = |detail: String| EnvError::Cluster {
         what: format!("could not use the kubeconfig {}", kubeconfig.display()),
         detail,
@@ -761,13 +755,102 @@ async fn client(kubeconfig: &Path) -> Result<kube::Client, EnvError> {
     kube::Client::try_from(config).map_err(kube_error("build the Kubernetes client"))
 }
 
-/// Server-side apply of one rendered object, whatever its kind (CRDs included).
-async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), EnvError> {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+/// Server-side applies every object in order (the cluster's own validation, CEL included,
+/// decides); applying the same objects again changes nothing.
+pub async fn apply_all(
+    client: &kube::Client,
+    objects: &[serde_json::Value],
+) -> Result<(), EnvError> {
+    for object in objects {
+        apply(client, object).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every object (in reverse order), ignoring those already gone: `down`'s cleanup.
+pub async fn delete_all(
+    client: &kube::Client,
+    objects: &[serde_json::Value],
+) -> Result<(), EnvError> {
+    use kube::api::{Api, DeleteParams, DynamicObject};
+    for object in objects.iter().rev() {
+        let (parsed, label, resource, namespaced) = resolve(client, object).await?;
+        let name = parsed.metadata.name.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = if namespaced {
+            let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(kube_error(format!("delete {label}"))(error)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the cluster serves each CustomResourceDefinition named (`Established`).
+pub async fn wait_established(client: &kube::Client, names: &[String]) -> Result<(), EnvError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        loop {
+            let crd = api
+                .get(name)
+                .await
+                .map_err(kube_error(format!("read CustomResourceDefinition {name}")))?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(EnvError::Cluster {
+                    what: format!("CustomResourceDefinition {name} was not established"),
+                    detail: "not within 60s".into(),
+                    fix: "check the API server's log".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The deployments the environment waits for, as (namespace, name).
+pub const DEPLOYMENTS: [(&str, &str); 4] = [
+    ("istio-system", "istio-ingressgateway"),
+    (NAMESPACE, "httpbin"),
+    (NAMESPACE, "oauth2-proxy"),
+    (NAMESPACE, "keycloak"),
+];
+
+/// An object's parsed form, a label for messages, its API resource and whether it is
+/// namespaced, from the cluster's discovery.
+async fn resolve(
+    client: &kube::Client,
+    object: &serde_json::Value,
+) -> Result<
+    (
+        kube::api::DynamicObject,
+        String,
+        kube::api::ApiResource,
+        bool,
+    ),
+    EnvError,
+> {
     use kube::core::GroupVersionKind;
     use kube::discovery::Scope;
-
-    let parsed: DynamicObject =
+    let parsed: kube::api::DynamicObject =
         serde_json::from_value(object.clone()).map_err(|e| EnvError::Cluster {
             what: "a rendered object is not a Kubernetes object".into(),
             detail: e.to_string(),
@@ -787,12 +870,20 @@ async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), 
             .map_err(kube_error(format!(
                 "the cluster does not serve {label}'s kind (is Istio installed?)"
             )))?;
-    let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Namespaced => {
-            let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
-            Api::namespaced_with(client.clone(), namespace, &resource)
-        }
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    let namespaced = matches!(capabilities.scope, Scope::Namespaced);
+    Ok((parsed, label, resource, namespaced))
+}
+
+/// Server-side apply of one rendered object, whatever its kind (CRDs included).
+pub async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), EnvError> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let (parsed, label, resource, namespaced) = resolve(client, object).await?;
+    let name = parsed.metadata.name.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = if namespaced {
+        let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
     };
     api.patch(
         &name,
@@ -807,7 +898,7 @@ async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), 
 /// Waits until the deployment is rolled out, stopping at once when one of its pods cannot
 /// start (an image that cannot be pulled, a container that keeps crashing) instead of waiting
 /// out the timeout.
-async fn wait_rollout(
+pub async fn wait_rollout(
     client: &kube::Client,
     kubeconfig: &Path,
     namespace: &str,
