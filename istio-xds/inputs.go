@@ -92,6 +92,23 @@ func loadInputs(configDirs []string, meshFile string) (*inputs, error) {
 			meta["namespace"] = "default"
 		}
 		group := strings.SplitN(apiVersion, "/", 2)[0]
+		if apiVersion == "authentication.istio.io/v1alpha1" && (kind == "Policy" || kind == "MeshPolicy") {
+			translated, err := translateLegacy(doc)
+			if err != nil {
+				return nil, err
+			}
+			for _, modern := range translated {
+				cfg, warning, err := convert(modern)
+				if err != nil {
+					return nil, err
+				}
+				if warning != "" {
+					in.warnings = append(in.warnings, warning)
+				}
+				in.configs = append(in.configs, *cfg)
+			}
+			continue
+		}
 		if apiVersion == "v1" && kind == "Secret" {
 			mergeStringData(doc.raw)
 			encoded, err := sigyaml.Marshal(doc.raw)

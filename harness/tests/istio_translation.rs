@@ -186,3 +186,37 @@ fn seed003_strict_request_principals_translation() {
     let (_, httpbin, _) = dump("seed003", config);
     insta::assert_snapshot!("seed003_strict_ra_rp_httpbin_sidecar", summary(&httpbin));
 }
+
+/// Seed 003's own v1alpha1 `MeshPolicy` + `Policy` (removed in Istio 1.6) are accepted as input,
+/// translated to PeerAuthentication + RequestAuthentication + AuthorizationPolicy
+/// (requestPrincipals, since a v1alpha1 origin was required), and Istio then generates for
+/// httpbin's sidecar exactly what the modern STRICT + RA + requestPrincipals profile gives.
+#[test]
+fn seed003_v1alpha1_policies_translate_like_their_modern_form() {
+    let legacy = StackConfig {
+        istio_overlay: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio-legacy"),
+        ),
+        ..StackConfig::default()
+    };
+    let modern = StackConfig {
+        sidecar: meshauth::policy::SidecarPolicy {
+            peer_authentication: meshauth::policy::PeerAuthenticationMode::Strict,
+            request_authentication: true,
+            authorization: meshauth::policy::AuthorizationRequirement::RequestPrincipal,
+        },
+        ..StackConfig::default()
+    };
+    let (_, from_legacy, _) = dump("seed003-v1alpha1", legacy);
+    let (_, from_modern, _) = dump("seed003-modern", modern);
+    // Only the objects' names differ (they name the RBAC policy).
+    let normalise = |summary: String| {
+        summary
+            .replace("policy[jwt-keycloak-require-jwt]", "policy[*]")
+            .replace("policy[httpbin]", "policy[*]")
+    };
+    let legacy_summary = normalise(summary(&from_legacy));
+    assert_eq!(legacy_summary, normalise(summary(&from_modern)));
+    assert!(legacy_summary.contains("rbac enforced action=ALLOW"));
+    assert!(legacy_summary.contains("require_client_certificate=true"));
+}
