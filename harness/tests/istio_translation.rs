@@ -220,3 +220,48 @@ fn seed003_v1alpha1_policies_translate_like_their_modern_form() {
     assert!(legacy_summary.contains("rbac enforced action=ALLOW"));
     assert!(legacy_summary.contains("require_client_certificate=true"));
 }
+
+/// Bad Istio input is refused by name (file, document, object, field), never ignored.
+#[test]
+fn bad_istio_input_is_refused_with_file_object_and_field() {
+    let cases = [
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: oidc, namespace: istio-system}\nspec:\n  action: CUSTOM\n  provider: {name: oauth2-proxy}\n  rules:\n  - to: [{operation: {notPath: [\"/oauth2/*\"]}}]\n",
+            "(AuthorizationPolicy istio-system/oidc): spec: proto: (line 1:85): unknown field \"notPath\"",
+        ),
+        (
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: istio-system}\nspec: {}\n",
+            "Telemetry is not supported; supported kinds: AuthorizationPolicy, DestinationRule",
+        ),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: httpbin, namespace: foo}\nspec: {}\n",
+            "apps/v1/Deployment is not an Istio object",
+        ),
+        (
+            "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: p, namespace: foo}\nspec:\n  principalBinding: USE_PEER\n",
+            "principalBinding USE_PEER has no modern equivalent",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec:\n  mtls: {mode: STRICTER}\n",
+            "(PeerAuthentication foo/default)",
+        ),
+    ];
+    for (index, (yaml, expected)) in cases.iter().enumerate() {
+        let dir = common::run_dir(&format!("istio-bad-{index}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mine.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let config = StackConfig {
+            istio_overlay: Some(dir.clone()),
+            ..StackConfig::default()
+        };
+        let out = common::run_dir(&format!("istio-bad-out-{index}"));
+        let error = meshauth::env::local::dump_istio(&toolchain(), &config, &out)
+            .expect_err(expected)
+            .to_string();
+        assert!(
+            error.contains(expected) && error.contains(&file.display().to_string()),
+            "case {index}: {error}"
+        );
+    }
+}

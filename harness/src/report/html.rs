@@ -985,6 +985,56 @@ mod tests {
     }
 
     #[test]
+    fn a_row_by_column_suite_is_a_grid_with_mismatches_first() {
+        use crate::check::CheckResult;
+        use crate::report::document::ScenarioReport;
+        let cell = |id: &str, passed: bool, expected: &str, actual: &str| ScenarioReport {
+            suite: "matrix".into(),
+            id: id.into(),
+            title: String::new(),
+            file: String::new(),
+            verdict: Some(if passed { Verdict::Pass } else { Verdict::Fail }),
+            duration_ms: 1,
+            failures: Vec::new(),
+            steps: vec![StepReport {
+                index: 1,
+                op: "expect",
+                summary: String::new(),
+                passed,
+                duration_ms: 1,
+                hops: Vec::new(),
+                checks: vec![CheckResult {
+                    name: "status".into(),
+                    passed,
+                    expected: expected.into(),
+                    actual: format!(
+                        "{actual} at http://httpbin.foo.svc.cluster.local:8000/headers"
+                    ),
+                    severity: None,
+                }],
+                error: None,
+                jwt: None,
+            }],
+        };
+        let mut report = RunReport::new();
+        report.scenarios = vec![
+            cell("strict__sleep", true, "403", "403"),
+            cell("strict__outside", true, "403", "403"),
+            cell("open__sleep", true, "200", "200"),
+            cell("open__outside", false, "403", "200"),
+        ];
+        let html = render(&report).unwrap();
+        let grid = &html[html.find("id=\"matrix-matrix\"").unwrap()..];
+        assert!(grid.contains("1 cell(s) differ from what they expect"));
+        // The row with the mismatch comes first; cells show the short outcome, not the URL.
+        assert!(grid.find(">open<").unwrap() < grid.find(">strict<").unwrap());
+        assert!(grid.contains(
+            "expected <strong>403</strong></span><span class=\"actual\">actual <strong>200</strong>"
+        ));
+        assert!(!grid[..grid.find("</table>").unwrap()].contains("svc.cluster.local"));
+    }
+
+    #[test]
     fn page_is_self_contained_and_escapes_scenario_data() {
         let html = sample_html();
         assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
