@@ -72,6 +72,18 @@ const CASES: &[Case] = &[
         expect: Expect::Passes,
     },
     Case {
+        name: "no_request_authentication_and_no_ext_authz_let_a_forged_token_in",
+        // Seed 003's gateway without its RequestAuthentication: nothing checks the token.
+        breakage: |c| {
+            c.ext_authz = false;
+            c.request_authentication = false;
+        },
+        scenario: "seed003_origin_auth::forged_bearer_is_rejected",
+        expect: Expect::FailsWith(
+            "status: expected one of 401, 403, actual 200 at https://127.0.0.1:",
+        ),
+    },
+    Case {
         name: "wrong_client_secret_fails_the_callback",
         breakage: |c| c.wrong_client_secret = true,
         scenario: "seed000_browser_sso::browser_login",

@@ -430,6 +430,9 @@ pub(crate) async fn up(args: &StackArgs) -> Result<ExitCode> {
         credentials.display()
     );
     println!("logs:                        {run_dir}/*.log");
+    println!(
+        "Istio objects:               {run_dir}/istio/ (what Istio made of them: `meshauth istio dump`)"
+    );
     println!("press Ctrl-C to stop");
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

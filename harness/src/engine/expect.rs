@@ -33,6 +33,14 @@ pub fn check_response(
             format!("{} at {}", page.status.as_u16(), page.url),
         ));
     }
+    if let Some(any_of) = &expect.status_in {
+        checks.push(CheckResult::new(
+            "status",
+            any_of.contains(&page.status.as_u16()),
+            one_of(any_of),
+            format!("{} at {}", page.status.as_u16(), page.url),
+        ));
+    }
     if let Some(prefix) = &expect.url_starts_with {
         let prefix = vars.expand(prefix);
         checks.push(CheckResult::new(
@@ -219,9 +227,18 @@ pub fn check_without_response(expect: &ResponseExpectation, reason: &str) -> Vec
             actual.clone(),
         ));
     }
+    if let Some(any_of) = &expect.status_in {
+        checks.push(CheckResult::new(
+            "status",
+            false,
+            one_of(any_of),
+            actual.clone(),
+        ));
+    }
     let rest = ResponseExpectation {
         connection: None,
         status: None,
+        status_in: None,
         ..expect.clone()
     };
     if rest != ResponseExpectation::default() {
@@ -380,6 +397,12 @@ pub(super) fn excerpt(body: &str) -> String {
     } else {
         format!("{:?}...", flat.chars().take(EXCERPT).collect::<String>())
     }
+}
+
+/// `one of 401, 403`.
+fn one_of(statuses: &[u16]) -> String {
+    let listed: Vec<String> = statuses.iter().map(u16::to_string).collect();
+    format!("one of {}", listed.join(", "))
 }
 
 #[cfg(test)]

@@ -523,6 +523,10 @@ pub struct ResponseExpectation {
     pub connection: Option<ConnectionExpectation>,
     #[serde(default)]
     pub status: Option<u16>,
+    /// The status is one of these: for outcomes a deployment may produce at more than one
+    /// layer (a wrong token refused by oauth2-proxy with 403, or by jwt_authn with 401).
+    #[serde(default)]
+    pub status_in: Option<Vec<u16>>,
     /// The final URL (after redirects) starts with this.
     #[serde(default)]
     pub url_starts_with: Option<String>,
