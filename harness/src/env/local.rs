@@ -1,7 +1,8 @@
-//! The `local` environment: real Keycloak, oauth2-proxy, Envoy (as the Istio ingress gateway),
-//! httpbin and a second Envoy as httpbin's sidecar, as supervised processes on loopback,
-//! mirroring seed 000 (and seed 003's mesh policies on the sidecar). Changing the stack's
-//! configuration restarts only the components it affects.
+//! The `local` environment: real Keycloak, oauth2-proxy, httpbin and three Envoys (the Istio
+//! ingress gateway, httpbin's sidecar, sleep's sidecar) configured by Istio's own generator
+//! (`istio-xds`) from the deployment's Istio objects, as supervised processes on loopback,
+//! mirroring seed 000 (and seed 003's mesh policies). Changing the stack's configuration
+//! restarts only the components it affects.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
