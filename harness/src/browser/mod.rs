@@ -198,7 +198,15 @@ impl Browser {
             .cookie_provider(Arc::clone(&cookies))
             .build()
             .map_err(BrowserError::Client)?;
-        Ok(Self {
+        Ok(Self::with_client(client, cookies, redactor))
+    }
+
+    fn with_client(
+        client: reqwest::Client,
+        cookies: Arc<CookieStoreMutex>,
+        redactor: Redactor,
+    ) -> Self {
+        Self {
             client,
             cookies,
             redactor,
@@ -206,7 +214,7 @@ impl Browser {
             hops: Vec::new(),
             cookie_attributes: Vec::new(),
             confined_to: Vec::new(),
-        })
+        }
     }
 
     /// Redirects to any other host end the navigation with [`BrowserError::OffSite`]
@@ -260,15 +268,11 @@ impl Browser {
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(BrowserError::Client)?;
-        Ok(Self {
+        Ok(Self::with_client(
             client,
-            cookies: Arc::new(CookieStoreMutex::default()),
+            Arc::new(CookieStoreMutex::default()),
             redactor,
-            max_redirects: 20,
-            hops: Vec::new(),
-            cookie_attributes: Vec::new(),
-            confined_to: Vec::new(),
-        })
+        ))
     }
 
     /// A cookie-less plain-HTTP client whose requests for `service_host` go to `sidecar`: an
@@ -283,15 +287,11 @@ impl Browser {
             .http1_only()
             .build()
             .map_err(BrowserError::Client)?;
-        Ok(Self {
+        Ok(Self::with_client(
             client,
-            cookies: Arc::new(CookieStoreMutex::default()),
+            Arc::new(CookieStoreMutex::default()),
             redactor,
-            max_redirects: 20,
-            hops: Vec::new(),
-            cookie_attributes: Vec::new(),
-            confined_to: Vec::new(),
-        })
+        ))
     }
 
     /// Hops recorded since the last call.

@@ -496,16 +496,7 @@ pub(crate) async fn run_versions(args: &RunArgs, file: &Path, verbose: bool) -> 
     }
     let sets = crate::components::version_sets::load(file)?;
     let catalog = load_catalog(&args.catalog)?;
-    let mut selection = catalog.select(&args.filter);
-    if let Some(seed) = deployment_profile(&args.stack).seed() {
-        selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
-    }
-    if selection.is_empty() {
-        bail!(
-            "no scenario matches {:?}; `meshauth list` shows the catalog",
-            args.filter
-        );
-    }
+    let selection = selected(&catalog, args)?;
     let out = match &args.out {
         Some(dir) => dir.clone(),
         None => new_run_dir(&args.stack.runs_dir)?.1.join("versions"),
@@ -604,8 +595,11 @@ async fn run_set(
     Ok(report)
 }
 
-pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
-    let catalog = load_catalog(&args.catalog)?;
+/// The scenarios `args` select: the filter, narrowed to the profile's write-up.
+fn selected<'a>(
+    catalog: &'a Catalog,
+    args: &RunArgs,
+) -> Result<Vec<(&'a crate::scenario::Suite, &'a crate::scenario::Scenario)>> {
     let mut selection = catalog.select(&args.filter);
     if let Some(seed) = deployment_profile(&args.stack).seed() {
         selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
@@ -616,6 +610,12 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             args.filter
         );
     }
+    Ok(selection)
+}
+
+pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
+    let catalog = load_catalog(&args.catalog)?;
+    let selection = selected(&catalog, args)?;
     let redactor = Redactor::new();
     let mut existing_control = None;
     let mut stack = None;

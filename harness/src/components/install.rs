@@ -659,13 +659,7 @@ fn install_istio_xds(
         ),
     });
     let source = dir.join("src");
-    for (path, text) in crate::embedded::ISTIO_XDS {
-        let target = source.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io("create the istio-xds source directory"))?;
-        }
-        std::fs::write(&target, text).map_err(io(format!("write {}", target.display())))?;
-    }
+    write_sources(crate::embedded::ISTIO_XDS, &source)?;
     let staging = dir.join("meshauth-istio-xds.staging");
     run(
         COMPONENT,
@@ -683,6 +677,18 @@ fn install_istio_xds(
         detail: format!("Istio {} built", versions::ISTIO_GENERATOR),
     });
     Ok((binary, "built from istio-xds/".into()))
+}
+
+/// Writes a Go module embedded in this binary (`(relative path, text)` pairs) under `dir`.
+fn write_sources(files: &[(&str, &str)], dir: &Path) -> Result<(), ComponentError> {
+    for (path, text) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        std::fs::write(&target, text).map_err(io(format!("write {}", target.display())))?;
+    }
+    Ok(())
 }
 
 /// kube-apiserver and etcd, built from `kube-envtest/` (embedded in this binary): an
@@ -727,14 +733,7 @@ pub fn ensure_control_plane(
         ),
     });
     let source = dir.join("src");
-    for (path, text) in crate::embedded::KUBE_ENVTEST {
-        let target = source.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(io("create the kube-envtest source directory"))?;
-        }
-        std::fs::write(&target, text).map_err(io(format!("write {}", target.display())))?;
-    }
+    write_sources(crate::embedded::KUBE_ENVTEST, &source)?;
     let hint = "check that Go is installed and its module proxy serves k8s.io/kubernetes and its staging modules at the versions in kube-envtest/go.mod";
     for (package, binary) in [
         (
