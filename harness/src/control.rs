@@ -20,16 +20,19 @@ pub enum Part {
     Idp,
     /// The protected application (httpbin).
     App,
+    /// The auth service's server-side session store (redis), where it has one.
+    SessionStore,
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::AuthService, Part::Idp, Part::App];
+    pub const ALL: [Part; 4] = [Part::AuthService, Part::Idp, Part::App, Part::SessionStore];
 
     pub fn name(self) -> &'static str {
         match self {
             Part::AuthService => "auth_service",
             Part::Idp => "idp",
             Part::App => "app",
+            Part::SessionStore => "session_store",
         }
     }
 }

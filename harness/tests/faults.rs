@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use meshauth::engine::Engine;
-use meshauth::env::local::LoginTheme;
+use meshauth::env::local::{LoginTheme, SessionStore};
 use meshauth::env::{LocalStack, StackConfig};
 use meshauth::events::Verdict;
 use meshauth::policy::{AuthorizationRequirement, PeerAuthenticationMode};
@@ -322,6 +322,18 @@ const CASES: &[Case] = &[
         breakage: |c| c.backend_logout = false,
         scenario: "attack_session_lifecycle::sign_out_ends_the_idp_session",
         expect: Expect::FailsWith("login form: expected"),
+    },
+    Case {
+        name: "sessions_in_the_cookie_survive_sign_out_in_a_copy",
+        breakage: |c| c.session_store = SessionStore::Cookie,
+        scenario: "attack_session_lifecycle::copied_session_cookie_is_dead_after_sign_out",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
+        name: "sessions_in_the_cookie_make_it_kilobytes_not_a_ticket",
+        breakage: |c| c.session_store = SessionStore::Cookie,
+        scenario: "seed002_redis_sessions::session_cookie_is_a_ticket",
+        expect: Expect::FailsWith("cookie _oauth2_proxy size: expected at most 512 bytes"),
     },
     Case {
         name: "config_audit_finds_ext_authz_failing_open",

@@ -247,7 +247,12 @@ fn the_kind_apply_path_against_a_real_api_server() {
         .unwrap();
 
         // Rolled out (the status updater plays the controllers): the wait passes.
-        for (namespace, name) in kind::DEPLOYMENTS.iter().filter(|(ns, _)| *ns == kind::NAMESPACE) {
+        let deployments = manifests.deployments();
+        assert!(
+            deployments.iter().any(|(_, name)| name == "redis"),
+            "the reference keeps sessions in redis: {deployments:?}"
+        );
+        for (namespace, name) in deployments.iter().filter(|(ns, _)| *ns == kind::NAMESPACE) {
             mark_rolled_out(&client, namespace, name).await;
             kind::wait_rollout(&client, &plane.kubeconfig, namespace, name)
                 .await

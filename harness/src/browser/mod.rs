@@ -323,33 +323,18 @@ impl Browser {
         name: &str,
         rewrite: impl Fn(&str, &str) -> String,
     ) -> usize {
-        let Ok(mut store) = self.cookies.lock() else {
-            return 0;
-        };
-        let mut parts: Vec<(usize, cookie_store::Cookie<'static>)> = store
-            .matches(url)
-            .into_iter()
-            .filter_map(|c| {
-                if c.name() == name {
-                    return Some((0, c.clone()));
-                }
-                let index = c.name().strip_prefix(name)?.strip_prefix('_')?;
-                index
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|_| index.chars().all(|ch| ch.is_ascii_digit()))
-                    .map(|i| (i, c.clone()))
-            })
-            .collect();
-        parts.sort_by_key(|(index, _)| *index);
+        let parts = self.copy_cookies(url, name);
         if parts.is_empty() {
             return 0;
         }
-        let whole: String = parts.iter().map(|(_, c)| c.value()).collect();
+        let Ok(mut store) = self.cookies.lock() else {
+            return 0;
+        };
+        let whole: String = parts.iter().map(|c| c.value()).collect();
         let rewritten = rewrite(name, &whole);
         let mut rest = rewritten.as_str();
         let count = parts.len();
-        for (position, (_, original)) in parts.iter().enumerate() {
+        for (position, original) in parts.iter().enumerate() {
             let take = if position + 1 == count {
                 rest.len()
             } else {
@@ -372,6 +357,50 @@ impl Browser {
             let _ = store.insert_raw(&raw, url);
         }
         count
+    }
+
+    /// The cookie `name` the jar would send to `url`, with the pieces oauth2-proxy splits a
+    /// large one into (`name_0`, `name_1`, ...), in order.
+    pub fn copy_cookies(&self, url: &Url, name: &str) -> Vec<cookie_store::Cookie<'static>> {
+        let Ok(store) = self.cookies.lock() else {
+            return Vec::new();
+        };
+        let mut pieces: Vec<(usize, cookie_store::Cookie<'static>)> = store
+            .matches(url)
+            .into_iter()
+            .filter_map(|c| {
+                if c.name() == name {
+                    return Some((0, c.clone()));
+                }
+                let index = c.name().strip_prefix(name)?.strip_prefix('_')?;
+                index
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|_| index.chars().all(|ch| ch.is_ascii_digit()))
+                    .map(|i| (i, c.clone()))
+            })
+            .collect();
+        pieces.sort_by_key(|(index, _)| *index);
+        pieces.into_iter().map(|(_, cookie)| cookie).collect()
+    }
+
+    /// Puts cookies copied with [`Browser::copy_cookies`] back into the jar, as someone who
+    /// kept a copy would send them.
+    pub fn put_cookies(&self, url: &Url, cookies: &[cookie_store::Cookie<'static>]) {
+        let Ok(mut store) = self.cookies.lock() else {
+            return;
+        };
+        for cookie in cookies {
+            let mut raw =
+                cookie_store::RawCookie::new(cookie.name().to_string(), cookie.value().to_string());
+            raw.set_path(cookie.path().unwrap_or("/").to_string());
+            if let Some(domain) = cookie.domain() {
+                raw.set_domain(domain.to_string());
+            }
+            raw.set_secure(cookie.secure());
+            raw.set_http_only(cookie.http_only());
+            let _ = store.insert_raw(&raw, url);
+        }
     }
 
     /// The `Cookie` header value the jar would send to `url`, if it holds any cookie for it.

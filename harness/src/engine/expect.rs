@@ -165,7 +165,7 @@ pub fn check_response(
             name: vars.expand(&cookie.name),
             ..cookie.clone()
         };
-        checks.extend(check_cookie(&cookie, browser));
+        checks.extend(check_cookie(&cookie, browser, &endpoints.app));
     }
     if !expect.app_received_headers.is_empty() || !expect.app_did_not_receive_headers.is_empty() {
         match echoed_headers(page) {
@@ -261,7 +261,7 @@ fn describe_connection(connection: ConnectionExpectation) -> &'static str {
     }
 }
 
-fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResult> {
+fn check_cookie(expect: &CookieExpectation, browser: &Browser, app: &url::Url) -> Vec<CheckResult> {
     let Some(seen) = browser.cookie_attributes(&expect.name) else {
         return vec![CheckResult::new(
             format!("cookie {} attributes", expect.name),
@@ -272,6 +272,28 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser) -> Vec<CheckResul
     };
     let flag = |b: bool| if b { "set" } else { "not set" };
     let mut checks = Vec::new();
+    if let Some(max_bytes) = expect.max_bytes {
+        let pieces = browser.copy_cookies(app, &expect.name);
+        let bytes: usize = pieces.iter().map(|c| c.value().len()).sum();
+        checks.push(CheckResult::new(
+            format!("cookie {} size", expect.name),
+            !pieces.is_empty() && bytes <= max_bytes,
+            format!("at most {max_bytes} bytes (a ticket for a session kept server-side)"),
+            match pieces.len() {
+                0 => "not held by the browser".to_string(),
+                1 => format!("{bytes} bytes"),
+                n => format!(
+                    "{bytes} bytes in {n} pieces ({}): the session itself, tokens and all, \
+                     travels in the cookie",
+                    pieces
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        ));
+    }
     if let Some(secure) = expect.secure {
         checks.push(CheckResult::new(
             format!("cookie {} Secure", expect.name),

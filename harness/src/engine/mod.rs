@@ -72,6 +72,8 @@ struct ScenarioState {
     granted: Option<Secret>,
     /// Parts a `disrupt` step took down and no `restore` brought back yet.
     disrupted: Vec<crate::control::Part>,
+    /// Cookies a `keep_cookie` step copied, by the name it gave.
+    kept_cookies: Vec<(String, Vec<cookie_store::Cookie<'static>>)>,
 }
 
 impl ScenarioState {
@@ -208,6 +210,7 @@ impl Engine {
                     rejected: None,
                     granted: None,
                     disrupted: Vec::new(),
+                    kept_cookies: Vec::new(),
                 };
                 for (index, step) in scenario.steps.iter().enumerate() {
                     let report = self.run_step(index + 1, step, &mut state, control).await;
@@ -387,6 +390,15 @@ impl Engine {
             Step::Restore { component } => format!("restore the {}", component.name()),
             Step::TamperCookie { name, how } => {
                 format!("tamper with cookie {} ({how:?})", self.vars.expand(name))
+            }
+            Step::KeepCookie { name } => {
+                format!("keep a copy of cookie {}", self.vars.expand(name))
+            }
+            Step::PutBackCookie { name } => {
+                format!(
+                    "put the kept copy of cookie {} back",
+                    self.vars.expand(name)
+                )
             }
             Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
             Step::BearerMatrix(matrix) => format!(
@@ -616,6 +628,28 @@ impl Engine {
                         "the browser holds no cookie {name} for the app: sign in first"
                     ));
                 }
+                Ok(StepOutput::default())
+            }
+            Step::KeepCookie { name } => {
+                let name = self.vars.expand(name);
+                let copy = state.browser.copy_cookies(&self.endpoints.app, &name);
+                if copy.is_empty() {
+                    return Err(format!(
+                        "the browser holds no cookie {name} for the app: sign in first"
+                    ));
+                }
+                state.kept_cookies.retain(|(kept, _)| *kept != name);
+                state.kept_cookies.push((name, copy));
+                Ok(StepOutput::default())
+            }
+            Step::PutBackCookie { name } => {
+                let name = self.vars.expand(name);
+                let (_, copy) = state
+                    .kept_cookies
+                    .iter()
+                    .find(|(kept, _)| *kept == name)
+                    .ok_or_else(|| format!("no copy of cookie {name} was kept: keep_cookie first"))?;
+                state.browser.put_cookies(&self.endpoints.app, copy);
                 Ok(StepOutput::default())
             }
             Step::Disrupt { .. } | Step::Restore { .. } | Step::AuditConfig {} => Err(

@@ -34,6 +34,7 @@ pub const FIELD_MANAGER: &str = "meshauth";
 const KEYCLOAK_PORT: u16 = 8080;
 const OAUTH2_PROXY_PORT: u16 = 4180;
 const HTTPBIN_PORT: u16 = 8000;
+const REDIS_PORT: u16 = 6379;
 /// The ports the ingress gateway's Envoy listens on behind Service ports 80 and 443.
 const GATEWAY_HTTP_TARGET_PORT: u16 = 8080;
 const GATEWAY_HTTPS_TARGET_PORT: u16 = 8443;
@@ -45,16 +46,17 @@ const ISSUER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Container images, each a complete reference as its project publishes it: Keycloak and
 /// oauth2-proxy on quay.io (oauth2-proxy's tags keep the `v`), go-httpbin on Docker Hub (its
-/// tags drop the `v`).
+/// tags drop the `v`), redis as Docker's official image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Images {
     pub keycloak: String,
     pub oauth2_proxy: String,
     pub httpbin: String,
+    pub redis: String,
 }
 
 /// The names `--image NAME=REF` accepts.
-pub const IMAGE_NAMES: [&str; 3] = ["keycloak", "oauth2-proxy", "httpbin"];
+pub const IMAGE_NAMES: [&str; 4] = ["keycloak", "oauth2-proxy", "httpbin", "redis"];
 
 impl Images {
     /// The pinned images.
@@ -69,6 +71,7 @@ impl Images {
                 "docker.io/mccutchen/go-httpbin:{}",
                 versions::HTTPBIN.trim_start_matches('v')
             ),
+            redis: format!("docker.io/library/redis:{}", versions::REDIS),
         }
     }
 
@@ -86,6 +89,7 @@ impl Images {
             keycloak: through(self.keycloak),
             oauth2_proxy: through(self.oauth2_proxy),
             httpbin: through(self.httpbin),
+            redis: through(self.redis),
         }
     }
 
@@ -103,6 +107,7 @@ impl Images {
             "keycloak" => &mut self.keycloak,
             "oauth2-proxy" => &mut self.oauth2_proxy,
             "httpbin" => &mut self.httpbin,
+            "redis" => &mut self.redis,
             other => {
                 return Err(format!(
                     "--image {other:?}: no such image; NAME is one of {IMAGE_NAMES:?}"
@@ -144,6 +149,7 @@ pub struct KindSecrets {
     pub realm: RealmSecrets,
     pub cookie_secret: Secret,
     pub admin_password: Secret,
+    pub redis_password: Secret,
     /// The gateway's TLS certificate and key (PEM), from the run's CA.
     pub gateway_cert_pem: String,
     pub gateway_key_pem: Secret,
@@ -159,6 +165,7 @@ impl KindSecrets {
                 // oauth2-proxy needs exactly 16, 24 or 32 bytes.
                 cookie_secret: Secret::generate_alphanumeric(32),
                 admin_password: Secret::generate(18),
+                redis_password: Secret::generate_alphanumeric(32),
                 gateway_cert_pem: pki.server_cert_pem,
                 gateway_key_pem: Secret::new(pki.server_key_pem),
             },
@@ -166,7 +173,7 @@ impl KindSecrets {
         ))
     }
 
-    fn all(&self) -> [&Secret; 8] {
+    fn all(&self) -> [&Secret; 9] {
         [
             &self.realm.client_secret,
             &self.realm.user_password,
@@ -175,6 +182,7 @@ impl KindSecrets {
             &self.realm.test_signing_key.private_key_pem,
             &self.cookie_secret,
             &self.admin_password,
+            &self.redis_password,
             &self.gateway_key_pem,
         ]
     }
@@ -218,6 +226,9 @@ struct KindContext<'a> {
     keycloak_port: u16,
     oauth2_proxy_port: u16,
     httpbin_port: u16,
+    /// The session store's port, when oauth2-proxy keeps sessions in redis.
+    redis_port: Option<u16>,
+    redis_password: &'a str,
     idp_url: &'a str,
     keycloak_internal_url: &'a str,
     realm_json: &'a str,
@@ -272,6 +283,7 @@ pub fn render(
             OAUTH2_PROXY_PORT,
             &urls.issuer,
             urls.redirect_uri.clone(),
+            &format!("redis.{NAMESPACE}.svc.cluster.local:{REDIS_PORT}"),
         ),
     )?;
     let keycloak_internal_url =
@@ -302,6 +314,9 @@ pub fn render(
         keycloak_port: KEYCLOAK_PORT,
         oauth2_proxy_port: OAUTH2_PROXY_PORT,
         httpbin_port: HTTPBIN_PORT,
+        redis_port: (config.session_store == super::local::SessionStore::Redis)
+            .then_some(REDIS_PORT),
+        redis_password: secrets.redis_password.expose(),
         idp_url: &urls.idp,
         keycloak_internal_url: &keycloak_internal_url,
         realm_json: &realm_json,
@@ -596,11 +611,11 @@ impl KindEnvironment {
         let client = client(&kubeconfig).await?;
         progress(StackEvent::Starting("apps"));
         apply_all(&client, &manifests.objects).await?;
-        for (namespace, name) in DEPLOYMENTS {
+        for (namespace, name) in manifests.deployments() {
             let started = Instant::now();
-            wait_rollout(&client, &kubeconfig, namespace, name).await?;
+            wait_rollout(&client, &kubeconfig, &namespace, &name).await?;
             progress(StackEvent::Ready {
-                component: deployment_label(name),
+                component: deployment_label(&name),
                 after: started.elapsed(),
             });
         }
@@ -624,6 +639,7 @@ impl KindEnvironment {
                 image_version("Keycloak", &self.options.images.keycloak),
                 image_version("oauth2-proxy", &self.options.images.oauth2_proxy),
                 image_version("go-httpbin", &self.options.images.httpbin),
+                image_version("redis", &self.options.images.redis),
             ],
             run_dir: Some(self.run_dir.display().to_string()),
             left_out: Vec::new(),
@@ -731,6 +747,7 @@ fn deployment_label(name: &str) -> &'static str {
         "istio-ingressgateway" => "istio ingress gateway",
         "httpbin" => "httpbin",
         "oauth2-proxy" => "oauth2-proxy",
+        "redis" => "redis",
         _ => "keycloak",
     }
 }
@@ -826,13 +843,26 @@ pub async fn wait_established(client: &kube::Client, names: &[String]) -> Result
     Ok(())
 }
 
-/// The deployments the environment waits for, as (namespace, name).
-pub const DEPLOYMENTS: [(&str, &str); 4] = [
-    ("istio-system", "istio-ingressgateway"),
-    (NAMESPACE, "httpbin"),
-    (NAMESPACE, "oauth2-proxy"),
-    (NAMESPACE, "keycloak"),
-];
+impl Manifests {
+    /// The deployments the environment waits for, as (namespace, name): Istio's gateway and
+    /// every Deployment rendered (redis only with a redis session store).
+    pub fn deployments(&self) -> Vec<(String, String)> {
+        let mut deployments = vec![("istio-system".into(), "istio-ingressgateway".into())];
+        deployments.extend(
+            self.objects
+                .iter()
+                .filter(|o| o["kind"] == "Deployment")
+                .filter_map(|o| {
+                    let metadata = &o["metadata"];
+                    Some((
+                        metadata["namespace"].as_str()?.to_string(),
+                        metadata["name"].as_str()?.to_string(),
+                    ))
+                }),
+        );
+        deployments
+    }
+}
 
 /// An object's parsed form, a label for messages, its API resource and whether it is
 /// namespaced, from the cluster's discovery.
@@ -1032,6 +1062,7 @@ mod tests {
             },
             cookie_secret: Secret::new("cookie-secret-value-32-bytes-abc".to_string()),
             admin_password: Secret::new("admin-password-value".to_string()),
+            redis_password: Secret::new("redis-password-value".to_string()),
             gateway_cert_pem: "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
                 .into(),
             gateway_key_pem: Secret::new(
@@ -1083,6 +1114,7 @@ mod tests {
             (s.realm.user_password.expose(), "[user-password]"),
             (s.cookie_secret.expose(), "[cookie-secret]"),
             (s.admin_password.expose(), "[admin-password]"),
+            (s.redis_password.expose(), "[redis-password]"),
         ] {
             text = text.replace(secret, placeholder);
         }

@@ -61,6 +61,19 @@ impl LoginTheme {
     }
 }
 
+/// Where oauth2-proxy keeps its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStore {
+    /// On the server (redis): the cookie holds only a ticket, so signing out ends the session
+    /// for every copy of the cookie.
+    #[default]
+    Redis,
+    /// In the cookie itself (encrypted): whoever holds a copy keeps the session until it
+    /// expires, sign-out or not.
+    Cookie,
+}
+
 /// The stack's configuration: the policy profile plus the knobs tests turn to break it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackConfig {
@@ -110,6 +123,7 @@ pub struct StackConfig {
     pub client_implicit_flow: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
+    pub session_store: SessionStore,
     /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
     pub backend_logout: bool,
     /// Envoy's access logs (gateway, sidecar) write full paths with their query strings,
@@ -154,6 +168,7 @@ impl Default for StackConfig {
             client_requires_pkce: true,
             client_implicit_flow: false,
             secure_session_cookie: true,
+            session_store: SessionStore::Redis,
             session_cookie_domain: None,
             backend_logout: true,
             log_query_strings: false,
@@ -267,6 +282,11 @@ impl StackConfig {
                 "serve the app over HTTPS only and set cookie_secure = true",
             ),
             P::protection_or_fix(
+                "sessions kept server-side (redis): sign-out ends every copy of the cookie",
+                self.session_store == SessionStore::Redis,
+                "oauth2-proxy session_store_type = \"redis\" with redis_connection_url (and a redis password): the cookie then holds only a ticket the server can revoke",
+            ),
+            P::protection_or_fix(
                 "sign-out ends the IdP session (backend_logout_url)",
                 self.backend_logout,
                 "oauth2-proxy backend_logout_url = \"<issuer>/protocol/openid-connect/logout?id_token_hint={id_token}\"",
@@ -336,6 +356,7 @@ struct Secrets {
     realm: RealmSecrets,
     cookie_secret: Secret,
     admin_password: Secret,
+    redis_password: Secret,
 }
 
 /// Variables for every fixture template (each template uses the ones it needs).
@@ -455,6 +476,8 @@ pub(super) struct OAuth2ProxyContext<'a> {
     required_role: Option<&'static str>,
     cookie_domain: Option<&'a str>,
     backend_logout: bool,
+    /// `redis://host:port` of the session store; none for cookie sessions.
+    redis_url: Option<String>,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
@@ -463,6 +486,7 @@ impl<'a> OAuth2ProxyContext<'a> {
         port: u16,
         issuer_url: &'a str,
         redirect_uri: String,
+        redis_address: &str,
     ) -> Self {
         Self {
             port,
@@ -476,6 +500,8 @@ impl<'a> OAuth2ProxyContext<'a> {
             required_role: config.admission_role.then_some(ROLE),
             cookie_domain: config.session_cookie_domain.as_deref(),
             backend_logout: config.backend_logout,
+            redis_url: (config.session_store == SessionStore::Redis)
+                .then(|| format!("redis://{redis_address}")),
         }
     }
 }
@@ -498,6 +524,7 @@ impl Component {
             Self::Sidecar => "sidecar",
             Self::SleepSidecar => "sleep-sidecar",
             Self::Gateway => "envoy",
+            Self::Redis => "redis",
             Self::OAuth2Proxy => "oauth2-proxy",
         }
     }
@@ -563,9 +590,14 @@ impl LocalStack {
             realm: RealmSecrets::generate()?,
             cookie_secret: Secret::generate_alphanumeric(32),
             admin_password: Secret::generate(18),
+            redis_password: Secret::generate_alphanumeric(32),
         };
         secrets.realm.register(redactor);
-        for secret in [&secrets.cookie_secret, &secrets.admin_password] {
+        for secret in [
+            &secrets.cookie_secret,
+            &secrets.admin_password,
+            &secrets.redis_password,
+        ] {
             redactor.register(secret);
         }
         let pki = RunPki::generate()?;
@@ -794,6 +826,15 @@ impl LocalStack {
                 self.stop_component(*component);
             }
         }
+        let unwanted: Vec<Component> = self
+            .running
+            .iter()
+            .map(|r| r.component)
+            .filter(|c| !wanted.iter().any(|(w, _)| w == c))
+            .collect();
+        for component in unwanted {
+            self.stop_component(component);
+        }
         // Keycloak is slow to start; everything that does not depend on it starts meanwhile.
         let keycloak_started = Instant::now();
         if !self.is_running(Component::Keycloak) {
@@ -809,8 +850,10 @@ impl LocalStack {
             Component::Sidecar,
             Component::SleepSidecar,
             Component::Gateway,
+            Component::Redis,
         ] {
-            if !self.is_running(component) {
+            let is_wanted = wanted.iter().any(|(w, _)| *w == component);
+            if is_wanted && !self.is_running(component) {
                 progress(StackEvent::Starting(component.name()));
                 self.announce_ports(component, progress);
                 let process = self.start_component(component, progress).await?;
@@ -943,7 +986,7 @@ impl LocalStack {
     /// Everything each component is started from (rendered files, the ports it binds, the
     /// secrets it is given), in start order. The proxies restart with any change of the Istio
     /// inputs, so none keeps configuration from before a change.
-    fn wanted_inputs(&self) -> Result<[(Component, String); 7], EnvError> {
+    fn wanted_inputs(&self) -> Result<Vec<(Component, String)>, EnvError> {
         let context = self.context();
         let ports = |component: Component| format!("{:?}", self.ports.owned(component));
         let istio = self.istio_inputs()?;
@@ -953,7 +996,7 @@ impl LocalStack {
             istio.digest(),
             self.config.sidecar_trust_domain_check
         );
-        Ok([
+        let mut wanted = vec![
             (
                 Component::Keycloak,
                 format!(
@@ -980,15 +1023,19 @@ impl LocalStack {
                 Component::Gateway,
                 format!("{}\n{istio_text}", self.bootstrap(Component::Gateway)?),
             ),
-            (
-                Component::OAuth2Proxy,
-                format!(
-                    "{}\nsecret {}",
-                    crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
-                    self.oauth2_proxy_client_secret()
-                ),
+        ];
+        if self.config.session_store == SessionStore::Redis {
+            wanted.push((Component::Redis, ports(Component::Redis)));
+        }
+        wanted.push((
+            Component::OAuth2Proxy,
+            format!(
+                "{}\nsecret {}",
+                crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
+                self.oauth2_proxy_client_secret()
             ),
-        ])
+        ));
+        Ok(wanted)
     }
 
     /// The Istio objects and mesh config of this configuration, and the user's overlay.
@@ -1019,6 +1066,15 @@ impl LocalStack {
         )?)
     }
 
+    /// oauth2-proxy's deep readiness check: it answers 200 only while it can use its session
+    /// store (`/ping` answers whatever the store's state).
+    fn oauth2_proxy_ready(&self) -> Probe {
+        Probe::Http(format!(
+            "http://127.0.0.1:{}/ready",
+            self.ports.oauth2_proxy
+        ))
+    }
+
     /// The secret oauth2-proxy is given: the realm's, unless the test breaks it on purpose.
     fn oauth2_proxy_client_secret(&self) -> &str {
         if self.config.wrong_client_secret {
@@ -1040,6 +1096,7 @@ impl LocalStack {
                 self.ports.oauth2_proxy,
                 &self.issuer,
                 redirect_uri,
+                &format!("127.0.0.1:{}", self.ports.redis),
             ),
         }
     }
@@ -1105,7 +1162,13 @@ impl LocalStack {
         let running = self
             .running(Component::Keycloak)
             .expect("keycloak was spawned");
-        wait_ready(&self.probe, &running.process, &probe, KEYCLOAK_READY).await?;
+        wait_ready(
+            &self.probe,
+            &running.process,
+            &Probe::Http(probe),
+            KEYCLOAK_READY,
+        )
+        .await?;
         // The import file holds the client secret and the user's password: gone once imported.
         let _ = std::fs::remove_file(
             self.run_dir
@@ -1128,8 +1191,38 @@ impl LocalStack {
                 Launch::new(name, &self.toolchain.httpbin, self.log(name))
                     .args(["-host", "127.0.0.1", "-port"])
                     .arg(self.ports.httpbin.to_string()),
-                format!("http://127.0.0.1:{}/status/200", self.ports.httpbin),
+                Probe::Http(format!(
+                    "http://127.0.0.1:{}/status/200",
+                    self.ports.httpbin
+                )),
             ),
+            Component::Redis => {
+                // The password is in a file of the user's, not on the command line.
+                let path = self.run_dir.join("redis.conf");
+                write_private(
+                    &path,
+                    &format!(
+                        "bind 127.0.0.1\nport {}\nprotected-mode yes\nrequirepass {}\n\
+                         save \"\"\nappendonly no\ndir {}\n",
+                        self.ports.redis,
+                        self.secrets.redis_password.expose(),
+                        self.run_dir.display()
+                    ),
+                )?;
+                let redis = &self.toolchain.redis;
+                let mut launch = Launch::new(name, &redis.binary, self.log(name))
+                    .arg(path.display().to_string());
+                if let Some(libraries) = &redis.library_dir {
+                    launch = launch.env("LD_LIBRARY_PATH", libraries.display().to_string());
+                }
+                (
+                    launch,
+                    Probe::Redis {
+                        port: self.ports.redis,
+                        password: self.secrets.redis_password.clone(),
+                    },
+                )
+            }
             Component::IstioXds => {
                 let inputs = self.istio_inputs()?;
                 let dirs = inputs.write(&self.run_dir.join("istio"))?;
@@ -1154,7 +1247,7 @@ impl LocalStack {
                 }
                 (
                     launch,
-                    format!("http://127.0.0.1:{}/ready", self.ports.xds_health),
+                    Probe::Http(format!("http://127.0.0.1:{}/ready", self.ports.xds_health)),
                 )
             }
             Component::Sidecar | Component::SleepSidecar | Component::Gateway => {
@@ -1168,7 +1261,10 @@ impl LocalStack {
                 let mut launch =
                     crate::components::envoy_launch(&self.toolchain.envoy, &path, self.log(name));
                 launch.name = name;
-                (launch, format!("http://127.0.0.1:{admin}/ready"))
+                (
+                    launch,
+                    Probe::Http(format!("http://127.0.0.1:{admin}/ready")),
+                )
             }
             Component::OAuth2Proxy => {
                 let config = crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &self.context())?;
@@ -1184,8 +1280,12 @@ impl LocalStack {
                         .env(
                             "OAUTH2_PROXY_COOKIE_SECRET",
                             self.secrets.cookie_secret.expose(),
+                        )
+                        .env(
+                            "OAUTH2_PROXY_REDIS_PASSWORD",
+                            self.secrets.redis_password.expose(),
                         ),
-                    format!("http://127.0.0.1:{}/ping", self.ports.oauth2_proxy),
+                    self.oauth2_proxy_ready(),
                 )
             }
         };
@@ -1232,8 +1332,8 @@ impl crate::control::StackControl for LocalStack {
         true
     }
 
-    fn can_disrupt(&self, _: Part, _: Disruption) -> bool {
-        true
+    fn can_disrupt(&self, part: Part, _: Disruption) -> bool {
+        part != Part::SessionStore || self.config.session_store == SessionStore::Redis
     }
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
@@ -1308,9 +1408,22 @@ impl crate::control::StackControl for LocalStack {
                 }
             }
             self.append_stack_log(&format!("{}: restored", component.name()));
-            self.converge(&|_| {})
+            let failed =
+                |e: &dyn std::fmt::Display| format!("restoring {} failed: {e}", component.name());
+            self.converge(&|_| {}).await.map_err(|e| failed(&e))?;
+            // Its clients may not use it at once (oauth2-proxy's redis pool redials on its own
+            // schedule): restored means the auth service answers its deep readiness check.
+            if let Some(running) = self.running(Component::OAuth2Proxy) {
+                wait_ready(
+                    &self.probe,
+                    &running.process,
+                    &self.oauth2_proxy_ready(),
+                    COMPONENT_READY,
+                )
                 .await
-                .map_err(|e| format!("restoring {} failed: {e}", component.name()))
+                .map_err(|e| failed(&e))?;
+            }
+            Ok(())
         })
     }
 }
@@ -1322,6 +1435,7 @@ impl Component {
             Part::AuthService => Self::OAuth2Proxy,
             Part::Idp => Self::Keycloak,
             Part::App => Self::Httpbin,
+            Part::SessionStore => Self::Redis,
         }
     }
 }
@@ -1432,6 +1546,7 @@ pub fn dump_istio(
         sds: 15012,
         xds_health: 15014,
         sleep_admin: 15002,
+        redis: 6379,
     };
     let pki = RunPki::generate()?;
     let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
@@ -1541,10 +1656,65 @@ fn url(text: &str) -> Url {
 
 /// Polls `probe` until it answers 2xx, failing early (with the log tail) if the process exits;
 /// an exit because a port was taken is [`ComponentError::AddressInUse`], so it can be retried.
+/// How a component shows it is ready to serve.
+enum Probe {
+    /// A GET answered 2xx.
+    Http(String),
+    /// redis answers `PING` after `AUTH`.
+    Redis { port: u16, password: Secret },
+}
+
+impl Probe {
+    async fn passes(&self, client: &reqwest::Client) -> bool {
+        match self {
+            Probe::Http(url) => client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Probe::Redis { port, password } => redis_ping(*port, password).await.is_ok(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Probe::Http(url) => url.clone(),
+            Probe::Redis { port, .. } => format!("redis PING on 127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// `AUTH` then `PING` on redis's port; Ok once it answers `+PONG`.
+async fn redis_ping(port: u16, password: &Secret) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await?;
+    let request = format!("AUTH {}\r\nPING\r\n", password.expose());
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        if answer.ends_with(b"+PONG\r\n") {
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "redis answered {:?}",
+        String::from_utf8_lossy(&answer)
+    )))
+}
+
 async fn wait_ready(
     client: &reqwest::Client,
     process: &Supervised,
-    probe: &str,
+    probe: &Probe,
     timeout: Duration,
 ) -> Result<(), ComponentError> {
     let deadline = Instant::now() + timeout;
@@ -1565,16 +1735,14 @@ async fn wait_ready(
                 tail: process.log_tail(25),
             });
         }
-        if let Ok(response) = client.get(probe).send().await
-            && response.status().is_success()
-        {
+        if probe.passes(client).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(ComponentError::NotReady {
                 component: process.name(),
                 seconds: timeout.as_secs(),
-                probe: probe.to_string(),
+                probe: probe.describe(),
                 log: process.log_path().display().to_string(),
                 tail: process.log_tail(25),
             });

@@ -32,6 +32,7 @@ pub enum Component {
     Sidecar,
     SleepSidecar,
     Gateway,
+    Redis,
     OAuth2Proxy,
 }
 
@@ -53,6 +54,8 @@ pub struct Ports {
     pub xds_health: u16,
     /// sleep's sidecar's admin port.
     pub sleep_admin: u16,
+    /// oauth2-proxy's session store.
+    pub redis: u16,
 }
 
 impl Ports {
@@ -73,6 +76,7 @@ impl Ports {
             sds: 0,
             xds_health: 0,
             sleep_admin: 0,
+            redis: 0,
         };
         for owner in Component::START_ORDER {
             for slot in ports.owned_mut(owner) {
@@ -121,6 +125,7 @@ impl Ports {
             Component::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
             Component::IstioXds => vec![&mut self.xds, &mut self.sds, &mut self.xds_health],
             Component::SleepSidecar => vec![&mut self.sleep_admin],
+            Component::Redis => vec![&mut self.redis],
         }
     }
 
@@ -136,13 +141,14 @@ impl Ports {
 }
 
 impl Component {
-    pub const START_ORDER: [Component; 7] = [
+    pub const START_ORDER: [Component; 8] = [
         Self::Keycloak,
         Self::Httpbin,
         Self::IstioXds,
         Self::Sidecar,
         Self::SleepSidecar,
         Self::Gateway,
+        Self::Redis,
         Self::OAuth2Proxy,
     ];
 }
@@ -224,14 +230,14 @@ mod tests {
         let first = Ports::allocate().unwrap();
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
-        assert_eq!(ports.len(), 26);
+        assert_eq!(ports.len(), 28);
         assert!(
             ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
             "{ports:?}"
         );
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 26, "two stacks in one process share no port");
+        assert_eq!(ports.len(), 28, "two stacks in one process share no port");
         first.release();
         second.release();
     }

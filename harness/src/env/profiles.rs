@@ -2,7 +2,7 @@
 //! deployment, so its report shows that write-up's findings (and, for each protection it
 //! leaves off, the fix). `reference` is the hardened default every check passes on.
 
-use super::local::StackConfig;
+use super::local::{SessionStore, StackConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentProfile {
@@ -60,7 +60,8 @@ impl DeploymentProfile {
             Self::Seed000 => {
                 "as seed 000 writes it: ASM's managed oauth2-proxy with the provider's defaults \
                  (no pathPrefix, 600 s timeout), no identity-header stripping, any realm user \
-                 admitted, no audiences, no IdP logout, no PKCE required of the client"
+                 admitted, no audiences, no IdP logout, no PKCE required of the client, \
+                 sessions in the cookie"
             }
             Self::Seed001 => {
                 "as seed 001 writes it: seed 000's gateway setup with the app and its callback \
@@ -68,7 +69,8 @@ impl DeploymentProfile {
             }
             Self::Seed002 => {
                 "as seed 002 writes it: Istio's envoyExtAuthzHttp to oauth2-proxy with default \
-                 provider settings, admission left to the IdP, no audiences, no IdP logout"
+                 provider settings, admission left to the IdP, no audiences, no IdP logout, \
+                 sessions in redis"
             }
             Self::Seed003 => {
                 "as seed 003 writes it: RequestAuthentication without audiences and mTLS, no \
@@ -91,9 +93,19 @@ impl DeploymentProfile {
         };
         match self {
             Self::Reference => config,
-            Self::Seed000 | Self::Seed002 => istio_provider_defaults(config),
+            // ASM's managed oauth2-proxy keeps sessions in the cookie.
+            Self::Seed000 => StackConfig {
+                session_store: SessionStore::Cookie,
+                ..istio_provider_defaults(config)
+            },
             Self::Seed001 => StackConfig {
                 secure_session_cookie: false,
+                session_store: SessionStore::Cookie,
+                ..istio_provider_defaults(config)
+            },
+            // Its oauth2-proxy "stores tokens in redis".
+            Self::Seed002 => StackConfig {
+                session_store: SessionStore::Redis,
                 ..istio_provider_defaults(config)
             },
             Self::Seed003 => StackConfig {

@@ -242,6 +242,11 @@ pub enum Step {
     Restore { component: Part },
     /// Changes the browser's copy of a cookie (the session), as an attacker holding it could.
     TamperCookie { name: String, how: Tampering },
+    /// Keeps a copy of a cookie (with its pieces), as anyone who ever held it could: a
+    /// shared machine, a proxy log, malware.
+    KeepCookie { name: String },
+    /// Puts the kept copy back into the browser, whatever the server did since.
+    PutBackCookie { name: String },
     /// Audits the deployment's configuration files for insecure settings (one check per rule
     /// that applies to a file; see docs/attacks.md).
     AuditConfig {},
@@ -267,6 +272,8 @@ impl Step {
             Step::Disrupt { .. } => "disrupt",
             Step::Restore { .. } => "restore",
             Step::TamperCookie { .. } => "tamper_cookie",
+            Step::KeepCookie { .. } => "keep_cookie",
+            Step::PutBackCookie { .. } => "put_back_cookie",
             Step::AuditConfig {} => "audit_config",
         }
     }
@@ -307,7 +314,9 @@ impl Step {
                     );
                 }
             }
-            Step::TamperCookie { name, .. } => out.push(name.as_str()),
+            Step::TamperCookie { name, .. }
+            | Step::KeepCookie { name }
+            | Step::PutBackCookie { name } => out.push(name.as_str()),
             Step::SignIn { .. }
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
@@ -583,6 +592,11 @@ pub struct CookieExpectation {
     /// and a strict CSRF or session cookie is then withheld, so real browsers cannot sign in.
     #[serde(default)]
     pub not_strict: Option<bool>,
+    /// At most this many bytes of value, its pieces (`name_0`, `name_1`, ...) together: a
+    /// session kept server-side leaves only a ticket in the cookie, one that holds the
+    /// tokens runs to kilobytes.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
 }
 
 /// How a `tamper_cookie` step changes the session cookie.
