@@ -1,4 +1,5 @@
-//! Embeds the repository's `scenarios/`, `fixtures/` and `kind/` templates into the binary, so that `meshauth`
+//! Embeds the repository's `scenarios/`, `fixtures/` and `kind/` templates (and the sources of its
+//! Go and Node components) into the binary, so that `meshauth`
 //! runs from anywhere and adding a scenario file needs no registry line.
 
 use std::fmt::Write as _;
@@ -11,6 +12,10 @@ fn files(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
+        // A local `npm install` of oidc-idp/ is not part of the sources.
+        if path.ends_with("node_modules") {
+            continue;
+        }
         if path.is_dir() {
             files(&path, extensions, out);
         } else if path
@@ -72,6 +77,11 @@ fn main() {
         "ISTIO_XDS",
         &workspace.join("istio-xds"),
         &[".go", "go.mod", "go.sum"],
+    ));
+    code.push_str(&table(
+        "OIDC_IDP",
+        &workspace.join("oidc-idp"),
+        &[".mjs", "package.json", "package-lock.json"],
     ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");

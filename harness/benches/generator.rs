@@ -218,7 +218,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         signing_key: None,
         role: "unused".into(),
         roles_claim: "unused".into(),
-        session_cookie: meshauth::env::DEFAULT_SESSION_COOKIE.into(),
+        session_cookie: meshauth::endpoints::DEFAULT_SESSION_COOKIE.into(),
         sign_in_hosts: Vec::new(),
         ca_pem: None,
         mesh: None,

@@ -68,6 +68,12 @@ pub trait StackControl {
     /// Brings `part` back as it was before it was disrupted, ready to serve.
     fn restore(&mut self, part: Part) -> Pending<'_, ()>;
 
+    /// Where the deployment is reached now, when a profile can move it (another IdP, the app
+    /// on another listener); `None`: as it was when the run began.
+    fn endpoints(&self) -> Option<crate::endpoints::Endpoints> {
+        None
+    }
+
     /// The deployment's configuration as it is now, for the configuration findings; empty
     /// when the environment has none to show.
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod components;
 pub mod control;
+pub mod endpoints;
 pub mod engine;
 pub mod env;
 pub mod events;

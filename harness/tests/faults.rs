@@ -336,6 +336,16 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("cookie _oauth2_proxy size: expected at most 512 bytes"),
     },
     Case {
+        // oauth2-proxy's default cookie_secure on seed 001's plain-HTTP app: a browser drops
+        // the CSRF cookie, and the sign-in cannot complete.
+        name: "secure_cookies_on_a_plain_http_app_break_the_sign_in",
+        breakage: |c| c.secure_session_cookie = true,
+        scenario: "seed001_any_idp::browser_login",
+        expect: Expect::FailsWith(
+            "the sign-in cannot complete over plain HTTP: the server set cookie _oauth2_proxy_csrf with the Secure attribute",
+        ),
+    },
+    Case {
         name: "config_audit_finds_ext_authz_failing_open",
         breakage: |c| c.ext_authz_fail_open = true,
         scenario: "attack_configuration::deployment_configuration",
@@ -440,13 +450,12 @@ fn run_case(
     runtime
         .block_on(fixture.stack.reconfigure(config))
         .map_err(|e| format!("reconfiguring the stack failed: {e}"))?;
+    // A profile may move the app or the IdP (seed 001's plain-HTTP app, another IdP).
+    let moved = fixture.engine.for_target(&fixture.stack)?;
+    let engine = moved.as_ref().unwrap_or(&fixture.engine);
     let mut transcript = common::Transcript::new();
-    let outcome = runtime.block_on(fixture.engine.run_scenario(
-        suite,
-        scenario,
-        &mut fixture.stack,
-        &mut transcript,
-    ));
+    let outcome =
+        runtime.block_on(engine.run_scenario(suite, scenario, &mut fixture.stack, &mut transcript));
     match (&case.expect, outcome.verdict) {
         (Expect::Passes, Verdict::Pass) => Ok(()),
         (Expect::Passes, Verdict::Fail) => Err(format!(

@@ -90,6 +90,9 @@ fn main() -> ExitCode {
                 handle
                     .block_on(stack.apply(&scenario.profile(suite)))
                     .map_err(Failed::from)?;
+                // A profile may move the app or the IdP (seed 001's plain-HTTP app, another IdP).
+                let moved = engine.for_target(&*stack).map_err(Failed::from)?;
+                let engine = moved.as_ref().unwrap_or(&engine);
                 let mut transcript = common::Transcript::new();
                 let outcome =
                     handle.block_on(engine.run_scenario(suite, scenario, stack, &mut transcript));

@@ -69,7 +69,7 @@ impl LoginForm {
 }
 
 fn selector(css: &str) -> Selector {
-    Selector::parse(css).expect("static selector is valid")
+    Selector::parse(css).expect("selectors are checked when loaded")
 }
 
 fn page_title(document: &Html) -> String {
@@ -128,12 +128,53 @@ fn form_from(element: ElementRef<'_>, base: &Url) -> Result<HtmlForm, FormError>
     })
 }
 
-/// Finds Keycloak's login form: `#kc-form-login`, else the first form with a password field.
+/// How each IdP's pages are recognised (`fixtures/idp/login-pages.yaml`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginPages {
+    login_form: Vec<String>,
+    username_field: Vec<String>,
+    login_error: Vec<String>,
+    page_error: Vec<String>,
+}
+
+fn login_pages() -> &'static LoginPages {
+    static PAGES: std::sync::OnceLock<LoginPages> = std::sync::OnceLock::new();
+    PAGES.get_or_init(|| {
+        let text = crate::fixtures::source("idp/login-pages.yaml")
+            .expect("fixtures/idp/login-pages.yaml is embedded");
+        let pages: LoginPages = serde_saphyr::from_str(text)
+            .unwrap_or_else(|e| panic!("fixtures/idp/login-pages.yaml is invalid: {e}"));
+        for css in pages
+            .login_form
+            .iter()
+            .chain(&pages.username_field)
+            .chain(&pages.login_error)
+            .chain(&pages.page_error)
+        {
+            Selector::parse(css).unwrap_or_else(|e| {
+                panic!("fixtures/idp/login-pages.yaml: bad selector {css:?}: {e}")
+            });
+        }
+        pages
+    })
+}
+
+/// The first element any of `selectors` matches, in the list's order.
+fn first_match<'d>(
+    root: scraper::ElementRef<'d>,
+    selectors: &[String],
+) -> Option<scraper::ElementRef<'d>> {
+    selectors
+        .iter()
+        .find_map(|css| root.select(&selector(css)).next())
+}
+
+/// Finds the IdP's login form (the selectors of `fixtures/idp/login-pages.yaml`), else the
+/// first form with a password field.
 pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormError> {
     let document = Html::parse_document(html);
-    let element = document
-        .select(&selector("form#kc-form-login"))
-        .next()
+    let element = first_match(document.root_element(), &login_pages().login_form)
         .or_else(|| {
             document
                 .select(&selector("form"))
@@ -153,11 +194,7 @@ pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormErro
             field: "password",
         })?
         .to_string();
-    let username_field = element
-        .select(&selector(
-            "input[name=username], input[type=email][name], input[type=text][name]",
-        ))
-        .next()
+    let username_field = first_match(element, &login_pages().username_field)
         .and_then(|e| e.value().attr("name"))
         .ok_or(FormError::MissingField {
             url: page_url.to_string(),
@@ -171,38 +208,26 @@ pub fn find_login_form(html: &str, page_url: &Url) -> Result<LoginForm, FormErro
     })
 }
 
-/// The error message a Keycloak login page shows (wrong password, locked account, ...).
+/// The error message an IdP's login page shows (wrong password, locked account, ...).
 pub fn find_login_error(html: &str) -> Option<String> {
     login_error_text(&Html::parse_document(html))
 }
 
-/// An IdP error page's message (Keycloak: `#kc-error-message`, e.g. "Invalid parameter:
-/// redirect_uri"), else a login error.
+/// An IdP error page's message (e.g. "Invalid parameter: redirect_uri"), else a login error.
 fn idp_error_text(document: &Html) -> Option<String> {
-    [
-        "#kc-error-message .instruction",
-        "#kc-error-message",
-        "p.instruction",
-    ]
-    .iter()
-    .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
-    .map(|e| collapse_whitespace(&e.text().collect::<String>()))
-    .find(|text| !text.is_empty())
-    .or_else(|| login_error_text(document))
+    first_text(document, &login_pages().page_error).or_else(|| login_error_text(document))
 }
 
 fn login_error_text(document: &Html) -> Option<String> {
-    [
-        "#input-error",
-        ".kc-feedback-text",
-        ".pf-v5-c-alert__title",
-        ".alert-error",
-        ".pf-c-alert__title",
-    ]
-    .iter()
-    .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
-    .map(|e| collapse_whitespace(&e.text().collect::<String>()))
-    .find(|text| !text.is_empty())
+    first_text(document, &login_pages().login_error)
+}
+
+fn first_text(document: &Html, selectors: &[String]) -> Option<String> {
+    selectors
+        .iter()
+        .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
+        .map(|e| collapse_whitespace(&e.text().collect::<String>()))
+        .find(|text| !text.is_empty())
 }
 
 /// oauth2-proxy's sign-in page: the form whose button starts the OIDC flow.

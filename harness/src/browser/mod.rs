@@ -2,6 +2,7 @@
 //! recorded (with cookie values and tokens redacted), and trusts only the CA it is given.
 
 pub mod form;
+mod jar;
 pub mod raw;
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use serde::Serialize;
 use url::Url;
 
 use crate::redact::{Redactor, Secret};
+
+pub use jar::RefusedCookie;
 
 pub use form::{
     FormError, HtmlForm, LoginForm, find_login_error, find_login_form, find_provider_button,
@@ -64,6 +67,19 @@ pub enum SignInError {
     Browser(#[from] BrowserError),
     #[error(transparent)]
     Form(#[from] FormError),
+    #[error(
+        "the sign-in cannot complete over plain HTTP: the server set {cookies} with the Secure \
+         attribute on {url}, and a browser neither stores nor sends back a Secure cookie over \
+         http://, so oauth2-proxy never gets its cookies back and the sign-in {ended}\n\
+         how to fix: serve the app and its callback over HTTPS (then the session cookie also \
+         stays encrypted on the wire), or set oauth2-proxy's cookie_secure = false, which sends \
+         the session cookie unencrypted to anyone on the path"
+    )]
+    SecureCookieOverHttp {
+        cookies: String,
+        url: String,
+        ended: String,
+    },
 }
 
 /// One request/response exchange, as shown in reports.
@@ -125,6 +141,9 @@ pub struct Browser {
     cookie_attributes: Vec<CookieAttributes>,
     /// When not empty, the only hosts redirects are followed to.
     confined_to: Vec<String>,
+    /// Secure cookies plain-HTTP responses tried to set (see [`jar`]).
+    refused_cookies: Arc<std::sync::Mutex<Vec<RefusedCookie>>>,
+    public_origins: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A cookie's security attributes as the server set them.
@@ -194,11 +213,21 @@ impl Browser {
     /// verification is never disabled.
     pub fn new(extra_ca_pem: Option<&str>, redactor: Redactor) -> Result<Self, BrowserError> {
         let cookies = Arc::new(CookieStoreMutex::default());
+        let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let public_origins = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let jar = jar::Jar::new(
+            Arc::clone(&cookies),
+            Arc::clone(&refused),
+            Arc::clone(&public_origins),
+        );
         let client = builder(extra_ca_pem)?
-            .cookie_provider(Arc::clone(&cookies))
+            .cookie_provider(Arc::new(jar))
             .build()
             .map_err(BrowserError::Client)?;
-        Ok(Self::with_client(client, cookies, redactor))
+        let mut browser = Self::with_client(client, cookies, redactor);
+        browser.refused_cookies = refused;
+        browser.public_origins = public_origins;
+        Ok(browser)
     }
 
     fn with_client(
@@ -214,7 +243,25 @@ impl Browser {
             hops: Vec::new(),
             cookie_attributes: Vec::new(),
             confined_to: Vec::new(),
+            refused_cookies: Arc::default(),
+            public_origins: Arc::default(),
         }
+    }
+
+    /// Treats `url`'s origin as the public, non-loopback address it stands for: over plain
+    /// HTTP, `Secure` cookies are then refused there as a browser refuses them (see [`jar`]).
+    pub fn treat_as_public(&self, url: &Url) {
+        if let Ok(mut origins) = self.public_origins.lock() {
+            origins.push(jar::origin(url));
+        }
+    }
+
+    /// Secure cookies refused from plain-HTTP responses since the browser was made.
+    pub fn refused_cookies(&self) -> Vec<RefusedCookie> {
+        self.refused_cookies
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Redirects to any other host end the navigation with [`BrowserError::OffSite`]
@@ -419,6 +466,53 @@ impl Browser {
     /// and follows the redirects back. Returns the page the flow ends on, which the caller
     /// judges (a wrong password ends on the IdP's error page, not in an error).
     pub async fn sign_in(
+        &mut self,
+        page: Page,
+        username: &str,
+        password: &str,
+    ) -> Result<Page, SignInError> {
+        let refused_before = self.refused_cookies().len();
+        let outcome = self.sign_in_steps(page, username, password).await;
+        let refused: Vec<RefusedCookie> = self
+            .refused_cookies()
+            .into_iter()
+            .skip(refused_before)
+            .collect();
+        if refused.is_empty() {
+            return outcome;
+        }
+        // Refused Secure cookies explain a sign-in that did not reach the app.
+        let ended = match &outcome {
+            Ok(page)
+                if page.status.is_success()
+                    && find_provider_button(&page.body, &page.url).is_none()
+                    && find_login_form(&page.body, &page.url).is_err() =>
+            {
+                return outcome;
+            }
+            Ok(page) if page.status.is_success() => {
+                format!(
+                    "loops back to the sign-in page ({})",
+                    self.redactor.redact(page.url.as_str())
+                )
+            }
+            Ok(page) => format!(
+                "ends with {} at {}",
+                page.status.as_u16(),
+                self.redactor.redact(page.url.as_str())
+            ),
+            Err(error) => format!("fails: {error}"),
+        };
+        let mut names: Vec<&str> = refused.iter().map(|r| r.name.as_str()).collect();
+        names.dedup();
+        Err(SignInError::SecureCookieOverHttp {
+            cookies: format!("cookie {}", names.join(", ")),
+            url: refused[0].url.clone(),
+            ended,
+        })
+    }
+
+    async fn sign_in_steps(
         &mut self,
         mut page: Page,
         username: &str,

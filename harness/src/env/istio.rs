@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::local::{CLIENT_ID, REALM, StackConfig};
 use crate::components::versions;
-use crate::policy::{self, AuthorizationRequirement, SidecarPolicy};
+use crate::policy::{
+    self, AppListener, AuthorizationRequirement, ExtAuthzPaths, IdentityProvider, SidecarPolicy,
+};
 
 /// The Istio objects of the deployment.
 pub const POLICY_FIXTURE: &str = "istio/policy.yaml.j2";
@@ -164,6 +166,11 @@ pub struct IstioContext<'a> {
     pub oauth2_proxy_port: u16,
     pub httpbin_port: u16,
     pub gateway_http_target_port: u16,
+    /// The gateway's plain-HTTP server for the app (seed 001), where there is one.
+    pub gateway_app_http_target_port: Option<u16>,
+    /// `rules: [{}]`: ext_authz on every request the gateway takes.
+    pub ext_authz_every_path: bool,
+    pub oidc_idp_port: u16,
     #[serde(flatten)]
     pub sidecar_policy: SidecarPolicyContext<'a>,
 }
@@ -176,6 +183,10 @@ pub struct ServicePorts {
     pub oauth2_proxy: u16,
     pub httpbin: u16,
     pub gateway_http_target: u16,
+    /// Where the gateway listens for the app over plain HTTP (when the stack serves it so).
+    pub gateway_app_http_target: u16,
+    /// The second OpenID Provider's port (local only).
+    pub oidc_idp: u16,
 }
 
 impl<'a> IstioContext<'a> {
@@ -202,16 +213,27 @@ impl<'a> IstioContext<'a> {
             baseline_route: config.baseline_route,
             client_id: CLIENT_ID,
             issuer_url,
-            // Envoy fetches the key set through the mesh, from Keycloak's Service.
-            jwks_uri: format!(
-                "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
-                policy::NAMESPACE,
-                ports.keycloak
-            ),
+            // Envoy fetches the key set through the mesh, from the IdP's Service.
+            jwks_uri: match config.idp {
+                IdentityProvider::Keycloak => format!(
+                    "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
+                    policy::NAMESPACE,
+                    ports.keycloak
+                ),
+                IdentityProvider::OidcProvider => format!(
+                    "http://oidc-idp.{}.svc.cluster.local:{}/jwks",
+                    policy::NAMESPACE,
+                    ports.oidc_idp
+                ),
+            },
             keycloak_port: ports.keycloak,
             oauth2_proxy_port: ports.oauth2_proxy,
             httpbin_port: ports.httpbin,
             gateway_http_target_port: ports.gateway_http_target,
+            gateway_app_http_target_port: (config.app_listener == AppListener::PlainHttp)
+                .then_some(ports.gateway_app_http_target),
+            ext_authz_every_path: config.ext_authz_paths == ExtAuthzPaths::EveryPath,
+            oidc_idp_port: ports.oidc_idp,
             sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
         }
     }

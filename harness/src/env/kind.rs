@@ -38,6 +38,7 @@ const REDIS_PORT: u16 = 6379;
 /// The ports the ingress gateway's Envoy listens on behind Service ports 80 and 443.
 const GATEWAY_HTTP_TARGET_PORT: u16 = 8080;
 const GATEWAY_HTTPS_TARGET_PORT: u16 = 8443;
+const GATEWAY_APP_HTTP_TARGET_PORT: u16 = 8081;
 const HTTP_NODE_PORT: u16 = 30080;
 const HTTPS_NODE_PORT: u16 = 30443;
 
@@ -281,7 +282,7 @@ pub fn render(
         &OAuth2ProxyContext::new(
             config,
             OAUTH2_PROXY_PORT,
-            &urls.issuer,
+            urls.issuer.clone(),
             urls.redirect_uri.clone(),
             &format!("redis.{NAMESPACE}.svc.cluster.local:{REDIS_PORT}"),
         ),
@@ -297,6 +298,10 @@ pub fn render(
             oauth2_proxy: OAUTH2_PROXY_PORT,
             httpbin: HTTPBIN_PORT,
             gateway_http_target: GATEWAY_HTTP_TARGET_PORT,
+            gateway_app_http_target: GATEWAY_APP_HTTP_TARGET_PORT,
+            // The second OpenID Provider runs locally only (the kind environment cannot switch
+            // a scenario's IdP).
+            oidc_idp: 0,
         },
     )
     .render()?;
@@ -544,7 +549,7 @@ impl KindEnvironment {
             signing_key: None,
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
-            session_cookie: super::DEFAULT_SESSION_COOKIE.into(),
+            session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.into(),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(ca_pem),
             // The harness cannot join the cluster's mesh from outside it: the mesh matrix

@@ -20,7 +20,7 @@ use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::oidc::forge::SigningKey;
-use crate::policy::{SidecarPolicy, StackProfile};
+use crate::policy::{AppListener, ExtAuthzPaths, IdentityProvider, SidecarPolicy, StackProfile};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -38,6 +38,7 @@ pub const OTHER_CLIENT_ID: &str = "meshauth-other";
 
 pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
 pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
+const OIDC_IDP_FIXTURE: &str = "oidc-idp/config.json.j2";
 
 const KEYCLOAK_READY: Duration = Duration::from_secs(180);
 const COMPONENT_READY: Duration = Duration::from_secs(30);
@@ -124,6 +125,12 @@ pub struct StackConfig {
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     pub session_store: SessionStore,
+    /// The IdP browsers sign in at.
+    pub idp: IdentityProvider,
+    /// Where the gateway serves the app.
+    pub app_listener: AppListener,
+    /// Which requests go through ext_authz.
+    pub ext_authz_paths: ExtAuthzPaths,
     /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
     pub backend_logout: bool,
     /// Envoy's access logs (gateway, sidecar) write full paths with their query strings,
@@ -169,6 +176,9 @@ impl Default for StackConfig {
             client_implicit_flow: false,
             secure_session_cookie: true,
             session_store: SessionStore::Redis,
+            idp: IdentityProvider::Keycloak,
+            app_listener: AppListener::Https,
+            ext_authz_paths: ExtAuthzPaths::ExceptAuthProxy,
             session_cookie_domain: None,
             backend_logout: true,
             log_query_strings: false,
@@ -183,8 +193,18 @@ impl Default for StackConfig {
 impl StackConfig {
     /// This configuration with a catalog profile applied (what a suite's `stack:` asks for).
     pub fn with_profile(self, profile: &StackProfile) -> Self {
+        let sign_in = &profile.sign_in;
+        let every_path = sign_in.ext_authz_paths == ExtAuthzPaths::EveryPath;
         Self {
             sidecar: profile.sidecar.clone(),
+            idp: sign_in.idp,
+            app_listener: sign_in.app_listener,
+            ext_authz_paths: sign_in.ext_authz_paths,
+            // Checked under a prefix, the callback would be an unknown app path to oauth2-proxy.
+            ext_authz_path_prefix: self.ext_authz_path_prefix && !every_path,
+            secure_session_cookie: sign_in
+                .session_cookie_secure
+                .unwrap_or(self.secure_session_cookie),
             ..self
         }
     }
@@ -357,6 +377,8 @@ struct Secrets {
     cookie_secret: Secret,
     admin_password: Secret,
     redis_password: Secret,
+    /// Signs the second OpenID Provider's cookies.
+    oidc_idp_cookie_key: Secret,
 }
 
 /// Variables for every fixture template (each template uses the ones it needs).
@@ -466,7 +488,7 @@ impl<'a> RealmContext<'a> {
 #[derive(Serialize)]
 pub(super) struct OAuth2ProxyContext<'a> {
     port: u16,
-    issuer_url: &'a str,
+    issuer_url: String,
     client_id: &'a str,
     redirect_uri: String,
     skip_provider_button: bool,
@@ -478,13 +500,17 @@ pub(super) struct OAuth2ProxyContext<'a> {
     backend_logout: bool,
     /// `redis://host:port` of the session store; none for cookie sessions.
     redis_url: Option<String>,
+    /// oauth2-proxy's provider: Keycloak's own, or plain OIDC for any other IdP.
+    provider: &'static str,
+    /// Admission by the IdP's groups claim (plain OIDC), where Keycloak's provider has roles.
+    required_group: Option<&'static str>,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
     pub(super) fn new(
         config: &'a StackConfig,
         port: u16,
-        issuer_url: &'a str,
+        issuer_url: String,
         redirect_uri: String,
         redis_address: &str,
     ) -> Self {
@@ -497,21 +523,39 @@ impl<'a> OAuth2ProxyContext<'a> {
             forward_authorization: config.forward_authorization,
             secure_session_cookie: config.secure_session_cookie,
             whitelist_domains: &config.whitelist_domains,
-            required_role: config.admission_role.then_some(ROLE),
+            required_role: (config.admission_role && config.idp == IdentityProvider::Keycloak)
+                .then_some(ROLE),
             cookie_domain: config.session_cookie_domain.as_deref(),
-            backend_logout: config.backend_logout,
+            // The second IdP's end_session asks the browser to confirm, which oauth2-proxy's
+            // server-side call cannot do.
+            backend_logout: config.backend_logout && config.idp == IdentityProvider::Keycloak,
             redis_url: (config.session_store == SessionStore::Redis)
                 .then(|| format!("redis://{redis_address}")),
+            provider: match config.idp {
+                IdentityProvider::Keycloak => "keycloak-oidc",
+                IdentityProvider::OidcProvider => "oidc",
+            },
+            required_group: (config.admission_role && config.idp == IdentityProvider::OidcProvider)
+                .then_some(ROLE),
         }
     }
 }
 
-#[derive(Serialize)]
+/// Each fixture's variables (kept apart: both have a `redirect_uri`, the realm's and
+/// oauth2-proxy's, which differ when the app is served over plain HTTP).
 struct FixtureContext<'a> {
-    #[serde(flatten)]
     realm: RealmContext<'a>,
-    #[serde(flatten)]
     oauth2_proxy: OAuth2ProxyContext<'a>,
+}
+
+impl FixtureContext<'_> {
+    fn render(&self, fixture: &str) -> Result<String, crate::fixtures::FixtureError> {
+        if fixture == REALM_FIXTURE {
+            crate::fixtures::render(fixture, &self.realm)
+        } else {
+            crate::fixtures::render(fixture, &self.oauth2_proxy)
+        }
+    }
 }
 
 /// What the stack knows about starting each component.
@@ -525,6 +569,7 @@ impl Component {
             Self::SleepSidecar => "sleep-sidecar",
             Self::Gateway => "envoy",
             Self::Redis => "redis",
+            Self::OidcIdp => "oidc-idp",
             Self::OAuth2Proxy => "oauth2-proxy",
         }
     }
@@ -533,8 +578,8 @@ impl Component {
         Self::START_ORDER.into_iter().find(|c| c.name() == name)
     }
 
-    /// Keycloak regenerates its realm keys on restart, and these cache the JWKS (Envoy does not
-    /// refetch on a new `kid`): they restart with it.
+    /// Keycloak and the second IdP make new signing keys on restart, and these cache the JWKS
+    /// (Envoy does not refetch on a new `kid`): they restart with either.
     fn caches_realm_keys(self) -> bool {
         matches!(self, Self::Sidecar | Self::Gateway | Self::OAuth2Proxy)
     }
@@ -557,6 +602,9 @@ pub struct LocalStack {
     run_dir: PathBuf,
     ports: Ports,
     secrets: Secrets,
+    /// The configuration as started or last reconfigured; scenarios' profiles apply to it.
+    base: StackConfig,
+    /// What runs now: `base` with the current scenario's profile.
     config: StackConfig,
     issuer: String,
     endpoints: Endpoints,
@@ -591,12 +639,14 @@ impl LocalStack {
             cookie_secret: Secret::generate_alphanumeric(32),
             admin_password: Secret::generate(18),
             redis_password: Secret::generate_alphanumeric(32),
+            oidc_idp_cookie_key: Secret::generate_alphanumeric(32),
         };
         secrets.realm.register(redactor);
         for secret in [
             &secrets.cookie_secret,
             &secrets.admin_password,
             &secrets.redis_password,
+            &secrets.oidc_idp_cookie_key,
         ] {
             redactor.register(secret);
         }
@@ -636,7 +686,7 @@ impl LocalStack {
             signing_key: None,
             role: ROLE.to_string(),
             roles_claim: ROLES_CLAIM.to_string(),
-            session_cookie: super::DEFAULT_SESSION_COOKIE.to_string(),
+            session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.to_string(),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
             mesh: Some(MeshEndpoints {
@@ -658,6 +708,7 @@ impl LocalStack {
             run_dir: run_dir.to_path_buf(),
             ports,
             secrets,
+            base: config.clone(),
             config,
             issuer: String::new(),
             endpoints,
@@ -727,11 +778,18 @@ impl LocalStack {
     /// Applies a new configuration, restarting only the components whose rendered inputs
     /// change (and, when Keycloak restarts, those that cache its keys).
     pub async fn reconfigure(&mut self, config: StackConfig) -> Result<(), EnvError> {
+        self.base = config.clone();
+        self.converge_to(config).await
+    }
+
+    async fn converge_to(&mut self, config: StackConfig) -> Result<(), EnvError> {
         let previous = std::mem::replace(&mut self.config, config);
         if let Err(error) = self.wanted_inputs() {
             self.config = previous;
+            self.address_endpoints();
             return Err(error);
         }
+        self.address_endpoints();
         self.converge(&|_| {}).await
     }
 
@@ -815,12 +873,13 @@ impl LocalStack {
                 .map(|(_, inputs)| inputs.clone())
                 .unwrap_or_default()
         };
-        let keycloak_restarts = self
-            .running(Component::Keycloak)
-            .is_none_or(|r| r.inputs != inputs(Component::Keycloak));
+        let idp_restarts = [Component::Keycloak, Component::OidcIdp]
+            .into_iter()
+            .filter(|idp| wanted.iter().any(|(w, _)| w == idp))
+            .any(|idp| self.running(idp).is_none_or(|r| r.inputs != inputs(idp)));
         for (component, inputs) in wanted.iter().rev() {
             let stale = self.running(*component).is_some_and(|r| {
-                &r.inputs != inputs || (keycloak_restarts && component.caches_realm_keys())
+                &r.inputs != inputs || (idp_restarts && component.caches_realm_keys())
             });
             if stale {
                 self.stop_component(*component);
@@ -851,6 +910,7 @@ impl LocalStack {
             Component::SleepSidecar,
             Component::Gateway,
             Component::Redis,
+            Component::OidcIdp,
         ] {
             let is_wanted = wanted.iter().any(|(w, _)| *w == component);
             if is_wanted && !self.is_running(component) {
@@ -932,13 +992,29 @@ impl LocalStack {
         }
     }
 
-    /// The URLs that carry ports: the app, the IdP, the issuer and the sidecar.
+    /// The URLs that carry ports or follow the configuration: the app (on the listener the
+    /// configuration serves it on), the IdP in use and its issuer, and the sidecar.
     fn address_endpoints(&mut self) {
         let ports = self.ports;
         self.issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
-        self.endpoints.issuer = self.issuer.clone();
-        self.endpoints.app = url(&format!("https://127.0.0.1:{}/", ports.gateway_https));
-        self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
+        self.endpoints.app = self.app_url();
+        match self.config.idp {
+            IdentityProvider::Keycloak => {
+                self.endpoints.issuer = self.issuer.clone();
+                self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
+            }
+            IdentityProvider::OidcProvider => {
+                self.endpoints.issuer = self.oidc_idp_issuer();
+                self.endpoints.idp = url(&format!("{}/", self.oidc_idp_issuer()));
+            }
+        }
+        // Only Keycloak's realm has another client and a key whose private half we hold.
+        let keycloak = self.config.idp == IdentityProvider::Keycloak;
+        self.endpoints.other_client = keycloak.then(|| ClientCredentials {
+            id: OTHER_CLIENT_ID.to_string(),
+            secret: self.secrets.realm.other_client_secret.clone(),
+        });
+        self.endpoints.signing_key = keycloak.then(|| self.secrets.realm.test_signing_key.clone());
         if let Some(mesh) = self.endpoints.mesh.as_mut() {
             mesh.sidecar = url(&format!(
                 "http://{}:{}/",
@@ -948,6 +1024,28 @@ impl LocalStack {
             mesh.workload_proxy = format!("{}:{}", ProxyIdentity::sleep().egress_ip, ports.sidecar)
                 .parse()
                 .ok();
+        }
+    }
+
+    fn app_url(&self) -> Url {
+        match self.config.app_listener {
+            AppListener::Https => url(&format!("https://127.0.0.1:{}/", self.ports.gateway_https)),
+            AppListener::PlainHttp => url(&format!(
+                "http://127.0.0.1:{}/",
+                self.ports.gateway_app_http
+            )),
+        }
+    }
+
+    fn oidc_idp_issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.oidc_idp)
+    }
+
+    /// The issuer of the IdP in use.
+    fn active_issuer(&self) -> String {
+        match self.config.idp {
+            IdentityProvider::Keycloak => self.issuer.clone(),
+            IdentityProvider::OidcProvider => self.oidc_idp_issuer(),
         }
     }
 
@@ -1001,7 +1099,7 @@ impl LocalStack {
                 Component::Keycloak,
                 format!(
                     "{}\n{}\nhostname {}",
-                    crate::fixtures::render(REALM_FIXTURE, &context)?,
+                    context.render(REALM_FIXTURE)?,
                     ports(Component::Keycloak),
                     self.ports.gateway_http
                 ),
@@ -1027,11 +1125,14 @@ impl LocalStack {
         if self.config.session_store == SessionStore::Redis {
             wanted.push((Component::Redis, ports(Component::Redis)));
         }
+        if self.config.idp == IdentityProvider::OidcProvider {
+            wanted.push((Component::OidcIdp, self.oidc_idp_config()?));
+        }
         wanted.push((
             Component::OAuth2Proxy,
             format!(
                 "{}\nsecret {}",
-                crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?,
+                context.render(OAUTH2_PROXY_FIXTURE)?,
                 self.oauth2_proxy_client_secret()
             ),
         ));
@@ -1044,8 +1145,37 @@ impl LocalStack {
             &self.config,
             &self.ports,
             (&self.gateway_tls.0, self.gateway_tls.1.expose()),
-            &self.issuer,
+            &self.active_issuer(),
         )
+    }
+
+    /// The second OpenID Provider's configuration (users, client, secrets: written 0600).
+    fn oidc_idp_config(&self) -> Result<String, EnvError> {
+        let realm = &self.secrets.realm;
+        Ok(crate::fixtures::render(
+            OIDC_IDP_FIXTURE,
+            &serde_json::json!({
+                "issuer": self.oidc_idp_issuer(),
+                "port": self.ports.oidc_idp,
+                "cookie_key": self.secrets.oidc_idp_cookie_key.expose(),
+                "client_id": CLIENT_ID,
+                "client_secret": realm.client_secret.expose(),
+                "redirect_uri": self.callback_url(),
+                "app_url": self.app_url().as_str(),
+                "username": USERNAME,
+                "user_password": realm.user_password.expose(),
+                "email": EMAIL,
+                "role": ROLE,
+                "second_username": SECOND_USERNAME,
+                "second_user_password": realm.second_user_password.expose(),
+                "second_email": SECOND_EMAIL,
+            }),
+        )?)
+    }
+
+    /// oauth2-proxy's callback on the app's listener.
+    fn callback_url(&self) -> String {
+        format!("{}oauth2/callback", self.app_url())
     }
 
     /// The Envoy bootstrap of the gateway or httpbin's sidecar.
@@ -1085,17 +1215,19 @@ impl LocalStack {
     }
 
     fn context(&self) -> FixtureContext<'_> {
-        let redirect_uri = format!(
+        // Keycloak's client is registered for the HTTPS app only: the plain-HTTP app (seed 001)
+        // signs in at the second IdP, and switching listeners never restarts Keycloak.
+        let realm_redirect_uri = format!(
             "https://127.0.0.1:{}/oauth2/callback",
             self.ports.gateway_https
         );
         FixtureContext {
-            realm: RealmContext::new(&self.config, &self.secrets.realm, redirect_uri.clone()),
+            realm: RealmContext::new(&self.config, &self.secrets.realm, realm_redirect_uri),
             oauth2_proxy: OAuth2ProxyContext::new(
                 &self.config,
                 self.ports.oauth2_proxy,
-                &self.issuer,
-                redirect_uri,
+                self.active_issuer(),
+                self.callback_url(),
                 &format!("127.0.0.1:{}", self.ports.redis),
             ),
         }
@@ -1123,7 +1255,7 @@ impl LocalStack {
                 }
             })?;
         }
-        let realm = crate::fixtures::render(REALM_FIXTURE, &self.context())?;
+        let realm = self.context().render(REALM_FIXTURE)?;
         write_private(&home.join("data/import/realm-test-oidc.json"), &realm)?;
         let launch = Launch::new("keycloak", home.join("bin/kc.sh"), self.log("keycloak"))
             .args([
@@ -1196,6 +1328,18 @@ impl LocalStack {
                     self.ports.httpbin
                 )),
             ),
+            Component::OidcIdp => {
+                let path = self.run_dir.join("oidc-idp.json");
+                write_private(&path, &self.oidc_idp_config()?)?;
+                let idp = &self.toolchain.oidc_idp;
+                (
+                    Launch::new(name, &idp.node, self.log(name))
+                        .arg(idp.server_dir.join("server.mjs").display().to_string())
+                        .arg(path.display().to_string())
+                        .cwd(&idp.server_dir),
+                    Probe::Http(format!("{}/healthz", self.oidc_idp_issuer())),
+                )
+            }
             Component::Redis => {
                 // The password is in a file of the user's, not on the command line.
                 let path = self.run_dir.join("redis.conf");
@@ -1267,7 +1411,7 @@ impl LocalStack {
                 )
             }
             Component::OAuth2Proxy => {
-                let config = crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &self.context())?;
+                let config = self.context().render(OAUTH2_PROXY_FIXTURE)?;
                 let path = self.run_dir.join("oauth2-proxy.cfg");
                 write_private(&path, &config)?;
                 (
@@ -1297,7 +1441,14 @@ impl LocalStack {
         let (admin, listeners) = match component {
             Component::Gateway => (
                 self.ports.gateway_admin,
-                vec![self.ports.gateway_https, self.ports.gateway_http],
+                match self.config.app_listener {
+                    AppListener::Https => vec![self.ports.gateway_https, self.ports.gateway_http],
+                    AppListener::PlainHttp => vec![
+                        self.ports.gateway_https,
+                        self.ports.gateway_http,
+                        self.ports.gateway_app_http,
+                    ],
+                },
             ),
             Component::Sidecar => (self.ports.sidecar_admin, vec![self.ports.sidecar]),
             // sleep's outbound listener for httpbin's service port.
@@ -1321,8 +1472,8 @@ impl crate::control::StackControl for LocalStack {
         profile: &'a StackProfile,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
         Box::pin(async move {
-            let config = self.config.clone().with_profile(profile);
-            self.reconfigure(config)
+            let config = self.base.clone().with_profile(profile);
+            self.converge_to(config)
                 .await
                 .map_err(|e| format!("reconfiguring the local stack failed: {e}"))
         })
@@ -1334,6 +1485,10 @@ impl crate::control::StackControl for LocalStack {
 
     fn can_disrupt(&self, part: Part, _: Disruption) -> bool {
         part != Part::SessionStore || self.config.session_store == SessionStore::Redis
+    }
+
+    fn endpoints(&self) -> Option<Endpoints> {
+        Some(self.endpoints.clone())
     }
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
@@ -1355,7 +1510,7 @@ impl crate::control::StackControl for LocalStack {
             (OAUTH2_PROXY_FIXTURE, "oauth2-proxy.cfg"),
             (REALM_FIXTURE, "realm-test-oidc.json"),
         ] {
-            let text = crate::fixtures::render(fixture, &context).map_err(|e| e.to_string())?;
+            let text = context.render(fixture).map_err(|e| e.to_string())?;
             files.push(crate::audit::ConfigFile {
                 name: name.to_string(),
                 text,
@@ -1373,7 +1528,7 @@ impl crate::control::StackControl for LocalStack {
         part: Part,
         disruption: Disruption,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
-        let component = Component::playing(part);
+        let component = self.playing(part);
         let result = match disruption {
             Disruption::Stop => {
                 self.stop_component(component);
@@ -1400,7 +1555,7 @@ impl crate::control::StackControl for LocalStack {
         part: Part,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
         Box::pin(async move {
-            let component = Component::playing(part);
+            let component = self.playing(part);
             if let Some(index) = self.paused.iter().position(|c| *c == component) {
                 self.paused.remove(index);
                 if let Some(running) = self.running(component) {
@@ -1428,14 +1583,17 @@ impl crate::control::StackControl for LocalStack {
     }
 }
 
-impl Component {
-    /// The local component that plays `part`.
-    fn playing(part: Part) -> Self {
+impl LocalStack {
+    /// The local component that plays `part` in this configuration.
+    fn playing(&self, part: Part) -> Component {
         match part {
-            Part::AuthService => Self::OAuth2Proxy,
-            Part::Idp => Self::Keycloak,
-            Part::App => Self::Httpbin,
-            Part::SessionStore => Self::Redis,
+            Part::AuthService => Component::OAuth2Proxy,
+            Part::Idp => match self.config.idp {
+                IdentityProvider::Keycloak => Component::Keycloak,
+                IdentityProvider::OidcProvider => Component::OidcIdp,
+            },
+            Part::App => Component::Httpbin,
+            Part::SessionStore => Component::Redis,
         }
     }
 }
@@ -1472,6 +1630,8 @@ impl IstioInputs {
                 oauth2_proxy: ports.oauth2_proxy,
                 httpbin: ports.sidecar,
                 gateway_http_target: ports.gateway_http,
+                gateway_app_http_target: ports.gateway_app_http,
+                oidc_idp: ports.oidc_idp,
             },
         );
         let (policy, mesh) = context.render()?;
@@ -1547,6 +1707,8 @@ pub fn dump_istio(
         xds_health: 15014,
         sleep_admin: 15002,
         redis: 6379,
+        gateway_app_http: 8081,
+        oidc_idp: 3000,
     };
     let pki = RunPki::generate()?;
     let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
@@ -1881,6 +2043,8 @@ mod tests {
                 oauth2_proxy: 20418,
                 httpbin: 20800,
                 gateway_http_target: 20080,
+                gateway_app_http_target: 20081,
+                oidc_idp: 20300,
             },
         );
         let registry = LocalRegistryContext {

@@ -33,6 +33,7 @@ pub enum Component {
     SleepSidecar,
     Gateway,
     Redis,
+    OidcIdp,
     OAuth2Proxy,
 }
 
@@ -41,6 +42,8 @@ pub struct Ports {
     pub gateway_https: u16,
     pub gateway_http: u16,
     pub gateway_admin: u16,
+    /// The gateway's plain-HTTP server for the app, when the stack serves it so (seed 001).
+    pub gateway_app_http: u16,
     pub oauth2_proxy: u16,
     pub httpbin: u16,
     pub keycloak: u16,
@@ -56,6 +59,8 @@ pub struct Ports {
     pub sleep_admin: u16,
     /// oauth2-proxy's session store.
     pub redis: u16,
+    /// The second OpenID Provider.
+    pub oidc_idp: u16,
 }
 
 impl Ports {
@@ -66,6 +71,7 @@ impl Ports {
             gateway_https: 0,
             gateway_http: 0,
             gateway_admin: 0,
+            gateway_app_http: 0,
             oauth2_proxy: 0,
             httpbin: 0,
             keycloak: 0,
@@ -77,6 +83,7 @@ impl Ports {
             xds_health: 0,
             sleep_admin: 0,
             redis: 0,
+            oidc_idp: 0,
         };
         for owner in Component::START_ORDER {
             for slot in ports.owned_mut(owner) {
@@ -118,6 +125,7 @@ impl Ports {
                 &mut self.gateway_https,
                 &mut self.gateway_http,
                 &mut self.gateway_admin,
+                &mut self.gateway_app_http,
             ],
             Component::OAuth2Proxy => vec![&mut self.oauth2_proxy],
             Component::Httpbin => vec![&mut self.httpbin],
@@ -126,6 +134,7 @@ impl Ports {
             Component::IstioXds => vec![&mut self.xds, &mut self.sds, &mut self.xds_health],
             Component::SleepSidecar => vec![&mut self.sleep_admin],
             Component::Redis => vec![&mut self.redis],
+            Component::OidcIdp => vec![&mut self.oidc_idp],
         }
     }
 
@@ -141,7 +150,7 @@ impl Ports {
 }
 
 impl Component {
-    pub const START_ORDER: [Component; 8] = [
+    pub const START_ORDER: [Component; 9] = [
         Self::Keycloak,
         Self::Httpbin,
         Self::IstioXds,
@@ -149,6 +158,7 @@ impl Component {
         Self::SleepSidecar,
         Self::Gateway,
         Self::Redis,
+        Self::OidcIdp,
         Self::OAuth2Proxy,
     ];
 }
@@ -230,14 +240,14 @@ mod tests {
         let first = Ports::allocate().unwrap();
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
-        assert_eq!(ports.len(), 28);
+        assert_eq!(ports.len(), 32);
         assert!(
             ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
             "{ports:?}"
         );
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 28, "two stacks in one process share no port");
+        assert_eq!(ports.len(), 32, "two stacks in one process share no port");
         first.release();
         second.release();
     }

@@ -143,6 +143,57 @@ impl SidecarPolicy {
 pub struct StackProfile {
     #[serde(default)]
     pub sidecar: SidecarPolicy,
+    #[serde(default)]
+    pub sign_in: SignInProfile,
+}
+
+/// How users sign in at the gateway: which IdP, on which listener, where ext_authz applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInProfile {
+    #[serde(default)]
+    pub idp: IdentityProvider,
+    #[serde(default)]
+    pub app_listener: AppListener,
+    #[serde(default)]
+    pub ext_authz_paths: ExtAuthzPaths,
+    /// oauth2-proxy's `cookie_secure`; absent: the stack's own setting.
+    #[serde(default)]
+    pub session_cookie_secure: Option<bool>,
+}
+
+/// The OpenID Provider oauth2-proxy sends browsers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityProvider {
+    /// Keycloak, served through the gateway's plain-HTTP listener.
+    #[default]
+    Keycloak,
+    /// A second, independent provider (the `oidc-provider` npm package) on its own port, as a
+    /// hosted IdP (seed 001's IDaaS) is reached directly rather than through the mesh.
+    OidcProvider,
+}
+
+/// Where the gateway serves the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppListener {
+    #[default]
+    Https,
+    /// A plain-HTTP server on the gateway (seed 001: `http://<gateway>/`, callback over HTTP).
+    PlainHttp,
+}
+
+/// Which requests the CUSTOM AuthorizationPolicy sends to oauth2-proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtAuthzPaths {
+    /// All but oauth2-proxy's own `/oauth2/*`, which the VirtualService routes to it.
+    #[default]
+    ExceptAuthProxy,
+    /// Every path (`rules: [{}]`, seed 001): oauth2-proxy answers its sign-in, callback and
+    /// sign-out inside the check, so the check goes to its own paths (no `pathPrefix`).
+    EveryPath,
 }
 
 impl StackProfile {

@@ -834,7 +834,12 @@ mod tests {
     fn the_builtin_catalog_is_valid() {
         let catalog = Catalog::from_sources(crate::embedded::SCENARIOS.iter().copied()).unwrap();
         assert!(catalog.select(&[]).len() >= 9);
-        assert_eq!(catalog.select(&["browser_login".into()]).len(), 1);
+        assert_eq!(
+            catalog
+                .select(&["seed000_browser_sso::browser_login".into()])
+                .len(),
+            1
+        );
     }
 
     fn parse(text: &str) -> Result<Suite, ScenarioError> {
