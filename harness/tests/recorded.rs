@@ -69,6 +69,30 @@ fn legacy_theme_login_form_is_found() {
     insta::assert_debug_snapshot!("legacy_filled_fields", filled.fields);
 }
 
+/// The second OpenID Provider (oidc-idp/, oidc-provider 9.13.3): its own login page, found
+/// through fixtures/idp/login-pages.yaml.
+#[test]
+fn oidc_provider_login_form_and_error_are_found() {
+    let url = Url::parse("http://127.0.0.1:47123/interaction/UID").unwrap();
+    let form = find_login_form(&recorded("oidc-provider-login.html"), &url).unwrap();
+    assert_eq!(form.form.method, Method::POST);
+    assert_eq!(form.username_field, "username");
+    assert_eq!(form.password_field, "password");
+    assert!(
+        form.form.action.path().ends_with("/login"),
+        "{}",
+        form.form.action
+    );
+    assert_eq!(
+        find_login_error(&recorded("oidc-provider-login.html")),
+        None
+    );
+    assert_eq!(
+        find_login_error(&recorded("oidc-provider-login-error.html")).as_deref(),
+        Some("Invalid username or password.")
+    );
+}
+
 #[test]
 fn wrong_password_error_is_read_from_both_themes() {
     for page in ["login-v2-error.html", "login-legacy-error.html"] {

@@ -170,6 +170,8 @@ pub struct IstioContext<'a> {
     pub gateway_app_http_target_port: Option<u16>,
     /// `rules: [{}]`: ext_authz on every request the gateway takes.
     pub ext_authz_every_path: bool,
+    /// The second OpenID Provider is the IdP in use (its registry entry, for its JWKS).
+    pub oidc_idp: bool,
     pub oidc_idp_port: u16,
     #[serde(flatten)]
     pub sidecar_policy: SidecarPolicyContext<'a>,
@@ -233,6 +235,7 @@ impl<'a> IstioContext<'a> {
             gateway_app_http_target_port: (config.app_listener == AppListener::PlainHttp)
                 .then_some(ports.gateway_app_http_target),
             ext_authz_every_path: config.ext_authz_paths == ExtAuthzPaths::EveryPath,
+            oidc_idp: config.idp == IdentityProvider::OidcProvider,
             oidc_idp_port: ports.oidc_idp,
             sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
         }

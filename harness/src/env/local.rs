@@ -1435,6 +1435,16 @@ impl LocalStack {
         };
         let process = Supervised::spawn(&launch)?;
         wait_ready(&self.probe, &process, &probe, COMPONENT_READY).await?;
+        // These files hold passwords and are read once at start: gone once it is ready, like
+        // Keycloak's realm import.
+        let read_once = match component {
+            Component::Redis => Some("redis.conf"),
+            Component::OidcIdp => Some("oidc-idp.json"),
+            _ => None,
+        };
+        if let Some(file) = read_once {
+            let _ = std::fs::remove_file(self.run_dir.join(file));
+        }
         // A proxy is ready when Envoy lists the generated listeners as its own: one it cannot
         // bind it reports in its log and drops, and a connection test would reach whoever
         // holds the port instead.
