@@ -186,11 +186,47 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
     {
         bail!("--env-file, --baseline-url and --allow-remote are only used with --env existing");
     }
+    let moved = args.idp != IdpArg::Keycloak || args.plain_http;
+    if moved && !matches!(args.env_kind, EnvKind::Local) {
+        bail!("--idp and --plain-http configure the local stack\nhow to fix: run with --env local");
+    }
+    if args.idp == IdpArg::OidcProvider
+        && options
+            .phases
+            .iter()
+            .any(|p| matches!(p, Phase::Bearer | Phase::Mix))
+    {
+        bail!(
+            "the bearer and mix phases take tokens by the password grant, which the second \
+             OpenID Provider does not offer\nhow to fix: --phases baseline,cookie,login-storm"
+        );
+    }
     // The environments meshauth provisions add the opt-in `/baseline/` route for load runs.
+    let sign_in = crate::policy::SignInProfile {
+        idp: match args.idp {
+            IdpArg::Keycloak => crate::policy::IdentityProvider::Keycloak,
+            IdpArg::OidcProvider => crate::policy::IdentityProvider::OidcProvider,
+        },
+        app_listener: if args.plain_http {
+            crate::policy::AppListener::PlainHttp
+        } else {
+            crate::policy::AppListener::Https
+        },
+        ext_authz_paths: if args.plain_http {
+            crate::policy::ExtAuthzPaths::EveryPath
+        } else {
+            crate::policy::ExtAuthzPaths::ExceptAuthProxy
+        },
+        session_cookie_secure: args.plain_http.then_some(false),
+    };
     let provisioned = StackConfig {
         baseline_route: true,
         ..stack_config(&args.stack)
-    };
+    }
+    .with_profile(&crate::policy::StackProfile {
+        sign_in,
+        ..Default::default()
+    });
     let (run_dir, target) = match args.env_kind {
         EnvKind::Kind => {
             let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;

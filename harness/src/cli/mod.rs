@@ -159,8 +159,23 @@ pub(crate) struct LoadArgs {
     /// Fail (exit 1) if any transaction's error rate (errors ÷ attempts) exceeds this fraction.
     #[arg(long, value_name = "FRACTION")]
     pub(crate) max_error_rate: Option<f64>,
+    /// With --env local: the IdP users sign in at (the login storm's capacity per IdP).
+    #[arg(long, value_enum, default_value = "keycloak")]
+    pub(crate) idp: IdpArg,
+    /// With --env local: the app on the gateway's plain-HTTP listener with ext_authz on every
+    /// path, as seed 001 serves it (session cookies without `Secure`, or nobody could sign in).
+    #[arg(long)]
+    pub(crate) plain_http: bool,
     #[command(flatten)]
     pub(crate) stack: StackArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IdpArg {
+    /// Keycloak (the realm of the local stack).
+    Keycloak,
+    /// The second, independent OpenID Provider (oidc-provider, oidc-idp/).
+    OidcProvider,
 }
 
 pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
