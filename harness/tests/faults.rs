@@ -346,6 +346,18 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "role_missing_from_the_custom_claim_keeps_the_user_out",
+        breakage: |c| c.custom_claim_realm_roles = false,
+        scenario: "seed002_role_claims::roles_claim_carries_realm_and_client_roles",
+        expect: Expect::FailsWith("status: expected 200, actual 403"),
+    },
+    Case {
+        name: "no_roles_claim_policy_lets_a_user_without_roles_in",
+        breakage: |c| c.gateway_role_claim_policy = false,
+        scenario: "seed002_role_claims::user_without_the_roles_is_refused_by_the_policy",
+        expect: Expect::FailsWith("status: expected 403, actual 200"),
+    },
+    Case {
         name: "config_audit_finds_ext_authz_failing_open",
         breakage: |c| c.ext_authz_fail_open = true,
         scenario: "attack_configuration::deployment_configuration",

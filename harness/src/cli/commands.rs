@@ -218,6 +218,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
             crate::policy::ExtAuthzPaths::ExceptAuthProxy
         },
         session_cookie_secure: args.plain_http.then_some(false),
+        admission: crate::policy::Admission::AuthProxy,
     };
     let provisioned = StackConfig {
         baseline_route: true,

@@ -170,6 +170,10 @@ pub struct IstioContext<'a> {
     pub gateway_app_http_target_port: Option<u16>,
     /// `rules: [{}]`: ext_authz on every request the gateway takes.
     pub ext_authz_every_path: bool,
+    /// Admission at the gateway by the custom roles claim (seed 002).
+    pub role_claim_policy: bool,
+    pub role_claim: &'static str,
+    pub required_roles: [&'static str; 2],
     /// The second OpenID Provider is the IdP in use (its registry entry, for its JWKS).
     pub oidc_idp: bool,
     pub oidc_idp_port: u16,
@@ -235,6 +239,9 @@ impl<'a> IstioContext<'a> {
             gateway_app_http_target_port: (config.app_listener == AppListener::PlainHttp)
                 .then_some(ports.gateway_app_http_target),
             ext_authz_every_path: config.ext_authz_paths == ExtAuthzPaths::EveryPath,
+            role_claim_policy: config.gateway_role_claim_policy,
+            role_claim: super::local::CUSTOM_ROLES_CLAIM,
+            required_roles: [super::local::ROLE, super::local::CLIENT_ROLE],
             oidc_idp: config.idp == IdentityProvider::OidcProvider,
             oidc_idp_port: ports.oidc_idp,
             sidecar_policy: SidecarPolicyContext::new(&config.sidecar),

@@ -20,7 +20,9 @@ use crate::components::{ComponentError, Launch, Supervised, Toolchain};
 use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::oidc::forge::SigningKey;
-use crate::policy::{AppListener, ExtAuthzPaths, IdentityProvider, SidecarPolicy, StackProfile};
+use crate::policy::{
+    Admission, AppListener, ExtAuthzPaths, IdentityProvider, SidecarPolicy, StackProfile,
+};
 use crate::redact::{Redactor, Secret};
 
 pub const REALM: &str = "Test-oidc";
@@ -29,6 +31,10 @@ pub const USERNAME: &str = "alice";
 pub const EMAIL: &str = "alice@example.test";
 pub const ROLE: &str = "sso-user";
 pub const ROLES_CLAIM: &str = "realm_roles";
+/// Seed 002's custom claim: the realm roles and the client's roles together.
+pub const CUSTOM_ROLES_CLAIM: &str = "meshauth_roles";
+/// The client role the test user holds on the app's client.
+pub const CLIENT_ROLE: &str = "app-reader";
 /// A second user of the realm, without [`ROLE`]: who the deployment must not admit.
 pub const SECOND_USERNAME: &str = "bob";
 pub const SECOND_EMAIL: &str = "bob@example.test";
@@ -114,6 +120,12 @@ pub struct StackConfig {
     pub role_mapper: bool,
     /// The audience mapper that puts the client id into `aud`.
     pub audience_mapper: bool,
+    /// The gateway admits by the custom roles claim: an AuthorizationPolicy ALLOW with `when`
+    /// on `request.auth.claims[meshauth_roles]` (both the realm and the client role).
+    pub gateway_role_claim_policy: bool,
+    /// The client's mapper that writes the realm roles into the custom claim `meshauth_roles`
+    /// (beside the client roles): seed 002's roles claim.
+    pub custom_claim_realm_roles: bool,
     /// oauth2-proxy is given a wrong client secret.
     pub wrong_client_secret: bool,
     /// The realm's client accepts any redirect URI on the app host (`https://host/*`).
@@ -170,6 +182,8 @@ impl Default for StackConfig {
             login_theme: LoginTheme::KeycloakV2,
             role_mapper: true,
             audience_mapper: true,
+            custom_claim_realm_roles: true,
+            gateway_role_claim_policy: false,
             wrong_client_secret: false,
             client_wildcard_redirect_uri: false,
             client_requires_pkce: true,
@@ -195,7 +209,10 @@ impl StackConfig {
     pub fn with_profile(self, profile: &StackProfile) -> Self {
         let sign_in = &profile.sign_in;
         let every_path = sign_in.ext_authz_paths == ExtAuthzPaths::EveryPath;
+        let by_claim = sign_in.admission == Admission::RoleClaim;
         Self {
+            admission_role: self.admission_role && !by_claim,
+            gateway_role_claim_policy: by_claim,
             sidecar: profile.sidecar.clone(),
             idp: sign_in.idp,
             app_listener: sign_in.app_listener,
@@ -275,6 +292,19 @@ impl StackConfig {
                 "realm role mapper",
                 self.role_mapper,
                 "a User Realm Role mapper on the client's scope writing the roles claim",
+            ),
+            P::info(
+                "admission at the gateway by the roles claim (AuthorizationPolicy when request.auth.claims[meshauth_roles])",
+                if self.gateway_role_claim_policy {
+                    "on"
+                } else {
+                    "off"
+                },
+            ),
+            P::protection_or_fix(
+                "custom roles claim carries realm and client roles",
+                self.custom_claim_realm_roles,
+                "a User Realm Role mapper and a User Client Role mapper on the client, both writing the claim the AuthorizationPolicy reads (multivalued)",
             ),
             P::protection_or_fix(
                 "audience mapper",
@@ -451,6 +481,7 @@ pub(super) struct RealmContext<'a> {
     login_theme: &'a str,
     include_role_mapper: bool,
     include_audience_mapper: bool,
+    custom_claim_realm_roles: bool,
     client_wildcard_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
@@ -477,6 +508,7 @@ impl<'a> RealmContext<'a> {
             login_theme: config.login_theme.name(),
             include_role_mapper: config.role_mapper,
             include_audience_mapper: config.audience_mapper,
+            custom_claim_realm_roles: config.custom_claim_realm_roles,
             client_wildcard_redirect_uri: config.client_wildcard_redirect_uri,
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,

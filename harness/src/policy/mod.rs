@@ -160,6 +160,21 @@ pub struct SignInProfile {
     /// oauth2-proxy's `cookie_secure`; absent: the stack's own setting.
     #[serde(default)]
     pub session_cookie_secure: Option<bool>,
+    #[serde(default)]
+    pub admission: Admission,
+}
+
+/// Who decides which signed-in users may use the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// oauth2-proxy (`allowed_roles` / `allowed_groups`), as the stack is configured.
+    #[default]
+    AuthProxy,
+    /// The gateway: an `AuthorizationPolicy` ALLOW with `when` on the custom roles claim
+    /// (`request.auth.claims[meshauth_roles]`, realm and client roles), seed 002's way;
+    /// oauth2-proxy admits every user of the IdP.
+    RoleClaim,
 }
 
 /// The OpenID Provider oauth2-proxy sends browsers to.
