@@ -358,6 +358,12 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("status: expected 403, actual 200"),
     },
     Case {
+        name: "policy_written_for_the_first_app_leaves_the_second_open",
+        breakage: |c| c.second_app_exempt = true,
+        scenario: "seed002_many_apps::second_app_is_protected_too",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
         name: "config_audit_finds_ext_authz_failing_open",
         breakage: |c| c.ext_authz_fail_open = true,
         scenario: "attack_configuration::deployment_configuration",

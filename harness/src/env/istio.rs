@@ -170,6 +170,9 @@ pub struct IstioContext<'a> {
     pub gateway_app_http_target_port: Option<u16>,
     /// `rules: [{}]`: ext_authz on every request the gateway takes.
     pub ext_authz_every_path: bool,
+    pub echo_port: u16,
+    pub echo_prefix: &'static str,
+    pub second_app_exempt: bool,
     /// Admission at the gateway by the custom roles claim (seed 002).
     pub role_claim_policy: bool,
     pub role_claim: &'static str,
@@ -188,6 +191,8 @@ pub struct ServicePorts {
     pub keycloak: u16,
     pub oauth2_proxy: u16,
     pub httpbin: u16,
+    /// The second app's service port.
+    pub echo: u16,
     pub gateway_http_target: u16,
     /// Where the gateway listens for the app over plain HTTP (when the stack serves it so).
     pub gateway_app_http_target: u16,
@@ -239,6 +244,9 @@ impl<'a> IstioContext<'a> {
             gateway_app_http_target_port: (config.app_listener == AppListener::PlainHttp)
                 .then_some(ports.gateway_app_http_target),
             ext_authz_every_path: config.ext_authz_paths == ExtAuthzPaths::EveryPath,
+            echo_port: ports.echo,
+            echo_prefix: super::local::ECHO_PREFIX,
+            second_app_exempt: config.second_app_exempt,
             role_claim_policy: config.gateway_role_claim_policy,
             role_claim: super::local::CUSTOM_ROLES_CLAIM,
             required_roles: [super::local::ROLE, super::local::CLIENT_ROLE],

@@ -297,6 +297,7 @@ pub fn render(
             keycloak: KEYCLOAK_PORT,
             oauth2_proxy: OAUTH2_PROXY_PORT,
             httpbin: HTTPBIN_PORT,
+            echo: HTTPBIN_PORT,
             gateway_http_target: GATEWAY_HTTP_TARGET_PORT,
             gateway_app_http_target: GATEWAY_APP_HTTP_TARGET_PORT,
             // The second OpenID Provider runs locally only (the kind environment cannot switch
@@ -751,6 +752,7 @@ fn deployment_label(name: &str) -> &'static str {
     match name {
         "istio-ingressgateway" => "istio ingress gateway",
         "httpbin" => "httpbin",
+        "echo" => "echo (second app)",
         "oauth2-proxy" => "oauth2-proxy",
         "redis" => "redis",
         _ => "keycloak",

@@ -33,6 +33,8 @@ pub const ROLE: &str = "sso-user";
 pub const ROLES_CLAIM: &str = "realm_roles";
 /// Seed 002's custom claim: the realm roles and the client's roles together.
 pub const CUSTOM_ROLES_CLAIM: &str = "meshauth_roles";
+/// Where the second app (another go-httpbin) answers behind the gateway: one login, many apps.
+pub const ECHO_PREFIX: &str = "/echo";
 /// The client role the test user holds on the app's client.
 pub const CLIENT_ROLE: &str = "app-reader";
 /// A second user of the realm, without [`ROLE`]: who the deployment must not admit.
@@ -123,6 +125,9 @@ pub struct StackConfig {
     /// The gateway admits by the custom roles claim: an AuthorizationPolicy ALLOW with `when`
     /// on `request.auth.claims[meshauth_roles]` (both the realm and the client role).
     pub gateway_role_claim_policy: bool,
+    /// The AuthorizationPolicy CUSTOM exempts the second app's paths (`/echo/*`): a policy
+    /// written for the first app only. Off in the reference.
+    pub second_app_exempt: bool,
     /// The client's mapper that writes the realm roles into the custom claim `meshauth_roles`
     /// (beside the client roles): seed 002's roles claim.
     pub custom_claim_realm_roles: bool,
@@ -184,6 +189,7 @@ impl Default for StackConfig {
             audience_mapper: true,
             custom_claim_realm_roles: true,
             gateway_role_claim_policy: false,
+            second_app_exempt: false,
             wrong_client_secret: false,
             client_wildcard_redirect_uri: false,
             client_requires_pkce: true,
@@ -300,6 +306,11 @@ impl StackConfig {
                 } else {
                     "off"
                 },
+            ),
+            P::protection_or_fix(
+                "every app behind the gateway under ext_authz (the second app, /echo, too)",
+                !self.second_app_exempt,
+                "one CUSTOM AuthorizationPolicy on the gateway for every host and path, exempting only oauth2-proxy's own /oauth2/*",
             ),
             P::protection_or_fix(
                 "custom roles claim carries realm and client roles",
@@ -596,6 +607,7 @@ impl Component {
         match self {
             Self::Keycloak => "keycloak",
             Self::Httpbin => "httpbin",
+            Self::EchoApp => "echo",
             Self::IstioXds => "istio-xds",
             Self::Sidecar => "sidecar",
             Self::SleepSidecar => "sleep-sidecar",
@@ -937,6 +949,7 @@ impl LocalStack {
         }
         for component in [
             Component::Httpbin,
+            Component::EchoApp,
             Component::IstioXds,
             Component::Sidecar,
             Component::SleepSidecar,
@@ -1137,6 +1150,7 @@ impl LocalStack {
                 ),
             ),
             (Component::Httpbin, ports(Component::Httpbin)),
+            (Component::EchoApp, ports(Component::EchoApp)),
             (
                 Component::IstioXds,
                 format!("{istio_text}\n{}", ports(Component::IstioXds)),
@@ -1358,6 +1372,15 @@ impl LocalStack {
                 Probe::Http(format!(
                     "http://127.0.0.1:{}/status/200",
                     self.ports.httpbin
+                )),
+            ),
+            Component::EchoApp => (
+                Launch::new(name, &self.toolchain.httpbin, self.log(name))
+                    .args(["-host", "127.0.0.1", "-prefix", ECHO_PREFIX, "-port"])
+                    .arg(self.ports.echo_app.to_string()),
+                Probe::Http(format!(
+                    "http://127.0.0.1:{}{ECHO_PREFIX}/status/200",
+                    self.ports.echo_app
                 )),
             ),
             Component::OidcIdp => {
@@ -1671,6 +1694,7 @@ impl IstioInputs {
                 keycloak: ports.keycloak,
                 oauth2_proxy: ports.oauth2_proxy,
                 httpbin: ports.sidecar,
+                echo: ports.echo_app,
                 gateway_http_target: ports.gateway_http,
                 gateway_app_http_target: ports.gateway_app_http,
                 oidc_idp: ports.oidc_idp,
@@ -1749,6 +1773,7 @@ pub fn dump_istio(
         xds_health: 15014,
         sleep_admin: 15002,
         redis: 6379,
+        echo_app: 8082,
         gateway_app_http: 8081,
         oidc_idp: 3000,
     };
@@ -2084,6 +2109,7 @@ mod tests {
                 keycloak: 20180,
                 oauth2_proxy: 20418,
                 httpbin: 20800,
+                echo: 20801,
                 gateway_http_target: 20080,
                 gateway_app_http_target: 20081,
                 oidc_idp: 20300,

@@ -28,6 +28,7 @@ const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32_768..=60_999;
 pub enum Component {
     Keycloak,
     Httpbin,
+    EchoApp,
     IstioXds,
     Sidecar,
     SleepSidecar,
@@ -46,6 +47,8 @@ pub struct Ports {
     pub gateway_app_http: u16,
     pub oauth2_proxy: u16,
     pub httpbin: u16,
+    /// The second app behind the gateway (another go-httpbin, under `/echo`).
+    pub echo_app: u16,
     pub keycloak: u16,
     pub keycloak_management: u16,
     /// httpbin's sidecar: the inbound listener callers use, and its admin port.
@@ -74,6 +77,7 @@ impl Ports {
             gateway_app_http: 0,
             oauth2_proxy: 0,
             httpbin: 0,
+            echo_app: 0,
             keycloak: 0,
             keycloak_management: 0,
             sidecar: 0,
@@ -129,6 +133,7 @@ impl Ports {
             ],
             Component::OAuth2Proxy => vec![&mut self.oauth2_proxy],
             Component::Httpbin => vec![&mut self.httpbin],
+            Component::EchoApp => vec![&mut self.echo_app],
             Component::Keycloak => vec![&mut self.keycloak, &mut self.keycloak_management],
             Component::Sidecar => vec![&mut self.sidecar, &mut self.sidecar_admin],
             Component::IstioXds => vec![&mut self.xds, &mut self.sds, &mut self.xds_health],
@@ -150,9 +155,10 @@ impl Ports {
 }
 
 impl Component {
-    pub const START_ORDER: [Component; 9] = [
+    pub const START_ORDER: [Component; 10] = [
         Self::Keycloak,
         Self::Httpbin,
+        Self::EchoApp,
         Self::IstioXds,
         Self::Sidecar,
         Self::SleepSidecar,
@@ -240,14 +246,14 @@ mod tests {
         let first = Ports::allocate().unwrap();
         let second = Ports::allocate().unwrap();
         let mut ports: Vec<u16> = all(&first).into_iter().chain(all(&second)).collect();
-        assert_eq!(ports.len(), 32);
+        assert_eq!(ports.len(), 34);
         assert!(
             ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST),
             "{ports:?}"
         );
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 32, "two stacks in one process share no port");
+        assert_eq!(ports.len(), 34, "two stacks in one process share no port");
         first.release();
         second.release();
     }
