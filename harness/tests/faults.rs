@@ -364,6 +364,14 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
     },
     Case {
+        // Keycloak's audience-resolve mapper adds oauth2proxy to the aud of every full-scope
+        // client's tokens for users holding oauth2proxy's roles: `audiences` stops telling them apart.
+        name: "app_roles_on_the_sign_in_client_give_other_clients_its_audience",
+        breakage: |c| c.app_roles_on_the_sign_in_client = true,
+        scenario: "attack_bearer_tokens::gateway_bearer_matrix",
+        expect: Expect::FailsWith("other_client bearer is refused: expected refused"),
+    },
+    Case {
         name: "config_audit_finds_ext_authz_failing_open",
         breakage: |c| c.ext_authz_fail_open = true,
         scenario: "attack_configuration::deployment_configuration",

@@ -1166,8 +1166,14 @@ mod tests {
         let realm: serde_json::Value = serde_json::from_str(realm).unwrap();
         assert_eq!(realm["realm"], REALM);
         assert!(!realm.to_string().contains("\"claim.name\":\"realm_roles\""));
+        let sign_in_client = realm["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["clientId"] == CLIENT_ID)
+            .unwrap();
         assert_eq!(
-            realm["clients"][0]["redirectUris"][0],
+            sign_in_client["redirectUris"][0],
             "https://127.0.0.1:18443/oauth2/callback"
         );
         let cfg = find(&manifests, "ConfigMap", "oauth2-proxy")["data"]["oauth2-proxy.cfg"]

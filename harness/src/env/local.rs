@@ -35,7 +35,9 @@ pub const ROLES_CLAIM: &str = "realm_roles";
 pub const CUSTOM_ROLES_CLAIM: &str = "meshauth_roles";
 /// Where the second app (another go-httpbin) answers behind the gateway: one login, many apps.
 pub const ECHO_PREFIX: &str = "/echo";
-/// The client role the test user holds on the app's client.
+/// The client holding the app's roles (nobody signs in with it).
+pub const ROLES_CLIENT_ID: &str = "httpbin";
+/// The client role the test user holds on the app's roles client.
 pub const CLIENT_ROLE: &str = "app-reader";
 /// A second user of the realm, without [`ROLE`]: who the deployment must not admit.
 pub const SECOND_USERNAME: &str = "bob";
@@ -125,6 +127,10 @@ pub struct StackConfig {
     /// The gateway admits by the custom roles claim: an AuthorizationPolicy ALLOW with `when`
     /// on `request.auth.claims[meshauth_roles]` (both the realm and the client role).
     pub gateway_role_claim_policy: bool,
+    /// The app's client role lives on oauth2-proxy's own client instead of a client of its
+    /// own: Keycloak's audience-resolve mapper then puts `oauth2proxy` into the `aud` of every
+    /// full-scope client's tokens for those users, and `audiences` no longer tells them apart.
+    pub app_roles_on_the_sign_in_client: bool,
     /// The AuthorizationPolicy CUSTOM exempts the second app's paths (`/echo/*`): a policy
     /// written for the first app only. Off in the reference.
     pub second_app_exempt: bool,
@@ -190,6 +196,7 @@ impl Default for StackConfig {
             custom_claim_realm_roles: true,
             gateway_role_claim_policy: false,
             second_app_exempt: false,
+            app_roles_on_the_sign_in_client: false,
             wrong_client_secret: false,
             client_wildcard_redirect_uri: false,
             client_requires_pkce: true,
@@ -311,6 +318,11 @@ impl StackConfig {
                 "every app behind the gateway under ext_authz (the second app, /echo, too)",
                 !self.second_app_exempt,
                 "one CUSTOM AuthorizationPolicy on the gateway for every host and path, exempting only oauth2-proxy's own /oauth2/*",
+            ),
+            P::protection_or_fix(
+                "the app's client roles on a client of their own (not oauth2-proxy's)",
+                !self.app_roles_on_the_sign_in_client,
+                "keep the app's roles on a roles-only client: Keycloak's audience-resolve mapper adds a client to the aud of any token holding its roles, so roles on the sign-in client make every full-scope client's tokens pass an audiences check",
             ),
             P::protection_or_fix(
                 "custom roles claim carries realm and client roles",
@@ -493,6 +505,8 @@ pub(super) struct RealmContext<'a> {
     include_role_mapper: bool,
     include_audience_mapper: bool,
     custom_claim_realm_roles: bool,
+    /// The client whose roles the app's users hold.
+    roles_client: &'static str,
     client_wildcard_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
@@ -520,6 +534,11 @@ impl<'a> RealmContext<'a> {
             include_role_mapper: config.role_mapper,
             include_audience_mapper: config.audience_mapper,
             custom_claim_realm_roles: config.custom_claim_realm_roles,
+            roles_client: if config.app_roles_on_the_sign_in_client {
+                CLIENT_ID
+            } else {
+                ROLES_CLIENT_ID
+            },
             client_wildcard_redirect_uri: config.client_wildcard_redirect_uri,
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,
