@@ -58,7 +58,8 @@
 //
 // Scopes: openid email profile groups. ID token (conformIdTokenClaims: false,
 // so RPs see the claims without a userinfo call) and userinfo carry: sub,
-// email, email_verified (scope email), name, preferred_username = username
+// email, email_verified (scope email), name, given_name, family_name (optional, per user),
+// preferred_username = username
 // (scope profile), groups (scope groups).
 //
 // Endpoints (oidc-provider defaults): /.well-known/openid-configuration,
@@ -173,7 +174,9 @@ function loadConfig(path) {
       if (!isNonEmptyString(u[f])) configError(`users[${i}].${f} must be a non-empty string`);
     }
     if (u.email !== undefined && typeof u.email !== 'string') configError(`users[${i}].email must be a string`);
-    if (u.name !== undefined && typeof u.name !== 'string') configError(`users[${i}].name must be a string`);
+    for (const f of ['name', 'given_name', 'family_name']) {
+      if (u[f] !== undefined && typeof u[f] !== 'string') configError(`users[${i}].${f} must be a string`);
+    }
     if (u.email_verified !== undefined && typeof u.email_verified !== 'boolean') {
       configError(`users[${i}].email_verified must be a boolean`);
     }
@@ -296,7 +299,7 @@ ${error ? `<p id="idp-error">${esc(error)}</p>\n` : ''}<form id="idp-login" meth
 const CLAIMS = {
   openid: ['sub'],
   email: ['email', 'email_verified'],
-  profile: ['name', 'preferred_username'],
+  profile: ['name', 'given_name', 'family_name', 'preferred_username'],
   groups: ['groups'],
 };
 
@@ -304,7 +307,9 @@ function accountClaims(user) {
   const claims = { sub: user.sub, preferred_username: user.username };
   if (user.email !== undefined) claims.email = user.email;
   if (user.email_verified !== undefined) claims.email_verified = user.email_verified;
-  if (user.name !== undefined) claims.name = user.name;
+  for (const f of ['name', 'given_name', 'family_name']) {
+    if (user[f] !== undefined) claims[f] = user[f];
+  }
   claims.groups = user.groups ?? [];
   return claims;
 }

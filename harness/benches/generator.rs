@@ -214,6 +214,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
             email: "unused@example.test".into(),
         },
         second_user: None,
+        upstream_user: None,
         other_client: None,
         signing_key: None,
         role: "unused".into(),

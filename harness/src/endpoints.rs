@@ -39,6 +39,9 @@ pub struct Endpoints {
     /// A user of the realm without the required role, where the environment has one: the
     /// deployment must not admit them, and their valid token must not pass as the user's.
     pub second_user: Option<TestUser>,
+    /// A user known only to the upstream IdP the realm brokers to, where the environment has
+    /// one.
+    pub upstream_user: Option<TestUser>,
     /// Another client of the realm (password and client-credentials grants): valid tokens of
     /// the realm for another audience.
     pub other_client: Option<ClientCredentials>,

@@ -372,6 +372,12 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("other_client bearer is refused: expected refused"),
     },
     Case {
+        name: "brokering_with_a_wrong_upstream_client_secret_fails_the_sign_in",
+        breakage: |c| c.broker_wrong_client_secret = true,
+        scenario: "seed002_identity_brokering::brokered_login_reaches_the_app_as_the_upstream_user",
+        expect: Expect::FailsWith("status: expected 200"),
+    },
+    Case {
         name: "config_audit_finds_ext_authz_failing_open",
         breakage: |c| c.ext_authz_fail_open = true,
         scenario: "attack_configuration::deployment_configuration",

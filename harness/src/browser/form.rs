@@ -135,6 +135,7 @@ struct LoginPages {
     login_form: Vec<String>,
     username_field: Vec<String>,
     login_error: Vec<String>,
+    broker_link: Vec<String>,
     page_error: Vec<String>,
 }
 
@@ -150,9 +151,10 @@ fn login_pages() -> &'static LoginPages {
             .iter()
             .chain(&pages.username_field)
             .chain(&pages.login_error)
+            .chain(&pages.broker_link)
             .chain(&pages.page_error)
         {
-            Selector::parse(css).unwrap_or_else(|e| {
+            Selector::parse(&css.replace("{alias}", "alias")).unwrap_or_else(|e| {
                 panic!("fixtures/idp/login-pages.yaml: bad selector {css:?}: {e}")
             });
         }
@@ -228,6 +230,18 @@ fn first_text(document: &Html, selectors: &[String]) -> Option<String> {
         .flat_map(|css| document.select(&selector(css)).collect::<Vec<_>>())
         .map(|e| collapse_whitespace(&e.text().collect::<String>()))
         .find(|text| !text.is_empty())
+}
+
+/// On a brokering IdP's login page, where the link to the upstream identity provider `alias`
+/// leads (selectors of `fixtures/idp/login-pages.yaml`).
+pub fn find_broker_link(html: &str, page_url: &Url, alias: &str) -> Option<Url> {
+    let document = Html::parse_document(html);
+    login_pages().broker_link.iter().find_map(|css| {
+        let css = css.replace("{alias}", alias);
+        let parsed = Selector::parse(&css).ok()?;
+        let href = document.select(&parsed).next()?.value().attr("href")?;
+        page_url.join(href).ok()
+    })
 }
 
 /// oauth2-proxy's sign-in page: the form whose button starts the OIDC flow.

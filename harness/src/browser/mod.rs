@@ -19,7 +19,8 @@ use crate::redact::{Redactor, Secret};
 pub use jar::RefusedCookie;
 
 pub use form::{
-    FormError, HtmlForm, LoginForm, find_login_error, find_login_form, find_provider_button,
+    FormError, HtmlForm, LoginForm, find_broker_link, find_login_error, find_login_form,
+    find_provider_button,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,12 @@ pub enum SignInError {
     Browser(#[from] BrowserError),
     #[error(transparent)]
     Form(#[from] FormError),
+    #[error(
+        "no link to the upstream identity provider {alias:?} on {url}\nhow to fix: add the \
+         identity provider to the realm (and show it on the login page), or add its link's \
+         selector to fixtures/idp/login-pages.yaml"
+    )]
+    NoBrokerLink { alias: String, url: String },
     #[error(
         "the sign-in cannot complete over plain HTTP: the server set {cookies} with the Secure \
          attribute on {url}, and a browser neither stores nor sends back a Secure cookie over \
@@ -471,8 +478,20 @@ impl Browser {
         username: &str,
         password: &str,
     ) -> Result<Page, SignInError> {
+        self.sign_in_via(page, None, username, password).await
+    }
+
+    /// [`Browser::sign_in`], at the upstream identity provider `via` when given: on the IdP's
+    /// login page its link is followed, and the upstream IdP's form is filled instead.
+    pub async fn sign_in_via(
+        &mut self,
+        page: Page,
+        via: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<Page, SignInError> {
         let refused_before = self.refused_cookies().len();
-        let outcome = self.sign_in_steps(page, username, password).await;
+        let outcome = self.sign_in_steps(page, via, username, password).await;
         let refused: Vec<RefusedCookie> = self
             .refused_cookies()
             .into_iter()
@@ -515,6 +534,7 @@ impl Browser {
     async fn sign_in_steps(
         &mut self,
         mut page: Page,
+        via: Option<&str>,
         username: &str,
         password: &str,
     ) -> Result<Page, SignInError> {
@@ -522,6 +542,17 @@ impl Browser {
             let target = button.action_with_query();
             page = self
                 .navigate(button.method, target, Body::Empty, &HeaderMap::new())
+                .await?;
+        }
+        if let Some(alias) = via {
+            let link = find_broker_link(&page.body, &page.url, alias).ok_or_else(|| {
+                SignInError::NoBrokerLink {
+                    alias: alias.to_string(),
+                    url: self.redactor.redact(page.url.as_str()),
+                }
+            })?;
+            page = self
+                .navigate(Method::GET, link, Body::Empty, &HeaderMap::new())
                 .await?;
         }
         let form = find_login_form(&page.body, &page.url)?;

@@ -129,9 +129,15 @@ impl Engine {
         let Some(now) = target.endpoints() else {
             return Ok(None);
         };
+        let users = |e: &Endpoints| {
+            [&e.second_user, &e.upstream_user].map(|u| u.as_ref().map(|u| u.username.clone()))
+        };
         let same = now.app == self.endpoints.app
             && now.idp == self.endpoints.idp
-            && now.issuer == self.endpoints.issuer;
+            && now.issuer == self.endpoints.issuer
+            && users(&now) == users(&self.endpoints)
+            && now.other_client.is_some() == self.endpoints.other_client.is_some()
+            && now.signing_key.is_some() == self.endpoints.signing_key.is_some();
         if same {
             return Ok(None);
         }
@@ -355,10 +361,13 @@ impl Engine {
     fn describe(&self, step: &Step) -> String {
         match step {
             Step::Open { url } => format!("open {}", self.vars.expand(url)),
-            Step::SignIn { credentials } => format!(
-                "sign in as {} ({credentials:?})",
+            Step::SignIn { credentials, via } => format!(
+                "sign in as {} ({credentials:?}){}",
                 self.credentials(*credentials)
                     .map(|(user, _)| user)
+                    .unwrap_or_default(),
+                via.as_ref()
+                    .map(|alias| format!(" at the upstream IdP {alias}"))
                     .unwrap_or_default()
             ),
             Step::Request {
@@ -537,6 +546,16 @@ impl Engine {
                 user.username.clone(),
                 "certainly-not-the-password".to_string(),
             ),
+            Credentials::UpstreamUser => {
+                let upstream = self.endpoints.upstream_user.as_ref().ok_or(
+                    "this environment has no upstream IdP user (the local stack has one while a \
+                     suite's profile brokers to the second IdP)",
+                )?;
+                (
+                    upstream.username.clone(),
+                    upstream.password.expose().to_string(),
+                )
+            }
             Credentials::SecondUser => {
                 let second = self.endpoints.second_user.as_ref().ok_or(
                     "this environment names no second user: add second_user to the environment \
@@ -561,8 +580,8 @@ impl Engine {
                 state.last = Some(page);
                 Ok(StepOutput::default())
             }
-            Step::SignIn { credentials } => {
-                let page = self.sign_in(*credentials, state).await?;
+            Step::SignIn { credentials, via } => {
+                let page = self.sign_in(*credentials, via.as_deref(), state).await?;
                 state.last = Some(page);
                 Ok(StepOutput::default())
             }
@@ -706,6 +725,7 @@ impl Engine {
     async fn sign_in(
         &self,
         credentials: Credentials,
+        via: Option<&str>,
         state: &mut ScenarioState,
     ) -> Result<Page, String> {
         let page = state
@@ -715,7 +735,7 @@ impl Engine {
         let (username, password) = self.credentials(credentials)?;
         state
             .browser
-            .sign_in(page, &username, &password)
+            .sign_in_via(page, via, &username, &password)
             .await
             .map_err(|e| e.to_string())
     }

@@ -246,6 +246,7 @@ impl ExistingEnvironment {
                     email: parsed.user.email,
                 },
                 second_user,
+                upstream_user: None,
                 other_client,
                 signing_key,
                 role: parsed.role,

@@ -226,7 +226,7 @@ impl<'a> IstioContext<'a> {
             issuer_url,
             // Envoy fetches the key set through the mesh, from the IdP's Service.
             jwks_uri: match config.idp {
-                IdentityProvider::Keycloak => format!(
+                IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => format!(
                     "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
                     policy::NAMESPACE,
                     ports.keycloak

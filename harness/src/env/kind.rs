@@ -275,7 +275,7 @@ pub fn render(
     let urls = PublicUrls::new(options);
     let realm_json = crate::fixtures::render(
         REALM_FIXTURE,
-        &RealmContext::new(config, &secrets.realm, urls.redirect_uri.clone()),
+        &RealmContext::new(config, &secrets.realm, urls.redirect_uri.clone(), None),
     )?;
     let oauth2_proxy_cfg = crate::fixtures::render(
         OAUTH2_PROXY_FIXTURE,
@@ -546,6 +546,7 @@ impl KindEnvironment {
                 email: EMAIL.into(),
             },
             second_user: None,
+            upstream_user: None,
             other_client: None,
             signing_key: None,
             role: ROLE.into(),
@@ -1065,6 +1066,8 @@ mod tests {
                 user_password: Secret::new("user-password-value".to_string()),
                 second_user_password: Secret::new("second-user-password-value".to_string()),
                 other_client_secret: Secret::new("other-client-secret-value".to_string()),
+                upstream_client_secret: Secret::new("upstream-client-secret-value".to_string()),
+                upstream_user_password: Secret::new("upstream-user-password-value".to_string()),
                 test_signing_key: crate::oidc::forge::SigningKey::generate().unwrap(),
             },
             cookie_secret: Secret::new("cookie-secret-value-32-bytes-abc".to_string()),

@@ -45,6 +45,11 @@ pub const SECOND_EMAIL: &str = "bob@example.test";
 /// Another confidential client of the realm, with a service account: its tokens are valid
 /// tokens of the realm for another audience.
 pub const OTHER_CLIENT_ID: &str = "meshauth-other";
+/// The upstream IdP's alias in the realm, its client there, and the user who exists only there.
+pub const UPSTREAM_ALIAS: &str = "upstream";
+pub const UPSTREAM_CLIENT_ID: &str = "keycloak-broker";
+pub const UPSTREAM_USERNAME: &str = "carol";
+pub const UPSTREAM_EMAIL: &str = "carol@upstream.example.test";
 
 pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
 pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
@@ -131,6 +136,9 @@ pub struct StackConfig {
     /// own: Keycloak's audience-resolve mapper then puts `oauth2proxy` into the `aud` of every
     /// full-scope client's tokens for those users, and `audiences` no longer tells them apart.
     pub app_roles_on_the_sign_in_client: bool,
+    /// The realm's identity provider entry carries a wrong client secret for the upstream IdP
+    /// (brokering misconfigured).
+    pub broker_wrong_client_secret: bool,
     /// The AuthorizationPolicy CUSTOM exempts the second app's paths (`/echo/*`): a policy
     /// written for the first app only. Off in the reference.
     pub second_app_exempt: bool,
@@ -196,6 +204,7 @@ impl Default for StackConfig {
             custom_claim_realm_roles: true,
             gateway_role_claim_policy: false,
             second_app_exempt: false,
+            broker_wrong_client_secret: false,
             app_roles_on_the_sign_in_client: false,
             wrong_client_secret: false,
             client_wildcard_redirect_uri: false,
@@ -442,6 +451,9 @@ pub struct RealmSecrets {
     pub user_password: Secret,
     pub second_user_password: Secret,
     pub other_client_secret: Secret,
+    /// The realm's client at the upstream IdP it brokers to, and the user who exists only there.
+    pub upstream_client_secret: Secret,
+    pub upstream_user_password: Secret,
     /// A key the realm publishes (and signs nothing with) whose private half the harness
     /// holds, to mint tokens that differ from real ones in one claim only.
     pub test_signing_key: SigningKey,
@@ -454,6 +466,8 @@ impl RealmSecrets {
             user_password: Secret::generate(18),
             second_user_password: Secret::generate(18),
             other_client_secret: Secret::generate(24),
+            upstream_client_secret: Secret::generate(24),
+            upstream_user_password: Secret::generate(18),
             test_signing_key: SigningKey::generate().map_err(pki::PkiError::from)?,
         })
     }
@@ -464,6 +478,8 @@ impl RealmSecrets {
             &self.user_password,
             &self.second_user_password,
             &self.other_client_secret,
+            &self.upstream_client_secret,
+            &self.upstream_user_password,
             &self.test_signing_key.private_key_pem,
         ] {
             redactor.register(secret);
@@ -507,9 +523,21 @@ pub(super) struct RealmContext<'a> {
     custom_claim_realm_roles: bool,
     /// The client whose roles the app's users hold.
     roles_client: &'static str,
+    /// The upstream IdP the realm brokers to (the second OpenID Provider), where there is one.
+    upstream: Option<UpstreamIdp<'a>>,
     client_wildcard_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
+}
+
+/// The realm's identity provider entry for the second OpenID Provider.
+#[derive(Serialize)]
+pub(super) struct UpstreamIdp<'a> {
+    alias: &'static str,
+    issuer: String,
+    client_id: &'static str,
+    client_secret: &'a str,
+    role: &'static str,
 }
 
 impl<'a> RealmContext<'a> {
@@ -517,8 +545,20 @@ impl<'a> RealmContext<'a> {
         config: &StackConfig,
         secrets: &'a RealmSecrets,
         redirect_uri: String,
+        upstream_issuer: Option<String>,
     ) -> Self {
         Self {
+            upstream: upstream_issuer.map(|issuer| UpstreamIdp {
+                alias: UPSTREAM_ALIAS,
+                issuer,
+                client_id: UPSTREAM_CLIENT_ID,
+                client_secret: if config.broker_wrong_client_secret {
+                    "not-the-upstream-client-secret"
+                } else {
+                    secrets.upstream_client_secret.expose()
+                },
+                role: ROLE,
+            }),
             client_secret: secrets.client_secret.expose(),
             redirect_uri,
             username: USERNAME,
@@ -585,16 +625,15 @@ impl<'a> OAuth2ProxyContext<'a> {
             forward_authorization: config.forward_authorization,
             secure_session_cookie: config.secure_session_cookie,
             whitelist_domains: &config.whitelist_domains,
-            required_role: (config.admission_role && config.idp == IdentityProvider::Keycloak)
-                .then_some(ROLE),
+            required_role: (config.admission_role && config.idp.keycloak_issues()).then_some(ROLE),
             cookie_domain: config.session_cookie_domain.as_deref(),
             // The second IdP's end_session asks the browser to confirm, which oauth2-proxy's
             // server-side call cannot do.
-            backend_logout: config.backend_logout && config.idp == IdentityProvider::Keycloak,
+            backend_logout: config.backend_logout && config.idp.keycloak_issues(),
             redis_url: (config.session_store == SessionStore::Redis)
                 .then(|| format!("redis://{redis_address}")),
             provider: match config.idp {
-                IdentityProvider::Keycloak => "keycloak-oidc",
+                IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => "keycloak-oidc",
                 IdentityProvider::OidcProvider => "oidc",
             },
             required_group: (config.admission_role && config.idp == IdentityProvider::OidcProvider)
@@ -745,6 +784,7 @@ impl LocalStack {
                 email: EMAIL.to_string(),
             },
             second_user: None,
+            upstream_user: None,
             other_client: None,
             signing_key: None,
             role: ROLE.to_string(),
@@ -1063,7 +1103,7 @@ impl LocalStack {
         self.issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
         self.endpoints.app = self.app_url();
         match self.config.idp {
-            IdentityProvider::Keycloak => {
+            IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => {
                 self.endpoints.issuer = self.issuer.clone();
                 self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
             }
@@ -1073,7 +1113,13 @@ impl LocalStack {
             }
         }
         // Only Keycloak's realm has another client and a key whose private half we hold.
-        let keycloak = self.config.idp == IdentityProvider::Keycloak;
+        let keycloak = self.config.idp.keycloak_issues();
+        self.endpoints.upstream_user = (self.config.idp == IdentityProvider::KeycloakBrokering)
+            .then(|| TestUser {
+                username: UPSTREAM_USERNAME.to_string(),
+                password: self.secrets.realm.upstream_user_password.clone(),
+                email: UPSTREAM_EMAIL.to_string(),
+            });
         self.endpoints.other_client = keycloak.then(|| ClientCredentials {
             id: OTHER_CLIENT_ID.to_string(),
             secret: self.secrets.realm.other_client_secret.clone(),
@@ -1108,7 +1154,7 @@ impl LocalStack {
     /// The issuer of the IdP in use.
     fn active_issuer(&self) -> String {
         match self.config.idp {
-            IdentityProvider::Keycloak => self.issuer.clone(),
+            IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => self.issuer.clone(),
             IdentityProvider::OidcProvider => self.oidc_idp_issuer(),
         }
     }
@@ -1190,7 +1236,7 @@ impl LocalStack {
         if self.config.session_store == SessionStore::Redis {
             wanted.push((Component::Redis, ports(Component::Redis)));
         }
-        if self.config.idp == IdentityProvider::OidcProvider {
+        if self.config.idp.runs_second_idp() {
             wanted.push((Component::OidcIdp, self.oidc_idp_config()?));
         }
         wanted.push((
@@ -1234,6 +1280,15 @@ impl LocalStack {
                 "second_username": SECOND_USERNAME,
                 "second_user_password": realm.second_user_password.expose(),
                 "second_email": SECOND_EMAIL,
+                "broker_client_id": UPSTREAM_CLIENT_ID,
+                "broker_client_secret": realm.upstream_client_secret.expose(),
+                "broker_redirect_uri": format!(
+                    "{}/broker/{UPSTREAM_ALIAS}/endpoint",
+                    self.issuer
+                ),
+                "upstream_username": UPSTREAM_USERNAME,
+                "upstream_user_password": realm.upstream_user_password.expose(),
+                "upstream_email": UPSTREAM_EMAIL,
             }),
         )?)
     }
@@ -1287,7 +1342,12 @@ impl LocalStack {
             self.ports.gateway_https
         );
         FixtureContext {
-            realm: RealmContext::new(&self.config, &self.secrets.realm, realm_redirect_uri),
+            realm: RealmContext::new(
+                &self.config,
+                &self.secrets.realm,
+                realm_redirect_uri,
+                Some(self.oidc_idp_issuer()),
+            ),
             oauth2_proxy: OAuth2ProxyContext::new(
                 &self.config,
                 self.ports.oauth2_proxy,
@@ -1673,7 +1733,9 @@ impl LocalStack {
         match part {
             Part::AuthService => Component::OAuth2Proxy,
             Part::Idp => match self.config.idp {
-                IdentityProvider::Keycloak => Component::Keycloak,
+                IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => {
+                    Component::Keycloak
+                }
                 IdentityProvider::OidcProvider => Component::OidcIdp,
             },
             Part::App => Component::Httpbin,

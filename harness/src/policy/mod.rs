@@ -187,6 +187,22 @@ pub enum IdentityProvider {
     /// A second, independent provider (the `oidc-provider` npm package) on its own port, as a
     /// hosted IdP (seed 001's IDaaS) is reached directly rather than through the mesh.
     OidcProvider,
+    /// Keycloak, brokering to the second provider as its upstream identity provider (seed
+    /// 002's Keycloak federating Azure AD): the user signs in upstream, Keycloak creates the
+    /// user on first login and issues the tokens.
+    KeycloakBrokering,
+}
+
+impl IdentityProvider {
+    /// Keycloak issues the tokens (itself, or after brokering upstream).
+    pub fn keycloak_issues(self) -> bool {
+        matches!(self, Self::Keycloak | Self::KeycloakBrokering)
+    }
+
+    /// The second OpenID Provider runs (as the IdP, or as Keycloak's upstream).
+    pub fn runs_second_idp(self) -> bool {
+        matches!(self, Self::OidcProvider | Self::KeycloakBrokering)
+    }
 }
 
 /// Where the gateway serves the app.

@@ -179,7 +179,7 @@ impl Scenario {
                         needs.push(Requirement::Mesh);
                     }
                 }
-                Step::SignIn { credentials } | Step::TokenGrant { credentials }
+                Step::SignIn { credentials, .. } | Step::TokenGrant { credentials }
                     if *credentials == Credentials::SecondUser =>
                 {
                     needs.push(Requirement::SecondUser)
@@ -212,6 +212,10 @@ pub enum Step {
     SignIn {
         #[serde(default)]
         credentials: Credentials,
+        /// Sign in at this upstream identity provider of the IdP (its alias): follow its link
+        /// on the IdP's login page and fill the upstream login form (identity brokering).
+        #[serde(default)]
+        via: Option<String>,
     },
     /// One request that does not follow redirects. With `as`, it is sent by that caller
     /// instead of the scenario's browser (no cookies).
@@ -399,6 +403,8 @@ pub enum Credentials {
     WrongPassword,
     /// The environment's second user, who lacks the required role.
     SecondUser,
+    /// A user who exists only at the upstream IdP the realm brokers to (signs in there).
+    UpstreamUser,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
