@@ -353,17 +353,24 @@ impl Browser {
         std::mem::take(&mut self.hops)
     }
 
-    /// Whether the cookie jar holds a cookie named `name` that would be sent to `url`.
+    /// Whether the cookie jar holds a cookie named `name` (or its pieces) that would be sent to
+    /// `url`.
     pub fn has_cookie_for(&self, url: &Url, name: &str) -> bool {
-        let Ok(store) = self.cookies.lock() else {
-            return false;
-        };
-        store.matches(url).iter().any(|c| c.name() == name)
+        !self.copy_cookies(url, name).is_empty()
     }
 
     /// The attributes the server last set on the cookie `name`.
+    /// A cookie oauth2-proxy split into `name_0`, `name_1`, ... (above 4 KB) counts as `name`:
+    /// its first piece's attributes are the cookie's.
     pub fn cookie_attributes(&self, name: &str) -> Option<&CookieAttributes> {
-        self.cookie_attributes.iter().rev().find(|c| c.name == name)
+        let first_piece = format!("{name}_0");
+        let latest = |wanted: &str| {
+            self.cookie_attributes
+                .iter()
+                .rev()
+                .find(|c| c.name == wanted)
+        };
+        latest(name).or_else(|| latest(&first_piece))
     }
 
     /// Replaces the value of the cookie `name` the jar would send to `url` by
