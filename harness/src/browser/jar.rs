@@ -74,12 +74,7 @@ impl reqwest::cookie::CookieStore for Jar {
                     if let Ok(mut refused) = self.refused.lock() {
                         refused.push(RefusedCookie {
                             name: attributes.name,
-                            url: format!(
-                                "{}://{}{}",
-                                url.scheme(),
-                                url.host_str().unwrap_or_default(),
-                                url.port().map(|p| format!(":{p}")).unwrap_or_default()
-                            ) + url.path(),
+                            url: format!("{}{}", origin(url), url.path()),
                         });
                     }
                 }

@@ -196,6 +196,18 @@ impl CookieAttributes {
     }
 }
 
+/// `cookie` with another value, its name, domain, path and flags kept, ready to insert.
+fn with_value(cookie: &cookie_store::Cookie<'_>, value: &str) -> cookie_store::RawCookie<'static> {
+    let mut raw = cookie_store::RawCookie::new(cookie.name().to_string(), value.to_string());
+    raw.set_path(cookie.path().unwrap_or("/").to_string());
+    if let Some(domain) = cookie.domain() {
+        raw.set_domain(domain.to_string());
+    }
+    raw.set_secure(cookie.secure());
+    raw.set_http_only(cookie.http_only());
+    raw
+}
+
 /// An HTTP client trusting the platform roots plus `extra_ca_pem`; no cookies, no redirects.
 pub fn http_client(extra_ca_pem: Option<&str>) -> Result<reqwest::Client, BrowserError> {
     builder(extra_ca_pem)?.build().map_err(BrowserError::Client)
@@ -403,14 +415,7 @@ impl Browser {
             };
             let (piece, remainder) = rest.split_at(take);
             rest = remainder;
-            let mut raw =
-                cookie_store::RawCookie::new(original.name().to_string(), piece.to_string());
-            raw.set_path(original.path().unwrap_or("/").to_string());
-            if let Some(domain) = original.domain() {
-                raw.set_domain(domain.to_string());
-            }
-            raw.set_secure(original.secure());
-            raw.set_http_only(original.http_only());
+            let mut raw = with_value(original, piece);
             if rewritten.is_empty() {
                 // An expired cookie is how a jar is told to drop one.
                 raw.set_max_age(time::Duration::ZERO);
@@ -452,15 +457,7 @@ impl Browser {
             return;
         };
         for cookie in cookies {
-            let mut raw =
-                cookie_store::RawCookie::new(cookie.name().to_string(), cookie.value().to_string());
-            raw.set_path(cookie.path().unwrap_or("/").to_string());
-            if let Some(domain) = cookie.domain() {
-                raw.set_domain(domain.to_string());
-            }
-            raw.set_secure(cookie.secure());
-            raw.set_http_only(cookie.http_only());
-            let _ = store.insert_raw(&raw, url);
+            let _ = store.insert_raw(&with_value(cookie, cookie.value()), url);
         }
     }
 
@@ -529,8 +526,12 @@ impl Browser {
             ),
             Err(error) => format!("fails: {error}"),
         };
-        let mut names: Vec<&str> = refused.iter().map(|r| r.name.as_str()).collect();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for refused in &refused {
+            if !names.contains(&refused.name.as_str()) {
+                names.push(&refused.name);
+            }
+        }
         Err(SignInError::SecureCookieOverHttp {
             cookies: format!("cookie {}", names.join(", ")),
             url: refused[0].url.clone(),
