@@ -360,6 +360,14 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("status: expected 403, actual 200"),
     },
     Case {
+        // Seed 002's own warning: the IdP on the app's host but /auth not exempted from
+        // ext_authz. The browser is sent to sign in again by its own login page.
+        name: "idp_on_the_app_host_not_exempted_loops_the_sign_in",
+        breakage: |c| c.idp_path_exempt = false,
+        scenario: "seed002_idp_on_app_host::sign_in_at_the_idp_on_the_app_host",
+        expect: Expect::FailsWith("the IdP's own pages are behind the auth check"),
+    },
+    Case {
         name: "policy_written_for_the_first_app_leaves_the_second_open",
         breakage: |c| c.second_app_exempt = true,
         scenario: "seed002_many_apps::second_app_is_protected_too",

@@ -58,6 +58,18 @@ pub enum BrowserError {
         "the browser was sent off the deployment, to {to} (from {from}); not followed: the harness only talks to the deployment's own hosts"
     )]
     OffSite { from: String, to: String },
+    #[error(
+        "the IdP's own pages are behind the auth check, so the sign-in never reaches its login \
+         form: {request} was answered by the auth proxy ({answer}) instead of the IdP, which \
+         sends the browser to sign in again, and again\n\
+         how to fix: exempt the IdP's path from ext_authz (in the CUSTOM AuthorizationPolicy, \
+         notPaths: [\"{idp_path}*\"] beside /oauth2/*), or publish the IdP on a host of its own"
+    )]
+    IdpBehindAuthCheck {
+        request: String,
+        answer: String,
+        idp_path: String,
+    },
 }
 
 /// Why a browser sign-in could not be completed (a wrong password is not an error here: the
@@ -151,6 +163,8 @@ pub struct Browser {
     /// Secure cookies plain-HTTP responses tried to set (see [`jar`]).
     refused_cookies: Arc<std::sync::Mutex<Vec<RefusedCookie>>>,
     public_origins: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The IdP's public base URL, to tell its answers from the auth proxy's.
+    identity_provider: Option<Url>,
 }
 
 /// A cookie's security attributes as the server set them.
@@ -264,7 +278,65 @@ impl Browser {
             confined_to: Vec::new(),
             refused_cookies: Arc::default(),
             public_origins: Arc::default(),
+            identity_provider: None,
         }
+    }
+
+    /// Where the IdP is published (`https://app/auth/`, `http://idp/`): a request there that
+    /// the auth proxy answers is diagnosed as the IdP being behind the auth check.
+    pub fn set_identity_provider(&mut self, base: Url) {
+        self.identity_provider = Some(base);
+    }
+
+    fn is_identity_provider(&self, url: &Url) -> bool {
+        self.identity_provider.as_ref().is_some_and(|base| {
+            url.origin() == base.origin() && url.path().starts_with(base.path())
+        })
+    }
+
+    /// [`BrowserError::IdpBehindAuthCheck`] when `page` is the auth proxy's answer at an IdP
+    /// address (its sign-in page, or the last hops' redirect back to sign-in).
+    pub fn idp_behind_auth_check_at(&self, page: &Page) -> Option<BrowserError> {
+        self.idp_behind_auth_check(0, Some(page))
+    }
+
+    /// The first hop since `from` where a request to the IdP got the auth proxy's answer:
+    /// a redirect to its own endpoints (`/oauth2/…` but the callback) or to a new
+    /// authorization request, or `page` (where the navigation ended) is the auth proxy's
+    /// sign-in page at an IdP URL.
+    fn idp_behind_auth_check(&self, from: usize, page: Option<&Page>) -> Option<BrowserError> {
+        let idp_path = self.identity_provider.as_ref()?.path().to_string();
+        let intercepted = self.hops.get(from..)?.iter().find_map(|hop| {
+            let url = Url::parse(&hop.url).ok()?;
+            if !self.is_identity_provider(&url) {
+                return None;
+            }
+            let next = url.join(hop.location.as_deref()?).ok()?;
+            let to_auth_proxy =
+                next.path().contains("/oauth2/") && !next.path().ends_with("/oauth2/callback");
+            let new_authorization = self.is_identity_provider(&next)
+                && next.query_pairs().any(|(k, _)| k == "response_type");
+            (to_auth_proxy || new_authorization).then(|| (hop.clone(), next))
+        });
+        if let Some((hop, next)) = intercepted {
+            return Some(BrowserError::IdpBehindAuthCheck {
+                request: format!("{} {}", hop.method, self.redactor.redact(&hop.url)),
+                answer: format!(
+                    "{} redirect to {}",
+                    hop.status,
+                    self.redactor.redact(next.as_str())
+                ),
+                idp_path,
+            });
+        }
+        let page = page?;
+        (self.is_identity_provider(&page.url)
+            && find_provider_button(&page.body, &page.url).is_some())
+        .then(|| BrowserError::IdpBehindAuthCheck {
+            request: format!("GET {}", self.redactor.redact(page.url.as_str())),
+            answer: format!("{}, its sign-in page", page.status.as_u16()),
+            idp_path,
+        })
     }
 
     /// Treats `url`'s origin as the public, non-loopback address it stands for: over plain
@@ -563,7 +635,15 @@ impl Browser {
                 .navigate(Method::GET, link, Body::Empty, &HeaderMap::new())
                 .await?;
         }
-        let form = find_login_form(&page.body, &page.url)?;
+        let form = match find_login_form(&page.body, &page.url) {
+            Ok(form) => form,
+            Err(error) => {
+                return Err(match self.idp_behind_auth_check(0, Some(&page)) {
+                    Some(diagnosis) => diagnosis.into(),
+                    None => error.into(),
+                });
+            }
+        };
         let filled = form.fill(username, password);
         Ok(self
             .navigate(
@@ -652,6 +732,7 @@ impl Browser {
         headers: &HeaderMap,
     ) -> Result<Page, BrowserError> {
         let start = url.clone();
+        let first_hop = self.hops.len();
         let (mut method, mut url, mut body) = (method, url, body);
         for _ in 0..=self.max_redirects {
             let page = self
@@ -681,6 +762,9 @@ impl Browser {
             }
             url = next;
         }
+        if let Some(diagnosis) = self.idp_behind_auth_check(first_hop, None) {
+            return Err(diagnosis);
+        }
         Err(BrowserError::TooManyRedirects {
             limit: self.max_redirects,
             start: self.redactor.redact(start.as_str()),
@@ -703,7 +787,95 @@ fn describe_reqwest_error(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::CookieAttributes;
+    use super::{Browser, BrowserError, CookieAttributes, Hop};
+    use crate::redact::Redactor;
+
+    fn hop(url: &str, status: u16, location: Option<&str>) -> Hop {
+        Hop {
+            method: "GET".into(),
+            url: url.into(),
+            status,
+            location: location.map(str::to_string),
+            set_cookies: Vec::new(),
+            duration_ms: 1,
+        }
+    }
+
+    fn browser_with(hops: Vec<Hop>) -> Browser {
+        let mut browser = Browser::new(None, Redactor::default()).unwrap();
+        browser.set_identity_provider("https://app.example:8443/auth/".parse().unwrap());
+        browser.hops = hops;
+        browser
+    }
+
+    /// The redirect loop of an IdP on the app's host that ext_authz checks: oauth2-proxy
+    /// answers the authorization request with a new one (skip_provider_button) or its start.
+    #[test]
+    fn the_auth_proxy_answering_at_the_idp_address_is_diagnosed() {
+        let authorize = "https://app.example:8443/auth/realms/r/protocol/openid-connect/auth?response_type=code&client_id=c&state=";
+        for location in [
+            format!("{authorize}2"),
+            "/oauth2/start?rd=%2Fauth%2Frealms%2Fr".to_string(),
+            "https://app.example:8443/oauth2/sign_in".to_string(),
+        ] {
+            let browser = browser_with(vec![
+                hop(
+                    "https://app.example:8443/",
+                    302,
+                    Some(&format!("{authorize}1")),
+                ),
+                hop(&format!("{authorize}1"), 302, Some(&location)),
+            ]);
+            let diagnosis = browser.idp_behind_auth_check(0, None);
+            assert!(
+                matches!(&diagnosis, Some(BrowserError::IdpBehindAuthCheck { idp_path, .. }) if idp_path == "/auth/"),
+                "{location}: {diagnosis:?}"
+            );
+        }
+    }
+
+    /// What the IdP itself does at its address: its own pages, the code back to the callback,
+    /// an upstream IdP (brokering); and the auth proxy's redirects elsewhere.
+    #[test]
+    fn the_idp_answering_normally_is_not_diagnosed() {
+        let browser = browser_with(vec![
+            hop(
+                "https://app.example:8443/",
+                302,
+                Some("/oauth2/start?rd=%2F"),
+            ),
+            hop(
+                "https://app.example:8443/auth/realms/r/login-actions/authenticate?client_id=c",
+                302,
+                Some("/auth/realms/r/login-actions/required-action?client_id=c"),
+            ),
+            hop(
+                "https://app.example:8443/auth/realms/r/login-actions/authenticate",
+                302,
+                Some("https://app.example:8443/oauth2/callback?code=x&state=y"),
+            ),
+            hop(
+                "https://app.example:8443/auth/realms/r/broker/up/login",
+                302,
+                Some("http://upstream.example/auth?response_type=code&client_id=k"),
+            ),
+        ]);
+        assert!(browser.idp_behind_auth_check(0, None).is_none());
+        // Another origin, or outside the IdP's path, is not the IdP.
+        let elsewhere = browser_with(vec![
+            hop(
+                "https://app.example:9443/auth/realms/r/x",
+                302,
+                Some("/oauth2/start"),
+            ),
+            hop(
+                "https://app.example:8443/authx/realms/r/x",
+                302,
+                Some("/oauth2/start"),
+            ),
+        ]);
+        assert!(elsewhere.idp_behind_auth_check(0, None).is_none());
+    }
 
     #[test]
     fn cookie_attributes_keep_flags_and_never_the_value() {

@@ -232,6 +232,7 @@ impl Engine {
                 browser.confine_to(self.endpoints.hosts());
                 // The gateway stands for a public address (see browser::jar).
                 browser.treat_as_public(&self.endpoints.app);
+                browser.set_identity_provider(self.endpoints.idp.clone());
                 let mut state = ScenarioState {
                     browser,
                     callers: Vec::new(),

@@ -6,9 +6,13 @@
 use crate::control::StackControl;
 use crate::env::Endpoints;
 use crate::events::LeftOut;
+use crate::policy::StackProfile;
 use crate::scenario::{Requirement, Scenario, Suite, qualified_name};
 
-/// The scenarios to run, in selection order, and those left out.
+/// The scenarios to run, and those left out. Scenarios needing the same stack profile run
+/// one after another (profiles in the order they first appear, scenarios in selection order
+/// within each): every profile switch restarts components, so the stack switches once per
+/// profile rather than once per change in the catalog's order.
 pub struct Plan<'a> {
     pub run: Vec<(&'a Suite, &'a Scenario)>,
     pub left_out: Vec<LeftOut>,
@@ -32,6 +36,7 @@ pub fn plan<'a>(
         run: Vec::new(),
         left_out: Vec::new(),
     };
+    let mut by_profile: Vec<(StackProfile, Vec<(&'a Suite, &'a Scenario)>)> = Vec::new();
     for (suite, scenario) in selection {
         let unmet: Vec<String> = scenario
             .requirements(suite)
@@ -40,7 +45,11 @@ pub fn plan<'a>(
             .map(Requirement::unmet)
             .collect();
         if unmet.is_empty() {
-            plan.run.push((suite, scenario));
+            let profile = scenario.profile(suite);
+            match by_profile.iter_mut().find(|(p, _)| *p == profile) {
+                Some((_, group)) => group.push((suite, scenario)),
+                None => by_profile.push((profile, vec![(suite, scenario)])),
+            }
         } else {
             plan.left_out.push(LeftOut {
                 scenario: qualified_name(suite, scenario),
@@ -48,5 +57,9 @@ pub fn plan<'a>(
             });
         }
     }
+    plan.run = by_profile
+        .into_iter()
+        .flat_map(|(_, group)| group)
+        .collect();
     plan
 }

@@ -3,6 +3,7 @@
 //! after the app has already run has. The evidence is the request's nonce echoed by the app,
 //! or the anonymous answer being exactly the app's answer to the signed-in user.
 
+use futures::StreamExt as _;
 use url::Url;
 
 use super::expect::excerpt;
@@ -25,65 +26,81 @@ pub async fn run(
     let session = session.ok_or(
         "a probe needs the scenario's session as its reference: put a sign_in step before it",
     )?;
-    let mut checks = Vec::with_capacity(probe.requests.len());
-    for request in &probe.requests {
-        // Two values per send: `${nonce}` goes where the data puts it (a forged header's value,
-        // a path), the marker only into NONCE_HEADER, which only an echoing app gives back (a
-        // sign-in page may reflect the path, never that header).
-        let (anonymous_nonce, anonymous_marker) = (nonce(), nonce());
-        let anonymous = build(
-            request,
-            origin,
-            vars,
-            &anonymous_nonce,
-            &anonymous_marker,
-            None,
-        );
-        let (signed_nonce, signed_marker) = (nonce(), nonce());
-        let signed = build(
-            request,
-            origin,
-            vars,
-            &signed_nonce,
-            &signed_marker,
-            Some(session),
-        );
-        let mut shown = anonymous.clone();
-        shown.headers.retain(|(header, _)| header != NONCE_HEADER);
-        let name = shown.describe(origin);
-        // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
-        let (anonymous_answer, signed_answer) = tokio::join!(
-            client.send(origin, &anonymous),
-            client.send(origin, &signed)
-        );
-        let check = match probe.attack {
-            Attack::UnauthenticatedReach => judge_reach(
-                name,
-                &anonymous_answer,
-                &anonymous_marker,
-                match request.evidence {
-                    Evidence::NonceOrSignedInAnswer => signed_answer.as_ref().ok(),
-                    Evidence::Nonce => None,
-                },
-            ),
-            Attack::ReachDuringOutage => judge_outage(
-                name,
-                &anonymous_answer,
-                &anonymous_marker,
-                &signed_answer,
-                &signed_marker,
-            ),
-            Attack::ForgedIdentity => judge_identity(
-                name,
-                &anonymous_answer,
-                &anonymous_marker,
-                &signed_answer,
-                &signed_nonce,
-            ),
-        };
-        checks.push(check.with_severity(probe.severity));
-    }
+    // The requests are independent: a few in flight at once, the checks in table order.
+    let checks = futures::stream::iter(&probe.requests)
+        .map(|request| run_one(probe, request, origin, client, vars, session))
+        .buffered(PROBES_IN_FLIGHT)
+        .collect()
+        .await;
     Ok(checks)
+}
+
+/// How many probe requests (each an anonymous and a signed-in send) are in flight at once.
+const PROBES_IN_FLIGHT: usize = 6;
+
+async fn run_one(
+    probe: &Probe,
+    request: &ProbeRequest,
+    origin: &Url,
+    client: &RawClient,
+    vars: &Variables,
+    session: &Secret,
+) -> CheckResult {
+    // Two values per send: `${nonce}` goes where the data puts it (a forged header's value,
+    // a path), the marker only into NONCE_HEADER, which only an echoing app gives back (a
+    // sign-in page may reflect the path, never that header).
+    let (anonymous_nonce, anonymous_marker) = (nonce(), nonce());
+    let anonymous = build(
+        request,
+        origin,
+        vars,
+        &anonymous_nonce,
+        &anonymous_marker,
+        None,
+    );
+    let (signed_nonce, signed_marker) = (nonce(), nonce());
+    let signed = build(
+        request,
+        origin,
+        vars,
+        &signed_nonce,
+        &signed_marker,
+        Some(session),
+    );
+    let mut shown = anonymous.clone();
+    shown.headers.retain(|(header, _)| header != NONCE_HEADER);
+    let name = shown.describe(origin);
+    // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
+    let (anonymous_answer, signed_answer) = tokio::join!(
+        client.send(origin, &anonymous),
+        client.send(origin, &signed)
+    );
+    let check = match probe.attack {
+        Attack::UnauthenticatedReach => judge_reach(
+            name,
+            &anonymous_answer,
+            &anonymous_marker,
+            match request.evidence {
+                Evidence::NonceOrSignedInAnswer => signed_answer.as_ref().ok(),
+                Evidence::Nonce => None,
+            },
+        ),
+        Attack::ReachDuringOutage => judge_outage(
+            name,
+            &anonymous_answer,
+            &anonymous_marker,
+            &signed_answer,
+            &signed_marker,
+        ),
+        Attack::ForgedIdentity => judge_identity(
+            name,
+            &anonymous_answer,
+            &anonymous_marker,
+            &signed_answer,
+            &signed_nonce,
+        ),
+    };
+    check.with_severity(probe.severity)
 }
 
 fn nonce() -> String {

@@ -173,6 +173,13 @@ pub struct IstioContext<'a> {
     pub echo_port: u16,
     pub echo_prefix: &'static str,
     pub second_app_exempt: bool,
+    /// The gateway routes `/auth/…` to Keycloak's root (Keycloak published under `/auth`).
+    pub idp_under_auth: bool,
+    /// Keycloak under `/auth` on the app's own host.
+    pub idp_on_app_host: bool,
+    /// …and the CUSTOM policy exempts that prefix.
+    pub idp_path_exempt: bool,
+    pub idp_path_prefix: &'static str,
     /// Admission at the gateway by the custom roles claim (seed 002).
     pub role_claim_policy: bool,
     pub role_claim: &'static str,
@@ -207,6 +214,8 @@ impl<'a> IstioContext<'a> {
         issuer_url: &'a str,
         ports: ServicePorts,
     ) -> Self {
+        let idp_on_app_host = config.idp.keycloak_issues()
+            && config.idp_address == crate::policy::IdpAddress::AppHostUnderAuth;
         Self {
             namespace: policy::NAMESPACE,
             ext_authz_provider: EXT_AUTHZ_PROVIDER,
@@ -247,6 +256,10 @@ impl<'a> IstioContext<'a> {
             echo_port: ports.echo,
             echo_prefix: super::local::ECHO_PREFIX,
             second_app_exempt: config.second_app_exempt,
+            idp_under_auth: config.idp.keycloak_issues() && config.idp_address.under_auth_path(),
+            idp_on_app_host,
+            idp_path_exempt: idp_on_app_host && config.idp_path_exempt,
+            idp_path_prefix: crate::policy::IDP_PATH_PREFIX,
             role_claim_policy: config.gateway_role_claim_policy,
             role_claim: super::local::CUSTOM_ROLES_CLAIM,
             required_roles: [super::local::ROLE, super::local::CLIENT_ROLE],

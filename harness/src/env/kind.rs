@@ -20,6 +20,7 @@ use super::{Endpoints, EnvError, StackConfig, TestUser};
 use crate::components::ComponentVersion;
 use crate::components::versions;
 use crate::events::EnvironmentInfo;
+use crate::policy::IdpAddress;
 use crate::redact::{Redactor, Secret};
 
 const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
@@ -250,15 +251,19 @@ struct PublicUrls {
     app: String,
     issuer: String,
     redirect_uri: String,
+    /// The realm's `frontendUrl` when Keycloak is published under `/auth`.
+    frontend_url: Option<String>,
 }
 
 impl PublicUrls {
-    fn new(options: &KindOptions) -> Self {
-        let idp = format!("http://127.0.0.1:{}", options.http_host_port);
+    fn new(options: &KindOptions, address: IdpAddress) -> Self {
+        let listener = format!("http://127.0.0.1:{}", options.http_host_port);
         let app = format!("https://127.0.0.1:{}", options.https_host_port);
+        let idp = address.public_base(&listener, &app);
         Self {
             issuer: format!("{idp}/realms/{REALM}"),
             redirect_uri: format!("{app}/oauth2/callback"),
+            frontend_url: address.under_auth_path().then(|| idp.clone()),
             idp,
             app,
         }
@@ -272,11 +277,19 @@ pub fn render(
     options: &KindOptions,
     secrets: &KindSecrets,
 ) -> Result<Manifests, EnvError> {
-    let urls = PublicUrls::new(options);
+    let urls = PublicUrls::new(options, config.idp_address);
     let realm_json = crate::fixtures::render(
         REALM_FIXTURE,
-        &RealmContext::new(config, &secrets.realm, urls.redirect_uri.clone(), None),
+        &RealmContext::new(
+            config,
+            &secrets.realm,
+            urls.redirect_uri.clone(),
+            None,
+            urls.frontend_url.clone(),
+        ),
     )?;
+    let keycloak_internal_url =
+        format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
     let oauth2_proxy_cfg = crate::fixtures::render(
         OAUTH2_PROXY_FIXTURE,
         &OAuth2ProxyContext::new(
@@ -285,10 +298,9 @@ pub fn render(
             urls.issuer.clone(),
             urls.redirect_uri.clone(),
             &format!("redis.{NAMESPACE}.svc.cluster.local:{REDIS_PORT}"),
+            &keycloak_internal_url,
         ),
     )?;
-    let keycloak_internal_url =
-        format!("http://keycloak.{NAMESPACE}.svc.cluster.local:{KEYCLOAK_PORT}");
     let (istio_policy, mesh_config) = IstioContext::new(
         config,
         (&secrets.gateway_cert_pem, secrets.gateway_key_pem.expose()),
@@ -533,7 +545,7 @@ impl KindEnvironment {
         write("ca.pem", &ca_pem)?;
         let kubeconfig = dir.join("kubeconfig");
 
-        let urls = PublicUrls::new(&options);
+        let urls = PublicUrls::new(&options, config.idp_address);
         let mut endpoints = Endpoints {
             app: url(&format!("{}/", urls.app)),
             idp: url(&format!("{}/", urls.idp)),

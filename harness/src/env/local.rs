@@ -21,7 +21,8 @@ use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::oidc::forge::SigningKey;
 use crate::policy::{
-    Admission, AppListener, ExtAuthzPaths, IdentityProvider, SidecarPolicy, StackProfile,
+    Admission, AppListener, ExtAuthzPaths, IdentityProvider, IdpAddress, SidecarPolicy,
+    StackProfile,
 };
 use crate::redact::{Redactor, Secret};
 
@@ -160,6 +161,12 @@ pub struct StackConfig {
     pub idp: IdentityProvider,
     /// Where the gateway serves the app.
     pub app_listener: AppListener,
+    /// Where Keycloak is published (its own listener, or under `/auth`).
+    pub idp_address: IdpAddress,
+    /// With Keycloak under `/auth` on the app's host, the CUSTOM policy exempts `/auth/*`
+    /// (seed 002's `notPaths`). Off, the IdP's own pages go through ext_authz: the sign-in
+    /// loops.
+    pub idp_path_exempt: bool,
     /// Which requests go through ext_authz.
     pub ext_authz_paths: ExtAuthzPaths,
     /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
@@ -214,6 +221,8 @@ impl Default for StackConfig {
             session_store: SessionStore::Redis,
             idp: IdentityProvider::Keycloak,
             app_listener: AppListener::Https,
+            idp_address: IdpAddress::OwnListener,
+            idp_path_exempt: true,
             ext_authz_paths: ExtAuthzPaths::ExceptAuthProxy,
             session_cookie_domain: None,
             backend_logout: true,
@@ -238,6 +247,12 @@ impl StackConfig {
             sidecar: profile.sidecar.clone(),
             idp: sign_in.idp,
             app_listener: sign_in.app_listener,
+            // Only Keycloak is published under /auth; another IdP keeps its own address.
+            idp_address: if sign_in.idp.keycloak_issues() {
+                sign_in.idp_address.unwrap_or(self.idp_address)
+            } else {
+                IdpAddress::OwnListener
+            },
             ext_authz_paths: sign_in.ext_authz_paths,
             // Checked under a prefix, the callback would be an unknown app path to oauth2-proxy.
             ext_authz_path_prefix: self.ext_authz_path_prefix && !every_path,
@@ -310,6 +325,19 @@ impl StackConfig {
                 },
             ),
             P::info("Keycloak login theme", self.login_theme.name()),
+            P::info(
+                "where Keycloak is published",
+                match self.idp_address {
+                    IdpAddress::OwnListener => "its own listener, /realms/…",
+                    IdpAddress::OwnListenerUnderAuth => "its own listener, legacy /auth/realms/…",
+                    IdpAddress::AppHostUnderAuth => "the app's host, /auth/realms/…",
+                },
+            ),
+            P::protection_or_fix(
+                "IdP path exempt from ext_authz where it shares the app's host",
+                self.idp_address != IdpAddress::AppHostUnderAuth || self.idp_path_exempt,
+                "exempt the IdP's prefix in the CUSTOM AuthorizationPolicy (notPaths: [\"/auth/*\"]): the IdP's own pages checked by the auth proxy send the browser back to sign-in, forever",
+            ),
             P::protection_or_fix(
                 "realm role mapper",
                 self.role_mapper,
@@ -528,6 +556,8 @@ pub(super) struct RealmContext<'a> {
     client_wildcard_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
+    /// Where the realm says it is published, when not at the root of Keycloak's hostname.
+    frontend_url: Option<String>,
 }
 
 /// The realm's identity provider entry for the second OpenID Provider.
@@ -546,8 +576,10 @@ impl<'a> RealmContext<'a> {
         secrets: &'a RealmSecrets,
         redirect_uri: String,
         upstream_issuer: Option<String>,
+        frontend_url: Option<String>,
     ) -> Self {
         Self {
+            frontend_url,
             upstream: upstream_issuer.map(|issuer| UpstreamIdp {
                 alias: UPSTREAM_ALIAS,
                 issuer,
@@ -606,6 +638,10 @@ pub(super) struct OAuth2ProxyContext<'a> {
     provider: &'static str,
     /// Admission by the IdP's groups claim (plain OIDC), where Keycloak's provider has roles.
     required_group: Option<&'static str>,
+    /// The realm's URL inside the mesh, where Keycloak shares the app's host: oauth2-proxy
+    /// then redeems codes and fetches keys there instead of discovering them through the
+    /// gateway (where the app's ext_authz would check its own calls).
+    idp_backchannel_url: Option<String>,
 }
 
 impl<'a> OAuth2ProxyContext<'a> {
@@ -615,8 +651,12 @@ impl<'a> OAuth2ProxyContext<'a> {
         issuer_url: String,
         redirect_uri: String,
         redis_address: &str,
+        keycloak_internal_url: &str,
     ) -> Self {
         Self {
+            idp_backchannel_url: (config.idp_address == IdpAddress::AppHostUnderAuth
+                && config.idp.keycloak_issues())
+            .then(|| format!("{keycloak_internal_url}/realms/{REALM}")),
             port,
             issuer_url,
             client_id: CLIENT_ID,
@@ -718,6 +758,8 @@ pub struct LocalStack {
     /// Running components frozen by a scenario (SIGSTOP), until it restores them.
     paused: Vec<Component>,
     keycloak_ready: bool,
+    /// The realm's `frontendUrl` as the running Keycloak has it.
+    realm_frontend_url: Option<String>,
 }
 
 impl LocalStack {
@@ -831,6 +873,7 @@ impl LocalStack {
             running: Vec::new(),
             paused: Vec::new(),
             keycloak_ready: false,
+            realm_frontend_url: None,
         };
         stack.address_endpoints();
         stack.converge(progress).await?;
@@ -893,7 +936,30 @@ impl LocalStack {
             return Err(error);
         }
         self.address_endpoints();
-        self.converge(&|_| {}).await
+        let started = Instant::now();
+        let before = self.running_pids();
+        let converged = self.converge(&|_| {}).await;
+        let restarted: Vec<&str> = self
+            .running_pids()
+            .into_iter()
+            .filter(|now| !before.contains(now))
+            .map(|(component, _)| component.name())
+            .collect();
+        if !restarted.is_empty() {
+            self.append_stack_log(&format!(
+                "profile applied in {} ms, (re)started: {}",
+                started.elapsed().as_millis(),
+                restarted.join(", ")
+            ));
+        }
+        converged
+    }
+
+    fn running_pids(&self) -> Vec<(Component, u32)> {
+        self.running
+            .iter()
+            .map(|r| (r.component, r.process.pid()))
+            .collect()
     }
 
     /// A component that exited although nobody stopped it: which, how, and its log's tail.
@@ -1004,6 +1070,7 @@ impl LocalStack {
             self.announce_ports(Component::Keycloak, progress);
             let process = self.spawn_keycloak()?;
             self.keycloak_ready = false;
+            self.realm_frontend_url = self.keycloak_frontend_url();
             self.record(Component::Keycloak, process, inputs(Component::Keycloak));
         }
         for component in [
@@ -1031,6 +1098,11 @@ impl LocalStack {
                 component: "keycloak",
                 after: keycloak_started.elapsed(),
             });
+        }
+        let frontend_url = self.keycloak_frontend_url();
+        if self.realm_frontend_url != frontend_url {
+            self.set_realm_frontend_url(frontend_url.as_deref()).await?;
+            self.realm_frontend_url = frontend_url;
         }
         if !self.is_running(Component::OAuth2Proxy) {
             progress(StackEvent::Starting("oauth2-proxy"));
@@ -1100,12 +1172,13 @@ impl LocalStack {
     /// configuration serves it on), the IdP in use and its issuer, and the sidecar.
     fn address_endpoints(&mut self) {
         let ports = self.ports;
-        self.issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
         self.endpoints.app = self.app_url();
+        let keycloak_base = self.keycloak_public_base();
+        self.issuer = format!("{keycloak_base}/realms/{REALM}");
         match self.config.idp {
             IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => {
                 self.endpoints.issuer = self.issuer.clone();
-                self.endpoints.idp = url(&format!("http://127.0.0.1:{}/", ports.gateway_http));
+                self.endpoints.idp = url(&format!("{keycloak_base}/"));
             }
             IdentityProvider::OidcProvider => {
                 self.endpoints.issuer = self.oidc_idp_issuer();
@@ -1135,6 +1208,24 @@ impl LocalStack {
                 .parse()
                 .ok();
         }
+    }
+
+    /// Keycloak's public base URL, no trailing slash: the gateway's plain-HTTP listener, or
+    /// `/auth` under it or under the app's own origin.
+    fn keycloak_public_base(&self) -> String {
+        self.config.idp_address.public_base(
+            &format!("http://127.0.0.1:{}", self.ports.gateway_http),
+            self.app_url().as_str(),
+        )
+    }
+
+    /// Keycloak's realm `frontendUrl`: where it says it is published, when not at the root
+    /// of its own listener (the `--hostname`).
+    fn keycloak_frontend_url(&self) -> Option<String> {
+        self.config
+            .idp_address
+            .under_auth_path()
+            .then(|| self.keycloak_public_base())
     }
 
     fn app_url(&self) -> Url {
@@ -1204,12 +1295,18 @@ impl LocalStack {
             istio.digest(),
             self.config.sidecar_trust_domain_check
         );
+        // The realm's frontendUrl is changed live (admin API), never by a restart.
+        let realm = {
+            let mut keycloak_only = self.context();
+            keycloak_only.realm.frontend_url = None;
+            keycloak_only.render(REALM_FIXTURE)?
+        };
         let mut wanted = vec![
             (
                 Component::Keycloak,
                 format!(
                     "{}\n{}\nhostname {}",
-                    context.render(REALM_FIXTURE)?,
+                    realm,
                     ports(Component::Keycloak),
                     self.ports.gateway_http
                 ),
@@ -1263,6 +1360,22 @@ impl LocalStack {
     /// The second OpenID Provider's configuration (users, client, secrets: written 0600).
     fn oidc_idp_config(&self) -> Result<String, EnvError> {
         let realm = &self.secrets.realm;
+        // Keycloak's broker endpoint wherever a profile publishes it, so that moving Keycloak
+        // never restarts the upstream IdP.
+        let broker_redirect_uris = [
+            IdpAddress::OwnListener,
+            IdpAddress::OwnListenerUnderAuth,
+            IdpAddress::AppHostUnderAuth,
+        ]
+        .map(|address| {
+            format!(
+                "{}/realms/{REALM}/broker/{UPSTREAM_ALIAS}/endpoint",
+                address.public_base(
+                    &format!("http://127.0.0.1:{}", self.ports.gateway_http),
+                    &format!("https://127.0.0.1:{}", self.ports.gateway_https),
+                )
+            )
+        });
         Ok(crate::fixtures::render(
             OIDC_IDP_FIXTURE,
             &serde_json::json!({
@@ -1282,10 +1395,7 @@ impl LocalStack {
                 "second_email": SECOND_EMAIL,
                 "broker_client_id": UPSTREAM_CLIENT_ID,
                 "broker_client_secret": realm.upstream_client_secret.expose(),
-                "broker_redirect_uri": format!(
-                    "{}/broker/{UPSTREAM_ALIAS}/endpoint",
-                    self.issuer
-                ),
+                "broker_redirect_uris": broker_redirect_uris,
                 "upstream_username": UPSTREAM_USERNAME,
                 "upstream_user_password": realm.upstream_user_password.expose(),
                 "upstream_email": UPSTREAM_EMAIL,
@@ -1347,6 +1457,7 @@ impl LocalStack {
                 &self.secrets.realm,
                 realm_redirect_uri,
                 Some(self.oidc_idp_issuer()),
+                self.keycloak_frontend_url(),
             ),
             oauth2_proxy: OAuth2ProxyContext::new(
                 &self.config,
@@ -1354,6 +1465,7 @@ impl LocalStack {
                 self.active_issuer(),
                 self.callback_url(),
                 &format!("127.0.0.1:{}", self.ports.redis),
+                &format!("http://127.0.0.1:{}", self.ports.keycloak),
             ),
         }
     }
@@ -1409,6 +1521,46 @@ impl LocalStack {
             )
             .cwd(&home);
         Ok(Supervised::spawn(&launch)?)
+    }
+
+    /// Moves the realm to another published address without restarting Keycloak: its
+    /// `frontendUrl` (empty: the root of Keycloak's `--hostname`), set with the admin API.
+    async fn set_realm_frontend_url(&self, url: Option<&str>) -> Result<(), EnvError> {
+        let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
+        let failed = |what: &'static str| {
+            move |error: reqwest::Error| EnvError::IdpAdmin {
+                what,
+                detail: error.to_string(),
+            }
+        };
+        let token: serde_json::Value = self
+            .probe
+            .post(format!(
+                "{keycloak}/realms/master/protocol/openid-connect/token"
+            ))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", "admin"),
+                ("password", self.secrets.admin_password.expose()),
+            ])
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(failed("sign in as the bootstrap admin"))?
+            .json()
+            .await
+            .map_err(failed("sign in as the bootstrap admin"))?;
+        let token = token["access_token"].as_str().unwrap_or_default();
+        self.probe
+            .put(format!("{keycloak}/admin/realms/{REALM}"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(failed("set the realm's frontendUrl"))?;
+        Ok(())
     }
 
     async fn wait_keycloak(&mut self) -> Result<(), EnvError> {
@@ -1617,6 +1769,12 @@ impl crate::control::StackControl for LocalStack {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
         Box::pin(async move {
             let config = self.base.clone().with_profile(profile);
+            if config != self.config {
+                self.append_stack_log(&format!(
+                    "applying the scenario's stack profile {}",
+                    serde_json::to_string(profile).unwrap_or_default()
+                ));
+            }
             self.converge_to(config)
                 .await
                 .map_err(|e| format!("reconfiguring the local stack failed: {e}"))

@@ -50,6 +50,10 @@ pub enum EnvError {
         detail: String,
         fix: String,
     },
+    #[error(
+        "Keycloak's admin API could not {what}: {detail}\nhow to fix: read keycloak.log in the run directory"
+    )]
+    IdpAdmin { what: &'static str, detail: String },
     #[error("{file}: {message}\nhow to fix: {hint}")]
     Config {
         file: String,

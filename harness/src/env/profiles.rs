@@ -3,6 +3,7 @@
 //! leaves off, the fix). `reference` is the hardened default every check passes on.
 
 use super::local::{SessionStore, StackConfig};
+use crate::policy::IdpAddress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentProfile {
@@ -70,11 +71,11 @@ impl DeploymentProfile {
             Self::Seed002 => {
                 "as seed 002 writes it: Istio's envoyExtAuthzHttp to oauth2-proxy with default \
                  provider settings, admission left to the IdP, no audiences, no IdP logout, \
-                 sessions in redis"
+                 sessions in redis, Keycloak under /auth on the app's host"
             }
             Self::Seed003 => {
                 "as seed 003 writes it: RequestAuthentication without audiences and mTLS, no \
-                 auth proxy at the gateway"
+                 auth proxy at the gateway, Keycloak's legacy /auth/realms/... issuer"
             }
         }
     }
@@ -104,13 +105,17 @@ impl DeploymentProfile {
                 ..istio_provider_defaults(config)
             },
             // Its oauth2-proxy "stores tokens in redis".
+            // Keycloak under /auth on the app's host, exempt by notPaths.
             Self::Seed002 => StackConfig {
                 session_store: SessionStore::Redis,
+                idp_address: IdpAddress::AppHostUnderAuth,
                 ..istio_provider_defaults(config)
             },
+            // Its issuer is Keycloak's legacy http://<keycloak>/auth/realms/....
             Self::Seed003 => StackConfig {
                 ext_authz: false,
                 jwt_audiences: false,
+                idp_address: IdpAddress::OwnListenerUnderAuth,
                 ..config
             },
         }

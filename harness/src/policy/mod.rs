@@ -162,6 +162,45 @@ pub struct SignInProfile {
     pub session_cookie_secure: Option<bool>,
     #[serde(default)]
     pub admission: Admission,
+    /// Where browsers and clients reach the IdP; absent: the stack's own setting.
+    #[serde(default)]
+    pub idp_address: Option<IdpAddress>,
+}
+
+/// Where the IdP (Keycloak) is published: its own listener at the root, its own listener
+/// under Keycloak's legacy `/auth` (before Keycloak 17, and seed 003's issuer), or under
+/// `/auth` on the app's own host (seed 002), where the CUSTOM policy must exempt it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpAddress {
+    /// `http://<gateway>:80/realms/…`: the gateway's plain-HTTP listener, outside ext_authz.
+    #[default]
+    OwnListener,
+    /// `http://<gateway>:80/auth/realms/…`: the legacy path.
+    OwnListenerUnderAuth,
+    /// `https://<app host>/auth/realms/…`: the app's listener, the app's host.
+    AppHostUnderAuth,
+}
+
+/// The path Keycloak is published under when not at the root.
+pub const IDP_PATH_PREFIX: &str = "/auth";
+
+impl IdpAddress {
+    /// The IdP's public base URL (no trailing slash), given the plain-HTTP listener's and the
+    /// app's origins.
+    pub fn public_base(self, idp_listener: &str, app: &str) -> String {
+        let trim = |s: &str| s.trim_end_matches('/').to_string();
+        match self {
+            Self::OwnListener => trim(idp_listener),
+            Self::OwnListenerUnderAuth => format!("{}{IDP_PATH_PREFIX}", trim(idp_listener)),
+            Self::AppHostUnderAuth => format!("{}{IDP_PATH_PREFIX}", trim(app)),
+        }
+    }
+
+    /// Whether the gateway routes `/auth/…` to Keycloak (rewritten to Keycloak's root).
+    pub fn under_auth_path(self) -> bool {
+        self != Self::OwnListener
+    }
 }
 
 /// Who decides which signed-in users may use the app.
@@ -230,6 +269,22 @@ pub enum ExtAuthzPaths {
 impl StackProfile {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// What is wrong with the combination, if anything (see [`SidecarPolicy::validate`]).
+    pub fn validate(&self) -> Result<(), String> {
+        self.sidecar.validate()?;
+        if let Some(address) = self.sign_in.idp_address {
+            if address.under_auth_path() && !self.sign_in.idp.keycloak_issues() {
+                return Err(format!(
+                    "idp_address {} publishes Keycloak under {IDP_PATH_PREFIX}, but idp is {}: \
+                     use idp: keycloak (or keycloak_brokering), or drop idp_address",
+                    serde_json::to_string(&address).unwrap_or_default(),
+                    serde_json::to_string(&self.sign_in.idp).unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

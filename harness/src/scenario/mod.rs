@@ -736,13 +736,13 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
         return Err(catalog_error("a suite needs at least one scenario".into()));
     }
     if let Some(profile) = &suite.stack {
-        profile.sidecar.validate().map_err(|message| {
+        profile.validate().map_err(|message| {
             catalog_error(format!("stack profile of suite {}: {message}", suite.suite))
         })?;
     }
     for scenario in &suite.scenarios {
         if let Some(profile) = &scenario.stack {
-            profile.sidecar.validate().map_err(|message| {
+            profile.validate().map_err(|message| {
                 catalog_error(format!(
                     "stack profile of scenario {}: {message}",
                     scenario.id
