@@ -223,6 +223,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         sign_in_hosts: Vec::new(),
         ca_pem: None,
         mesh: None,
+        cluster: None,
     };
     let target = LoadTarget {
         endpoints,

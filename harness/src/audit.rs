@@ -225,7 +225,7 @@ fn list(value: &str) -> Vec<String> {
     value
         .trim_matches(|c| c == '[' || c == ']')
         .split(',')
-        .map(|v| clean_value(v))
+        .map(clean_value)
         .filter(|v| !v.is_empty())
         .collect()
 }

@@ -55,9 +55,10 @@ pub trait StackControl {
     /// Reconfigures to `profile` (a no-op when nothing changes), or says why it cannot.
     fn apply<'a>(&'a mut self, profile: &'a StackProfile) -> Pending<'a, ()>;
 
-    /// Whether [`StackControl::apply`] can bring the environment to profiles other than the
-    /// default.
-    fn applies_profiles(&self) -> bool;
+    /// Whether [`StackControl::apply`] can bring the environment to `profile`, for a scenario
+    /// that does (`uses_mesh`) or does not call into the mesh: a local stack to any, a user's
+    /// deployment only to what it is (its declared mesh policy).
+    fn accepts_profile(&self, profile: &StackProfile, uses_mesh: bool) -> bool;
 
     /// Whether [`StackControl::disrupt`] can disrupt `part` this way.
     fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool;
@@ -108,8 +109,8 @@ impl StackControl for Uncontrolled {
         Box::pin(std::future::ready(default_profile_only(profile)))
     }
 
-    fn applies_profiles(&self) -> bool {
-        false
+    fn accepts_profile(&self, profile: &StackProfile, _uses_mesh: bool) -> bool {
+        profile.is_default()
     }
 
     fn can_disrupt(&self, _: Part, _: Disruption) -> bool {

@@ -64,6 +64,9 @@ pub struct Endpoints {
     /// the harness can join (the local one does).
     #[serde(skip)]
     pub mesh: Option<MeshEndpoints>,
+    /// In-cluster callers of a user's own deployment (`--env existing` with `mesh:`).
+    #[serde(skip)]
+    pub cluster: Option<ClusterCallers>,
 }
 
 /// Where httpbin's sidecar listens and who the in-mesh caller (`sleep`) is.
@@ -90,6 +93,54 @@ pub struct MeshEndpoints {
     pub foreign_trust_domain: ClientIdentity,
 }
 
+/// Callers inside the user's own cluster, run by exec into pods the user names (kube's
+/// websocket exec; nothing in the cluster is created or changed).
+#[derive(Debug, Clone)]
+pub struct ClusterCallers {
+    /// The service's address inside the mesh (`http://httpbin.foo.svc.cluster.local:8000`):
+    /// what `${sidecar}` stands for.
+    pub service: Url,
+    pub access: KubeAccess,
+    /// A pod with a sidecar: its plain requests leave through the mesh (mTLS as the mesh
+    /// decides), as seed 003's `sleep`.
+    pub mesh_workload: PodRef,
+    /// A pod without a sidecar, where the user names one: plaintext from inside the cluster.
+    pub outside_mesh: Option<PodRef>,
+}
+
+/// How to reach the cluster's API server: a kubeconfig (absent: `$KUBECONFIG`, else
+/// `~/.kube/config`) and the context to use in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeAccess {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: String,
+}
+
+/// A pod to run a caller in: by name, or the first running pod a label selector picks; the
+/// container (absent: the pod's default) must have `curl`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    pub namespace: String,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub selector: Option<String>,
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+impl PodRef {
+    /// `ns/name`, or `ns/<selector>` until a pod is picked.
+    pub fn describe(&self) -> String {
+        match (&self.pod, &self.selector) {
+            (Some(pod), _) => format!("{}/{pod}", self.namespace),
+            (None, Some(selector)) => format!("{}/[{selector}]", self.namespace),
+            (None, None) => format!("{}/?", self.namespace),
+        }
+    }
+}
+
 /// A client certificate and its key.
 #[derive(Debug, Clone)]
 pub struct ClientIdentity {
@@ -111,7 +162,12 @@ impl Endpoints {
 
     pub fn variables(&self) -> Variables {
         let trim = |u: &Url| u.as_str().trim_end_matches('/').to_string();
-        let sidecar = self.mesh.as_ref().map(|m| ("sidecar", trim(&m.sidecar)));
+        let sidecar = self
+            .mesh
+            .as_ref()
+            .map(|m| &m.sidecar)
+            .or(self.cluster.as_ref().map(|c| &c.service))
+            .map(|sidecar| ("sidecar", trim(sidecar)));
         let host = self.app.host_str().unwrap_or_default();
         let authority = match self.app.port() {
             Some(port) => format!("{host}:{port}"),

@@ -259,6 +259,8 @@ fn the_kind_apply_path_against_a_real_api_server() {
                 .unwrap_or_else(|e| panic!("{namespace}/{name}: {e}"));
         }
 
+        in_mesh_caller_by_exec(&client, &plane.kubeconfig).await;
+
         // Cleanup deletes everything meshauth applied.
         kind::delete_all(&client, &manifests.objects).await.unwrap();
         let gateway = manifests
@@ -273,4 +275,99 @@ fn the_kind_apply_path_against_a_real_api_server() {
         // object in it is refused, which shows the delete went through.
         assert!(error.is_err(), "{gateway}");
     });
+}
+
+/// `--env existing`'s in-mesh caller against the API server: the pod is picked by its label
+/// among running pods, the exec request goes through authentication, RBAC and the API
+/// server's pods/exec handler, which then has no kubelet to hand the stream to; the caller
+/// turns that into an error naming the pod and the API server's reason (never a pass, never
+/// a "rejected" cell). What only a cluster proves: curl's answer coming back over the stream.
+async fn in_mesh_caller_by_exec(client: &kube::Client, kubeconfig: &Path) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    use meshauth::browser::BrowserError;
+    use meshauth::browser::pod_exec::PodCaller;
+    use meshauth::endpoints::{KubeAccess, PodRef};
+
+    let sleep = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sleep-exec-probe", "namespace": kind::NAMESPACE,
+                     "labels": {"app": "meshauth-sleep"}},
+        "spec": {"nodeName": "meshauth-no-kubelet",
+                 "containers": [{"name": "sleep", "image": "docker.io/curlimages/curl:8.11.1"}]}});
+    kind::apply(client, &sleep).await.unwrap();
+    let access = KubeAccess {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: "envtest".into(),
+    };
+    let caller = |pod: PodRef| PodCaller::new(access.clone(), pod, Default::default());
+    let by_label = PodRef {
+        namespace: kind::NAMESPACE.into(),
+        pod: None,
+        selector: Some("app=meshauth-sleep".into()),
+        container: Some("sleep".into()),
+    };
+    let url: url::Url = "http://httpbin.foo.svc.cluster.local:8000/headers"
+        .parse()
+        .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        "Bearer secret-token-value".parse().unwrap(),
+    );
+
+    // Not running yet: no pod to call from, and the error says how to fix it.
+    let error = caller(by_label.clone())
+        .send(&reqwest::Method::GET, &url, &headers)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no running pod matches \"app=meshauth-sleep\" in namespace foo (1 listed)"),
+        "{error}"
+    );
+
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), kind::NAMESPACE);
+    pods.patch_status(
+        "sleep-exec-probe",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    let error = caller(by_label)
+        .send(&reqwest::Method::GET, &url, &headers)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    eprintln!("[kube-apiserver] exec without a kubelet: {text}");
+    assert!(
+        matches!(error, BrowserError::Request { .. })
+            && text.contains("exec into pod foo/sleep-exec-probe failed")
+            && text.contains("pods/exec"),
+        "{text}"
+    );
+    assert!(!text.contains("secret-token-value"), "{text}");
+
+    // A context the kubeconfig does not have is named as such.
+    let error = PodCaller::new(
+        KubeAccess {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            context: "prod".into(),
+        },
+        PodRef {
+            namespace: kind::NAMESPACE.into(),
+            pod: Some("sleep-exec-probe".into()),
+            selector: None,
+            container: None,
+        },
+        Default::default(),
+    )
+    .send(&reqwest::Method::GET, &url, &headers)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("context \"prod\" is not usable"), "{error}");
+    kind::delete_all(client, std::slice::from_ref(&sleep))
+        .await
+        .unwrap();
 }

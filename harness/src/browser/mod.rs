@@ -3,6 +3,7 @@
 
 pub mod form;
 mod jar;
+pub mod pod_exec;
 pub mod raw;
 
 use std::sync::Arc;

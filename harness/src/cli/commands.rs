@@ -617,7 +617,7 @@ async fn run_set(
     for file in files {
         reporters.add(Box::new(file));
     }
-    let plan = crate::engine::plan(selection.to_vec(), &endpoints, &mut stack);
+    let plan = crate::engine::plan(selection.to_vec(), &endpoints, &stack);
     let engine = Engine::new(endpoints, redactor)?;
     engine
         .run(&run_id, info, &plan, &mut stack, &mut reporters)

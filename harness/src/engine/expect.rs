@@ -205,15 +205,15 @@ pub fn check_response(
     }
     // A page that failed its checks because the auth proxy answered at the IdP's address
     // says why, with the fix.
-    if checks.iter().any(|check| !check.passed) {
-        if let Some(diagnosis) = browser.idp_behind_auth_check_at(page) {
-            checks.push(CheckResult::new(
-                "diagnosis",
-                false,
-                "the IdP answering at its own address",
-                diagnosis.to_string(),
-            ));
-        }
+    if checks.iter().any(|check| !check.passed)
+        && let Some(diagnosis) = browser.idp_behind_auth_check_at(page)
+    {
+        checks.push(CheckResult::new(
+            "diagnosis",
+            false,
+            "the IdP answering at its own address",
+            diagnosis.to_string(),
+        ));
     }
     checks
 }

@@ -16,6 +16,7 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use url::Url;
 
+use crate::browser::pod_exec::PodCaller;
 use crate::browser::raw::RawClient;
 use crate::browser::{Body, Browser, BrowserError, Page};
 use crate::check::CheckResult;
@@ -47,6 +48,8 @@ pub struct Engine {
     http: reqwest::Client,
     /// For attack probes: requests exactly as written.
     raw: RawClient,
+    /// In-cluster callers of a user's own deployment: `curl` by exec in the pods they named.
+    pod_callers: Vec<(Caller, std::sync::Arc<PodCaller>)>,
 }
 
 /// How one scenario ended.
@@ -110,12 +113,32 @@ impl Engine {
         let http = crate::browser::http_client(endpoints.ca_pem.as_deref())?;
         let raw = RawClient::new(endpoints.ca_pem.as_deref(), Duration::from_secs(15))
             .map_err(EngineError::Probe)?;
+        let pod_callers = endpoints
+            .cluster
+            .iter()
+            .flat_map(|cluster| {
+                let caller = |pod: &crate::endpoints::PodRef| {
+                    std::sync::Arc::new(PodCaller::new(
+                        cluster.access.clone(),
+                        pod.clone(),
+                        redactor.clone(),
+                    ))
+                };
+                std::iter::once((Caller::MeshWorkload, caller(&cluster.mesh_workload))).chain(
+                    cluster
+                        .outside_mesh
+                        .iter()
+                        .map(move |pod| (Caller::OutsideMesh, caller(pod))),
+                )
+            })
+            .collect();
         Ok(Self {
             endpoints,
             redactor,
             vars,
             http,
             raw,
+            pod_callers,
         })
     }
 
@@ -458,6 +481,20 @@ impl Engine {
         Url::parse(&expanded).map_err(|e| format!("{expanded:?} is not a URL: {e}"))
     }
 
+    /// The pod that makes `caller`'s request to `url` in a user's cluster: the mesh workload's
+    /// always, the one outside the mesh for the service's in-cluster address only (the
+    /// gateway's public URLs are reached from here).
+    fn pod_caller(&self, caller: Caller, url: &Url) -> Option<std::sync::Arc<PodCaller>> {
+        let cluster = self.endpoints.cluster.as_ref()?;
+        if caller == Caller::OutsideMesh && url.host_str() != cluster.service.host_str() {
+            return None;
+        }
+        self.pod_callers
+            .iter()
+            .find(|(c, _)| *c == caller)
+            .map(|(_, pod)| pod.clone())
+    }
+
     /// Where `caller`'s requests go when it has a sidecar of its own (sleep's, configured by
     /// Istio): that sidecar, for the service's name.
     fn workload_proxy(&self, caller: Caller) -> Option<SocketAddr> {
@@ -603,6 +640,16 @@ impl Engine {
                 let url = self.url(url)?;
                 state.last = None;
                 state.rejected = None;
+                if let Some(pod) = self.pod_caller(caller.unwrap_or(Caller::OutsideMesh), &url) {
+                    match pod.send(&Method::GET, &url, &headers).await {
+                        Ok(page) => state.last = Some(page),
+                        Err(BrowserError::NoResponse { detail, .. }) => {
+                            state.rejected = Some(detail);
+                        }
+                        Err(error) => return Err(error.to_string()),
+                    }
+                    return Ok(StepOutput::default());
+                }
                 let Some(caller) = caller else {
                     let page = state
                         .browser
@@ -962,7 +1009,14 @@ impl Engine {
         url: Url,
         headers: &HeaderMap,
     ) -> Result<Page, String> {
-        let (client, url) = self.caller(caller.unwrap_or(Caller::OutsideMesh), state, url)?;
+        let caller = caller.unwrap_or(Caller::OutsideMesh);
+        if let Some(pod) = self.pod_caller(caller, &url) {
+            return pod
+                .send(&Method::GET, &url, headers)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let (client, url) = self.caller(caller, state, url)?;
         client
             .send(Method::GET, url, &Body::Empty, headers)
             .await

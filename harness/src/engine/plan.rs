@@ -23,9 +23,20 @@ pub fn plan<'a>(
     endpoints: &Endpoints,
     control: &dyn StackControl,
 ) -> Plan<'a> {
-    let met = |need: Requirement| match need {
-        Requirement::StackProfile => control.applies_profiles(),
-        Requirement::Mesh => endpoints.mesh.is_some(),
+    let met = |need: Requirement, suite: &Suite, scenario: &Scenario| match need {
+        Requirement::StackProfile => control.accepts_profile(
+            &scenario.profile(suite),
+            scenario.requirements(suite).contains(&Requirement::Mesh),
+        ),
+        Requirement::Mesh => endpoints.mesh.is_some() || endpoints.cluster.is_some(),
+        Requirement::MeshCertificates => endpoints.mesh.is_some(),
+        Requirement::OutsideCallerInMesh => {
+            endpoints.mesh.is_some()
+                || endpoints
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.outside_mesh.is_some())
+        }
         Requirement::SecondUser => endpoints.second_user.is_some(),
         Requirement::OtherClient => endpoints.other_client.is_some(),
         Requirement::SigningKey => endpoints.signing_key.is_some(),
@@ -41,7 +52,7 @@ pub fn plan<'a>(
         let unmet: Vec<String> = scenario
             .requirements(suite)
             .into_iter()
-            .filter(|need| !met(*need))
+            .filter(|need| !met(*need, suite, scenario))
             .map(Requirement::unmet)
             .collect();
         if unmet.is_empty() {

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use super::{ClientCredentials, Endpoints, EnvError, TestUser};
 use crate::control::{Disruption, Part, StackControl};
+use crate::endpoints::{ClusterCallers, KubeAccess, PodRef};
 use crate::events::{EnvironmentInfo, PolicySetting};
 use crate::oidc::forge::SigningKey;
+use crate::policy::{SidecarPolicy, SignInProfile, StackProfile};
 use crate::redact::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,30 @@ struct ExistingFile {
     /// and mesh config, a realm export), relative to this file: audited for insecure settings.
     #[serde(default)]
     config_files: Vec<String>,
+    /// Callers inside the cluster, for the mesh scenarios: without it they are left out.
+    #[serde(default)]
+    mesh: Option<MeshFile>,
+}
+
+/// The in-mesh callers: `curl` by exec in pods of the user's cluster (nothing is created).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeshFile {
+    /// A kubeconfig, relative to this file (absent: `$KUBECONFIG`, else `~/.kube/config`).
+    #[serde(default)]
+    kubeconfig: Option<String>,
+    context: String,
+    /// The app's address inside the mesh, `http://` (the caller's sidecar adds mTLS).
+    service_url: Url,
+    /// A pod with a sidecar, and curl in the container.
+    caller: PodRef,
+    /// A pod without a sidecar, for the plaintext cells.
+    #[serde(default)]
+    outside_caller: Option<PodRef>,
+    /// What the deployment applies to the app's workload, as a stack profile's `sidecar:`
+    /// says it; the mesh scenarios written for this policy run. Absent: Istio's defaults.
+    #[serde(default)]
+    policy: SidecarPolicy,
 }
 
 /// How to disrupt one part and bring it back. Each command runs with `sh -c` and must return
@@ -106,6 +132,8 @@ pub struct ExistingEnvironment {
     file: String,
     control: BTreeMap<Part, PartCommands>,
     config_files: Vec<std::path::PathBuf>,
+    /// The mesh policy the file declares for the app's workload.
+    declared_sidecar: SidecarPolicy,
 }
 
 impl ExistingEnvironment {
@@ -226,7 +254,15 @@ impl ExistingEnvironment {
                 }
             }
         }
+        let cluster = match &parsed.mesh {
+            Some(mesh) => Some(
+                cluster_callers(mesh, base_dir)
+                    .map_err(|(message, hint)| config_error(format!("mesh: {message}"), hint))?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            declared_sidecar: parsed.mesh.map(|m| m.policy).unwrap_or_default(),
             file: file.to_string(),
             control: parsed.control,
             config_files: parsed
@@ -255,6 +291,7 @@ impl ExistingEnvironment {
                 sign_in_hosts: parsed.sign_in_hosts,
                 ca_pem,
                 mesh: None,
+                cluster,
             },
         })
     }
@@ -266,6 +303,7 @@ impl ExistingEnvironment {
     /// What the runner may do to this deployment: only what the file's control commands say.
     pub fn control(&self) -> ExistingControl {
         ExistingControl {
+            declared_sidecar: self.declared_sidecar.clone(),
             commands: self.control.clone(),
             disrupted: BTreeMap::new(),
             config_files: self.config_files.clone(),
@@ -278,7 +316,27 @@ impl ExistingEnvironment {
             app_url: self.endpoints.app.to_string(),
             idp_url: self.endpoints.idp.to_string(),
             issuer: self.endpoints.issuer.clone(),
-            profile: vec![PolicySetting::info("described by", &self.file)],
+            profile: std::iter::once(PolicySetting::info("described by", &self.file))
+                .chain(self.endpoints.cluster.iter().flat_map(|cluster| {
+                    let declared = |mut setting: PolicySetting| {
+                        setting.setting = format!("{} (declared)", setting.setting);
+                        setting
+                    };
+                    std::iter::once(PolicySetting::info(
+                        "in-mesh callers (curl by exec)",
+                        format!(
+                            "{}, outside the mesh: {}",
+                            cluster.mesh_workload.describe(),
+                            cluster
+                                .outside_mesh
+                                .as_ref()
+                                .map(PodRef::describe)
+                                .unwrap_or_else(|| "none".into())
+                        ),
+                    ))
+                    .chain(self.declared_sidecar.profile().into_iter().map(declared))
+                }))
+                .collect(),
             components: Vec::new(),
             run_dir: None,
             left_out: Vec::new(),
@@ -287,8 +345,45 @@ impl ExistingEnvironment {
     }
 }
 
+/// The in-cluster callers the `mesh:` section describes, or what is wrong with it.
+fn cluster_callers(
+    mesh: &MeshFile,
+    base_dir: &Path,
+) -> Result<ClusterCallers, (String, &'static str)> {
+    if mesh.service_url.scheme() != "http" {
+        return Err((
+            format!("service_url {} is not http://", mesh.service_url),
+            "give the service's plain in-mesh address (http://httpbin.foo.svc.cluster.local:8000): \
+             the caller's sidecar originates the mesh's mTLS",
+        ));
+    }
+    for (field, pod) in std::iter::once(("caller", &mesh.caller))
+        .chain(mesh.outside_caller.iter().map(|p| ("outside_caller", p)))
+    {
+        if pod.pod.is_some() == pod.selector.is_some() {
+            return Err((
+                format!("{field} needs exactly one of pod and selector"),
+                "name the pod (pod: sleep-7d9f…) or a label selector (selector: app=sleep)",
+            ));
+        }
+    }
+    mesh.policy
+        .validate()
+        .map_err(|message| (format!("policy: {message}"), "see docs/mesh-matrix.md"))?;
+    Ok(ClusterCallers {
+        service: mesh.service_url.clone(),
+        access: KubeAccess {
+            kubeconfig: mesh.kubeconfig.as_ref().map(|k| base_dir.join(k)),
+            context: mesh.context.clone(),
+        },
+        mesh_workload: mesh.caller.clone(),
+        outside_mesh: mesh.outside_caller.clone(),
+    })
+}
+
 /// Disrupts a user's deployment with the commands its environment file names.
 pub struct ExistingControl {
+    declared_sidecar: SidecarPolicy,
     commands: BTreeMap<Part, PartCommands>,
     config_files: Vec<std::path::PathBuf>,
     /// How each part was disrupted, to undo it the same way.
@@ -334,13 +429,21 @@ impl StackControl for ExistingControl {
         &'a mut self,
         profile: &'a crate::policy::StackProfile,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
-        Box::pin(std::future::ready(crate::control::default_profile_only(
-            profile,
-        )))
+        let is_what_it_is =
+            profile.sign_in == SignInProfile::default() && profile.sidecar == self.declared_sidecar;
+        Box::pin(std::future::ready(if is_what_it_is {
+            Ok(())
+        } else {
+            crate::control::default_profile_only(profile)
+        }))
     }
 
-    fn applies_profiles(&self) -> bool {
-        false
+    /// The deployment is what it is: scenarios of its declared mesh policy run, and those
+    /// of the default profile that do not call into the mesh (whose policy is not theirs).
+    fn accepts_profile(&self, profile: &StackProfile, uses_mesh: bool) -> bool {
+        profile.sign_in == SignInProfile::default()
+            && (profile.sidecar == self.declared_sidecar
+                || (!uses_mesh && profile.sidecar == SidecarPolicy::default()))
     }
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
@@ -452,6 +555,99 @@ mod tests {
             "{error}"
         );
         control.restore(Part::App).await.unwrap();
+    }
+
+    const MESH: &str = "mesh:\n  context: prod\n  kubeconfig: kube/config\n  \
+        service_url: http://httpbin.foo.svc.cluster.local:8000\n  \
+        caller: { namespace: foo, selector: app=sleep, container: sleep }\n  \
+        policy: { peer_authentication: strict, request_authentication: true, authorization: request_principal }\n";
+
+    /// With a kube context and a pod to call from, the mesh scenarios written for the policy
+    /// the file declares run by exec; the rest are left out, each with its reason.
+    #[test]
+    fn a_mesh_section_runs_the_scenarios_of_the_declared_policy() {
+        let parsed = ExistingEnvironment::parse(
+            "env.yaml",
+            &format!("{GOOD}{MESH}"),
+            Path::new("/etc/meshauth"),
+            &env,
+        )
+        .unwrap();
+        let cluster = parsed.endpoints().cluster.as_ref().unwrap();
+        assert_eq!(
+            cluster.access.kubeconfig.as_deref(),
+            Some(Path::new("/etc/meshauth/kube/config"))
+        );
+        assert_eq!(cluster.mesh_workload.describe(), "foo/[app=sleep]");
+        assert_eq!(
+            parsed.endpoints().variables().expand("${sidecar}/headers"),
+            "http://httpbin.foo.svc.cluster.local:8000/headers"
+        );
+        let catalog = crate::scenario::Catalog::builtin();
+        let plan = crate::engine::plan(catalog.select(&[]), parsed.endpoints(), &parsed.control());
+        let ran = |name: &str| {
+            plan.run
+                .iter()
+                .any(|(suite, scenario)| crate::scenario::qualified_name(suite, scenario) == name)
+        };
+        let reason = |name: &str| {
+            plan.left_out
+                .iter()
+                .find(|l| l.scenario == name)
+                .map(|l| l.reason.clone())
+                .unwrap_or_default()
+        };
+        for cell in ["without_jwt", "with_valid_jwt", "with_forged_jwt"] {
+            assert!(ran(&format!(
+                "seed003_mesh_matrix::strict_ra_rp__sleep_{cell}"
+            )));
+            assert!(
+                reason(&format!("seed003_mesh_matrix::strict_ra__sleep_{cell}"))
+                    .contains("declares (mesh.policy)")
+            );
+        }
+        assert!(
+            reason("seed003_mesh_matrix::strict_ra_rp__outside_without_jwt")
+                .contains("mesh.outside_caller")
+        );
+        assert!(
+            reason("attack_mesh_transport::untrusted_ca_is_rejected")
+                .contains("certificates the harness mints")
+        );
+        // Scenarios that do not call into the mesh run whatever policy is declared.
+        assert!(ran("seed000_browser_sso::browser_login"));
+    }
+
+    #[test]
+    fn a_mesh_section_with_mistakes_says_which() {
+        for (broken, says) in [
+            (
+                MESH.replace("http://httpbin", "https://httpbin"),
+                "is not http://",
+            ),
+            (
+                MESH.replace("selector: app=sleep,", "selector: app=sleep, pod: sleep-1,"),
+                "caller needs exactly one of pod and selector",
+            ),
+            (
+                MESH.replace(
+                    "request_authentication: true",
+                    "request_authentication: false",
+                ),
+                "policy: authorization request_principal needs request_authentication",
+            ),
+            (MESH.replace("context: prod", "contxt: prod"), "contxt"),
+        ] {
+            let error = ExistingEnvironment::parse(
+                "env.yaml",
+                &format!("{GOOD}{broken}"),
+                Path::new("."),
+                &env,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(says), "{says}: {error}");
+        }
     }
 
     #[test]

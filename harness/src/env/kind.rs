@@ -569,6 +569,7 @@ impl KindEnvironment {
             // The harness cannot join the cluster's mesh from outside it: the mesh matrix
             // (sidecar, in-mesh caller) runs on the local environment only.
             mesh: None,
+            cluster: None,
         };
         secrets.realm.fill(&mut endpoints);
         // From here on the cluster exists: dropping `environment` deletes it on any error.

@@ -846,6 +846,7 @@ impl LocalStack {
                 expired: (&mesh.expired).into(),
                 foreign_trust_domain: (&mesh.foreign_trust_domain).into(),
             }),
+            cluster: None,
         };
         secrets.realm.fill(&mut endpoints);
         let mut stack = Self {
@@ -1022,16 +1023,15 @@ impl LocalStack {
     ) -> Result<(), EnvError> {
         // A port taken since it was chosen is replaced before anything renders it.
         for component in Component::START_ORDER {
-            if !self.is_running(component) {
-                if let Some(port) = self
+            if !self.is_running(component)
+                && let Some(port) = self
                     .ports
                     .owned(component)
                     .into_iter()
                     .find(|&port| Ports::check_free(port, "").is_err())
-                {
-                    let reason = format!("port {port} was taken before the start");
-                    self.move_ports(component, &reason, 0, progress)?;
-                }
+            {
+                let reason = format!("port {port} was taken before the start");
+                self.move_ports(component, &reason, 0, progress)?;
             }
         }
         let wanted = self.wanted_inputs()?;
@@ -1781,7 +1781,7 @@ impl crate::control::StackControl for LocalStack {
         })
     }
 
-    fn applies_profiles(&self) -> bool {
+    fn accepts_profile(&self, _: &StackProfile, _: bool) -> bool {
         true
     }
 

@@ -215,7 +215,7 @@ fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
 fn stable_range(ephemeral: &RangeInclusive<u16>) -> RangeInclusive<u16> {
     let below = (LOWEST, ephemeral.start().saturating_sub(1));
     let above = (ephemeral.end().saturating_add(1).max(LOWEST), u16::MAX);
-    let width = |(low, high): (u16, u16)| if high >= low { high - low } else { 0 };
+    let width = |(low, high): (u16, u16)| high.saturating_sub(low);
     let (low, high) = if width(below) >= width(above) {
         below
     } else {

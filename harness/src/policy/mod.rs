@@ -274,15 +274,16 @@ impl StackProfile {
     /// What is wrong with the combination, if anything (see [`SidecarPolicy::validate`]).
     pub fn validate(&self) -> Result<(), String> {
         self.sidecar.validate()?;
-        if let Some(address) = self.sign_in.idp_address {
-            if address.under_auth_path() && !self.sign_in.idp.keycloak_issues() {
-                return Err(format!(
-                    "idp_address {} publishes Keycloak under {IDP_PATH_PREFIX}, but idp is {}: \
+        if let Some(address) = self.sign_in.idp_address
+            && address.under_auth_path()
+            && !self.sign_in.idp.keycloak_issues()
+        {
+            return Err(format!(
+                "idp_address {} publishes Keycloak under {IDP_PATH_PREFIX}, but idp is {}: \
                      use idp: keycloak (or keycloak_brokering), or drop idp_address",
-                    serde_json::to_string(&address).unwrap_or_default(),
-                    serde_json::to_string(&self.sign_in.idp).unwrap_or_default()
-                ));
-            }
+                serde_json::to_string(&address).unwrap_or_default(),
+                serde_json::to_string(&self.sign_in.idp).unwrap_or_default()
+            ));
         }
         Ok(())
     }

@@ -84,8 +84,14 @@ impl Scenario {
 pub enum Requirement {
     /// A `stack:` profile other than the default (the harness renders the policies).
     StackProfile,
-    /// A mesh the harness can join as a workload (`${sidecar}`, `as: mesh_workload`).
+    /// A mesh the harness can call into as a workload (`${sidecar}`, `as: mesh_workload`):
+    /// the local mesh, or a pod of the user's cluster.
     Mesh,
+    /// Workload certificates the harness mints from the mesh CA (untrusted, expired, another
+    /// trust domain): the local mesh only.
+    MeshCertificates,
+    /// A caller without a sidecar that can reach the service's in-mesh address.
+    OutsideCallerInMesh,
     /// A second user without the required role.
     SecondUser,
     /// Another client of the realm.
@@ -103,10 +109,25 @@ impl Requirement {
     pub fn unmet(self) -> String {
         match self {
             Requirement::StackProfile => {
-                "it needs a stack profile only --env local can apply".into()
+                "it needs a stack profile this environment does not have: --env local applies \
+                 any; an existing deployment runs the scenarios whose profile is the mesh \
+                 policy its environment file declares (mesh.policy)"
+                    .into()
             }
             Requirement::Mesh => {
-                "it calls httpbin's sidecar as an in-mesh workload, which only --env local offers"
+                "it calls httpbin's in-mesh address as a workload: --env local, or an existing \
+                 deployment's environment file with a mesh section (a kube context and a pod \
+                 to call from)"
+                    .into()
+            }
+            Requirement::MeshCertificates => {
+                "it presents workload certificates the harness mints from the mesh CA \
+                 (untrusted, expired, another trust domain), which only --env local can"
+                    .into()
+            }
+            Requirement::OutsideCallerInMesh => {
+                "it calls httpbin's in-mesh address from outside the mesh: name a pod without \
+                 a sidecar as mesh.outside_caller in the environment file"
                     .into()
             }
             Requirement::SecondUser => {
@@ -145,6 +166,22 @@ impl Bearer {
     }
 }
 
+/// What calling `url` as `caller` needs: the mesh for a workload caller, minted certificates
+/// for the broken ones, and a caller outside the mesh that can reach the in-mesh address.
+fn caller_requirements(caller: Option<Caller>, url: &str) -> Vec<Requirement> {
+    let in_mesh_address = url.contains("${sidecar}");
+    match caller.unwrap_or(Caller::OutsideMesh) {
+        Caller::OutsideMesh if in_mesh_address => vec![Requirement::OutsideCallerInMesh],
+        Caller::OutsideMesh => Vec::new(),
+        Caller::MeshWorkload => vec![Requirement::Mesh],
+        Caller::UntrustedCaWorkload
+        | Caller::ExpiredCertificateWorkload
+        | Caller::ForeignTrustDomainWorkload => {
+            vec![Requirement::Mesh, Requirement::MeshCertificates]
+        }
+    }
+}
+
 impl Scenario {
     /// Everything this scenario needs of its environment (see [`Requirement`]).
     pub fn requirements(&self, suite: &Suite) -> Vec<Requirement> {
@@ -161,11 +198,13 @@ impl Scenario {
                 needs.push(Requirement::Mesh);
             }
             match step {
-                Step::Request { bearer, caller, .. } => {
+                Step::Request {
+                    bearer,
+                    caller,
+                    url,
+                } => {
                     needs.extend(bearer.and_then(Bearer::requirement));
-                    if caller.is_some_and(|c| c != Caller::OutsideMesh) {
-                        needs.push(Requirement::Mesh);
-                    }
+                    needs.extend(caller_requirements(*caller, url));
                 }
                 Step::BearerMatrix(matrix) => {
                     needs.extend(
@@ -175,9 +214,7 @@ impl Scenario {
                             .chain(&matrix.refused)
                             .filter_map(|b| b.requirement()),
                     );
-                    if matrix.caller.is_some_and(|c| c != Caller::OutsideMesh) {
-                        needs.push(Requirement::Mesh);
-                    }
+                    needs.extend(caller_requirements(matrix.caller, &matrix.url));
                 }
                 Step::SignIn { credentials, .. } | Step::TokenGrant { credentials }
                     if *credentials == Credentials::SecondUser =>
