@@ -368,6 +368,21 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("the IdP's own pages are behind the auth check"),
     },
     Case {
+        // The client-role mapper's "Client ID" picked wrong: the claim lacks the app's role.
+        name: "client_role_mapper_on_another_client_leaves_the_app_role_out",
+        breakage: |c| c.client_role_mapper_wrong_client = true,
+        scenario: "seed002_role_claims::roles_claim_carries_the_client_role",
+        expect: Expect::FailsWith("claim meshauth_roles: expected containing \"app-reader\""),
+    },
+    Case {
+        // A cookie secret made anew at each start: the ticket in the cookie no longer opens
+        // the session kept in redis.
+        name: "cookie_secret_made_at_each_start_loses_every_session_on_restart",
+        breakage: |c| c.cookie_secret_per_start = true,
+        scenario: "seed002_redis_sessions::session_survives_an_auth_service_restart",
+        expect: Expect::FailsWith("status: expected 200"),
+    },
+    Case {
         name: "policy_written_for_the_first_app_leaves_the_second_open",
         breakage: |c| c.second_app_exempt = true,
         scenario: "seed002_many_apps::second_app_is_protected_too",

@@ -146,6 +146,12 @@ pub struct StackConfig {
     /// The client's mapper that writes the realm roles into the custom claim `meshauth_roles`
     /// (beside the client roles): seed 002's roles claim.
     pub custom_claim_realm_roles: bool,
+    /// The client-role mapper of the custom claim names another client than the one holding
+    /// the app's roles (the "Client ID" picked wrong): the claim lacks the app's role.
+    pub client_role_mapper_wrong_client: bool,
+    /// oauth2-proxy is given a cookie secret made anew at each start (a chart templating a
+    /// random secret on every rollout): no session outlives a restart.
+    pub cookie_secret_per_start: bool,
     /// oauth2-proxy is given a wrong client secret.
     pub wrong_client_secret: bool,
     /// The realm's client accepts any redirect URI on the app host (`https://host/*`).
@@ -209,6 +215,8 @@ impl Default for StackConfig {
             role_mapper: true,
             audience_mapper: true,
             custom_claim_realm_roles: true,
+            client_role_mapper_wrong_client: false,
+            cookie_secret_per_start: false,
             gateway_role_claim_policy: false,
             second_app_exempt: false,
             broker_wrong_client_secret: false,
@@ -363,7 +371,7 @@ impl StackConfig {
             ),
             P::protection_or_fix(
                 "custom roles claim carries realm and client roles",
-                self.custom_claim_realm_roles,
+                self.custom_claim_realm_roles && !self.client_role_mapper_wrong_client,
                 "a User Realm Role mapper and a User Client Role mapper on the client, both writing the claim the AuthorizationPolicy reads (multivalued)",
             ),
             P::protection_or_fix(
@@ -549,6 +557,8 @@ pub(super) struct RealmContext<'a> {
     include_role_mapper: bool,
     include_audience_mapper: bool,
     custom_claim_realm_roles: bool,
+    /// The client whose roles the custom claim's client-role mapper writes.
+    client_role_mapper_client: &'static str,
     /// The client whose roles the app's users hold.
     roles_client: &'static str,
     /// The upstream IdP the realm brokers to (the second OpenID Provider), where there is one.
@@ -606,6 +616,14 @@ impl<'a> RealmContext<'a> {
             include_role_mapper: config.role_mapper,
             include_audience_mapper: config.audience_mapper,
             custom_claim_realm_roles: config.custom_claim_realm_roles,
+            client_role_mapper_client: match (
+                config.client_role_mapper_wrong_client,
+                config.app_roles_on_the_sign_in_client,
+            ) {
+                (true, _) => "account",
+                (false, true) => CLIENT_ID,
+                (false, false) => ROLES_CLIENT_ID,
+            },
             roles_client: if config.app_roles_on_the_sign_in_client {
                 CLIENT_ID
             } else {
@@ -1709,7 +1727,11 @@ impl LocalStack {
                         )
                         .env(
                             "OAUTH2_PROXY_COOKIE_SECRET",
-                            self.secrets.cookie_secret.expose(),
+                            if self.config.cookie_secret_per_start {
+                                Secret::generate_alphanumeric(32).expose().to_string()
+                            } else {
+                                self.secrets.cookie_secret.expose().to_string()
+                            },
                         )
                         .env(
                             "OAUTH2_PROXY_REDIS_PASSWORD",
