@@ -110,6 +110,23 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
 
     let (code, _, stderr) = run(&["run", "--login-theme", "purple"]);
     assert_eq!(code, 2, "{stderr}");
+
+    // No Docker engine (none on this machine; an unreachable DOCKER_HOST anywhere): the
+    // containers environment says what is missing, before installing anything.
+    for command in ["run", "load"] {
+        let output = meshauth()
+            .args([command, "--env", "containers"])
+            .env("DOCKER_HOST", "tcp://127.0.0.1:1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--env containers runs the components from their images and needs a Docker engine: no Docker engine answers at tcp://127.0.0.1:1")
+                && stderr.contains("or run with --env local, which needs no Docker"),
+            "{stderr}"
+        );
+    }
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -14,7 +14,7 @@ use crate::control::{StackControl, Uncontrolled};
 use crate::engine::Engine;
 use crate::env::existing::ExistingEnvironment;
 use crate::env::kind::{Images, KindEnvironment, KindOptions};
-use crate::env::local::LoginTheme;
+use crate::env::local::{LoginTheme, Runtime};
 use crate::env::{LocalStack, StackConfig, StackEvent};
 use crate::events::EnvironmentInfo;
 use crate::redact::Redactor;
@@ -237,8 +237,11 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
             cluster = Some(kind);
             (run_dir, target)
         }
-        EnvKind::Local => {
-            let (_, local) = start_local_with(&args.stack, provisioned, &redactor).await?;
+        EnvKind::Local | EnvKind::Containers => {
+            let runtime = runtime_for(args.env_kind).await?;
+            let (_, local) =
+                start_local_toolchain(&args.stack, provisioned, runtime, install()?, &redactor)
+                    .await?;
             let target = provisioned_target(local.endpoints());
             let run_dir = local.run_dir().to_path_buf();
             stack = Some(local);
@@ -364,20 +367,41 @@ pub(crate) async fn start_local(
     args: &StackArgs,
     redactor: &Redactor,
 ) -> Result<(String, LocalStack)> {
-    start_local_with(args, stack_config(args), redactor).await
+    start_local_toolchain(
+        args,
+        stack_config(args),
+        Runtime::Processes,
+        install()?,
+        redactor,
+    )
+    .await
 }
 
-pub(crate) async fn start_local_with(
-    args: &StackArgs,
-    config: StackConfig,
-    redactor: &Redactor,
-) -> Result<(String, LocalStack)> {
-    start_local_toolchain(args, config, install()?, redactor).await
+/// How the local stack runs its components for `--env`: processes, or official images when a
+/// Docker engine answers (and a usage error saying what is missing when none does).
+pub(crate) async fn runtime_for(env_kind: EnvKind) -> Result<Runtime> {
+    if !matches!(env_kind, EnvKind::Containers) {
+        return Ok(Runtime::Processes);
+    }
+    let engine = crate::components::container::engine_available()
+        .await
+        .map_err(|missing| {
+            anyhow::anyhow!(
+                "--env containers runs the components from their images and needs a Docker \
+                 engine: {missing}\nhow to fix: start Docker (or point DOCKER_HOST at an \
+                 engine), or run with --env local, which needs no Docker"
+            )
+        })?;
+    eprintln!("containers: {engine}; the components' images on the host's network");
+    Ok(Runtime::Containers(
+        crate::components::container::ContainerImages::pinned(),
+    ))
 }
 
 pub(crate) async fn start_local_toolchain(
     args: &StackArgs,
     config: StackConfig,
+    runtime: Runtime,
     toolchain: Toolchain,
     redactor: &Redactor,
 ) -> Result<(String, LocalStack)> {
@@ -385,7 +409,8 @@ pub(crate) async fn start_local_toolchain(
     let progress = Progress::new();
     let started = Instant::now();
     let observe = |event: StackEvent| progress.stack_event(event);
-    let stack = LocalStack::start(toolchain, &run_dir, config, redactor, &observe).await;
+    let stack =
+        LocalStack::start_on(runtime, toolchain, &run_dir, config, redactor, &observe).await;
     progress.finish();
     let stack = stack
         .with_context(|| format!("starting the local stack (logs in {})", run_dir.display()))?;
@@ -605,8 +630,14 @@ async fn run_set(
     use crate::report::versions::CollectingReporter;
     let toolchain = install_set(set)?;
     let redactor = Redactor::new();
-    let (run_id, mut stack) =
-        start_local_toolchain(&args.stack, stack_config(&args.stack), toolchain, &redactor).await?;
+    let (run_id, mut stack) = start_local_toolchain(
+        &args.stack,
+        stack_config(&args.stack),
+        Runtime::Processes,
+        toolchain,
+        &redactor,
+    )
+    .await?;
     let endpoints = stack.endpoints().clone();
     let info = stack.info();
     let collected = std::sync::Arc::new(std::sync::Mutex::new(crate::report::RunReport::new()));
@@ -673,11 +704,19 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             cluster = Some(kind);
             (run_id, run_dir, endpoints, info)
         }
-        EnvKind::Local => {
+        EnvKind::Local | EnvKind::Containers => {
             if args.env_file.is_some() {
                 bail!("--env-file is only used with --env existing");
             }
-            let (run_id, local) = start_local(&args.stack, &redactor).await?;
+            let runtime = runtime_for(args.env_kind).await?;
+            let (run_id, local) = start_local_toolchain(
+                &args.stack,
+                stack_config(&args.stack),
+                runtime,
+                install()?,
+                &redactor,
+            )
+            .await?;
             let endpoints = local.endpoints().clone();
             let info = local.info();
             let run_dir = local.run_dir().to_path_buf();

@@ -58,6 +58,12 @@ pub(crate) enum Command {
     /// What Istio makes of the deployment's Istio objects.
     #[command(subcommand)]
     Istio(IstioCommand),
+    /// Runs one component's container for the containers environment (internal).
+    #[command(hide = true)]
+    ContainerShim {
+        /// The container spec the stack wrote (read once, then deleted).
+        spec: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +216,9 @@ pub(crate) enum EnvKind {
     Existing,
     /// A kind cluster with Istio and the same apps (needs Docker, kind and istioctl).
     Kind,
+    /// The local stack's components from their official images, with testcontainers on the
+    /// host's network (needs a Docker engine, no Kubernetes).
+    Containers,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -318,6 +327,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
         Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),
+        Command::ContainerShim { spec } => {
+            let code = crate::components::container::run_shim(&spec)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
 }
 

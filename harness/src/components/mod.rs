@@ -2,6 +2,7 @@
 //! obtain it through its ordinary package client, and how to start it. Nothing here knows about
 //! scenarios.
 
+pub mod container;
 pub mod install;
 pub mod java;
 pub mod process;

@@ -112,6 +112,9 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub log_path: PathBuf,
+    /// The signals that freeze and thaw it: SIGSTOP and SIGCONT for a process; a container's
+    /// shim pauses and unpauses its container on others (see [`super::container`]).
+    pub pause_signals: (i32, i32),
 }
 
 impl Launch {
@@ -123,6 +126,7 @@ impl Launch {
             env: Vec::new(),
             cwd: None,
             log_path,
+            pause_signals: (libc::SIGSTOP, libc::SIGCONT),
         }
     }
 
@@ -206,6 +210,7 @@ pub struct Supervised {
     /// Where this start's output begins in the (appended) log.
     log_start: u64,
     stopped: bool,
+    pause_signals: (i32, i32),
 }
 
 impl Supervised {
@@ -264,6 +269,7 @@ impl Supervised {
             log_path: launch.log_path.clone(),
             log_start,
             stopped: false,
+            pause_signals: launch.pause_signals,
         })
     }
 
@@ -316,12 +322,12 @@ impl Supervised {
     /// Freezes the process group (SIGSTOP): it keeps its sockets and answers nothing, as a
     /// hung service does.
     pub fn pause(&self) {
-        signal_group(self.pgid, libc::SIGSTOP);
+        signal_group(self.pgid, self.pause_signals.0);
     }
 
     /// Lets a paused process group run again (SIGCONT).
     pub fn resume(&self) {
-        signal_group(self.pgid, libc::SIGCONT);
+        signal_group(self.pgid, self.pause_signals.1);
     }
 
     /// Stops the process group: TERM, up to `grace`, then KILL. Idempotent.
@@ -332,7 +338,7 @@ impl Supervised {
         self.stopped = true;
         signal_group(self.pgid, libc::SIGTERM);
         // A paused group would hold TERM until the grace period ends.
-        signal_group(self.pgid, libc::SIGCONT);
+        signal_group(self.pgid, self.pause_signals.1);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && group_alive(self.pgid) {
             self.exit.wait(Duration::from_millis(25));

@@ -18,7 +18,6 @@ use super::local::{
 use super::pki::RunPki;
 use super::{Endpoints, EnvError, StackConfig, TestUser};
 use crate::components::ComponentVersion;
-use crate::components::versions;
 use crate::events::EnvironmentInfo;
 use crate::policy::IdpAddress;
 use crate::redact::{Redactor, Secret};
@@ -63,17 +62,12 @@ pub const IMAGE_NAMES: [&str; 4] = ["keycloak", "oauth2-proxy", "httpbin", "redi
 impl Images {
     /// The pinned images.
     pub fn pinned() -> Self {
+        let images = crate::components::container::ContainerImages::pinned();
         Self {
-            keycloak: format!("quay.io/keycloak/keycloak:{}", versions::KEYCLOAK),
-            oauth2_proxy: format!(
-                "quay.io/oauth2-proxy/oauth2-proxy:{}",
-                versions::OAUTH2_PROXY
-            ),
-            httpbin: format!(
-                "docker.io/mccutchen/go-httpbin:{}",
-                versions::HTTPBIN.trim_start_matches('v')
-            ),
-            redis: format!("docker.io/library/redis:{}", versions::REDIS),
+            keycloak: images.keycloak,
+            oauth2_proxy: images.oauth2_proxy,
+            httpbin: images.httpbin,
+            redis: images.redis,
         }
     }
 
@@ -1070,6 +1064,7 @@ fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::components::versions;
     use crate::env::istio::EXT_AUTHZ_PROVIDER;
 
     fn secrets() -> KindSecrets {
