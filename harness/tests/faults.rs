@@ -383,6 +383,34 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("status: expected 200"),
     },
     Case {
+        // `redirectUris: ["*"]`, a development setting left in: codes go anywhere.
+        name: "idp_client_accepting_any_redirect_uri_accepts_a_foreign_host",
+        breakage: |c| c.client_any_redirect_uri = true,
+        scenario: "attack_redirects_and_flow::idp_refuses_foreign_redirect_uri",
+        expect: Expect::FailsWith("login form: expected no login form"),
+    },
+    Case {
+        name: "idp_client_accepting_any_redirect_uri_accepts_the_callback_extended",
+        breakage: |c| c.client_any_redirect_uri = true,
+        scenario: "attack_redirects_and_flow::idp_refuses_callback_prefix_extension",
+        expect: Expect::FailsWith("login form: expected no login form"),
+    },
+    Case {
+        // `notPaths: ["/auth*"]`: a prefix match wider than the IdP exempts /authx… on the app.
+        name: "idp_exempt_without_its_slash_lets_near_misses_reach_the_app",
+        breakage: |c| c.idp_path_exempt_without_slash = true,
+        scenario: "seed002_idp_on_app_host::idp_pages_open_apps_closed",
+        expect: Expect::FailsWith("[critical finding] GET /authx/anything"),
+    },
+    Case {
+        // The RequestAuthentication still names the issuer from before Keycloak moved (its
+        // pre-17 /auth prefix): every valid token is refused.
+        name: "jwt_rule_for_the_issuer_before_the_move_refuses_valid_tokens",
+        breakage: |c| c.jwt_issuer_mismatch = true,
+        scenario: "seed003_origin_auth::legacy_auth_path_issuer",
+        expect: Expect::FailsWith("status: expected 200"),
+    },
+    Case {
         name: "policy_written_for_the_first_app_leaves_the_second_open",
         breakage: |c| c.second_app_exempt = true,
         scenario: "seed002_many_apps::second_app_is_protected_too",

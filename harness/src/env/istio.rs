@@ -160,7 +160,8 @@ pub struct IstioContext<'a> {
     pub log_query_strings: bool,
     pub baseline_route: bool,
     pub client_id: &'static str,
-    pub issuer_url: &'a str,
+    /// The issuer the RequestAuthentications name.
+    pub issuer_url: String,
     pub jwks_uri: String,
     pub keycloak_port: u16,
     pub oauth2_proxy_port: u16,
@@ -180,6 +181,8 @@ pub struct IstioContext<'a> {
     /// …and the CUSTOM policy exempts that prefix.
     pub idp_path_exempt: bool,
     pub idp_path_prefix: &'static str,
+    /// What follows the prefix in `notPaths`: `/*`, or `*` (a prefix match wider than the IdP).
+    pub idp_path_exempt_pattern: &'static str,
     /// Admission at the gateway by the custom roles claim (seed 002).
     pub role_claim_policy: bool,
     pub role_claim: &'static str,
@@ -232,7 +235,11 @@ impl<'a> IstioContext<'a> {
             log_query_strings: config.log_query_strings,
             baseline_route: config.baseline_route,
             client_id: CLIENT_ID,
-            issuer_url,
+            issuer_url: if config.jwt_issuer_mismatch {
+                with_auth_prefix_toggled(issuer_url)
+            } else {
+                issuer_url.to_string()
+            },
             // Envoy fetches the key set through the mesh, from the IdP's Service.
             jwks_uri: match config.idp {
                 IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => format!(
@@ -259,6 +266,11 @@ impl<'a> IstioContext<'a> {
             idp_under_auth: config.idp.keycloak_issues() && config.idp_address.under_auth_path(),
             idp_on_app_host,
             idp_path_exempt: idp_on_app_host && config.idp_path_exempt,
+            idp_path_exempt_pattern: if config.idp_path_exempt_without_slash {
+                "*"
+            } else {
+                "/*"
+            },
             idp_path_prefix: crate::policy::IDP_PATH_PREFIX,
             role_claim_policy: config.gateway_role_claim_policy,
             role_claim: super::local::CUSTOM_ROLES_CLAIM,
@@ -275,6 +287,15 @@ impl<'a> IstioContext<'a> {
             crate::fixtures::render(POLICY_FIXTURE, self)?,
             crate::fixtures::render(MESH_FIXTURE, self)?,
         ))
+    }
+}
+
+/// `…/auth/realms/r` ⇄ `…/realms/r`: the issuer as Keycloak published it before 17, or after.
+fn with_auth_prefix_toggled(issuer: &str) -> String {
+    if issuer.contains("/auth/realms/") {
+        issuer.replacen("/auth/realms/", "/realms/", 1)
+    } else {
+        issuer.replacen("/realms/", "/auth/realms/", 1)
     }
 }
 

@@ -157,6 +157,15 @@ pub struct StackConfig {
     pub wrong_client_secret: bool,
     /// The realm's client accepts any redirect URI on the app host (`https://host/*`).
     pub client_wildcard_redirect_uri: bool,
+    /// The realm's client accepts any redirect URI at all (`redirectUris: ["*"]`, a
+    /// development setting left in).
+    pub client_any_redirect_uri: bool,
+    /// With Keycloak under `/auth` on the app's host, the CUSTOM policy exempts `/auth*`
+    /// (no slash), which also exempts `/authx…` and `/auth-…` on the app.
+    pub idp_path_exempt_without_slash: bool,
+    /// The RequestAuthentication's issuer does not match where the IdP is published: Keycloak's
+    /// pre-17 `/auth` prefix left in, or left out, after the IdP moved.
+    pub jwt_issuer_mismatch: bool,
     /// The realm's client refuses authorization requests without PKCE (S256).
     pub client_requires_pkce: bool,
     /// The realm's client allows the implicit flow (tokens in the front channel).
@@ -224,6 +233,9 @@ impl Default for StackConfig {
             app_roles_on_the_sign_in_client: false,
             wrong_client_secret: false,
             client_wildcard_redirect_uri: false,
+            client_any_redirect_uri: false,
+            idp_path_exempt_without_slash: false,
+            jwt_issuer_mismatch: false,
             client_requires_pkce: true,
             client_implicit_flow: false,
             secure_session_cookie: true,
@@ -382,7 +394,7 @@ impl StackConfig {
             ),
             P::protection_or_fix(
                 "client redirect URI exact (no wildcard)",
-                !self.client_wildcard_redirect_uri,
+                !self.client_wildcard_redirect_uri && !self.client_any_redirect_uri,
                 "register exactly https://<app>/oauth2/callback as the client's redirect URI",
             ),
             P::protection_or_fix(
@@ -565,6 +577,7 @@ pub(super) struct RealmContext<'a> {
     /// The upstream IdP the realm brokers to (the second OpenID Provider), where there is one.
     upstream: Option<UpstreamIdp<'a>>,
     client_wildcard_redirect_uri: bool,
+    client_any_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
@@ -631,6 +644,7 @@ impl<'a> RealmContext<'a> {
                 ROLES_CLIENT_ID
             },
             client_wildcard_redirect_uri: config.client_wildcard_redirect_uri,
+            client_any_redirect_uri: config.client_any_redirect_uri,
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,
         }
