@@ -393,9 +393,13 @@ pub(crate) async fn runtime_for(env_kind: EnvKind) -> Result<Runtime> {
             )
         })?;
     eprintln!("containers: {engine}; the components' images on the host's network");
-    Ok(Runtime::Containers(
-        crate::components::container::ContainerImages::pinned(),
-    ))
+    let images = crate::components::container::ContainerImages::pinned();
+    crate::components::container::pull_all(&images, &|image| {
+        eprintln!("containers: pulling {image}");
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(Runtime::Containers(images))
 }
 
 pub(crate) async fn start_local_toolchain(

@@ -151,6 +151,42 @@ pub async fn engine_available() -> Result<String, String> {
     }
 }
 
+/// Pulls every image the stack runs, before anything starts: a first pull takes longer than a
+/// component's readiness wait, and a missing image is better said up front, by name.
+pub async fn pull_all(images: &ContainerImages, progress: &dyn Fn(&str)) -> Result<(), String> {
+    use futures::StreamExt as _;
+    use testcontainers::bollard::query_parameters::CreateImageOptionsBuilder;
+    let docker = testcontainers::bollard::Docker::connect_with_defaults()
+        .map_err(|e| format!("no Docker engine configuration is usable: {e}"))?;
+    for image in [
+        &images.keycloak,
+        &images.oauth2_proxy,
+        &images.httpbin,
+        &images.redis,
+        &images.envoy,
+        &images.node,
+    ] {
+        if docker.inspect_image(image).await.is_ok() {
+            continue;
+        }
+        progress(image);
+        let mut pull = docker.create_image(
+            Some(CreateImageOptionsBuilder::new().from_image(image).build()),
+            None,
+            None,
+        );
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| {
+                format!(
+                    "pulling {image} failed: {e}\nhow to fix: check the reference and that \
+                     this machine may pull from its registry"
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The shim: starts the container, copies its output to ours, stops it on TERM or INT,
 /// pauses it on USR1 and unpauses it on USR2, and exits with its exit code.
 pub async fn run_shim(spec_path: &Path) -> Result<i32, String> {
