@@ -347,6 +347,16 @@ impl StackConfig {
             ),
             P::info("Keycloak login theme", self.login_theme.name()),
             P::info(
+                "identity provider browsers sign in at",
+                match self.idp {
+                    IdentityProvider::Keycloak => "Keycloak",
+                    IdentityProvider::OidcProvider => "the second OpenID Provider (oidc-provider)",
+                    IdentityProvider::KeycloakBrokering => {
+                        "Keycloak, brokering to the second OpenID Provider"
+                    }
+                },
+            ),
+            P::info(
                 "where Keycloak is published",
                 match self.idp_address {
                     IdpAddress::OwnListener => "its own listener, /realms/…",
@@ -1688,6 +1698,10 @@ impl LocalStack {
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(failed("set the realm's frontendUrl"))?;
+        self.append_stack_log(&format!(
+            "keycloak: realm {REALM} published at {} (frontendUrl, set live through the admin API)",
+            url.unwrap_or("the root of its --hostname")
+        ));
         Ok(())
     }
 
