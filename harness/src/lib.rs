@@ -5,6 +5,19 @@
 //! an environment's [`env::Endpoints`]; [`engine::Engine`] runs operations and emits
 //! [`events::RunEvent`]s; [`report`] reporters consume them.
 
+/// An error and every cause under it, `: `-joined: the causes (a TLS failure under reqwest's
+/// "error sending request", the template line under a render error) are what users need.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub mod audit;
 pub mod browser;
 pub mod check;

@@ -688,14 +688,14 @@ impl Browser {
         let response = request.send().await.map_err(|e| BrowserError::NoResponse {
             method: method.to_string(),
             url: self.redactor.redact(url.as_str()),
-            detail: describe_reqwest_error(&e),
+            detail: crate::error_chain(&e),
         })?;
         let status = response.status();
         let response_headers = response.headers().clone();
         let body = response.text().await.map_err(|e| BrowserError::Request {
             method: method.to_string(),
             url: self.redactor.redact(url.as_str()),
-            detail: describe_reqwest_error(&e),
+            detail: crate::error_chain(&e),
         })?;
         let set_cookies: Vec<CookieAttributes> = response_headers
             .get_all(SET_COOKIE)
@@ -772,18 +772,6 @@ impl Browser {
             last: self.redactor.redact(url.as_str()),
         })
     }
-}
-
-/// reqwest's Display hides the cause (e.g. the TLS error); users need it.
-fn describe_reqwest_error(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -361,16 +361,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn describe_kube_error(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        other => crate::error_chain(other),
     }
 }
 

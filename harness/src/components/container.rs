@@ -31,6 +31,18 @@ pub struct ContainerImages {
 }
 
 impl ContainerImages {
+    /// Every image, each once.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.keycloak,
+            &self.oauth2_proxy,
+            &self.httpbin,
+            &self.redis,
+            &self.envoy,
+            &self.node,
+        ]
+    }
+
     pub fn pinned() -> Self {
         Self {
             keycloak: format!("quay.io/keycloak/keycloak:{}", versions::KEYCLOAK),
@@ -88,10 +100,11 @@ impl ContainerSpec {
         self
     }
 
-    /// The launch that runs this container under the shim: the `meshauth` binary, the spec in
-    /// a private file beside the component's log (it holds the component's secrets, as its
-    /// environment does for a local process).
-    pub fn launch(&self, log_path: &Path) -> Result<Launch, ComponentError> {
+    /// The launch that runs this container under the shim in place of `local` (its name and
+    /// log kept): the `meshauth` binary, the spec in a private file beside the component's log
+    /// (it holds the component's secrets, as its environment does for a local process).
+    pub fn launch(&self, local: &Launch) -> Result<Launch, ComponentError> {
+        let log_path = &local.log_path;
         let spec_path = log_path.with_extension("container.json");
         let text = serde_json::to_string(self).map_err(|e| ComponentError::Io {
             what: format!("serialize the container spec of {}", self.name),
@@ -105,8 +118,7 @@ impl ContainerSpec {
             what: "find the meshauth binary (the container shim)".into(),
             source,
         })?;
-        let name = leak_name(&self.name);
-        let mut launch = Launch::new(name, program, log_path.to_path_buf())
+        let mut launch = Launch::new(local.name, program, log_path.to_path_buf())
             .arg("container-shim")
             .arg(spec_path.display().to_string());
         launch.pause_signals = (libc::SIGUSR1, libc::SIGUSR2);
@@ -124,11 +136,6 @@ impl ContainerSpec {
             None => (self.image.clone(), "latest".into()),
         }
     }
-}
-
-/// Component names are static in [`Launch`]; the few container names live for the process.
-fn leak_name(name: &str) -> &'static str {
-    Box::leak(name.to_string().into_boxed_str())
 }
 
 /// Whether a Docker engine answers (`DOCKER_HOST`, else the default socket), and if not, what
@@ -158,14 +165,7 @@ pub async fn pull_all(images: &ContainerImages, progress: &dyn Fn(&str)) -> Resu
     use testcontainers::bollard::query_parameters::CreateImageOptionsBuilder;
     let docker = testcontainers::bollard::Docker::connect_with_defaults()
         .map_err(|e| format!("no Docker engine configuration is usable: {e}"))?;
-    for image in [
-        &images.keycloak,
-        &images.oauth2_proxy,
-        &images.httpbin,
-        &images.redis,
-        &images.envoy,
-        &images.node,
-    ] {
+    for image in images.all() {
         if docker.inspect_image(image).await.is_ok() {
             continue;
         }
@@ -297,14 +297,7 @@ mod tests {
         let images = ContainerImages::pinned();
         assert_eq!(images.httpbin, "docker.io/mccutchen/go-httpbin:2.26.0");
         assert_eq!(images.envoy, "docker.io/envoyproxy/envoy:v1.40.0");
-        for image in [
-            &images.keycloak,
-            &images.oauth2_proxy,
-            &images.httpbin,
-            &images.redis,
-            &images.envoy,
-            &images.node,
-        ] {
+        for image in images.all() {
             assert_eq!(image.split('/').count(), 3, "{image}");
         }
     }

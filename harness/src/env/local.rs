@@ -1715,7 +1715,7 @@ impl LocalStack {
         let Some(spec) = container_spec(component, launch, images, &self.run_dir) else {
             return Ok(Supervised::spawn(launch)?);
         };
-        Ok(Supervised::spawn(&spec.launch(&launch.log_path)?)?)
+        Ok(Supervised::spawn(&spec.launch(launch)?)?)
     }
 
     async fn wait_keycloak(&mut self) -> Result<(), EnvError> {

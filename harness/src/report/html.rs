@@ -53,16 +53,9 @@ static ENVIRONMENT: LazyLock<Result<Environment<'static>, String>> = LazyLock::n
 
 fn render_error(error: impl std::error::Error) -> ReportError {
     // The causes name the template and line that failed (e.g. inside an include).
-    let mut detail = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
     ReportError::Render {
         reporter: "html",
-        detail,
+        detail: crate::error_chain(&error),
     }
 }
 
