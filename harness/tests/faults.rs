@@ -13,7 +13,7 @@ use meshauth::engine::Engine;
 use meshauth::env::local::{LoginTheme, SessionStore};
 use meshauth::env::{LocalStack, StackConfig};
 use meshauth::events::Verdict;
-use meshauth::policy::{AuthorizationRequirement, PeerAuthenticationMode};
+use meshauth::policy::{AuthorizationRequirement, PeerAuthenticationMode, SidecarPolicy};
 use meshauth::redact::Redactor;
 use meshauth::scenario::{Catalog, Scenario, Suite, qualified_name};
 
@@ -409,6 +409,30 @@ const CASES: &[Case] = &[
         breakage: |c| c.jwt_issuer_mismatch = true,
         scenario: "seed003_origin_auth::legacy_auth_path_issuer",
         expect: Expect::FailsWith("status: expected 200"),
+    },
+    Case {
+        // A RequestAuthentication authenticates a token when there is one; with no auth proxy
+        // and no AuthorizationPolicy, a request without a token goes through.
+        name: "request_authentication_alone_lets_tokenless_requests_through",
+        breakage: |c| c.ext_authz = false,
+        scenario: "seed003_origin_auth::missing_bearer_is_rejected",
+        expect: Expect::FailsWith("status: expected one of 302, 401, 403, actual 200 at https:"),
+    },
+    Case {
+        // Seed 003's v1alpha1 Policy translated without its required origin: STRICT and a
+        // RequestAuthentication on the sidecar, but no requestPrincipals rule.
+        name: "origin_translated_without_request_principals_lets_tokenless_requests_through",
+        breakage: |c| {
+            c.ext_authz = false;
+            c.request_authentication = false;
+            c.sidecar = SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Strict,
+                request_authentication: true,
+                authorization: AuthorizationRequirement::None,
+            };
+        },
+        scenario: "seed003_origin_auth::missing_bearer_is_rejected",
+        expect: Expect::FailsWith("status: expected one of 302, 401, 403, actual 200 at https:"),
     },
     Case {
         name: "policy_written_for_the_first_app_leaves_the_second_open",

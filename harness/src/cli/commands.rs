@@ -220,6 +220,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
         session_cookie_secure: args.plain_http.then_some(false),
         admission: crate::policy::Admission::AuthProxy,
         idp_address: None,
+        realm: None,
     };
     let provisioned = StackConfig {
         baseline_route: true,

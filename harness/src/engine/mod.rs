@@ -158,6 +158,7 @@ impl Engine {
         let same = now.app == self.endpoints.app
             && now.idp == self.endpoints.idp
             && now.issuer == self.endpoints.issuer
+            && now.client_id == self.endpoints.client_id
             && users(&now) == users(&self.endpoints)
             && now.other_client.is_some() == self.endpoints.other_client.is_some()
             && now.signing_key.is_some() == self.endpoints.signing_key.is_some();

@@ -429,8 +429,11 @@ impl StackControl for ExistingControl {
         &'a mut self,
         profile: &'a crate::policy::StackProfile,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
-        let is_what_it_is =
-            profile.sign_in == SignInProfile::default() && profile.sidecar == self.declared_sidecar;
+        let is_what_it_is = profile.sign_in == SignInProfile::default()
+            && profile
+                .sidecar
+                .as_ref()
+                .is_none_or(|sidecar| *sidecar == self.declared_sidecar);
         Box::pin(std::future::ready(if is_what_it_is {
             Ok(())
         } else {
@@ -441,9 +444,15 @@ impl StackControl for ExistingControl {
     /// The deployment is what it is: scenarios of its declared mesh policy run, and those
     /// of the default profile that do not call into the mesh (whose policy is not theirs).
     fn accepts_profile(&self, profile: &StackProfile, uses_mesh: bool) -> bool {
+        // Without a `sidecar:` the scenario takes the deployment's own mesh policy.
         profile.sign_in == SignInProfile::default()
-            && (profile.sidecar == self.declared_sidecar
-                || (!uses_mesh && profile.sidecar == SidecarPolicy::default()))
+            && match &profile.sidecar {
+                None => true,
+                Some(sidecar) => {
+                    *sidecar == self.declared_sidecar
+                        || (!uses_mesh && *sidecar == SidecarPolicy::default())
+                }
+            }
     }
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::local::{CLIENT_ID, REALM, StackConfig};
+use super::local::StackConfig;
 use crate::components::versions;
 use crate::policy::{
     self, AppListener, AuthorizationRequirement, ExtAuthzPaths, IdentityProvider, SidecarPolicy,
@@ -234,7 +234,7 @@ impl<'a> IstioContext<'a> {
             jwt_audiences: config.jwt_audiences,
             log_query_strings: config.log_query_strings,
             baseline_route: config.baseline_route,
-            client_id: CLIENT_ID,
+            client_id: config.sign_in_client_id(),
             issuer_url: if config.jwt_issuer_mismatch {
                 with_auth_prefix_toggled(issuer_url)
             } else {
@@ -243,9 +243,10 @@ impl<'a> IstioContext<'a> {
             // Envoy fetches the key set through the mesh, from the IdP's Service.
             jwks_uri: match config.idp {
                 IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => format!(
-                    "http://keycloak.{}.svc.cluster.local:{}/realms/{REALM}/protocol/openid-connect/certs",
+                    "http://keycloak.{}.svc.cluster.local:{}/realms/{}/protocol/openid-connect/certs",
                     policy::NAMESPACE,
-                    ports.keycloak
+                    ports.keycloak,
+                    config.realm.name()
                 ),
                 IdentityProvider::OidcProvider => format!(
                     "http://oidc-idp.{}.svc.cluster.local:{}/jwks",

@@ -12,14 +12,13 @@ use url::Url;
 
 use super::istio::{IstioContext, ServicePorts};
 use super::local::{
-    CLIENT_ID, EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM, REALM_FIXTURE, ROLE,
-    ROLES_CLAIM, RealmContext, RealmSecrets, StackEvent, USERNAME,
+    EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM_FIXTURE, ROLE, ROLES_CLAIM,
+    RealmContext, RealmSecrets, StackEvent, USERNAME,
 };
 use super::pki::RunPki;
 use super::{Endpoints, EnvError, StackConfig, TestUser};
 use crate::components::ComponentVersion;
 use crate::events::EnvironmentInfo;
-use crate::policy::IdpAddress;
 use crate::redact::{Redactor, Secret};
 
 const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
@@ -250,12 +249,13 @@ struct PublicUrls {
 }
 
 impl PublicUrls {
-    fn new(options: &KindOptions, address: IdpAddress) -> Self {
+    fn new(options: &KindOptions, config: &StackConfig) -> Self {
         let listener = format!("http://127.0.0.1:{}", options.http_host_port);
         let app = format!("https://127.0.0.1:{}", options.https_host_port);
+        let address = config.idp_address;
         let idp = address.public_base(&listener, &app);
         Self {
-            issuer: format!("{idp}/realms/{REALM}"),
+            issuer: format!("{idp}/realms/{}", config.realm.name()),
             redirect_uri: format!("{app}/oauth2/callback"),
             frontend_url: address.under_auth_path().then(|| idp.clone()),
             idp,
@@ -271,10 +271,11 @@ pub fn render(
     options: &KindOptions,
     secrets: &KindSecrets,
 ) -> Result<Manifests, EnvError> {
-    let urls = PublicUrls::new(options, config.idp_address);
+    let urls = PublicUrls::new(options, config);
     let realm_json = crate::fixtures::render(
         REALM_FIXTURE,
         &RealmContext::new(
+            config.realm,
             config,
             &secrets.realm,
             urls.redirect_uri.clone(),
@@ -315,7 +316,7 @@ pub fn render(
     let context = KindContext {
         cluster_name: &options.cluster_name,
         namespace: NAMESPACE,
-        realm: REALM,
+        realm: config.realm.name(),
         images: &options.images,
         http_host_port: options.http_host_port,
         https_host_port: options.https_host_port,
@@ -539,12 +540,12 @@ impl KindEnvironment {
         write("ca.pem", &ca_pem)?;
         let kubeconfig = dir.join("kubeconfig");
 
-        let urls = PublicUrls::new(&options, config.idp_address);
+        let urls = PublicUrls::new(&options, &config);
         let mut endpoints = Endpoints {
             app: url(&format!("{}/", urls.app)),
             idp: url(&format!("{}/", urls.idp)),
             issuer: urls.issuer.clone(),
-            client_id: CLIENT_ID.into(),
+            client_id: config.sign_in_client_id().into(),
             client_secret: Secret::new(String::new()),
             user: TestUser {
                 username: USERNAME.into(),
@@ -1117,7 +1118,7 @@ mod tests {
         let mut objects = manifests.objects.clone();
         // The realm is the `local` fixture, covered by its own tests; here only its place.
         for object in &mut objects {
-            if let Some(realm) = object.pointer_mut("/stringData/realm-test-oidc.json") {
+            if let Some(realm) = object.pointer_mut("/stringData/realm.json") {
                 *realm = serde_json::json!(format!("[{REALM_FIXTURE} rendered]"));
             }
         }
@@ -1170,18 +1171,17 @@ mod tests {
             ..StackConfig::default()
         };
         let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
-        let realm =
-            find(&manifests, "Secret", "keycloak-realm")["stringData"]["realm-test-oidc.json"]
-                .as_str()
-                .unwrap();
+        let realm = find(&manifests, "Secret", "keycloak-realm")["stringData"]["realm.json"]
+            .as_str()
+            .unwrap();
         let realm: serde_json::Value = serde_json::from_str(realm).unwrap();
-        assert_eq!(realm["realm"], REALM);
+        assert_eq!(realm["realm"], config.realm.name());
         assert!(!realm.to_string().contains("\"claim.name\":\"realm_roles\""));
         let sign_in_client = realm["clients"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["clientId"] == CLIENT_ID)
+            .find(|c| c["clientId"] == config.realm.client_id())
             .unwrap();
         assert_eq!(
             sign_in_client["redirectUris"][0],

@@ -22,13 +22,13 @@ use crate::control::{Disruption, Part};
 use crate::events::{EnvironmentInfo, PolicySetting, SettingState};
 use crate::oidc::forge::SigningKey;
 use crate::policy::{
-    Admission, AppListener, ExtAuthzPaths, IdentityProvider, IdpAddress, SidecarPolicy,
-    StackProfile,
+    Admission, AppListener, ExtAuthzPaths, IdentityProvider, IdpAddress, KeycloakRealm,
+    SidecarPolicy, StackProfile,
 };
 use crate::redact::{Redactor, Secret};
 
-pub const REALM: &str = "Test-oidc";
-pub const CLIENT_ID: &str = "oauth2proxy";
+/// oauth2-proxy's client at the second OpenID Provider.
+pub const OIDC_IDP_CLIENT_ID: &str = "oauth2proxy";
 pub const USERNAME: &str = "alice";
 pub const EMAIL: &str = "alice@example.test";
 pub const ROLE: &str = "sso-user";
@@ -53,7 +53,12 @@ pub const UPSTREAM_CLIENT_ID: &str = "keycloak-broker";
 pub const UPSTREAM_USERNAME: &str = "carol";
 pub const UPSTREAM_EMAIL: &str = "carol@upstream.example.test";
 
-pub(super) const REALM_FIXTURE: &str = "keycloak/realm-test-oidc.json.j2";
+pub(super) const REALM_FIXTURE: &str = "keycloak/realm.json.j2";
+
+/// The file Keycloak imports `realm` from.
+pub(super) fn realm_import_file(realm: KeycloakRealm) -> String {
+    format!("realm-{}.json", realm.name().to_ascii_lowercase())
+}
 pub(super) const OAUTH2_PROXY_FIXTURE: &str = "oauth2-proxy/oauth2-proxy.cfg.j2";
 const OIDC_IDP_FIXTURE: &str = "oidc-idp/config.json.j2";
 
@@ -179,6 +184,8 @@ pub struct StackConfig {
     pub app_listener: AppListener,
     /// Where Keycloak is published (its own listener, or under `/auth`).
     pub idp_address: IdpAddress,
+    /// The Keycloak realm and client the app signs users in with.
+    pub realm: KeycloakRealm,
     /// With Keycloak under `/auth` on the app's host, the CUSTOM policy exempts `/auth/*`
     /// (seed 002's `notPaths`). Off, the IdP's own pages go through ext_authz: the sign-in
     /// loops.
@@ -243,6 +250,7 @@ impl Default for StackConfig {
             idp: IdentityProvider::Keycloak,
             app_listener: AppListener::Https,
             idp_address: IdpAddress::OwnListener,
+            realm: KeycloakRealm::TestOidc,
             idp_path_exempt: true,
             ext_authz_paths: ExtAuthzPaths::ExceptAuthProxy,
             session_cookie_domain: None,
@@ -265,7 +273,7 @@ impl StackConfig {
         Self {
             admission_role: self.admission_role && !by_claim,
             gateway_role_claim_policy: by_claim,
-            sidecar: profile.sidecar.clone(),
+            sidecar: profile.sidecar.clone().unwrap_or(self.sidecar),
             idp: sign_in.idp,
             app_listener: sign_in.app_listener,
             // Only Keycloak is published under /auth; another IdP keeps its own address.
@@ -274,6 +282,7 @@ impl StackConfig {
             } else {
                 IdpAddress::OwnListener
             },
+            realm: sign_in.realm.unwrap_or(self.realm),
             ext_authz_paths: sign_in.ext_authz_paths,
             // Checked under a prefix, the callback would be an unknown app path to oauth2-proxy.
             ext_authz_path_prefix: self.ext_authz_path_prefix && !every_path,
@@ -281,6 +290,16 @@ impl StackConfig {
                 .session_cookie_secure
                 .unwrap_or(self.secure_session_cookie),
             ..self
+        }
+    }
+
+    /// The client oauth2-proxy signs users in with at the IdP in use; the app's tokens carry
+    /// it as their audience.
+    pub fn sign_in_client_id(&self) -> &'static str {
+        if self.idp.keycloak_issues() {
+            self.realm.client_id()
+        } else {
+            OIDC_IDP_CLIENT_ID
         }
     }
 
@@ -363,6 +382,10 @@ impl StackConfig {
                     IdpAddress::OwnListenerUnderAuth => "its own listener, legacy /auth/realms/…",
                     IdpAddress::AppHostUnderAuth => "the app's host, /auth/realms/…",
                 },
+            ),
+            P::info(
+                "Keycloak realm / the app's client (its tokens' audience)",
+                format!("{} / {}", self.realm.name(), self.realm.client_id()),
             ),
             P::protection_or_fix(
                 "IdP path exempt from ext_authz where it shares the app's host",
@@ -565,6 +588,8 @@ impl RealmSecrets {
 /// The realm template's variables: one definition for every environment that renders it.
 #[derive(Serialize)]
 pub(super) struct RealmContext<'a> {
+    realm: &'static str,
+    client_id: &'static str,
     client_secret: &'a str,
     redirect_uri: String,
     username: &'a str,
@@ -582,7 +607,7 @@ pub(super) struct RealmContext<'a> {
     custom_claim_realm_roles: bool,
     /// The client whose roles the custom claim's client-role mapper writes.
     client_role_mapper_client: &'static str,
-    /// The client whose roles the app's users hold.
+    /// The client whose roles the app's users hold (its own, or the sign-in client).
     roles_client: &'static str,
     /// The upstream IdP the realm brokers to (the second OpenID Provider), where there is one.
     upstream: Option<UpstreamIdp<'a>>,
@@ -605,7 +630,10 @@ pub(super) struct UpstreamIdp<'a> {
 }
 
 impl<'a> RealmContext<'a> {
+    /// The variables of `realm`, configured as `config` says (every realm of a stack gets the
+    /// same settings, so that which one is in use is the only difference).
     pub(super) fn new(
+        realm: KeycloakRealm,
         config: &StackConfig,
         secrets: &'a RealmSecrets,
         redirect_uri: String,
@@ -613,6 +641,8 @@ impl<'a> RealmContext<'a> {
         frontend_url: Option<String>,
     ) -> Self {
         Self {
+            realm: realm.name(),
+            client_id: realm.client_id(),
             frontend_url,
             upstream: upstream_issuer.map(|issuer| UpstreamIdp {
                 alias: UPSTREAM_ALIAS,
@@ -645,11 +675,11 @@ impl<'a> RealmContext<'a> {
                 config.app_roles_on_the_sign_in_client,
             ) {
                 (true, _) => "account",
-                (false, true) => CLIENT_ID,
+                (false, true) => realm.client_id(),
                 (false, false) => ROLES_CLIENT_ID,
             },
             roles_client: if config.app_roles_on_the_sign_in_client {
-                CLIENT_ID
+                realm.client_id()
             } else {
                 ROLES_CLIENT_ID
             },
@@ -699,10 +729,10 @@ impl<'a> OAuth2ProxyContext<'a> {
         Self {
             idp_backchannel_url: (config.idp_address == IdpAddress::AppHostUnderAuth
                 && config.idp.keycloak_issues())
-            .then(|| format!("{keycloak_internal_url}/realms/{REALM}")),
+            .then(|| format!("{keycloak_internal_url}/realms/{}", config.realm.name())),
             port,
             issuer_url,
-            client_id: CLIENT_ID,
+            client_id: config.sign_in_client_id(),
             redirect_uri,
             skip_provider_button: config.skip_provider_button,
             forward_authorization: config.forward_authorization,
@@ -721,23 +751,6 @@ impl<'a> OAuth2ProxyContext<'a> {
             },
             required_group: (config.admission_role && config.idp == IdentityProvider::OidcProvider)
                 .then_some(ROLE),
-        }
-    }
-}
-
-/// Each fixture's variables (kept apart: both have a `redirect_uri`, the realm's and
-/// oauth2-proxy's, which differ when the app is served over plain HTTP).
-struct FixtureContext<'a> {
-    realm: RealmContext<'a>,
-    oauth2_proxy: OAuth2ProxyContext<'a>,
-}
-
-impl FixtureContext<'_> {
-    fn render(&self, fixture: &str) -> Result<String, crate::fixtures::FixtureError> {
-        if fixture == REALM_FIXTURE {
-            crate::fixtures::render(fixture, &self.realm)
-        } else {
-            crate::fixtures::render(fixture, &self.oauth2_proxy)
         }
     }
 }
@@ -955,7 +968,7 @@ impl LocalStack {
             app: url("https://127.0.0.1/"),
             idp: url("http://127.0.0.1/"),
             issuer: String::new(),
-            client_id: CLIENT_ID.to_string(),
+            client_id: String::new(),
             client_secret: Secret::new(String::new()),
             user: TestUser {
                 username: USERNAME.to_string(),
@@ -1312,7 +1325,8 @@ impl LocalStack {
         let ports = self.ports;
         self.endpoints.app = self.app_url();
         let keycloak_base = self.keycloak_public_base();
-        self.issuer = format!("{keycloak_base}/realms/{REALM}");
+        self.issuer = format!("{keycloak_base}/realms/{}", self.config.realm.name());
+        self.endpoints.client_id = self.config.sign_in_client_id().to_string();
         match self.config.idp {
             IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => {
                 self.endpoints.issuer = self.issuer.clone();
@@ -1424,7 +1438,6 @@ impl LocalStack {
     /// secrets it is given), in start order. The proxies restart with any change of the Istio
     /// inputs, so none keeps configuration from before a change.
     fn wanted_inputs(&self) -> Result<Vec<(Component, String)>, EnvError> {
-        let context = self.context();
         let ports = |component: Component| format!("{:?}", self.ports.owned(component));
         let istio = self.istio_inputs()?;
         // The generator's switches are inputs too.
@@ -1434,17 +1447,17 @@ impl LocalStack {
             self.config.sidecar_trust_domain_check
         );
         // The realm's frontendUrl is changed live (admin API), never by a restart.
-        let realm = {
-            let mut keycloak_only = self.context();
-            keycloak_only.realm.frontend_url = None;
-            keycloak_only.render(REALM_FIXTURE)?
-        };
+        let realms: Vec<String> = self
+            .realm_imports(None)?
+            .into_iter()
+            .map(|(_, realm)| realm)
+            .collect();
         let mut wanted = vec![
             (
                 Component::Keycloak,
                 format!(
                     "{}\n{}\nhostname {}",
-                    realm,
+                    realms.join("\n"),
                     ports(Component::Keycloak),
                     self.ports.gateway_http
                 ),
@@ -1478,7 +1491,7 @@ impl LocalStack {
             Component::OAuth2Proxy,
             format!(
                 "{}\nsecret {}",
-                context.render(OAUTH2_PROXY_FIXTURE)?,
+                self.oauth2_proxy_config()?,
                 self.oauth2_proxy_client_secret()
             ),
         ));
@@ -1498,29 +1511,34 @@ impl LocalStack {
     /// The second OpenID Provider's configuration (users, client, secrets: written 0600).
     fn oidc_idp_config(&self) -> Result<String, EnvError> {
         let realm = &self.secrets.realm;
-        // Keycloak's broker endpoint wherever a profile publishes it, so that moving Keycloak
-        // never restarts the upstream IdP.
-        let broker_redirect_uris = [
+        // Keycloak's broker endpoint of every realm wherever a profile publishes it, so that
+        // moving Keycloak or switching realms never restarts the upstream IdP.
+        let broker_redirect_uris: Vec<String> = [
             IdpAddress::OwnListener,
             IdpAddress::OwnListenerUnderAuth,
             IdpAddress::AppHostUnderAuth,
         ]
-        .map(|address| {
-            format!(
-                "{}/realms/{REALM}/broker/{UPSTREAM_ALIAS}/endpoint",
-                address.public_base(
-                    &format!("http://127.0.0.1:{}", self.ports.gateway_http),
-                    &format!("https://127.0.0.1:{}", self.ports.gateway_https),
+        .into_iter()
+        .flat_map(|address| {
+            let base = address.public_base(
+                &format!("http://127.0.0.1:{}", self.ports.gateway_http),
+                &format!("https://127.0.0.1:{}", self.ports.gateway_https),
+            );
+            KeycloakRealm::ALL.map(|realm| {
+                format!(
+                    "{base}/realms/{}/broker/{UPSTREAM_ALIAS}/endpoint",
+                    realm.name()
                 )
-            )
-        });
+            })
+        })
+        .collect();
         Ok(crate::fixtures::render(
             OIDC_IDP_FIXTURE,
             &serde_json::json!({
                 "issuer": self.oidc_idp_issuer(),
                 "port": self.ports.oidc_idp,
                 "cookie_key": self.secrets.oidc_idp_cookie_key.expose(),
-                "client_id": CLIENT_ID,
+                "client_id": OIDC_IDP_CLIENT_ID,
                 "client_secret": realm.client_secret.expose(),
                 "redirect_uri": self.callback_url(),
                 "app_url": self.app_url().as_str(),
@@ -1582,30 +1600,47 @@ impl LocalStack {
         }
     }
 
-    fn context(&self) -> FixtureContext<'_> {
+    /// Every realm Keycloak imports, rendered, with the file each is imported from. Keycloak
+    /// holds them all, so that a profile switching realms restarts no IdP.
+    fn realm_imports(
+        &self,
+        frontend_url: Option<String>,
+    ) -> Result<Vec<(String, String)>, EnvError> {
         // Keycloak's client is registered for the HTTPS app only: the plain-HTTP app (seed 001)
         // signs in at the second IdP, and switching listeners never restarts Keycloak.
-        let realm_redirect_uri = format!(
+        let redirect_uri = format!(
             "https://127.0.0.1:{}/oauth2/callback",
             self.ports.gateway_https
         );
-        FixtureContext {
-            realm: RealmContext::new(
-                &self.config,
-                &self.secrets.realm,
-                realm_redirect_uri,
-                Some(self.oidc_idp_issuer()),
-                self.keycloak_frontend_url(),
-            ),
-            oauth2_proxy: OAuth2ProxyContext::new(
-                &self.config,
-                self.ports.oauth2_proxy,
-                self.active_issuer(),
-                self.callback_url(),
-                &format!("127.0.0.1:{}", self.ports.redis),
-                &format!("http://127.0.0.1:{}", self.ports.keycloak),
-            ),
-        }
+        KeycloakRealm::ALL
+            .into_iter()
+            .map(|realm| {
+                let context = RealmContext::new(
+                    realm,
+                    &self.config,
+                    &self.secrets.realm,
+                    redirect_uri.clone(),
+                    Some(self.oidc_idp_issuer()),
+                    frontend_url.clone(),
+                );
+                Ok((
+                    realm_import_file(realm),
+                    crate::fixtures::render(REALM_FIXTURE, &context)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn oauth2_proxy_config(&self) -> Result<String, EnvError> {
+        let context = OAuth2ProxyContext::new(
+            &self.config,
+            self.ports.oauth2_proxy,
+            self.active_issuer(),
+            self.callback_url(),
+            &format!("127.0.0.1:{}", self.ports.redis),
+            &format!("http://127.0.0.1:{}", self.ports.keycloak),
+        );
+        Ok(crate::fixtures::render(OAUTH2_PROXY_FIXTURE, &context)?)
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -1630,8 +1665,9 @@ impl LocalStack {
                 }
             })?;
         }
-        let realm = self.context().render(REALM_FIXTURE)?;
-        write_private(&home.join("data/import/realm-test-oidc.json"), &realm)?;
+        for (file, realm) in self.realm_imports(self.keycloak_frontend_url())? {
+            write_private(&home.join("data/import").join(file), &realm)?;
+        }
         let launch = Launch::new("keycloak", home.join("bin/kc.sh"), self.log("keycloak"))
             .args([
                 "start",
@@ -1690,16 +1726,18 @@ impl LocalStack {
             .await
             .map_err(failed("sign in as the bootstrap admin"))?;
         let token = token["access_token"].as_str().unwrap_or_default();
-        self.probe
-            .put(format!("{keycloak}/admin/realms/{REALM}"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(failed("set the realm's frontendUrl"))?;
+        for realm in KeycloakRealm::ALL {
+            self.probe
+                .put(format!("{keycloak}/admin/realms/{}", realm.name()))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(failed("set the realm's frontendUrl"))?;
+        }
         self.append_stack_log(&format!(
-            "keycloak: realm {REALM} published at {} (frontendUrl, set live through the admin API)",
+            "keycloak: realms published at {} (frontendUrl, set live through the admin API)",
             url.unwrap_or("the root of its --hostname")
         ));
         Ok(())
@@ -1733,11 +1771,14 @@ impl LocalStack {
             KEYCLOAK_READY,
         )
         .await?;
-        // The import file holds the client secret and the user's password: gone once imported.
-        let _ = std::fs::remove_file(
-            self.run_dir
-                .join("keycloak/data/import/realm-test-oidc.json"),
-        );
+        // The import files hold the client secret and the users' passwords: gone once imported.
+        for realm in KeycloakRealm::ALL {
+            let _ = std::fs::remove_file(
+                self.run_dir
+                    .join("keycloak/data/import")
+                    .join(realm_import_file(realm)),
+            );
+        }
         Ok(())
     }
 
@@ -1852,7 +1893,7 @@ impl LocalStack {
                 )
             }
             Component::OAuth2Proxy => {
-                let config = self.context().render(OAUTH2_PROXY_FIXTURE)?;
+                let config = self.oauth2_proxy_config()?;
                 let path = self.run_dir.join("oauth2-proxy.cfg");
                 write_private(&path, &config)?;
                 (
@@ -1953,7 +1994,6 @@ impl crate::control::StackControl for LocalStack {
     }
 
     fn config_files(&self) -> Result<Vec<crate::audit::ConfigFile>, String> {
-        let context = self.context();
         let istio = self.istio_inputs().map_err(|e| e.to_string())?;
         // One file, as an IstioOperator holds the mesh config beside the policies: the
         // provider's settings and the policies that name it are judged together.
@@ -1967,16 +2007,25 @@ impl crate::control::StackControl for LocalStack {
                 text,
             });
         }
-        for (fixture, name) in [
-            (OAUTH2_PROXY_FIXTURE, "oauth2-proxy.cfg"),
-            (REALM_FIXTURE, "realm-test-oidc.json"),
-        ] {
-            let text = context.render(fixture).map_err(|e| e.to_string())?;
+        // Without the CUSTOM policy no request reaches oauth2-proxy: it is not part of the
+        // deployment under test.
+        if self.config.ext_authz {
             files.push(crate::audit::ConfigFile {
-                name: name.to_string(),
-                text,
+                name: "oauth2-proxy.cfg".into(),
+                text: self.oauth2_proxy_config().map_err(|e| e.to_string())?,
             });
         }
+        // The realm in use: the others are there only to switch to.
+        let in_use = realm_import_file(self.config.realm);
+        let realms = self
+            .realm_imports(self.keycloak_frontend_url())
+            .map_err(|e| e.to_string())?;
+        files.extend(
+            realms
+                .into_iter()
+                .filter(|(file, _)| *file == in_use)
+                .map(|(name, text)| crate::audit::ConfigFile { name, text }),
+        );
         Ok(files)
     }
 
@@ -2176,7 +2225,11 @@ pub fn dump_istio(
         oidc_idp: 3000,
     };
     let pki = RunPki::generate()?;
-    let issuer = format!("http://127.0.0.1:{}/realms/{REALM}", ports.gateway_http);
+    let issuer = format!(
+        "http://127.0.0.1:{}/realms/{}",
+        ports.gateway_http,
+        config.realm.name()
+    );
     let inputs = IstioInputs::render(
         config,
         &ports,

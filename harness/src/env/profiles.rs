@@ -3,7 +3,9 @@
 //! leaves off, the fix). `reference` is the hardened default every check passes on.
 
 use super::local::{SessionStore, StackConfig};
-use crate::policy::IdpAddress;
+use crate::policy::{
+    AuthorizationRequirement, IdpAddress, KeycloakRealm, PeerAuthenticationMode, SidecarPolicy,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentProfile {
@@ -74,8 +76,10 @@ impl DeploymentProfile {
                  sessions in redis, Keycloak under /auth on the app's host"
             }
             Self::Seed003 => {
-                "as seed 003 writes it: RequestAuthentication without audiences and mTLS, no \
-                 auth proxy at the gateway, Keycloak's legacy /auth/realms/... issuer"
+                "as seed 003 writes it: nothing at the gateway (no auth proxy, no JWT rule); \
+                 on httpbin's sidecar STRICT mTLS and a required JWT of realm istio with \
+                 audience istio (its v1alpha1 Policy, translated), any realm user admitted, \
+                 Keycloak's legacy /auth/realms/istio issuer"
             }
         }
     }
@@ -111,11 +115,23 @@ impl DeploymentProfile {
                 idp_address: IdpAddress::AppHostUnderAuth,
                 ..istio_provider_defaults(config)
             },
-            // Its issuer is Keycloak's legacy http://<keycloak>/auth/realms/....
+            // Its issuer is Keycloak's legacy http://<keycloak>/auth/realms/istio; its Policy's
+            // origin lists `audiences: [istio]`, the client its tokens come from. The Policy
+            // targets httpbin, not the gateway: its v1alpha1 `peers: mtls` + required `origins`
+            // + `USE_ORIGIN` are today STRICT + RequestAuthentication + requestPrincipals on
+            // the sidecar (docs/istio.md), and the gateway checks nothing.
             Self::Seed003 => StackConfig {
                 ext_authz: false,
-                jwt_audiences: false,
+                request_authentication: false,
+                sidecar: SidecarPolicy {
+                    peer_authentication: PeerAuthenticationMode::Strict,
+                    request_authentication: true,
+                    authorization: AuthorizationRequirement::RequestPrincipal,
+                },
+                jwt_audiences: true,
+                admission_role: false,
                 idp_address: IdpAddress::OwnListenerUnderAuth,
+                realm: KeycloakRealm::Istio,
                 ..config
             },
         }

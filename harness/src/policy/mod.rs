@@ -141,8 +141,10 @@ impl SidecarPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackProfile {
+    /// The mesh policies on httpbin's sidecar; absent: the stack's own (Istio's defaults,
+    /// unless a deployment profile sets them).
     #[serde(default)]
-    pub sidecar: SidecarPolicy,
+    pub sidecar: Option<SidecarPolicy>,
     #[serde(default)]
     pub sign_in: SignInProfile,
 }
@@ -165,6 +167,42 @@ pub struct SignInProfile {
     /// Where browsers and clients reach the IdP; absent: the stack's own setting.
     #[serde(default)]
     pub idp_address: Option<IdpAddress>,
+    /// The Keycloak realm (and its client for the app); absent: the stack's own setting.
+    #[serde(default)]
+    pub realm: Option<KeycloakRealm>,
+}
+
+/// The Keycloak realm users sign in at and the client the app's tokens are issued to. The
+/// local Keycloak holds every one of them, so switching is a matter of configuration, not of
+/// restarting Keycloak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeycloakRealm {
+    /// Realm `Test-oidc`, client `oauth2proxy` (seed 000's names): the reference.
+    #[default]
+    TestOidc,
+    /// Realm `istio`, client `istio`, whose tokens carry audience `istio` (seed 003's names).
+    Istio,
+}
+
+impl KeycloakRealm {
+    pub const ALL: [Self; 2] = [Self::TestOidc, Self::Istio];
+
+    /// The realm's name, as in `/realms/<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TestOidc => "Test-oidc",
+            Self::Istio => "istio",
+        }
+    }
+
+    /// The client the app signs users in with; its tokens carry it as audience.
+    pub fn client_id(self) -> &'static str {
+        match self {
+            Self::TestOidc => "oauth2proxy",
+            Self::Istio => "istio",
+        }
+    }
 }
 
 /// Where the IdP (Keycloak) is published: its own listener at the root, its own listener
@@ -273,7 +311,19 @@ impl StackProfile {
 
     /// What is wrong with the combination, if anything (see [`SidecarPolicy::validate`]).
     pub fn validate(&self) -> Result<(), String> {
-        self.sidecar.validate()?;
+        if let Some(sidecar) = &self.sidecar {
+            sidecar.validate()?;
+        }
+        if let Some(realm) = self.sign_in.realm
+            && !self.sign_in.idp.keycloak_issues()
+        {
+            return Err(format!(
+                "realm {} is a Keycloak realm, but idp is {}: use idp: keycloak (or \
+                 keycloak_brokering), or drop realm",
+                serde_json::to_string(&realm).unwrap_or_default(),
+                serde_json::to_string(&self.sign_in.idp).unwrap_or_default()
+            ));
+        }
         if let Some(address) = self.sign_in.idp_address
             && address.under_auth_path()
             && !self.sign_in.idp.keycloak_issues()
@@ -303,19 +353,17 @@ mod tests {
             "sidecar:\n  peer_authentication: strict\n  request_authentication: true\n  authorization: request_principal\n",
         )
         .unwrap();
+        let sidecar = profile.sidecar.unwrap();
+        assert_eq!(sidecar.peer_authentication, PeerAuthenticationMode::Strict);
         assert_eq!(
-            profile.sidecar.peer_authentication,
-            PeerAuthenticationMode::Strict
-        );
-        assert_eq!(
-            profile.sidecar.authorization,
+            sidecar.authorization,
             AuthorizationRequirement::RequestPrincipal
         );
         let peer =
             parse("sidecar:\n  authorization: { peer_principal: cluster.local/ns/foo/sa/sleep }\n")
                 .unwrap();
         assert_eq!(
-            peer.sidecar.authorization,
+            peer.sidecar.unwrap().authorization,
             AuthorizationRequirement::PeerPrincipal("cluster.local/ns/foo/sa/sleep".into())
         );
         assert!(parse("").is_ok_and(|p| p.is_default()));
@@ -363,6 +411,27 @@ mod tests {
             ..SidecarPolicy::default()
         };
         assert!(disabled.validate().unwrap_err().contains("needs mTLS"));
+    }
+
+    #[test]
+    fn keycloak_settings_with_another_idp_say_so() {
+        let realm = parse("sign_in:\n  idp: oidc_provider\n  realm: istio\n").unwrap();
+        assert!(
+            realm
+                .validate()
+                .unwrap_err()
+                .contains("realm \"istio\" is a Keycloak realm, but idp is \"oidc_provider\"")
+        );
+        let address =
+            parse("sign_in:\n  idp: oidc_provider\n  idp_address: app_host_under_auth\n").unwrap();
+        assert!(address.validate().unwrap_err().contains("drop idp_address"));
+        let legacy =
+            parse("sign_in:\n  idp_address: own_listener_under_auth\n  realm: istio\n").unwrap();
+        assert_eq!(legacy.validate(), Ok(()));
+        assert_eq!(
+            legacy.sign_in.realm.map(KeycloakRealm::client_id),
+            Some("istio")
+        );
     }
 
     #[test]

@@ -949,7 +949,7 @@ mod tests {
         let modes: Vec<_> = suite
             .scenarios
             .iter()
-            .map(|s| s.profile(&suite).sidecar.peer_authentication)
+            .map(|s| s.profile(&suite).sidecar.unwrap().peer_authentication)
             .collect();
         assert_eq!(modes, [Strict, Disable]);
         let bad = parse(
