@@ -76,6 +76,12 @@ static SENSITIVE_PARAM: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// `text` without the values of sensitive query parameters (authorization codes, `state`,
+/// tokens, passwords in URLs): for component logs, which know no registered secret.
+pub fn without_url_credentials(text: &str) -> std::borrow::Cow<'_, str> {
+    SENSITIVE_PARAM.replace_all(text, format!("$1={REDACTED}"))
+}
+
 /// Removes secrets from text. Cheap to clone; all clones share the registered secrets.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -118,9 +124,7 @@ impl Redactor {
     /// Redacts one recorded value (a URL, a message): known secrets, JWT signatures, and the
     /// values of sensitive query parameters.
     pub fn redact(&self, text: &str) -> String {
-        SENSITIVE_PARAM
-            .replace_all(&self.redact_known_secrets(text), format!("$1={REDACTED}"))
-            .into_owned()
+        without_url_credentials(&self.redact_known_secrets(text)).into_owned()
     }
 
     /// Redacts only registered secrets and JWT signatures. Safe on a whole rendered document

@@ -20,6 +20,9 @@ use regex::Regex;
 static FULL_JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{8,}").unwrap()
 });
+/// An authorization code or `state` in a URL (a callback in a component's request log).
+static URL_CODE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"[?&](code|state)=([^&\s"'<>]+)"#).unwrap());
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -42,6 +45,16 @@ fn audit(files: &[PathBuf], needles: &[(String, &str)]) -> Vec<String> {
             if text.contains(needle.as_str()) {
                 leaks.push(format!("{} holds {what}", file.display()));
             }
+        }
+        if let Some(value) = URL_CODE
+            .captures_iter(&text)
+            .find(|c| !c[2].contains("redacted"))
+        {
+            leaks.push(format!(
+                "{} holds an authorization code or state in a URL ({}=…)",
+                file.display(),
+                &value[1]
+            ));
         }
         if let Some(jwt) = FULL_JWT.find(&text) {
             leaks.push(format!(
@@ -161,12 +174,19 @@ fn no_secret_reaches_any_file_of_a_real_run() {
 
     // The audit must be able to fail: a planted copy of a real secret is found.
     let planted = run_dir.join("planted-leak.txt");
-    std::fs::write(&planted, format!("oops {} oops", tokens[0])).unwrap();
+    std::fs::write(
+        &planted,
+        format!(
+            "oops {} oops GET /oauth2/callback?code=0a1b2c3d-4e5f",
+            tokens[0]
+        ),
+    )
+    .unwrap();
     let found = audit(std::slice::from_ref(&planted), &needles);
     assert_eq!(
         found.len(),
-        3,
-        "token, its signature and a full JWT: {found:?}"
+        4,
+        "token, its signature, a full JWT and a code: {found:?}"
     );
     std::fs::remove_file(&planted).unwrap();
 

@@ -178,14 +178,56 @@ impl Exit {
     }
 }
 
-/// The thread that owns the child and reaps it as soon as it exits.
-fn reap_in_background(name: &'static str, mut child: Child, exit: Arc<Exit>) {
+/// How long an exit waits for the child's last output to reach its log: a grandchild that
+/// keeps the output open must not hold back the news that the child died.
+const LAST_OUTPUT: Duration = Duration::from_secs(2);
+
+/// Copies a child's output into its log line by line, without the values of credentials that
+/// travel in URLs (authorization codes, `state`, tokens in query strings): oauth2-proxy logs
+/// every request URI, the OIDC callback's code included. `_done` is dropped at end of output.
+fn pump_output(
+    name: &'static str,
+    output: impl Read + Send + 'static,
+    mut log: File,
+    _done: std::sync::mpsc::Sender<()>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("log-{name}"))
+        .spawn(move || {
+            use std::io::{BufRead as _, Write as _};
+            let mut output = std::io::BufReader::new(output);
+            let mut line = Vec::new();
+            while output.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                let scrubbed = crate::redact::without_url_credentials(&text);
+                if log.write_all(scrubbed.as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+            drop(_done);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(component = name, %error, "could not start the log thread");
+    }
+}
+
+/// The thread that owns the child and reaps it as soon as it exits, once its output is in the
+/// log (or [`LAST_OUTPUT`] has passed).
+fn reap_in_background(
+    name: &'static str,
+    mut child: Child,
+    exit: Arc<Exit>,
+    output_done: std::sync::mpsc::Receiver<()>,
+) {
     let spawned = std::thread::Builder::new()
         .name(format!("reap-{name}"))
         .spawn({
             let exit = exit.clone();
             move || {
                 let status = child.wait();
+                // Every sender is dropped at end of output: then this returns Disconnected.
+                let _ = output_done.recv_timeout(LAST_OUTPUT);
                 let mut slot = exit.status.lock().unwrap_or_else(|p| p.into_inner());
                 // wait() only fails if the child was already reaped; record a failure either way.
                 *slot = Some(
@@ -229,13 +271,14 @@ impl Supervised {
             what: "duplicate log handle".into(),
             source,
         })?;
+        let (output_sender, output_done) = std::sync::mpsc::channel();
         let mut command = Command::new(&launch.program);
         command
             .args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0);
         if let Some(dir) = &launch.cwd {
             command.current_dir(dir);
@@ -248,18 +291,24 @@ impl Supervised {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| ComponentError::Spawn {
+        let mut child = command.spawn().map_err(|source| ComponentError::Spawn {
             component: launch.name,
             program: launch.program.clone(),
             source,
         })?;
+        if let Some(stdout) = child.stdout.take() {
+            pump_output(launch.name, stdout, log, output_sender.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            pump_output(launch.name, stderr, log_err, output_sender);
+        }
         let pid = child.id();
         let pgid = pid as i32;
         if let Ok(mut groups) = LIVE_GROUPS.lock() {
             groups.insert(pgid);
         }
         let exit = Arc::new(Exit::default());
-        reap_in_background(launch.name, child, exit.clone());
+        reap_in_background(launch.name, child, exit.clone(), output_done);
         tracing::debug!(component = launch.name, pid, "started");
         Ok(Self {
             name: launch.name,
@@ -379,4 +428,33 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_reaches_the_log_without_url_credentials_before_the_exit_is_known() {
+        let dir = std::env::temp_dir().join(format!("meshauth-process-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("callback.log");
+        let launch = Launch::new("callback", "/bin/sh", log.clone()).args([
+            "-c",
+            "echo 'GET /oauth2/callback?state=s3cr3t-state&code=0a1b-2c3d HTTP/1.1 302'; \
+             echo 'to stderr' >&2; exit 3",
+        ]);
+        let process = Supervised::spawn(&launch).unwrap();
+        let status = process.exit.wait(Duration::from_secs(10)).expect("exited");
+        assert_eq!(status.code(), Some(3));
+        // The exit is recorded only once the output is in the log.
+        let text = process.log_since_start();
+        assert!(
+            text.contains("/oauth2/callback?state=[redacted]&code=[redacted] HTTP/1.1 302"),
+            "{text}"
+        );
+        assert!(text.contains("to stderr"), "{text}");
+        assert!(!text.contains("s3cr3t") && !text.contains("0a1b"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
