@@ -74,3 +74,58 @@ pub fn plan<'a>(
         .collect();
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::env::existing::ExistingEnvironment;
+
+    /// An existing deployment with a kube context and a pod to call from: the mesh scenarios
+    /// written for the policy its file declares run by exec; the rest are left out, each with
+    /// its reason.
+    #[test]
+    fn an_existing_mesh_runs_the_scenarios_of_its_declared_policy() {
+        let parsed = ExistingEnvironment::parse(
+            "with-mesh.yaml",
+            include_str!("../../tests/data/existing/with-mesh.yaml"),
+            Path::new("/etc/meshauth"),
+            &|name| matches!(name, "CS" | "PW").then(|| format!("{name}-value")),
+        )
+        .unwrap();
+        let catalog = crate::scenario::Catalog::builtin();
+        let plan = plan(catalog.select(&[]), parsed.endpoints(), &parsed.control());
+        let ran = |name: &str| {
+            plan.run
+                .iter()
+                .any(|(suite, scenario)| qualified_name(suite, scenario) == name)
+        };
+        let reason = |name: &str| {
+            plan.left_out
+                .iter()
+                .find(|l| l.scenario == name)
+                .map(|l| l.reason.clone())
+                .unwrap_or_default()
+        };
+        for cell in ["without_jwt", "with_valid_jwt", "with_forged_jwt"] {
+            assert!(ran(&format!(
+                "seed003_mesh_matrix::strict_ra_rp__sleep_{cell}"
+            )));
+            assert!(
+                reason(&format!("seed003_mesh_matrix::strict_ra__sleep_{cell}"))
+                    .contains("declares (mesh.policy)")
+            );
+        }
+        assert!(
+            reason("seed003_mesh_matrix::strict_ra_rp__outside_without_jwt")
+                .contains("mesh.outside_caller")
+        );
+        assert!(
+            reason("attack_mesh_transport::untrusted_ca_is_rejected")
+                .contains("certificates the harness mints")
+        );
+        // Scenarios that do not call into the mesh run whatever policy is declared.
+        assert!(ran("seed000_browser_sso::browser_login"));
+    }
+}
