@@ -220,6 +220,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         role: "unused".into(),
         roles_claim: "unused".into(),
         session_cookie: meshauth::endpoints::DEFAULT_SESSION_COOKIE.into(),
+        session_refresh: None,
         sign_in_hosts: Vec::new(),
         ca_pem: None,
         mesh: None,

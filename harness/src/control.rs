@@ -46,6 +46,20 @@ pub enum Disruption {
     /// Frozen (SIGSTOP, or the environment's own pause command): connections are accepted
     /// and never answered, as with a hung service; callers wait for their timeouts.
     Pause,
+    /// The test user's sessions ended there (an administrator signing her out everywhere, as
+    /// when an account is disabled): the IdP only. Nothing to undo.
+    RevokeSessions,
+}
+
+impl Disruption {
+    /// What is done, as a verb phrase ("stop the idp").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Disruption::Stop => "stop",
+            Disruption::Pause => "freeze (as if hung)",
+            Disruption::RevokeSessions => "end the test user's sessions at",
+        }
+    }
 }
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 'a>>;

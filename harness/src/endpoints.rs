@@ -51,6 +51,10 @@ pub struct Endpoints {
     pub signing_key: Option<crate::oidc::forge::SigningKey>,
     /// The auth proxy's session cookie name (its CSRF cookie is this plus `_csrf`).
     pub session_cookie: String,
+    /// How soon the deployment must notice a session ended at the IdP: the auth proxy's
+    /// session refresh interval (oauth2-proxy's `cookie_refresh`) it promises; `None` where
+    /// the environment does not say.
+    pub session_refresh: Option<std::time::Duration>,
     /// Further hosts the sign-in legitimately passes through (an upstream IdP the realm
     /// brokers to); every other host a redirect points to is reported, never followed.
     pub sign_in_hosts: Vec<String>,

@@ -411,6 +411,22 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("status: expected 200"),
     },
     Case {
+        // oauth2-proxy's default: the session is never re-checked at the IdP, so a user
+        // signed out everywhere by an administrator keeps access until the cookie expires.
+        name: "no_session_refresh_keeps_a_revoked_user_in",
+        breakage: |c| c.session_refresh_seconds = None,
+        scenario: "attack_session_lifecycle::session_ended_at_the_idp_ends_access",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
+        // The client issues no refresh tokens: oauth2-proxy's cookie_refresh has nothing to
+        // refresh with and never re-checks the session.
+        name: "client_without_refresh_tokens_never_rechecks_the_session",
+        breakage: |c| c.client_refresh_tokens = false,
+        scenario: "attack_session_lifecycle::session_refresh_keeps_the_user_in",
+        expect: Expect::FailsWith("sets cookie _oauth2_proxy: expected the response sets"),
+    },
+    Case {
         // A RequestAuthentication authenticates a token when there is one; with no auth proxy
         // and no AuthorizationPolicy, a request without a token goes through.
         name: "request_authentication_alone_lets_tokenless_requests_through",

@@ -224,6 +224,9 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
     };
     let provisioned = StackConfig {
         baseline_route: true,
+        // A production-like refresh interval: the conformance run's few seconds would put a
+        // refresh-token grant into the measured hot path every few seconds per session.
+        session_refresh_seconds: Some(60),
         ..stack_config(&args.stack)
     }
     .with_profile(&crate::policy::StackProfile {

@@ -160,6 +160,32 @@ pub fn check_response(
             if present { "present" } else { "absent" },
         ));
     }
+    for name in &expect.sets_cookies {
+        let name = &vars.expand(name);
+        let set: Vec<String> = page
+            .headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split_once('=').map(|(n, _)| n.trim().to_string()))
+            .collect();
+        let is_it = |set: &String| {
+            set == name
+                || set.strip_prefix(&format!("{name}_")).is_some_and(|part| {
+                    !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())
+                })
+        };
+        checks.push(CheckResult::new(
+            format!("sets cookie {name}"),
+            set.iter().any(is_it),
+            format!("the response sets {name}"),
+            if set.is_empty() {
+                "no Set-Cookie".to_string()
+            } else {
+                format!("Set-Cookie for {}", set.join(", "))
+            },
+        ));
+    }
     if let Some(cookie) = &expect.cookie_attributes {
         let cookie = CookieExpectation {
             name: vars.expand(&cookie.name),

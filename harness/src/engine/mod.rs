@@ -146,6 +146,12 @@ impl Engine {
         &self.endpoints
     }
 
+    /// The deployment's session refresh interval and a second (the plan leaves scenarios that
+    /// wait for it out where the environment does not say).
+    fn session_refresh_wait(&self) -> Duration {
+        self.endpoints.session_refresh.unwrap_or_default() + Duration::from_secs(1)
+    }
+
     /// An engine for where `target` is reached now, when its profile moved it (the app on
     /// another listener, another IdP); `None` when this engine's endpoints still hold.
     pub fn for_target(&self, target: &dyn StackControl) -> Result<Option<Engine>, String> {
@@ -436,14 +442,9 @@ impl Engine {
             Step::ExpectJwt { token, claims } => {
                 format!("verify the {token:?} JWT and {} claim(s)", claims.len())
             }
-            Step::Disrupt { component, action } => format!(
-                "{} the {}",
-                match action {
-                    crate::control::Disruption::Stop => "stop",
-                    crate::control::Disruption::Pause => "freeze (as if hung)",
-                },
-                component.name()
-            ),
+            Step::Disrupt { component, action } => {
+                format!("{} the {}", action.verb(), component.name())
+            }
             Step::Restore { component } => format!("restore the {}", component.name()),
             Step::TamperCookie { name, how } => {
                 format!("tamper with cookie {} ({how:?})", self.vars.expand(name))
@@ -458,6 +459,10 @@ impl Engine {
                 )
             }
             Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
+            Step::WaitForSessionRefresh {} => format!(
+                "wait {} s: the session refresh interval, and a second",
+                self.session_refresh_wait().as_secs()
+            ),
             Step::BearerMatrix(matrix) => format!(
                 "send {} bearer token(s) to {}{}",
                 matrix.accepted.len() + matrix.refused.len(),
@@ -741,6 +746,10 @@ impl Engine {
                     .find(|(kept, _)| *kept == name)
                     .ok_or_else(|| format!("no copy of cookie {name} was kept: keep_cookie first"))?;
                 state.browser.put_cookies(&self.endpoints.app, copy);
+                Ok(StepOutput::default())
+            }
+            Step::WaitForSessionRefresh {} => {
+                tokio::time::sleep(self.session_refresh_wait()).await;
                 Ok(StepOutput::default())
             }
             Step::Disrupt { .. } | Step::Restore { .. } | Step::AuditConfig {} => Err(

@@ -42,6 +42,7 @@ pub fn plan<'a>(
         Requirement::SigningKey => endpoints.signing_key.is_some(),
         Requirement::Disrupt(part, disruption) => control.can_disrupt(part, disruption),
         Requirement::ConfigFiles => control.has_config_files(),
+        Requirement::SessionRefresh => endpoints.session_refresh.is_some(),
     };
     let mut plan = Plan {
         run: Vec::new(),

@@ -35,6 +35,11 @@ struct ExistingFile {
     /// The auth proxy's session cookie name (`cookie_name`; its CSRF cookie is this + `_csrf`).
     #[serde(default = "default_session_cookie")]
     session_cookie: String,
+    /// The auth proxy's session refresh interval (oauth2-proxy's `cookie_refresh`), in
+    /// seconds: how soon a session ended at the IdP must end at the app. Without it the
+    /// session-refresh checks are left out.
+    #[serde(default)]
+    session_refresh_seconds: Option<u64>,
     /// Hosts besides the app, the IdP and the issuer that the sign-in passes through (an
     /// upstream IdP your realm brokers to, e.g. login.microsoftonline.com).
     #[serde(default)]
@@ -100,6 +105,9 @@ pub struct PartCommands {
     pause: Option<String>,
     #[serde(default)]
     resume: Option<String>,
+    /// Ends the test user's sessions at the IdP (e.g. Keycloak's "sign out all sessions").
+    #[serde(default)]
+    revoke_sessions: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +296,9 @@ impl ExistingEnvironment {
                 role: parsed.role,
                 roles_claim: parsed.roles_claim,
                 session_cookie: parsed.session_cookie,
+                session_refresh: parsed
+                    .session_refresh_seconds
+                    .map(std::time::Duration::from_secs),
                 sign_in_hosts: parsed.sign_in_hosts,
                 ca_pem,
                 mesh: None,
@@ -467,6 +478,7 @@ impl StackControl for ExistingControl {
         match disruption {
             Disruption::Stop => self.command(part, |c| &c.stop).is_some(),
             Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
+            Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions).is_some(),
         }
     }
 
@@ -478,6 +490,7 @@ impl StackControl for ExistingControl {
         let command = match disruption {
             Disruption::Stop => self.command(part, |c| &c.stop),
             Disruption::Pause => self.command(part, |c| &c.pause),
+            Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions),
         };
         self.disrupted.insert(part, disruption);
         Box::pin(async move {
@@ -498,7 +511,7 @@ impl StackControl for ExistingControl {
         let command = match self.disrupted.get(&part) {
             Some(Disruption::Stop) => self.command(part, |c| &c.start),
             Some(Disruption::Pause) => self.command(part, |c| &c.resume),
-            None => None,
+            Some(Disruption::RevokeSessions) | None => None,
         };
         Box::pin(async move {
             if let Some(command) = command {

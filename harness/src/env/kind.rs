@@ -559,6 +559,9 @@ impl KindEnvironment {
             role: ROLE.into(),
             roles_claim: ROLES_CLAIM.into(),
             session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.into(),
+            session_refresh: Some(std::time::Duration::from_secs(
+                super::local::SESSION_REFRESH_SECONDS.into(),
+            )),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(ca_pem),
             // The harness cannot join the cluster's mesh from outside it: the mesh matrix

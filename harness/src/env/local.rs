@@ -37,6 +37,10 @@ pub const ROLES_CLAIM: &str = "realm_roles";
 pub const CUSTOM_ROLES_CLAIM: &str = "meshauth_roles";
 /// Where the second app (another go-httpbin) answers behind the gateway: one login, many apps.
 pub const ECHO_PREFIX: &str = "/echo";
+/// The reference's session refresh interval (oauth2-proxy's `cookie_refresh`): how soon a
+/// session ended at the IdP ends at the app. Short, so the check takes seconds; a production
+/// deployment would pick a minute or so.
+pub const SESSION_REFRESH_SECONDS: u32 = 2;
 /// The client holding the app's roles (nobody signs in with it).
 pub const ROLES_CLIENT_ID: &str = "httpbin";
 /// The client role the test user holds on the app's roles client.
@@ -129,6 +133,13 @@ pub struct StackConfig {
     pub admission_role: bool,
     /// oauth2-proxy puts the user's token in the `Authorization` header it answers with.
     pub forward_authorization: bool,
+    /// oauth2-proxy's `cookie_refresh`, in seconds: it re-checks the session at the IdP (a
+    /// refresh-token grant) this often, so a user disabled or signed out there loses access
+    /// within it. `None`: never (oauth2-proxy's default), the session lives until it expires.
+    pub session_refresh_seconds: Option<u32>,
+    /// The realm's client issues refresh tokens (Keycloak's default); without them the auth
+    /// proxy can never re-check a session.
+    pub client_refresh_tokens: bool,
     /// oauth2-proxy goes straight to the IdP instead of showing its sign-in button.
     pub skip_provider_button: bool,
     pub login_theme: LoginTheme,
@@ -227,6 +238,8 @@ impl Default for StackConfig {
             jwt_audiences: true,
             admission_role: true,
             forward_authorization: true,
+            session_refresh_seconds: Some(SESSION_REFRESH_SECONDS),
+            client_refresh_tokens: true,
             skip_provider_button: false,
             login_theme: LoginTheme::KeycloakV2,
             role_mapper: true,
@@ -363,6 +376,11 @@ impl StackConfig {
                 } else {
                     "shown"
                 },
+            ),
+            P::protection_or_fix(
+                "sessions re-checked at the IdP (cookie_refresh)",
+                self.session_refresh_seconds.is_some() && self.client_refresh_tokens,
+                "cookie_refresh well below the access token's lifetime (e.g. \"1m\"), with refresh tokens on the client: a user disabled or signed out at the IdP then loses access within it, not when the cookie expires (cookie_expire, 168h by default)",
             ),
             P::info("Keycloak login theme", self.login_theme.name()),
             P::info(
@@ -585,6 +603,14 @@ impl RealmSecrets {
     }
 }
 
+/// Maps a failed call to Keycloak's admin API to what was being done.
+fn idp_admin_failed(what: &'static str) -> impl Fn(reqwest::Error) -> EnvError {
+    move |error| EnvError::IdpAdmin {
+        what,
+        detail: error.to_string(),
+    }
+}
+
 /// The realm template's variables: one definition for every environment that renders it.
 #[derive(Serialize)]
 pub(super) struct RealmContext<'a> {
@@ -615,6 +641,7 @@ pub(super) struct RealmContext<'a> {
     client_any_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
+    client_refresh_tokens: bool,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
     frontend_url: Option<String>,
 }
@@ -687,6 +714,7 @@ impl<'a> RealmContext<'a> {
             client_any_redirect_uri: config.client_any_redirect_uri,
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,
+            client_refresh_tokens: config.client_refresh_tokens,
         }
     }
 }
@@ -707,6 +735,8 @@ pub(super) struct OAuth2ProxyContext<'a> {
     backend_logout: bool,
     /// `redis://host:port` of the session store; none for cookie sessions.
     redis_url: Option<String>,
+    /// `cookie_refresh`, e.g. `4s`; none: never refresh.
+    cookie_refresh: Option<String>,
     /// oauth2-proxy's provider: Keycloak's own, or plain OIDC for any other IdP.
     provider: &'static str,
     /// Admission by the IdP's groups claim (plain OIDC), where Keycloak's provider has roles.
@@ -745,6 +775,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             backend_logout: config.backend_logout && config.idp.keycloak_issues(),
             redis_url: (config.session_store == SessionStore::Redis)
                 .then(|| format!("redis://{redis_address}")),
+            cookie_refresh: config.session_refresh_seconds.map(|s| format!("{s}s")),
             provider: match config.idp {
                 IdentityProvider::Keycloak | IdentityProvider::KeycloakBrokering => "keycloak-oidc",
                 IdentityProvider::OidcProvider => "oidc",
@@ -982,6 +1013,9 @@ impl LocalStack {
             role: ROLE.to_string(),
             roles_claim: ROLES_CLAIM.to_string(),
             session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.to_string(),
+            // The reference's bound, whatever the profile: a deployment that never refreshes
+            // keeps a revoked user in, and that is the finding.
+            session_refresh: Some(Duration::from_secs(SESSION_REFRESH_SECONDS.into())),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(pki.ca_cert_pem.clone()),
             mesh: Some(MeshEndpoints {
@@ -1701,12 +1735,66 @@ impl LocalStack {
     /// `frontendUrl` (empty: the root of Keycloak's `--hostname`), set with the admin API.
     async fn set_realm_frontend_url(&self, url: Option<&str>) -> Result<(), EnvError> {
         let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
-        let failed = |what: &'static str| {
-            move |error: reqwest::Error| EnvError::IdpAdmin {
-                what,
-                detail: error.to_string(),
-            }
-        };
+        let token = self.keycloak_admin_token().await?;
+        for realm in KeycloakRealm::ALL {
+            self.probe
+                .put(format!("{keycloak}/admin/realms/{}", realm.name()))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(idp_admin_failed("set the realm's frontendUrl"))?;
+        }
+        self.append_stack_log(&format!(
+            "keycloak: realms published at {} (frontendUrl, set live through the admin API)",
+            url.unwrap_or("the root of its --hostname")
+        ));
+        Ok(())
+    }
+
+    /// Ends every session of the test user in the realm in use, as an administrator's "sign
+    /// out all sessions" does: her refresh tokens stop working at once.
+    async fn revoke_user_sessions(&self) -> Result<(), EnvError> {
+        let users = format!(
+            "http://127.0.0.1:{}/admin/realms/{}/users",
+            self.ports.keycloak,
+            self.config.realm.name()
+        );
+        let token = self.keycloak_admin_token().await?;
+        let found: serde_json::Value = self
+            .probe
+            .get(&users)
+            .query(&[("username", USERNAME), ("exact", "true")])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(idp_admin_failed("find the test user"))?
+            .json()
+            .await
+            .map_err(idp_admin_failed("find the test user"))?;
+        let id = found[0]["id"].as_str().ok_or_else(|| EnvError::IdpAdmin {
+            what: "find the test user",
+            detail: format!("no user {USERNAME} in realm {}", self.config.realm.name()),
+        })?;
+        self.probe
+            .post(format!("{users}/{id}/logout"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(idp_admin_failed("end the test user's sessions"))?;
+        self.append_stack_log(&format!(
+            "keycloak: every session of {USERNAME} ended (a scenario's disruption)"
+        ));
+        Ok(())
+    }
+
+    /// A token of Keycloak's bootstrap admin, for the admin REST API.
+    async fn keycloak_admin_token(&self) -> Result<String, EnvError> {
+        let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
+        let failed = idp_admin_failed;
         let token: serde_json::Value = self
             .probe
             .post(format!(
@@ -1725,22 +1813,13 @@ impl LocalStack {
             .json()
             .await
             .map_err(failed("sign in as the bootstrap admin"))?;
-        let token = token["access_token"].as_str().unwrap_or_default();
-        for realm in KeycloakRealm::ALL {
-            self.probe
-                .put(format!("{keycloak}/admin/realms/{}", realm.name()))
-                .bearer_auth(token)
-                .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(failed("set the realm's frontendUrl"))?;
-        }
-        self.append_stack_log(&format!(
-            "keycloak: realms published at {} (frontendUrl, set live through the admin API)",
-            url.unwrap_or("the root of its --hostname")
-        ));
-        Ok(())
+        token["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| EnvError::IdpAdmin {
+                what: "sign in as the bootstrap admin",
+                detail: "the token response has no access_token".into(),
+            })
     }
 
     /// Starts `launch` as a process, or, in the containers environment, the component's
@@ -1985,8 +2064,14 @@ impl crate::control::StackControl for LocalStack {
         true
     }
 
-    fn can_disrupt(&self, part: Part, _: Disruption) -> bool {
-        part != Part::SessionStore || self.config.session_store == SessionStore::Redis
+    fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool {
+        match (part, disruption) {
+            // Through Keycloak's admin API: the second OpenID Provider has none.
+            (Part::Idp, Disruption::RevokeSessions) => self.config.idp.keycloak_issues(),
+            (_, Disruption::RevokeSessions) => false,
+            (Part::SessionStore, _) => self.config.session_store == SessionStore::Redis,
+            _ => true,
+        }
     }
 
     fn endpoints(&self) -> Option<Endpoints> {
@@ -2052,6 +2137,13 @@ impl crate::control::StackControl for LocalStack {
                 }
                 None => Err(format!("{} is not running", component.name())),
             },
+            Disruption::RevokeSessions => {
+                return Box::pin(async move {
+                    self.revoke_user_sessions()
+                        .await
+                        .map_err(|e| format!("ending the test user's sessions failed: {e}"))
+                });
+            }
         };
         self.append_stack_log(&format!(
             "{}: {disruption:?} (a scenario's disruption)",

@@ -64,7 +64,7 @@ impl DeploymentProfile {
                 "as seed 000 writes it: ASM's managed oauth2-proxy with the provider's defaults \
                  (no pathPrefix, 600 s timeout), no identity-header stripping, any realm user \
                  admitted, no audiences, no IdP logout, no PKCE required of the client, \
-                 sessions in the cookie"
+                 sessions in the cookie and never re-checked at the IdP"
             }
             Self::Seed001 => {
                 "as seed 001 writes it: seed 000's gateway setup with the app and its callback \
@@ -73,7 +73,7 @@ impl DeploymentProfile {
             Self::Seed002 => {
                 "as seed 002 writes it: Istio's envoyExtAuthzHttp to oauth2-proxy with default \
                  provider settings, admission left to the IdP, no audiences, no IdP logout, \
-                 sessions in redis, Keycloak under /auth on the app's host"
+                 sessions in redis never re-checked at the IdP, Keycloak under /auth on the app's host"
             }
             Self::Seed003 => {
                 "as seed 003 writes it: nothing at the gateway (no auth proxy, no JWT rule); \
@@ -94,6 +94,7 @@ impl DeploymentProfile {
             admission_role: false,
             backend_logout: false,
             client_requires_pkce: false,
+            session_refresh_seconds: None,
             ..config
         };
         match self {

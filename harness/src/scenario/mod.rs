@@ -102,6 +102,8 @@ pub enum Requirement {
     Disrupt(Part, Disruption),
     /// The deployment's configuration files.
     ConfigFiles,
+    /// The session refresh interval the deployment promises.
+    SessionRefresh,
 }
 
 impl Requirement {
@@ -138,13 +140,17 @@ impl Requirement {
                 "the environment names no test_signing_key_file (a key the IdP publishes)".into()
             }
             Requirement::ConfigFiles => "the environment names no config_files to audit".into(),
+            Requirement::SessionRefresh => {
+                "it waits for the auth proxy's session refresh, and the environment does not say \
+                 how often that is: add session_refresh_seconds (oauth2-proxy's cookie_refresh) \
+                 to the environment file"
+                    .into()
+            }
             Requirement::Disrupt(part, disruption) => format!(
                 "it needs to {} the {}, and the environment gives the harness no way to \
-                 (control commands in the environment file, or --env local)",
-                match disruption {
-                    Disruption::Stop => "stop",
-                    Disruption::Pause => "pause",
-                },
+                 (control commands in the environment file, or --env local with an IdP that \
+                 allows it)",
+                disruption.verb(),
                 part.name()
             ),
         }
@@ -225,6 +231,7 @@ impl Scenario {
                     needs.push(Requirement::Disrupt(*component, *action))
                 }
                 Step::AuditConfig {} => needs.push(Requirement::ConfigFiles),
+                Step::WaitForSessionRefresh {} => needs.push(Requirement::SessionRefresh),
                 _ => {}
             }
         }
@@ -291,6 +298,9 @@ pub enum Step {
     /// Audits the deployment's configuration files for insecure settings (one check per rule
     /// that applies to a file; see docs/attacks.md).
     AuditConfig {},
+    /// Waits out the deployment's session refresh interval (and a second): long enough for
+    /// the auth proxy to have re-checked the session at the IdP on the next request.
+    WaitForSessionRefresh {},
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -316,6 +326,7 @@ impl Step {
             Step::KeepCookie { .. } => "keep_cookie",
             Step::PutBackCookie { .. } => "put_back_cookie",
             Step::AuditConfig {} => "audit_config",
+            Step::WaitForSessionRefresh {} => "wait_for_session_refresh",
         }
     }
 
@@ -328,6 +339,7 @@ impl Step {
             Step::Expect(e) => {
                 out.extend(e.app_cookies.iter().map(String::as_str));
                 out.extend(e.no_app_cookies.iter().map(String::as_str));
+                out.extend(e.sets_cookies.iter().map(String::as_str));
                 out.extend(e.cookie_attributes.as_ref().map(|c| c.name.as_str()));
                 out.extend(e.url_starts_with.as_deref());
                 out.extend(e.location_starts_with.as_deref());
@@ -362,7 +374,8 @@ impl Step {
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
             | Step::Restore { .. }
-            | Step::AuditConfig {} => {}
+            | Step::AuditConfig {}
+            | Step::WaitForSessionRefresh {} => {}
         }
         out
     }
@@ -602,6 +615,9 @@ pub struct ResponseExpectation {
     pub app_cookies: Vec<String>,
     #[serde(default)]
     pub no_app_cookies: Vec<String>,
+    /// Cookies the last response set (a cookie split in parts, `name_0`, … counts as `name`).
+    #[serde(default)]
+    pub sets_cookies: Vec<String>,
     /// Security attributes the server set on a cookie (e.g. the session cookie).
     #[serde(default)]
     pub cookie_attributes: Option<CookieExpectation>,
