@@ -166,6 +166,9 @@ pub struct Browser {
     public_origins: Arc<std::sync::Mutex<Vec<String>>>,
     /// The IdP's public base URL, to tell its answers from the auth proxy's.
     identity_provider: Option<Url>,
+    /// The last authorization response this browser delivered (a URL carrying `code` and
+    /// `state`): what an attacker who saw it could send again.
+    last_callback: Option<Secret>,
 }
 
 /// A cookie's security attributes as the server set them.
@@ -280,6 +283,7 @@ impl Browser {
             refused_cookies: Arc::default(),
             public_origins: Arc::default(),
             identity_provider: None,
+            last_callback: None,
         }
     }
 
@@ -523,6 +527,12 @@ impl Browser {
         pieces.into_iter().map(|(_, cookie)| cookie).collect()
     }
 
+    /// The last authorization response (callback URL with its code and state) this browser
+    /// delivered, if any.
+    pub fn last_callback(&self) -> Option<&Secret> {
+        self.last_callback.as_ref()
+    }
+
     /// Puts cookies copied with [`Browser::copy_cookies`] back into the jar, as someone who
     /// kept a copy would send them.
     pub fn put_cookies(&self, url: &Url, cookies: &[cookie_store::Cookie<'static>]) {
@@ -678,6 +688,10 @@ impl Browser {
         headers: &HeaderMap,
     ) -> Result<Page, BrowserError> {
         let started = Instant::now();
+        let has = |name: &str| url.query_pairs().any(|(key, _)| key == name);
+        if has("code") && has("state") {
+            self.last_callback = Some(Secret::new(url.as_str()));
+        }
         let mut request = self
             .client
             .request(method.clone(), url.clone())

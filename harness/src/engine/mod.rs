@@ -146,6 +146,16 @@ impl Engine {
         &self.endpoints
     }
 
+    /// A browser as scenarios use it: confined to the deployment's hosts, the gateway taken for
+    /// the public address it stands for (see browser::jar), the IdP known.
+    fn scenario_browser(&self) -> Result<Browser, crate::browser::BrowserError> {
+        let mut browser = Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone())?;
+        browser.confine_to(self.endpoints.hosts());
+        browser.treat_as_public(&self.endpoints.app);
+        browser.set_identity_provider(self.endpoints.idp.clone());
+        Ok(browser)
+    }
+
     /// The deployment's session refresh interval and a second (the plan leaves scenarios that
     /// wait for it out where the environment does not say).
     fn session_refresh_wait(&self) -> Duration {
@@ -257,12 +267,8 @@ impl Engine {
         let mut failures = Vec::new();
         let mut steps = Vec::new();
         let mut unrestored = Vec::new();
-        match Browser::new(self.endpoints.ca_pem.as_deref(), self.redactor.clone()) {
-            Ok(mut browser) => {
-                browser.confine_to(self.endpoints.hosts());
-                // The gateway stands for a public address (see browser::jar).
-                browser.treat_as_public(&self.endpoints.app);
-                browser.set_identity_provider(self.endpoints.idp.clone());
+        match self.scenario_browser() {
+            Ok(browser) => {
                 let mut state = ScenarioState {
                     browser,
                     callers: Vec::new(),
@@ -459,6 +465,9 @@ impl Engine {
                 )
             }
             Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
+            Step::ReplayCallback {} => "send the sign-in's callback (its code and state) again \
+                 from a new browser holding only the kept cookies"
+                .to_string(),
             Step::WaitForSessionRefresh {} => format!(
                 "wait {} s: the session refresh interval, and a second",
                 self.session_refresh_wait().as_secs()
@@ -750,6 +759,27 @@ impl Engine {
             }
             Step::WaitForSessionRefresh {} => {
                 tokio::time::sleep(self.session_refresh_wait()).await;
+                Ok(StepOutput::default())
+            }
+            Step::ReplayCallback {} => {
+                let callback = state.browser.last_callback().cloned().ok_or_else(|| {
+                    "no authorization response was delivered yet: put a sign_in step before \
+                     replay_callback"
+                        .to_string()
+                })?;
+                let callback = Url::parse(callback.expose())
+                    .map_err(|e| format!("the recorded callback is not a URL: {e}"))?;
+                let replaying = self.scenario_browser().map_err(|e| e.to_string())?;
+                for (_, copy) in &state.kept_cookies {
+                    replaying.put_cookies(&self.endpoints.app, copy);
+                }
+                state.browser = replaying;
+                let page = state
+                    .browser
+                    .navigate(Method::GET, callback, Body::Empty, &HeaderMap::new())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.last = Some(page);
                 Ok(StepOutput::default())
             }
             Step::Disrupt { .. } | Step::Restore { .. } | Step::AuditConfig {} => Err(

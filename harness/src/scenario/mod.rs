@@ -295,6 +295,10 @@ pub enum Step {
     KeepCookie { name: String },
     /// Puts the kept copy back into the browser, whatever the server did since.
     PutBackCookie { name: String },
+    /// Sends the sign-in's authorization response (the callback URL, its code and state) again
+    /// from a new browser holding only the cookies kept with `keep_cookie` (the CSRF cookie from
+    /// before the sign-in): a code used twice. The scenario goes on in that browser.
+    ReplayCallback {},
     /// Audits the deployment's configuration files for insecure settings (one check per rule
     /// that applies to a file; see docs/attacks.md).
     AuditConfig {},
@@ -327,6 +331,7 @@ impl Step {
             Step::PutBackCookie { .. } => "put_back_cookie",
             Step::AuditConfig {} => "audit_config",
             Step::WaitForSessionRefresh {} => "wait_for_session_refresh",
+            Step::ReplayCallback {} => "replay_callback",
         }
     }
 
@@ -375,7 +380,8 @@ impl Step {
             | Step::Disrupt { .. }
             | Step::Restore { .. }
             | Step::AuditConfig {}
-            | Step::WaitForSessionRefresh {} => {}
+            | Step::WaitForSessionRefresh {}
+            | Step::ReplayCallback {} => {}
         }
         out
     }
