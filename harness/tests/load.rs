@@ -46,10 +46,7 @@ fn target() -> Result<LoadTarget, Failed> {
         .map_err(|e| e.to_string())?;
         let run_dir =
             std::env::temp_dir().join(format!("meshauth-load-test-{}", std::process::id()));
-        let config = StackConfig {
-            baseline_route: true,
-            ..StackConfig::default()
-        };
+        let config = StackConfig::default().for_load();
         let started = shared.runtime.block_on(LocalStack::start(
             toolchain,
             &run_dir,

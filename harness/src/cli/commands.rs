@@ -222,17 +222,13 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
         idp_address: None,
         realm: None,
     };
-    let provisioned = StackConfig {
-        baseline_route: true,
-        // A production-like refresh interval: the conformance run's few seconds would put a
-        // refresh-token grant into the measured hot path every few seconds per session.
-        session_refresh_seconds: Some(60),
-        ..stack_config(&args.stack)
-    }
-    .with_profile(&crate::policy::StackProfile {
-        sign_in,
-        ..Default::default()
-    });
+    let provisioned =
+        stack_config(&args.stack)
+            .for_load()
+            .with_profile(&crate::policy::StackProfile {
+                sign_in,
+                ..Default::default()
+            });
     let (run_dir, target) = match args.env_kind {
         EnvKind::Kind => {
             let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;

@@ -306,6 +306,18 @@ impl StackConfig {
         }
     }
 
+    /// This configuration as a load run provisions it: the unauthenticated `/baseline/` route
+    /// for the overhead baseline, and a production-like session refresh interval (a
+    /// conformance run's few seconds would put a refresh-token grant into the measured hot
+    /// path every few seconds per session).
+    pub fn for_load(self) -> Self {
+        Self {
+            baseline_route: true,
+            session_refresh_seconds: self.session_refresh_seconds.map(|_| 60),
+            ..self
+        }
+    }
+
     /// The client oauth2-proxy signs users in with at the IdP in use; the app's tokens carry
     /// it as their audience.
     pub fn sign_in_client_id(&self) -> &'static str {
