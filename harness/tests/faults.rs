@@ -411,6 +411,14 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("status: expected 200"),
     },
     Case {
+        // The IdP's plain-HTTP listener routes only Keycloak's paths to it: every other path
+        // there reaches the app's catch-all route, on a port exempt from ext_authz.
+        name: "idp_listener_routing_only_its_paths_opens_the_app_on_it",
+        breakage: |c| c.idp_listener_routes_by_path = true,
+        scenario: "attack_unauthenticated_reach::other_gateway_listeners",
+        expect: Expect::FailsWith("[critical finding] GET http://127.0.0.1:"),
+    },
+    Case {
         // oauth2-proxy's default: the session is never re-checked at the IdP, so a user
         // signed out everywhere by an administrator keeps access until the cookie expires.
         name: "no_session_refresh_keeps_a_revoked_user_in",

@@ -41,11 +41,26 @@ const PROBES_IN_FLIGHT: usize = 6;
 async fn run_one(
     probe: &Probe,
     request: &ProbeRequest,
-    origin: &Url,
+    app: &Url,
     client: &RawClient,
     vars: &Variables,
     session: &Secret,
 ) -> CheckResult {
+    let origin = match &request.origin {
+        None => app.clone(),
+        Some(origin) => match Url::parse(&vars.expand(origin)) {
+            Ok(origin) => origin,
+            Err(error) => {
+                return CheckResult::new(
+                    format!("{} {}", request.method, request.path),
+                    false,
+                    "a probe request to a URL",
+                    format!("origin {origin:?} is not a URL: {error}"),
+                );
+            }
+        },
+    };
+    let origin = &origin;
     // Two values per send: `${nonce}` goes where the data puts it (a forged header's value,
     // a path), the marker only into NONCE_HEADER, which only an echoing app gives back (a
     // sign-in page may reflect the path, never that header).
@@ -69,7 +84,18 @@ async fn run_one(
     );
     let mut shown = anonymous.clone();
     shown.headers.retain(|(header, _)| header != NONCE_HEADER);
-    let name = shown.describe(origin);
+    let name = if origin == app {
+        shown.describe(origin)
+    } else {
+        // Sent elsewhere than the app's origin: say where.
+        let described = shown.describe(origin);
+        let (method, rest) = described.split_once(' ').unwrap_or(("", &described));
+        format!(
+            "{method} {}://{}{rest}",
+            origin.scheme(),
+            crate::browser::raw::authority(origin)
+        )
+    };
     // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
     let (anonymous_answer, signed_answer) = tokio::join!(
         client.send(origin, &anonymous),

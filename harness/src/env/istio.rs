@@ -176,6 +176,7 @@ pub struct IstioContext<'a> {
     pub second_app_exempt: bool,
     /// The gateway routes `/auth/…` to Keycloak's root (Keycloak published under `/auth`).
     pub idp_under_auth: bool,
+    pub idp_listener_routes_by_path: bool,
     /// Keycloak under `/auth` on the app's own host.
     pub idp_on_app_host: bool,
     /// …and the CUSTOM policy exempts that prefix.
@@ -265,6 +266,7 @@ impl<'a> IstioContext<'a> {
             echo_prefix: super::local::ECHO_PREFIX,
             second_app_exempt: config.second_app_exempt,
             idp_under_auth: config.idp.keycloak_issues() && config.idp_address.under_auth_path(),
+            idp_listener_routes_by_path: config.idp_listener_routes_by_path,
             idp_on_app_host,
             idp_path_exempt: idp_on_app_host && config.idp_path_exempt,
             idp_path_exempt_pattern: if config.idp_path_exempt_without_slash {

@@ -179,6 +179,10 @@ pub struct StackConfig {
     /// With Keycloak under `/auth` on the app's host, the CUSTOM policy exempts `/auth*`
     /// (no slash), which also exempts `/authx…` and `/auth-…` on the app.
     pub idp_path_exempt_without_slash: bool,
+    /// The VirtualService sends only Keycloak's own paths (`/realms/`, `/resources/`, …) on
+    /// the IdP's plain-HTTP listener to Keycloak, so every other path there falls through to
+    /// the app's catch-all route, on a port the CUSTOM policy exempts (`notPorts`).
+    pub idp_listener_routes_by_path: bool,
     /// The RequestAuthentication's issuer does not match where the IdP is published: Keycloak's
     /// pre-17 `/auth` prefix left in, or left out, after the IdP moved.
     pub jwt_issuer_mismatch: bool,
@@ -255,6 +259,7 @@ impl Default for StackConfig {
             client_wildcard_redirect_uri: false,
             client_any_redirect_uri: false,
             idp_path_exempt_without_slash: false,
+            idp_listener_routes_by_path: false,
             jwt_issuer_mismatch: false,
             client_requires_pkce: true,
             client_implicit_flow: false,

@@ -363,6 +363,7 @@ impl Step {
             Step::Probe(probe) => {
                 for request in &probe.requests {
                     out.push(request.path.as_str());
+                    out.extend(request.origin.as_deref());
                     out.extend(request.host.as_deref());
                     out.extend(
                         request
@@ -402,6 +403,10 @@ pub struct Probe {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
+    /// Where the request goes (`scheme://host:port`, e.g. `${idp}`: the gateway's other
+    /// listener); default: the app's origin.
+    #[serde(default)]
+    pub origin: Option<String>,
     pub path: String,
     /// The Host header (default: the app's own authority).
     #[serde(default)]
