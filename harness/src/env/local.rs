@@ -1432,7 +1432,11 @@ impl LocalStack {
     }
 
     fn app_url(&self) -> Url {
-        match self.config.app_listener {
+        self.app_url_on(self.config.app_listener)
+    }
+
+    fn app_url_on(&self, listener: AppListener) -> Url {
+        match listener {
             AppListener::Https => url(&format!("https://127.0.0.1:{}/", self.ports.gateway_https)),
             AppListener::PlainHttp => url(&format!(
                 "http://127.0.0.1:{}/",
@@ -1535,9 +1539,9 @@ impl LocalStack {
         if self.config.session_store == SessionStore::Redis {
             wanted.push((Component::Redis, ports(Component::Redis)));
         }
-        if self.config.idp.runs_second_idp() {
-            wanted.push((Component::OidcIdp, self.oidc_idp_config()?));
-        }
+        // Always running, on inputs no profile changes: its start overlaps Keycloak's, and a
+        // profile that signs in there (or brokers to it) switches without waiting for Node.
+        wanted.push((Component::OidcIdp, self.oidc_idp_config()?));
         wanted.push((
             Component::OAuth2Proxy,
             format!(
@@ -1583,6 +1587,11 @@ impl LocalStack {
             })
         })
         .collect();
+        // Both of the app's listeners, so switching listeners never restarts it.
+        let listeners = [AppListener::Https, AppListener::PlainHttp];
+        let redirect_uris =
+            listeners.map(|listener| format!("{}oauth2/callback", self.app_url_on(listener)));
+        let app_urls = listeners.map(|listener| self.app_url_on(listener).to_string());
         Ok(crate::fixtures::render(
             OIDC_IDP_FIXTURE,
             &serde_json::json!({
@@ -1591,8 +1600,8 @@ impl LocalStack {
                 "cookie_key": self.secrets.oidc_idp_cookie_key.expose(),
                 "client_id": OIDC_IDP_CLIENT_ID,
                 "client_secret": realm.client_secret.expose(),
-                "redirect_uri": self.callback_url(),
-                "app_url": self.app_url().as_str(),
+                "redirect_uris": redirect_uris,
+                "app_urls": app_urls,
                 "username": USERNAME,
                 "user_password": realm.user_password.expose(),
                 "email": EMAIL,

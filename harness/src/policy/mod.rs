@@ -275,11 +275,6 @@ impl IdentityProvider {
     pub fn keycloak_issues(self) -> bool {
         matches!(self, Self::Keycloak | Self::KeycloakBrokering)
     }
-
-    /// The second OpenID Provider runs (as the IdP, or as Keycloak's upstream).
-    pub fn runs_second_idp(self) -> bool {
-        matches!(self, Self::OidcProvider | Self::KeycloakBrokering)
-    }
 }
 
 /// Where the gateway serves the app.
