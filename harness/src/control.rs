@@ -49,6 +49,9 @@ pub enum Disruption {
     /// The test user's sessions ended there (an administrator signing her out everywhere, as
     /// when an account is disabled): the IdP only. Nothing to undo.
     RevokeSessions,
+    /// An impostor in its place at its in-mesh address, holding a certificate for its identity
+    /// from a CA the mesh does not trust: the app only.
+    Impersonate,
 }
 
 impl Disruption {
@@ -58,6 +61,7 @@ impl Disruption {
             Disruption::Stop => "stop",
             Disruption::Pause => "freeze (as if hung)",
             Disruption::RevokeSessions => "end the test user's sessions at",
+            Disruption::Impersonate => "put an impostor (its identity, another CA) in place of",
         }
     }
 }

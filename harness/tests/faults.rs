@@ -216,6 +216,16 @@ const CASES: &[Case] = &[
         scenario: "seed000_browser_sso::browser_login",
         expect: Expect::FailsWith("status: expected 200, actual 503 at https://127.0.0.1:"),
     },
+    Case {
+        name: "istio_destinationrule_skipping_verification_believes_an_impostor",
+        breakage: |c| {
+            c.istio_overlay = Some(istio_fault("destinationrule-skips-verification-to-httpbin"))
+        },
+        scenario: "attack_mesh_transport::impostor_server_is_refused",
+        expect: Expect::FailsWith(
+            "status: expected 503, actual 200 at http://httpbin.foo.svc.cluster.local:",
+        ),
+    },
     // The attack catalog: each class goes red when the hardening that defeats it is removed.
     Case {
         name: "ext_authz_off_lets_every_path_spelling_through",

@@ -479,6 +479,8 @@ impl StackControl for ExistingControl {
             Disruption::Stop => self.command(part, |c| &c.stop).is_some(),
             Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
             Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions).is_some(),
+            // Certificates from another CA at the app's address: only a mesh the harness runs.
+            Disruption::Impersonate => false,
         }
     }
 
@@ -491,6 +493,7 @@ impl StackControl for ExistingControl {
             Disruption::Stop => self.command(part, |c| &c.stop),
             Disruption::Pause => self.command(part, |c| &c.pause),
             Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions),
+            Disruption::Impersonate => None,
         };
         self.disrupted.insert(part, disruption);
         Box::pin(async move {
@@ -511,7 +514,7 @@ impl StackControl for ExistingControl {
         let command = match self.disrupted.get(&part) {
             Some(Disruption::Stop) => self.command(part, |c| &c.start),
             Some(Disruption::Pause) => self.command(part, |c| &c.resume),
-            Some(Disruption::RevokeSessions) | None => None,
+            Some(Disruption::RevokeSessions | Disruption::Impersonate) | None => None,
         };
         Box::pin(async move {
             if let Some(command) = command {

@@ -938,6 +938,10 @@ pub struct LocalStack {
     keycloak_ready: bool,
     /// The realm's `frontendUrl` as the running Keycloak has it.
     realm_frontend_url: Option<String>,
+    /// httpbin's identity from a CA the mesh does not trust, for the impostor.
+    impostor_certificate: (String, Secret),
+    /// The impostor in httpbin's sidecar's place, while a scenario has it there.
+    impostor: Option<super::impostor::Impostor>,
 }
 
 impl LocalStack {
@@ -1077,6 +1081,11 @@ impl LocalStack {
             paused: Vec::new(),
             keycloak_ready: false,
             realm_frontend_url: None,
+            impostor_certificate: (
+                mesh.impostor_httpbin.cert_pem.clone(),
+                mesh.impostor_httpbin.key_pem.clone(),
+            ),
+            impostor: None,
         };
         stack.address_endpoints();
         stack.converge(progress).await?;
@@ -2094,7 +2103,8 @@ impl crate::control::StackControl for LocalStack {
         match (part, disruption) {
             // Through Keycloak's admin API: the second OpenID Provider has none.
             (Part::Idp, Disruption::RevokeSessions) => self.config.idp.keycloak_issues(),
-            (_, Disruption::RevokeSessions) => false,
+            (Part::App, Disruption::Impersonate) => true,
+            (_, Disruption::RevokeSessions | Disruption::Impersonate) => false,
             (Part::SessionStore, _) => self.config.session_store == SessionStore::Redis,
             _ => true,
         }
@@ -2170,6 +2180,23 @@ impl crate::control::StackControl for LocalStack {
                         .map_err(|e| format!("ending the test user's sessions failed: {e}"))
                 });
             }
+            Disruption::Impersonate => {
+                return Box::pin(async move {
+                    // The impostor takes the address the sidecar listens on.
+                    self.stop_component(Component::Sidecar);
+                    let address = format!("{}:{}", ProxyIdentity::httpbin().ip, self.ports.sidecar)
+                        .parse::<std::net::SocketAddr>()
+                        .map_err(|e| format!("httpbin's sidecar address: {e}"))?;
+                    let (cert, key) = &self.impostor_certificate;
+                    let impostor = super::impostor::Impostor::start(address, cert, key).await?;
+                    self.impostor = Some(impostor);
+                    self.append_stack_log(&format!(
+                        "an impostor (httpbin's identity from another CA) listens at {address} \
+                         in httpbin's sidecar's place (a scenario's disruption)"
+                    ));
+                    Ok(())
+                });
+            }
         };
         self.append_stack_log(&format!(
             "{}: {disruption:?} (a scenario's disruption)",
@@ -2184,6 +2211,11 @@ impl crate::control::StackControl for LocalStack {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
         Box::pin(async move {
             let component = self.playing(part);
+            if part == Part::App
+                && let Some(impostor) = self.impostor.take()
+            {
+                impostor.stop().await;
+            }
             if let Some(index) = self.paused.iter().position(|c| *c == component) {
                 self.paused.remove(index);
                 if let Some(running) = self.running(component) {

@@ -3,6 +3,7 @@
 //! deployment from a file; `kind` deploys the same apps with Istio on a kind cluster. Environments never judge outcomes.
 
 pub mod existing;
+pub mod impostor;
 pub mod istio;
 pub mod kind;
 pub mod local;

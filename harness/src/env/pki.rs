@@ -53,6 +53,8 @@ pub struct MeshPki {
     pub untrusted: WorkloadCert,
     pub expired: WorkloadCert,
     pub foreign_trust_domain: WorkloadCert,
+    /// A server in-mesh clients must refuse: httpbin's identity from that untrusted CA.
+    pub impostor_httpbin: WorkloadCert,
 }
 
 impl std::fmt::Debug for MeshPki {
@@ -75,6 +77,7 @@ impl MeshPki {
         // can check the server chain; Envoy callers verify the URI SAN.
         let sleep_id = policy::spiffe_id(policy::NAMESPACE, "sleep");
         let httpbin = workload(&ca, policy::NAMESPACE, "httpbin", true)?;
+        let httpbin_id = httpbin.spiffe_id.clone();
         let sleep = workload(&ca, policy::NAMESPACE, "sleep", false)?;
         let gateway = workload(&ca, "istio-system", "istio-ingressgateway", false)?;
         let mut other_ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -91,6 +94,7 @@ impl MeshPki {
             sleep,
             gateway,
             untrusted: certificate(&other_ca, &sleep_id, false, None)?,
+            impostor_httpbin: certificate(&other_ca, &httpbin_id, true, None)?,
             expired: certificate(&ca, &sleep_id, false, Some((now - 3 * day, now - day)))?,
             foreign_trust_domain: certificate(
                 &ca,
