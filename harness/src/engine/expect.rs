@@ -162,22 +162,10 @@ pub fn check_response(
     }
     for name in &expect.sets_cookies {
         let name = &vars.expand(name);
-        let set: Vec<String> = page
-            .headers
-            .get_all(reqwest::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split_once('=').map(|(n, _)| n.trim().to_string()))
-            .collect();
-        let is_it = |set: &String| {
-            set == name
-                || set.strip_prefix(&format!("{name}_")).is_some_and(|part| {
-                    !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())
-                })
-        };
+        let set = cookies_set(&page.headers);
         checks.push(CheckResult::new(
             format!("sets cookie {name}"),
-            set.iter().any(is_it),
+            set.iter().any(|set| is_cookie_or_part(set, name)),
             format!("the response sets {name}"),
             if set.is_empty() {
                 "no Set-Cookie".to_string()
@@ -465,8 +453,64 @@ fn one_of(statuses: &[u16]) -> String {
     format!("one of {}", listed.join(", "))
 }
 
+/// The names of the cookies a response sets (not those it deletes: an empty value, or
+/// `Max-Age` zero or less).
+fn cookies_set(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            let mut attributes = v.split(';');
+            let (name, value) = attributes.next()?.split_once('=')?;
+            let expired = attributes.any(|a| {
+                a.trim()
+                    .split_once('=')
+                    .filter(|(key, _)| key.trim().eq_ignore_ascii_case("max-age"))
+                    .is_some_and(|(_, age)| age.trim().parse::<i64>().is_ok_and(|age| age <= 0))
+            });
+            (!value.trim().is_empty() && !expired).then(|| name.trim().to_string())
+        })
+        .collect()
+}
+
+/// `set` is cookie `name`, or one of the parts oauth2-proxy splits a large one into
+/// (`name_0`, `name_1`, ...).
+fn is_cookie_or_part(set: &str, name: &str) -> bool {
+    set == name
+        || set
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cookie_set_in_parts_counts_as_set_and_no_other_does() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for value in [
+            "_oauth2_proxy_0=part; Path=/; Secure; HttpOnly",
+            "_oauth2_proxy_csrf=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+            "_oauth2_proxy_1=gone; Path=/; Max-Age=0",
+            "other=x; Max-Age=60",
+        ] {
+            headers.append(reqwest::header::SET_COOKIE, value.parse().unwrap());
+        }
+        let set = super::cookies_set(&headers);
+        assert_eq!(set, ["_oauth2_proxy_0", "other"]);
+        assert!(
+            set.iter()
+                .any(|s| super::is_cookie_or_part(s, "_oauth2_proxy"))
+        );
+        assert!(!super::is_cookie_or_part(
+            "_oauth2_proxy_csrf",
+            "_oauth2_proxy"
+        ));
+        assert!(!super::is_cookie_or_part("_oauth2_proxy_", "_oauth2_proxy"));
+        assert!(!super::is_cookie_or_part("_oauth2_proxyx", "_oauth2_proxy"));
+    }
+
     #[test]
     fn echoed_credentials_never_reach_an_excerpt_even_cut_short() {
         let echo = r#"{"headers":{"Accept":["*/*"],"Cookie":["_oauth2_proxy=c2Vzc2lvbi1zZWNyZXQtdmFsdWUtdGhhdC1pcy1sb25n|1795|sig"],"Authorization":["Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"]}}"#;

@@ -752,7 +752,7 @@ pub(super) struct OAuth2ProxyContext<'a> {
     backend_logout: bool,
     /// `redis://host:port` of the session store; none for cookie sessions.
     redis_url: Option<String>,
-    /// `cookie_refresh`, e.g. `4s`; none: never refresh.
+    /// `cookie_refresh`, e.g. `2s`; none: never refresh.
     cookie_refresh: Option<String>,
     /// oauth2-proxy's provider: Keycloak's own, or plain OIDC for any other IdP.
     provider: &'static str,
