@@ -1187,12 +1187,15 @@ impl LocalStack {
         })
     }
 
-    /// Stops every component, in reverse start order (also done on drop).
+    /// Stops every component, in reverse start order (also done on drop), and removes
+    /// Keycloak's per-run home (its copied scripts and database, some 16 MB a run); the run
+    /// directory keeps the logs, the rendered configuration and the reports.
     pub fn stop(&mut self) {
         while let Some(mut running) = self.running.pop() {
             running.process.stop(Duration::from_secs(10));
         }
         self.keycloak_ready = false;
+        let _ = std::fs::remove_dir_all(self.run_dir.join("keycloak"));
     }
 
     /// Sum of each stack process's peak resident memory (VmHWM), in KiB, from /proc.
