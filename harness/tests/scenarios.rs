@@ -150,7 +150,7 @@ fn existing_environment_trial(
              user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
              second_user:\n  username: {}\n  email: {}\n  password_env: SECOND_PASSWORD\n\
              other_client:\n  client_id: {}\n  client_secret_env: OTHER_SECRET\n\
-             test_signing_key_file: test-key.pem\n",
+             test_signing_key_file: test-key.pem\nsession_refresh_seconds: {}\n",
             endpoints.app,
             endpoints.idp,
             endpoints.issuer,
@@ -162,6 +162,10 @@ fn existing_environment_trial(
             second.username,
             second.email,
             other.id,
+            endpoints
+                .session_refresh
+                .expect("the local stack refreshes sessions")
+                .as_secs(),
         );
         let secrets = [
             ("CLIENT_SECRET", endpoints.client_secret.expose().to_string()),
