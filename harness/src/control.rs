@@ -64,6 +64,19 @@ impl Disruption {
             Disruption::Impersonate => "put an impostor (its identity, another CA) in place of",
         }
     }
+
+    /// Which environments can do it, for the note on a scenario left out without it.
+    pub fn offered_by(self) -> &'static str {
+        match self {
+            Disruption::Stop | Disruption::Pause => {
+                "control commands in the environment file, or --env local"
+            }
+            Disruption::RevokeSessions => {
+                "a revoke_sessions command in the environment file, or --env local with Keycloak"
+            }
+            Disruption::Impersonate => "only --env local, which runs the mesh",
+        }
+    }
 }
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 'a>>;

@@ -57,9 +57,16 @@ impl RawRequest {
         text.into_bytes()
     }
 
-    /// One line for reports: method, target and the Host header when it is not the origin's.
-    pub fn describe(&self, origin: &Url) -> String {
-        let mut text = format!("{} {}", self.method, self.target);
+    /// One line for reports: method, target (after `origin` when `with_origin`, for a request
+    /// sent elsewhere than where the report's reader expects) and the Host header when it is
+    /// not the origin's.
+    pub fn describe(&self, origin: &Url, with_origin: bool) -> String {
+        let sent_to = if with_origin {
+            format!("{}://{}", origin.scheme(), authority(origin))
+        } else {
+            String::new()
+        };
+        let mut text = format!("{} {sent_to}{}", self.method, self.target);
         if self.host != authority(origin) {
             text.push_str(&format!(" (Host: {})", self.host));
         }
@@ -275,8 +282,14 @@ mod tests {
         assert!(wire.ends_with("Connection: close\r\n\r\n"));
         let origin = Url::parse("https://app.example/").unwrap();
         assert_eq!(
-            request.describe(&origin),
+            request.describe(&origin, false),
             "GET /anything/%2e%2e//./x;y (Host: APP.EXAMPLE.:443) [X_Auth_Request_User: mallory]"
+        );
+        let elsewhere = Url::parse("http://idp.example:8080/").unwrap();
+        assert_eq!(
+            request.describe(&elsewhere, true),
+            "GET http://idp.example:8080/anything/%2e%2e//./x;y (Host: APP.EXAMPLE.:443) \
+             [X_Auth_Request_User: mallory]"
         );
     }
 

@@ -184,12 +184,12 @@ const LAST_OUTPUT: Duration = Duration::from_secs(2);
 
 /// Copies a child's output into its log line by line, without the values of credentials that
 /// travel in URLs (authorization codes, `state`, tokens in query strings): oauth2-proxy logs
-/// every request URI, the OIDC callback's code included. `_done` is dropped at end of output.
+/// every request URI, the OIDC callback's code included. `done` is dropped at end of output.
 fn pump_output(
     name: &'static str,
     output: impl Read + Send + 'static,
     mut log: File,
-    _done: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Sender<()>,
 ) {
     let spawned = std::thread::Builder::new()
         .name(format!("log-{name}"))
@@ -205,7 +205,7 @@ fn pump_output(
                 }
                 line.clear();
             }
-            drop(_done);
+            drop(done);
         });
     if let Err(error) = spawned {
         tracing::warn!(component = name, %error, "could not start the log thread");

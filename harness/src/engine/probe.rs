@@ -84,18 +84,7 @@ async fn run_one(
     );
     let mut shown = anonymous.clone();
     shown.headers.retain(|(header, _)| header != NONCE_HEADER);
-    let name = if origin == app {
-        shown.describe(origin)
-    } else {
-        // Sent elsewhere than the app's origin: say where.
-        let described = shown.describe(origin);
-        let (method, rest) = described.split_once(' ').unwrap_or(("", &described));
-        format!(
-            "{method} {}://{}{rest}",
-            origin.scheme(),
-            crate::browser::raw::authority(origin)
-        )
-    };
+    let name = shown.describe(origin, origin != app);
     // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
     let (anonymous_answer, signed_answer) = tokio::join!(
         client.send(origin, &anonymous),

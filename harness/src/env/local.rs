@@ -620,12 +620,31 @@ impl RealmSecrets {
     }
 }
 
-/// Maps a failed call to Keycloak's admin API to what was being done.
-fn idp_admin_failed(what: &'static str) -> impl Fn(reqwest::Error) -> EnvError {
-    move |error| EnvError::IdpAdmin {
+/// Sends a call to Keycloak's admin API; a failure (no answer, or an error status) says what
+/// was being done.
+async fn idp_admin_call(
+    request: reqwest::RequestBuilder,
+    what: &'static str,
+) -> Result<reqwest::Response, EnvError> {
+    request
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|error| EnvError::IdpAdmin {
+            what,
+            detail: error.to_string(),
+        })
+}
+
+/// The JSON body of an admin API answer.
+async fn idp_admin_json(
+    response: reqwest::Response,
+    what: &'static str,
+) -> Result<serde_json::Value, EnvError> {
+    response.json().await.map_err(|error| EnvError::IdpAdmin {
         what,
         detail: error.to_string(),
-    }
+    })
 }
 
 /// The realm template's variables: one definition for every environment that renders it.
@@ -1678,29 +1697,36 @@ impl LocalStack {
         &self,
         frontend_url: Option<String>,
     ) -> Result<Vec<(String, String)>, EnvError> {
+        KeycloakRealm::ALL
+            .into_iter()
+            .map(|realm| {
+                let rendered = self.render_realm(realm, frontend_url.clone())?;
+                Ok((realm_import_file(realm), rendered))
+            })
+            .collect()
+    }
+
+    /// `realm` rendered as this configuration says.
+    fn render_realm(
+        &self,
+        realm: KeycloakRealm,
+        frontend_url: Option<String>,
+    ) -> Result<String, EnvError> {
         // Keycloak's client is registered for the HTTPS app only: the plain-HTTP app (seed 001)
         // signs in at the second IdP, and switching listeners never restarts Keycloak.
         let redirect_uri = format!(
             "https://127.0.0.1:{}/oauth2/callback",
             self.ports.gateway_https
         );
-        KeycloakRealm::ALL
-            .into_iter()
-            .map(|realm| {
-                let context = RealmContext::new(
-                    realm,
-                    &self.config,
-                    &self.secrets.realm,
-                    redirect_uri.clone(),
-                    Some(self.oidc_idp_issuer()),
-                    frontend_url.clone(),
-                );
-                Ok((
-                    realm_import_file(realm),
-                    crate::fixtures::render(REALM_FIXTURE, &context)?,
-                ))
-            })
-            .collect()
+        let context = RealmContext::new(
+            realm,
+            &self.config,
+            &self.secrets.realm,
+            redirect_uri,
+            Some(self.oidc_idp_issuer()),
+            frontend_url,
+        );
+        Ok(crate::fixtures::render(REALM_FIXTURE, &context)?)
     }
 
     fn oauth2_proxy_config(&self) -> Result<String, EnvError> {
@@ -1775,14 +1801,12 @@ impl LocalStack {
         let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
         let token = self.keycloak_admin_token().await?;
         for realm in KeycloakRealm::ALL {
-            self.probe
+            let request = self
+                .probe
                 .put(format!("{keycloak}/admin/realms/{}", realm.name()))
                 .bearer_auth(&token)
-                .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(idp_admin_failed("set the realm's frontendUrl"))?;
+                .json(&serde_json::json!({ "attributes": { "frontendUrl": url.unwrap_or("") } }));
+            idp_admin_call(request, "set the realm's frontendUrl").await?;
         }
         self.append_stack_log(&format!(
             "keycloak: realms published at {} (frontendUrl, set live through the admin API)",
@@ -1800,29 +1824,22 @@ impl LocalStack {
             self.config.realm.name()
         );
         let token = self.keycloak_admin_token().await?;
-        let found: serde_json::Value = self
+        let find = "find the test user";
+        let request = self
             .probe
             .get(&users)
             .query(&[("username", USERNAME), ("exact", "true")])
-            .bearer_auth(&token)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(idp_admin_failed("find the test user"))?
-            .json()
-            .await
-            .map_err(idp_admin_failed("find the test user"))?;
+            .bearer_auth(&token);
+        let found = idp_admin_json(idp_admin_call(request, find).await?, find).await?;
         let id = found[0]["id"].as_str().ok_or_else(|| EnvError::IdpAdmin {
-            what: "find the test user",
+            what: find,
             detail: format!("no user {USERNAME} in realm {}", self.config.realm.name()),
         })?;
-        self.probe
+        let request = self
+            .probe
             .post(format!("{users}/{id}/logout"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(idp_admin_failed("end the test user's sessions"))?;
+            .bearer_auth(&token);
+        idp_admin_call(request, "end the test user's sessions").await?;
         self.append_stack_log(&format!(
             "keycloak: every session of {USERNAME} ended (a scenario's disruption)"
         ));
@@ -1831,31 +1848,25 @@ impl LocalStack {
 
     /// A token of Keycloak's bootstrap admin, for the admin REST API.
     async fn keycloak_admin_token(&self) -> Result<String, EnvError> {
-        let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
-        let failed = idp_admin_failed;
-        let token: serde_json::Value = self
+        let sign_in = "sign in as the bootstrap admin";
+        let request = self
             .probe
             .post(format!(
-                "{keycloak}/realms/master/protocol/openid-connect/token"
+                "http://127.0.0.1:{}/realms/master/protocol/openid-connect/token",
+                self.ports.keycloak
             ))
             .form(&[
                 ("grant_type", "password"),
                 ("client_id", "admin-cli"),
                 ("username", "admin"),
                 ("password", self.secrets.admin_password.expose()),
-            ])
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(failed("sign in as the bootstrap admin"))?
-            .json()
-            .await
-            .map_err(failed("sign in as the bootstrap admin"))?;
+            ]);
+        let token = idp_admin_json(idp_admin_call(request, sign_in).await?, sign_in).await?;
         token["access_token"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| EnvError::IdpAdmin {
-                what: "sign in as the bootstrap admin",
+                what: sign_in,
                 detail: "the token response has no access_token".into(),
             })
     }
@@ -2140,16 +2151,12 @@ impl crate::control::StackControl for LocalStack {
             });
         }
         // The realm in use: the others are there only to switch to.
-        let in_use = realm_import_file(self.config.realm);
-        let realms = self
-            .realm_imports(self.keycloak_frontend_url())
-            .map_err(|e| e.to_string())?;
-        files.extend(
-            realms
-                .into_iter()
-                .filter(|(file, _)| *file == in_use)
-                .map(|(name, text)| crate::audit::ConfigFile { name, text }),
-        );
+        files.push(crate::audit::ConfigFile {
+            name: realm_import_file(self.config.realm),
+            text: self
+                .render_realm(self.config.realm, self.keycloak_frontend_url())
+                .map_err(|e| e.to_string())?,
+        });
         Ok(files)
     }
 

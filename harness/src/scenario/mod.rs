@@ -146,17 +146,11 @@ impl Requirement {
                  to the environment file"
                     .into()
             }
-            Requirement::Disrupt(part, Disruption::Impersonate) => format!(
-                "it needs to {} the {}: only --env local can, since it runs the mesh",
-                Disruption::Impersonate.verb(),
-                part.name()
-            ),
             Requirement::Disrupt(part, disruption) => format!(
-                "it needs to {} the {}, and the environment gives the harness no way to \
-                 (control commands in the environment file, or --env local with an IdP that \
-                 allows it)",
+                "it needs to {} the {}, and the environment gives the harness no way to ({})",
                 disruption.verb(),
-                part.name()
+                part.name(),
+                disruption.offered_by()
             ),
         }
     }
