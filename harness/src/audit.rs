@@ -324,6 +324,25 @@ fn oauth2_proxy(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
     });
     let strict =
         first(found, &["cookie_samesite"]).find(|s| s.value.eq_ignore_ascii_case("strict"));
+    // Go durations: "0", "0s", "0h0m0s" are all off.
+    let off = |value: &str| !value.chars().any(|c| c.is_ascii_digit() && c != '0');
+    let refresh = first(found, &["cookie_refresh"]).last();
+    let never_rechecked = match refresh {
+        Some(s) if !off(&s.value) => None,
+        Some(s) => Some((s.line, quoted(s))),
+        None => Some((0, "no cookie_refresh (oauth2-proxy's default: off)".to_string())),
+    }
+    .map(|(line, what)| {
+        (
+            line,
+            format!(
+                "{what}: the session is never re-checked at the IdP, so a user disabled or \
+                 signed out there keeps access, and the app keeps receiving the sign-in's \
+                 tokens after they expire, until the cookie does (cookie_expire, 168h by \
+                 default)"
+            ),
+        )
+    });
     vec![
         check(file, "TLS verification of the IdP and upstreams", Severity::High,
             "ssl_insecure_skip_verify off",
@@ -365,6 +384,10 @@ fn oauth2_proxy(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
             "email_domains \"*\" only together with allowed_roles or allowed_groups",
             any_email.filter(|_| !admission).map(|s| (s.line, format!("{} and no allowed_roles/allowed_groups: every account of the IdP is admitted", quoted(s)))),
             "allowed_roles (keycloak-oidc) or allowed_groups, or an AuthorizationPolicy on the role claim"),
+        check(file, "session re-checked at the IdP", Severity::Medium,
+            "cookie_refresh set, shorter than the IdP's token lifetime",
+            never_rechecked,
+            "cookie_refresh = \"1m\" (shorter than the IdP's access-token lifespan), with refresh tokens on the client"),
     ]
 }
 
@@ -651,7 +674,10 @@ mod tests {
         ] {
             assert_eq!(
                 findings(&[file("proxy", text)]),
-                ["proxy: session cookie Secure"],
+                [
+                    "proxy: session cookie Secure",
+                    "proxy: session re-checked at the IdP"
+                ],
                 "{text}"
             );
         }
@@ -659,7 +685,7 @@ mod tests {
 
     #[test]
     fn the_reference_oauth2_proxy_config_has_no_finding_and_secrets_are_never_quoted() {
-        let reference = "oidc_issuer_url = \"http://idp/realms/r\"\nclient_secret = \"s3cr3t\"\nemail_domains = [ \"*\" ]\nallowed_roles = [ \"sso-user\" ]\ncookie_secure = true\ncookie_httponly = true\n";
+        let reference = "oidc_issuer_url = \"http://idp/realms/r\"\nclient_secret = \"s3cr3t\"\nemail_domains = [ \"*\" ]\nallowed_roles = [ \"sso-user\" ]\ncookie_secure = true\ncookie_httponly = true\ncookie_refresh = \"1m0s\"\n";
         let checks = audit(&[file("oauth2-proxy.cfg", reference)]);
         assert!(checks.iter().all(|c| c.passed), "{checks:?}");
         assert!(checks.len() >= 8);
@@ -674,6 +700,7 @@ mod tests {
                 "p: wildcard return-URL domains",
                 "p: SameSite=Strict breaks the callback",
                 "p: admission",
+                "p: session re-checked at the IdP",
             ]
         );
         let quoted = audit(&[file(
@@ -688,8 +715,27 @@ mod tests {
         let multi = "oidc_issuer_url = \"x\"\nskip_auth_routes = [\n  \"GET=^/public\",  # the landing page\n  \"^/metrics\"\n]\ncookie_secure = false  # was --cookie-secure=true\n";
         assert_eq!(
             findings(&[file("p", multi)]),
-            ["p: skip-auth routes", "p: session cookie Secure"]
+            [
+                "p: skip-auth routes",
+                "p: session cookie Secure",
+                "p: session re-checked at the IdP"
+            ]
         );
+        for (refresh, finding) in [
+            ("cookie_refresh = \"0s\"", Some("line 2: cookie_refresh = 0s: the session")),
+            ("--cookie-refresh=0h0m0s", Some("line 2: cookie_refresh = 0h0m0s")),
+            ("OAUTH2_PROXY_COOKIE_REFRESH: 90s", None),
+        ] {
+            let text = format!("oidc_issuer_url = x\n{refresh}\n");
+            let check = audit(&[file("p", &text)])
+                .into_iter()
+                .find(|c| c.name == "p: session re-checked at the IdP")
+                .unwrap();
+            match finding {
+                Some(want) => assert!(!check.passed && check.actual.starts_with(want), "{check}"),
+                None => assert!(check.passed, "{check}"),
+            }
+        }
         let implicit_only = r#"{"realm":"r","clients":[{"clientId":"spa","standardFlowEnabled":false,"implicitFlowEnabled":true,"redirectUris":["*"]}]}"#;
         assert_eq!(
             findings(&[file("realm.json", implicit_only)]),

@@ -52,6 +52,12 @@ pub enum Disruption {
     /// An impostor in its place at its in-mesh address, holding a certificate for its identity
     /// from a CA the mesh does not trust: the app only.
     Impersonate,
+    /// The test user's account disabled (an administrator locking it): the IdP only; enabled
+    /// again on restore.
+    DisableUser,
+    /// The tokens it issues from now on expire within seconds, so a scenario can watch a
+    /// session outlive its tokens: the IdP only; its own lifetime back on restore.
+    ShortLivedTokens,
 }
 
 impl Disruption {
@@ -62,6 +68,8 @@ impl Disruption {
             Disruption::Pause => "freeze (as if hung)",
             Disruption::RevokeSessions => "end the test user's sessions at",
             Disruption::Impersonate => "put an impostor (its identity, another CA) in place of",
+            Disruption::DisableUser => "disable the test user's account at",
+            Disruption::ShortLivedTokens => "make short-lived the tokens issued by",
         }
     }
 
@@ -75,6 +83,14 @@ impl Disruption {
                 "a revoke_sessions command in the environment file, or --env local with Keycloak"
             }
             Disruption::Impersonate => "only --env local, which runs the mesh",
+            Disruption::DisableUser => {
+                "disable_user and enable_user commands in the environment file, or --env local \
+                 with Keycloak"
+            }
+            Disruption::ShortLivedTokens => {
+                "short_lived_tokens and usual_tokens commands in the environment file, or --env \
+                 local with Keycloak"
+            }
         }
     }
 }

@@ -437,6 +437,30 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
     },
     Case {
+        // Nor is a disabled account noticed: the session outlives it.
+        name: "no_session_refresh_keeps_a_disabled_user_in",
+        breakage: |c| c.session_refresh_seconds = None,
+        scenario: "attack_session_lifecycle::user_disabled_at_the_idp_loses_access",
+        expect: Expect::FailsWith("sign-in page: expected a sign-in page"),
+    },
+    Case {
+        // Without a refresh the session's tokens are forwarded as they were at sign-in, long
+        // after they expired.
+        name: "no_session_refresh_forwards_expired_tokens",
+        breakage: |c| c.session_refresh_seconds = None,
+        scenario: "attack_session_lifecycle::expired_tokens_are_never_forwarded",
+        expect: Expect::FailsWith("the app received expired tokens in Authorization"),
+    },
+    Case {
+        // The same, read from oauth2-proxy's configuration.
+        name: "config_audit_finds_sessions_never_rechecked",
+        breakage: |c| c.session_refresh_seconds = None,
+        scenario: "attack_configuration::deployment_configuration",
+        expect: Expect::FailsWith(
+            "[medium finding] oauth2-proxy.cfg: session re-checked at the IdP",
+        ),
+    },
+    Case {
         // The client issues no refresh tokens: oauth2-proxy's cookie_refresh has nothing to
         // refresh with and never re-checks the session.
         name: "client_without_refresh_tokens_never_rechecks_the_session",

@@ -217,6 +217,9 @@ pub fn check_response(
             )),
         }
     }
+    if let Some(want) = expect.no_expired_token_forwarded {
+        checks.push(check_no_expired_token(page, want, crate::oidc::now_unix()));
+    }
     // A page that failed its checks because the auth proxy answered at the IdP's address
     // says why, with the fix.
     if checks.iter().any(|check| !check.passed)
@@ -230,6 +233,80 @@ pub fn check_response(
         ));
     }
     checks
+}
+
+/// Whether any JWT the app echoed as received had expired at `now`.
+fn check_no_expired_token(page: &Page, want: bool, now: i64) -> CheckResult {
+    let expected = if want {
+        "no expired token among what the app received (renewed, or the user asked to sign in)"
+    } else {
+        "an expired token among what the app received"
+    };
+    let Some(tokens) = forwarded_jwts(&page.body) else {
+        return CheckResult::new(
+            "expired tokens",
+            want,
+            expected,
+            format!(
+                "the app was not reached: {} at {}",
+                page.status.as_u16(),
+                page.url
+            ),
+        );
+    };
+    let expired: Vec<String> = tokens
+        .iter()
+        .filter(|t| t.expires_at <= now)
+        .map(|t| format!("{} (expired {} s ago)", t.header, now - t.expires_at))
+        .collect();
+    let actual = if !expired.is_empty() {
+        format!(
+            "the app received expired tokens in {}: the auth proxy forwards a session's \
+             tokens without renewing them (oauth2-proxy: set cookie_refresh shorter than the \
+             IdP's token lifetime, with refresh tokens on the client)",
+            expired.join(", ")
+        )
+    } else if tokens.is_empty() {
+        "the app received no token".to_string()
+    } else {
+        format!(
+            "the app received current tokens only: {}",
+            tokens
+                .iter()
+                .map(|t| format!("{} (expires in {} s)", t.header, t.expires_at - now))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    CheckResult::new("expired tokens", expired.is_empty() == want, expected, actual)
+}
+
+/// A JWT the app received, by the request header that carried it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardedJwt {
+    pub header: String,
+    pub expires_at: i64,
+}
+
+/// Every JWT with an `exp` among the request headers httpbin echoed in `body`, whatever the
+/// header's name or scheme prefix (`Bearer …`); `None` when `body` is not such an echo.
+pub fn forwarded_jwts(body: &str) -> Option<Vec<ForwardedJwt>> {
+    let headers = echoed_header_values(body)?;
+    Some(
+        headers
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |value| (name, value)))
+            .filter_map(|(name, value)| {
+                let token = value.split_whitespace().last()?;
+                let decoded = crate::oidc::decode_unverified(token).ok()?;
+                let expires_at = decoded.claims.get("exp")?.as_i64()?;
+                Some(ForwardedJwt {
+                    header: name.clone(),
+                    expires_at,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Checks when the last request got no HTTP response: only `connection: rejected` can pass,
@@ -486,6 +563,74 @@ fn is_cookie_or_part(set: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::browser::Page;
+
+    /// httpbin's echo recorded behind the real stack: an ID token in `Authorization`, an
+    /// access token in `X-Auth-Request-Access-Token`, both expiring at 1795436565.
+    const RECORDED_ECHO: &str = include_str!("../../tests/data/recorded/httpbin-headers.json");
+    const RECORDED_EXP: i64 = 1795436565;
+
+    fn page(status: u16, body: &str) -> Page {
+        Page {
+            url: url::Url::parse("https://app.test/headers").unwrap(),
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn every_forwarded_jwt_is_found_whatever_its_header_or_scheme() {
+        let found = super::forwarded_jwts(RECORDED_ECHO).unwrap();
+        let headers: Vec<&str> = found.iter().map(|t| t.header.as_str()).collect();
+        assert_eq!(headers, ["Authorization", "X-Auth-Request-Access-Token"]);
+        assert!(found.iter().all(|t| t.expires_at == RECORDED_EXP));
+
+        let token = found_token(RECORDED_ECHO);
+        let renamed = serde_json::json!({"headers": {
+            "X_Forwarded_Access_Token": [token],
+            "x-id": [format!("bearer {token}")],
+            "Cookie": ["_oauth2_proxy=c2Vzc2lvbg|1795|c2ln"],
+        }})
+        .to_string();
+        let found = super::forwarded_jwts(&renamed).unwrap();
+        let headers: Vec<&str> = found.iter().map(|t| t.header.as_str()).collect();
+        assert_eq!(headers, ["X_Forwarded_Access_Token", "x-id"]);
+        assert_eq!(super::forwarded_jwts("<html>sign in</html>"), None);
+    }
+
+    fn found_token(echo: &str) -> String {
+        let json: serde_json::Value = serde_json::from_str(echo).unwrap();
+        json["headers"]["X-Auth-Request-Access-Token"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn an_expired_forwarded_token_fails_and_renewed_or_refused_pass() {
+        let echo = page(200, RECORDED_ECHO);
+        let current = super::check_no_expired_token(&echo, true, RECORDED_EXP - 5);
+        assert!(current.passed, "{current}");
+        assert!(current.actual.contains("Authorization (expires in 5 s)"), "{current}");
+
+        let expired = super::check_no_expired_token(&echo, true, RECORDED_EXP + 2);
+        assert!(!expired.passed);
+        assert!(
+            expired.actual.contains(
+                "expired tokens in Authorization (expired 2 s ago), \
+                 X-Auth-Request-Access-Token (expired 2 s ago)"
+            ),
+            "{expired}"
+        );
+        assert!(expired.actual.contains("cookie_refresh"), "{expired}");
+
+        let refused = page(403, "<html>Sign in with Keycloak</html>");
+        let refused = super::check_no_expired_token(&refused, true, RECORDED_EXP + 2);
+        assert!(refused.passed, "{refused}");
+        assert!(refused.actual.contains("not reached: 403"), "{refused}");
+    }
+
     #[test]
     fn a_cookie_set_in_parts_counts_as_set_and_no_other_does() {
         let mut headers = reqwest::header::HeaderMap::new();

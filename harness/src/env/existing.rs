@@ -108,6 +108,17 @@ pub struct PartCommands {
     /// Ends the test user's sessions at the IdP (e.g. Keycloak's "sign out all sessions").
     #[serde(default)]
     revoke_sessions: Option<String>,
+    /// Disables the test user's account at the IdP, and enables it again.
+    #[serde(default)]
+    disable_user: Option<String>,
+    #[serde(default)]
+    enable_user: Option<String>,
+    /// Makes the tokens the IdP issues from now on expire within seconds (a few: meshauth
+    /// waits them out), and gives them their usual lifetime again.
+    #[serde(default)]
+    short_lived_tokens: Option<String>,
+    #[serde(default)]
+    usual_tokens: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +260,18 @@ impl ExistingEnvironment {
             let pairs = [
                 ("stop", &commands.stop, "start", &commands.start),
                 ("pause", &commands.pause, "resume", &commands.resume),
+                (
+                    "disable_user",
+                    &commands.disable_user,
+                    "enable_user",
+                    &commands.enable_user,
+                ),
+                (
+                    "short_lived_tokens",
+                    &commands.short_lived_tokens,
+                    "usual_tokens",
+                    &commands.usual_tokens,
+                ),
             ];
             for (undo_name, undo, redo_name, redo) in pairs {
                 if undo.is_some() != redo.is_some() {
@@ -479,6 +502,10 @@ impl StackControl for ExistingControl {
             Disruption::Stop => self.command(part, |c| &c.stop).is_some(),
             Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
             Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions).is_some(),
+            Disruption::DisableUser => self.command(part, |c| &c.disable_user).is_some(),
+            Disruption::ShortLivedTokens => {
+                self.command(part, |c| &c.short_lived_tokens).is_some()
+            }
             // Certificates from another CA at the app's address: only a mesh the harness runs.
             Disruption::Impersonate => false,
         }
@@ -493,6 +520,8 @@ impl StackControl for ExistingControl {
             Disruption::Stop => self.command(part, |c| &c.stop),
             Disruption::Pause => self.command(part, |c| &c.pause),
             Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions),
+            Disruption::DisableUser => self.command(part, |c| &c.disable_user),
+            Disruption::ShortLivedTokens => self.command(part, |c| &c.short_lived_tokens),
             Disruption::Impersonate => None,
         };
         self.disrupted.insert(part, disruption);
@@ -514,6 +543,8 @@ impl StackControl for ExistingControl {
         let command = match self.disrupted.get(&part) {
             Some(Disruption::Stop) => self.command(part, |c| &c.start),
             Some(Disruption::Pause) => self.command(part, |c| &c.resume),
+            Some(Disruption::DisableUser) => self.command(part, |c| &c.enable_user),
+            Some(Disruption::ShortLivedTokens) => self.command(part, |c| &c.usual_tokens),
             Some(Disruption::RevokeSessions | Disruption::Impersonate) | None => None,
         };
         Box::pin(async move {
@@ -561,6 +592,21 @@ mod tests {
             error.contains("control.idp: pause and resume go together"),
             "{error}"
         );
+        let half = format!("{GOOD}control:\n  idp:\n    short_lived_tokens: \"true\"\n");
+        let error = ExistingEnvironment::parse("env.yaml", &half, Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("control.idp: short_lived_tokens and usual_tokens go together"),
+            "{error}"
+        );
+        let idp = format!(
+            "{GOOD}control:\n  idp:\n    disable_user: \"true\"\n    enable_user: \"true\"\n"
+        );
+        let parsed = ExistingEnvironment::parse("env.yaml", &idp, Path::new("."), &env).unwrap();
+        let control = parsed.control();
+        assert!(control.can_disrupt(Part::Idp, Disruption::DisableUser));
+        assert!(!control.can_disrupt(Part::Idp, Disruption::ShortLivedTokens));
     }
 
     #[tokio::test]

@@ -41,6 +41,9 @@ pub const ECHO_PREFIX: &str = "/echo";
 /// session ended at the IdP ends at the app. Short, so the check takes seconds; a production
 /// deployment would pick a minute or so.
 pub const SESSION_REFRESH_SECONDS: u32 = 2;
+/// How long tokens live while a scenario has made them short-lived: past one session refresh
+/// (so the reference renews them in time) and a sign-in (so they are still valid when it ends).
+pub const SHORT_TOKEN_LIFETIME_SECONDS: i64 = 5;
 /// The client holding the app's roles (nobody signs in with it).
 pub const ROLES_CLIENT_ID: &str = "httpbin";
 /// The client role the test user holds on the app's roles client.
@@ -961,6 +964,15 @@ pub struct LocalStack {
     impostor_certificate: (String, Secret),
     /// The impostor in httpbin's sidecar's place, while a scenario has it there.
     impostor: Option<super::impostor::Impostor>,
+    /// What scenarios changed at Keycloak through its admin API, undone when they restore it.
+    idp_changes: Vec<IdpChange>,
+}
+
+/// A live change a scenario made to the realm in use, and what undoes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IdpChange {
+    UserDisabled,
+    TokenLifespan { was: i64 },
 }
 
 impl LocalStack {
@@ -1098,6 +1110,7 @@ impl LocalStack {
                 })?,
             running: Vec::new(),
             paused: Vec::new(),
+            idp_changes: Vec::new(),
             keycloak_ready: false,
             realm_frontend_url: None,
             impostor_certificate: (
@@ -1818,31 +1831,92 @@ impl LocalStack {
     /// Ends every session of the test user in the realm in use, as an administrator's "sign
     /// out all sessions" does: her refresh tokens stop working at once.
     async fn revoke_user_sessions(&self) -> Result<(), EnvError> {
-        let users = format!(
-            "http://127.0.0.1:{}/admin/realms/{}/users",
-            self.ports.keycloak,
-            self.config.realm.name()
-        );
         let token = self.keycloak_admin_token().await?;
-        let find = "find the test user";
+        let user = self.keycloak_test_user(&token).await?;
         let request = self
             .probe
-            .get(&users)
-            .query(&[("username", USERNAME), ("exact", "true")])
-            .bearer_auth(&token);
-        let found = idp_admin_json(idp_admin_call(request, find).await?, find).await?;
-        let id = found[0]["id"].as_str().ok_or_else(|| EnvError::IdpAdmin {
-            what: find,
-            detail: format!("no user {USERNAME} in realm {}", self.config.realm.name()),
-        })?;
-        let request = self
-            .probe
-            .post(format!("{users}/{id}/logout"))
+            .post(format!("{user}/logout"))
             .bearer_auth(&token);
         idp_admin_call(request, "end the test user's sessions").await?;
         self.append_stack_log(&format!(
             "keycloak: every session of {USERNAME} ended (a scenario's disruption)"
         ));
+        Ok(())
+    }
+
+    /// The admin API's URL of the realm in use.
+    fn keycloak_admin_realm(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/admin/realms/{}",
+            self.ports.keycloak,
+            self.config.realm.name()
+        )
+    }
+
+    /// The admin API's URL of the test user in the realm in use.
+    async fn keycloak_test_user(&self, token: &str) -> Result<String, EnvError> {
+        let users = format!("{}/users", self.keycloak_admin_realm());
+        let find = "find the test user";
+        let request = self
+            .probe
+            .get(&users)
+            .query(&[("username", USERNAME), ("exact", "true")])
+            .bearer_auth(token);
+        let found = idp_admin_json(idp_admin_call(request, find).await?, find).await?;
+        let id = found[0]["id"].as_str().ok_or_else(|| EnvError::IdpAdmin {
+            what: find,
+            detail: format!("no user {USERNAME} in realm {}", self.config.realm.name()),
+        })?;
+        Ok(format!("{users}/{id}"))
+    }
+
+    /// How long the realm in use lets access and ID tokens live, in seconds.
+    async fn realm_token_lifespan(&self) -> Result<i64, EnvError> {
+        let read = "read the realm's token lifespan";
+        let token = self.keycloak_admin_token().await?;
+        let request = self
+            .probe
+            .get(self.keycloak_admin_realm())
+            .bearer_auth(&token);
+        let realm = idp_admin_json(idp_admin_call(request, read).await?, read).await?;
+        realm["accessTokenLifespan"]
+            .as_i64()
+            .ok_or_else(|| EnvError::IdpAdmin {
+                what: read,
+                detail: "the realm has no accessTokenLifespan".into(),
+            })
+    }
+
+    /// Makes `change` to the realm in use live, or undoes it.
+    async fn change_realm(&self, change: IdpChange, undo: bool) -> Result<(), EnvError> {
+        let token = self.keycloak_admin_token().await?;
+        let (what, url, representation, log) = match change {
+            IdpChange::UserDisabled => (
+                "enable or disable the test user",
+                self.keycloak_test_user(&token).await?,
+                serde_json::json!({ "enabled": undo }),
+                format!(
+                    "keycloak: {USERNAME} {}",
+                    if undo { "enabled again" } else { "disabled" }
+                ),
+            ),
+            IdpChange::TokenLifespan { was } => {
+                let lifespan = if undo {
+                    was
+                } else {
+                    SHORT_TOKEN_LIFETIME_SECONDS
+                };
+                (
+                    "set the realm's token lifespan",
+                    self.keycloak_admin_realm(),
+                    serde_json::json!({ "accessTokenLifespan": lifespan }),
+                    format!("keycloak: tokens issued from now on live {lifespan} s"),
+                )
+            }
+        };
+        let request = self.probe.put(url).bearer_auth(&token).json(&representation);
+        idp_admin_call(request, what).await?;
+        self.append_stack_log(&format!("{log} (a scenario's disruption)"));
         Ok(())
     }
 
@@ -2116,9 +2190,18 @@ impl crate::control::StackControl for LocalStack {
     fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool {
         match (part, disruption) {
             // Through Keycloak's admin API: the second OpenID Provider has none.
-            (Part::Idp, Disruption::RevokeSessions) => self.config.idp.keycloak_issues(),
+            (
+                Part::Idp,
+                Disruption::RevokeSessions | Disruption::DisableUser | Disruption::ShortLivedTokens,
+            ) => self.config.idp.keycloak_issues(),
             (Part::App, Disruption::Impersonate) => true,
-            (_, Disruption::RevokeSessions | Disruption::Impersonate) => false,
+            (
+                _,
+                Disruption::RevokeSessions
+                | Disruption::Impersonate
+                | Disruption::DisableUser
+                | Disruption::ShortLivedTokens,
+            ) => false,
             (Part::SessionStore, _) => self.config.session_store == SessionStore::Redis,
             _ => true,
         }
@@ -2190,6 +2273,21 @@ impl crate::control::StackControl for LocalStack {
                         .map_err(|e| format!("ending the test user's sessions failed: {e}"))
                 });
             }
+            Disruption::DisableUser | Disruption::ShortLivedTokens => {
+                return Box::pin(async move {
+                    let change = match disruption {
+                        Disruption::DisableUser => IdpChange::UserDisabled,
+                        _ => IdpChange::TokenLifespan {
+                            was: self.realm_token_lifespan().await.map_err(|e| e.to_string())?,
+                        },
+                    };
+                    self.change_realm(change, false)
+                        .await
+                        .map_err(|e| format!("{} keycloak failed: {e}", disruption.verb()))?;
+                    self.idp_changes.push(change);
+                    Ok(())
+                });
+            }
             Disruption::Impersonate => {
                 return Box::pin(async move {
                     // The impostor takes the address the sidecar listens on.
@@ -2236,6 +2334,15 @@ impl crate::control::StackControl for LocalStack {
             let failed =
                 |e: &dyn std::fmt::Display| format!("restoring {} failed: {e}", component.name());
             self.converge(&|_| {}).await.map_err(|e| failed(&e))?;
+            if part == Part::Idp {
+                // Newest first, each forgotten only once undone: a failed restore is retried.
+                while let Some(change) = self.idp_changes.last().copied() {
+                    self.change_realm(change, true)
+                        .await
+                        .map_err(|e| failed(&e))?;
+                    self.idp_changes.pop();
+                }
+            }
             // Its clients may not use it at once (oauth2-proxy's redis pool redials on its own
             // schedule): restored means the auth service answers its deep readiness check.
             if let Some(running) = self.running(Component::OAuth2Proxy) {

@@ -304,6 +304,9 @@ pub enum Step {
     /// Waits out the deployment's session refresh interval (and a second): long enough for
     /// the auth proxy to have re-checked the session at the IdP on the next request.
     WaitForSessionRefresh {},
+    /// Waits until every token the app received on the last page has expired (and a second),
+    /// at most a minute: with `disrupt idp short_lived_tokens` first, a few seconds.
+    WaitForTokenExpiry {},
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -330,6 +333,7 @@ impl Step {
             Step::PutBackCookie { .. } => "put_back_cookie",
             Step::AuditConfig {} => "audit_config",
             Step::WaitForSessionRefresh {} => "wait_for_session_refresh",
+            Step::WaitForTokenExpiry {} => "wait_for_token_expiry",
             Step::ReplayCallback {} => "replay_callback",
         }
     }
@@ -381,6 +385,7 @@ impl Step {
             | Step::Restore { .. }
             | Step::AuditConfig {}
             | Step::WaitForSessionRefresh {}
+            | Step::WaitForTokenExpiry {}
             | Step::ReplayCallback {} => {}
         }
         out
@@ -636,6 +641,11 @@ pub struct ResponseExpectation {
     pub app_received_headers: Vec<String>,
     #[serde(default)]
     pub app_did_not_receive_headers: Vec<String>,
+    /// No JWT the app received, in any request header, had expired: the deployment renewed
+    /// the session's tokens or asked the user to sign in again (a page that is not the app's
+    /// echo passes: the app was not reached).
+    #[serde(default)]
+    pub no_expired_token_forwarded: Option<bool>,
 }
 
 /// Expected attributes of a cookie; absent fields are not checked.
