@@ -330,7 +330,10 @@ fn oauth2_proxy(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
     let never_rechecked = match refresh {
         Some(s) if !off(&s.value) => None,
         Some(s) => Some((s.line, quoted(s))),
-        None => Some((0, "no cookie_refresh (oauth2-proxy's default: off)".to_string())),
+        None => Some((
+            0,
+            "no cookie_refresh (oauth2-proxy's default: off)".to_string(),
+        )),
     }
     .map(|(line, what)| {
         (
@@ -722,8 +725,14 @@ mod tests {
             ]
         );
         for (refresh, finding) in [
-            ("cookie_refresh = \"0s\"", Some("line 2: cookie_refresh = 0s: the session")),
-            ("--cookie-refresh=0h0m0s", Some("line 2: cookie_refresh = 0h0m0s")),
+            (
+                "cookie_refresh = \"0s\"",
+                Some("line 2: cookie_refresh = 0s: the session"),
+            ),
+            (
+                "--cookie-refresh=0h0m0s",
+                Some("line 2: cookie_refresh = 0h0m0s"),
+            ),
             ("OAUTH2_PROXY_COOKIE_REFRESH: 90s", None),
         ] {
             let text = format!("oidc_issuer_url = x\n{refresh}\n");

@@ -231,7 +231,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
             });
     let (run_dir, target) = match args.env_kind {
         EnvKind::Kind => {
-            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let (_, run_dir) = new_run_dir(&args.stack)?;
             let kind = start_kind(&args.stack, provisioned, &run_dir, &redactor).await?;
             let target = provisioned_target(kind.endpoints());
             cluster = Some(kind);
@@ -257,7 +257,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
                 bail!("--env existing needs --env-file FILE describing the deployment");
             };
             let existing = ExistingEnvironment::load(file)?;
-            let (_, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let (_, run_dir) = new_run_dir(&args.stack)?;
             (
                 run_dir,
                 LoadTarget {
@@ -336,7 +336,6 @@ pub(crate) fn deployment_profile(args: &StackArgs) -> crate::env::DeploymentProf
         .expect("clap accepts only the profiles' names")
 }
 
-/// A fresh run directory under `runs_dir`, with `latest` pointing at it.
 /// A load target on an environment meshauth provisioned: loopback, with its `/baseline/` route.
 pub(crate) fn provisioned_target(endpoints: &crate::env::Endpoints) -> crate::load::LoadTarget {
     crate::load::LoadTarget {
@@ -346,7 +345,24 @@ pub(crate) fn provisioned_target(endpoints: &crate::env::Endpoints) -> crate::lo
     }
 }
 
-pub(crate) fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
+/// A fresh run directory under `--runs-dir`, with `latest` pointing at it, owned by this
+/// process; the oldest runs beyond `--keep-runs` are removed first.
+pub(crate) fn new_run_dir(args: &StackArgs) -> Result<(String, PathBuf)> {
+    let runs_dir = &args.runs_dir;
+    if args.keep_runs > 0 {
+        // The new run is one of those kept.
+        let removed = crate::files::prune_runs(runs_dir, args.keep_runs - 1)
+            .with_context(|| format!("removing old runs from {}", runs_dir.display()))?;
+        if !removed.is_empty() {
+            eprintln!(
+                "removed {} old run director{} from {} (--keep-runs {})",
+                removed.len(),
+                if removed.len() == 1 { "y" } else { "ies" },
+                runs_dir.display(),
+                args.keep_runs
+            );
+        }
+    }
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]-[hour][minute][second]"
@@ -356,6 +372,11 @@ pub(crate) fn new_run_dir(runs_dir: &Path) -> Result<(String, PathBuf)> {
     let dir = runs_dir.join(&run_id);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating run directory {}", dir.display()))?;
+    std::fs::write(
+        dir.join(crate::files::RUN_OWNER_FILE),
+        std::process::id().to_string(),
+    )
+    .with_context(|| format!("writing {}", dir.display()))?;
     let latest = runs_dir.join("latest");
     let _ = std::fs::remove_file(&latest);
     let _ = std::os::unix::fs::symlink(&run_id, &latest);
@@ -409,7 +430,7 @@ pub(crate) async fn start_local_toolchain(
     toolchain: Toolchain,
     redactor: &Redactor,
 ) -> Result<(String, LocalStack)> {
-    let (run_id, run_dir) = new_run_dir(&args.runs_dir)?;
+    let (run_id, run_dir) = new_run_dir(args)?;
     let progress = Progress::new();
     let started = Instant::now();
     let observe = |event: StackEvent| progress.stack_event(event);
@@ -566,7 +587,7 @@ pub(crate) async fn run_versions(args: &RunArgs, file: &Path, verbose: bool) -> 
     let selection = selected(&catalog, args)?;
     let out = match &args.out {
         Some(dir) => dir.clone(),
-        None => new_run_dir(&args.stack.runs_dir)?.1.join("versions"),
+        None => new_run_dir(&args.stack)?.1.join("versions"),
     };
     let mut runs = Vec::new();
     for set in &sets {
@@ -700,7 +721,7 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             if args.env_file.is_some() {
                 bail!("--env-file is only used with --env existing");
             }
-            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let (run_id, run_dir) = new_run_dir(&args.stack)?;
             let kind =
                 start_kind(&args.stack, stack_config(&args.stack), &run_dir, &redactor).await?;
             let endpoints = kind.endpoints().clone();
@@ -739,7 +760,7 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
                 );
             }
             let existing = ExistingEnvironment::load(file)?;
-            let (run_id, run_dir) = new_run_dir(&args.stack.runs_dir)?;
+            let (run_id, run_dir) = new_run_dir(&args.stack)?;
             existing_control = Some(existing.control());
             (
                 run_id,

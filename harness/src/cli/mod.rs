@@ -255,6 +255,15 @@ pub(crate) struct StackArgs {
         env = "MESHAUTH_RUNS_DIR"
     )]
     pub(crate) runs_dir: PathBuf,
+    /// How many run directories to keep: each new run removes the oldest beyond this number
+    /// (never one a running `meshauth up` still uses); 0 keeps them all.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        env = "MESHAUTH_KEEP_RUNS"
+    )]
+    pub(crate) keep_runs: usize,
     #[command(flatten)]
     pub(crate) kind: KindArgs,
 }

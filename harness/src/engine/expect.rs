@@ -278,7 +278,12 @@ fn check_no_expired_token(page: &Page, want: bool, now: i64) -> CheckResult {
                 .join(", ")
         )
     };
-    CheckResult::new("expired tokens", expired.is_empty() == want, expected, actual)
+    CheckResult::new(
+        "expired tokens",
+        expired.is_empty() == want,
+        expected,
+        actual,
+    )
 }
 
 /// A JWT the app received, by the request header that carried it.
@@ -612,7 +617,10 @@ mod tests {
         let echo = page(200, RECORDED_ECHO);
         let current = super::check_no_expired_token(&echo, true, RECORDED_EXP - 5);
         assert!(current.passed, "{current}");
-        assert!(current.actual.contains("Authorization (expires in 5 s)"), "{current}");
+        assert!(
+            current.actual.contains("Authorization (expires in 5 s)"),
+            "{current}"
+        );
 
         let expired = super::check_no_expired_token(&echo, true, RECORDED_EXP + 2);
         assert!(!expired.passed);

@@ -1235,8 +1235,14 @@ mod tests {
             body: include_str!("../../tests/data/recorded/httpbin-headers.json").into(),
         };
         let exp = 1795436565;
-        assert_eq!(token_expiry_wait(&echo, exp - 4), Ok(Duration::from_secs(5)));
-        assert_eq!(token_expiry_wait(&echo, exp + 30), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            token_expiry_wait(&echo, exp - 4),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(
+            token_expiry_wait(&echo, exp + 30),
+            Ok(Duration::from_secs(1))
+        );
         let too_long = token_expiry_wait(&echo, exp - 300).unwrap_err();
         assert!(too_long.contains("lives another 300 s"), "{too_long}");
         assert!(too_long.contains("short_lived_tokens"), "{too_long}");

@@ -503,9 +503,7 @@ impl StackControl for ExistingControl {
             Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
             Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions).is_some(),
             Disruption::DisableUser => self.command(part, |c| &c.disable_user).is_some(),
-            Disruption::ShortLivedTokens => {
-                self.command(part, |c| &c.short_lived_tokens).is_some()
-            }
+            Disruption::ShortLivedTokens => self.command(part, |c| &c.short_lived_tokens).is_some(),
             // Certificates from another CA at the app's address: only a mesh the harness runs.
             Disruption::Impersonate => false,
         }

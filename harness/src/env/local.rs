@@ -1914,7 +1914,11 @@ impl LocalStack {
                 )
             }
         };
-        let request = self.probe.put(url).bearer_auth(&token).json(&representation);
+        let request = self
+            .probe
+            .put(url)
+            .bearer_auth(&token)
+            .json(&representation);
         idp_admin_call(request, what).await?;
         self.append_stack_log(&format!("{log} (a scenario's disruption)"));
         Ok(())
@@ -2278,7 +2282,10 @@ impl crate::control::StackControl for LocalStack {
                     let change = match disruption {
                         Disruption::DisableUser => IdpChange::UserDisabled,
                         _ => IdpChange::TokenLifespan {
-                            was: self.realm_token_lifespan().await.map_err(|e| e.to_string())?,
+                            was: self
+                                .realm_token_lifespan()
+                                .await
+                                .map_err(|e| e.to_string())?,
                         },
                     };
                     self.change_realm(change, false)
