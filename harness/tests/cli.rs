@@ -113,7 +113,7 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
 
     // No Docker engine (none on this machine; an unreachable DOCKER_HOST anywhere): the
     // containers environment says what is missing, before installing anything.
-    for command in ["run", "load"] {
+    for command in ["run", "load", "up"] {
         let output = meshauth()
             .args([command, "--env", "containers"])
             .env("DOCKER_HOST", "tcp://127.0.0.1:1")
@@ -127,6 +127,13 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
             "{stderr}"
         );
     }
+    let (code, _, stderr) = run(&["up", "--env", "kind"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("meshauth up starts the stack on this machine")
+            && stderr.contains("`meshauth run --env kind` creates the kind cluster"),
+        "{stderr}"
+    );
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -384,20 +384,6 @@ pub(crate) fn new_run_dir(args: &StackArgs) -> Result<(String, PathBuf)> {
     Ok((run_id, dir))
 }
 
-pub(crate) async fn start_local(
-    args: &StackArgs,
-    redactor: &Redactor,
-) -> Result<(String, LocalStack)> {
-    start_local_toolchain(
-        args,
-        stack_config(args),
-        Runtime::Processes,
-        install()?,
-        redactor,
-    )
-    .await
-}
-
 /// How the local stack runs its components for `--env`: processes, or official images when a
 /// Docker engine answers (and a usage error saying what is missing when none does).
 pub(crate) async fn runtime_for(env_kind: EnvKind) -> Result<Runtime> {
@@ -490,9 +476,19 @@ pub(crate) async fn start_kind(
     Ok(environment)
 }
 
-pub(crate) async fn up(args: &StackArgs) -> Result<ExitCode> {
+pub(crate) async fn up(up: &UpArgs) -> Result<ExitCode> {
+    if matches!(up.env_kind, EnvKind::Existing | EnvKind::Kind) {
+        bail!(
+            "meshauth up starts the stack on this machine: --env local or --env containers\n\
+             how to fix: an existing deployment is already up (point `meshauth run --env \
+             existing` at it); `meshauth run --env kind` creates the kind cluster"
+        );
+    }
+    let args = &up.stack;
     let redactor = Redactor::new();
-    let (_, mut stack) = start_local(args, &redactor).await?;
+    let runtime = runtime_for(up.env_kind).await?;
+    let (_, mut stack) =
+        start_local_toolchain(args, stack_config(args), runtime, install()?, &redactor).await?;
     let endpoints = stack.endpoints();
     let run_dir = stack.run_dir().to_path_buf();
     // Passwords go to a file only the user can read, never to the terminal or a log.

@@ -41,7 +41,7 @@ pub(crate) enum Command {
     /// Install (or verify the cache of) every component of the local environment.
     Install,
     /// Start the local stack, print its URLs and test user, and keep it up until Ctrl-C.
-    Up(StackArgs),
+    Up(UpArgs),
     /// Run the catalog (or the scenarios matching FILTER) and print a verdict per scenario.
     Run(RunArgs),
     /// Audit configuration files (oauth2-proxy config, flags or manifests; Istio objects and
@@ -219,6 +219,17 @@ pub(crate) enum EnvKind {
     /// The local stack's components from their official images, with testcontainers on the
     /// host's network (needs a Docker engine, no Kubernetes).
     Containers,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct UpArgs {
+    /// Where the stack runs: local (processes) or containers (the components' official
+    /// images; needs a Docker engine). An existing deployment is already up, and a kind
+    /// cluster is brought up by `meshauth run --env kind`.
+    #[arg(long = "env", value_enum, default_value = "local")]
+    pub(crate) env_kind: EnvKind,
+    #[command(flatten)]
+    pub(crate) stack: StackArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
