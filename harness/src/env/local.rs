@@ -1920,7 +1920,12 @@ impl LocalStack {
             .bearer_auth(&token)
             .json(&representation);
         idp_admin_call(request, what).await?;
-        self.append_stack_log(&format!("{log} (a scenario's disruption)"));
+        let why = if undo {
+            "undoing a scenario's disruption"
+        } else {
+            "a scenario's disruption"
+        };
+        self.append_stack_log(&format!("{log} ({why})"));
         Ok(())
     }
 
