@@ -385,6 +385,7 @@ impl Supervised {
             return;
         }
         self.stopped = true;
+        let started = Instant::now();
         signal_group(self.pgid, libc::SIGTERM);
         // A paused group would hold TERM until the grace period ends.
         signal_group(self.pgid, self.pause_signals.1);
@@ -403,7 +404,11 @@ impl Supervised {
         if let Ok(mut groups) = LIVE_GROUPS.lock() {
             groups.remove(&self.pgid);
         }
-        tracing::debug!(component = self.name, "stopped");
+        tracing::debug!(
+            component = self.name,
+            after_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
     }
 }
 
