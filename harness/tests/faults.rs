@@ -262,6 +262,13 @@ const CASES: &[Case] = &[
         expect: Expect::FailsWith("https://evil.example/"),
     },
     Case {
+        // The same list lets a sign-out link hand the signed-out user to the foreign site.
+        name: "whitelisted_foreign_domain_takes_the_browser_off_after_sign_out",
+        breakage: |c| c.whitelist_domains = vec!["evil.example".into()],
+        scenario: "attack_redirects_and_flow::rd_absolute_foreign_url_via_sign_out",
+        expect: Expect::FailsWith("https://evil.example/"),
+    },
+    Case {
         name: "idp_client_with_wildcard_redirect_uri_accepts_another_path",
         breakage: |c| c.client_wildcard_redirect_uri = true,
         scenario: "attack_redirects_and_flow::idp_refuses_other_path_on_the_app_host",
