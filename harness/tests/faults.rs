@@ -199,6 +199,14 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
+        name: "istio_authorizationpolicy_checking_only_get_exposes_the_app_to_other_methods",
+        breakage: |c| c.istio_overlay = Some(istio_fault("authorizationpolicy-checks-only-get")),
+        scenario: "attack_unauthenticated_reach::method_variants",
+        expect: Expect::FailsWith(
+            "[critical finding] POST /anything: expected not answered by the app",
+        ),
+    },
+    Case {
         name: "istio_requestauthentication_with_the_wrong_issuer_refuses_real_tokens",
         breakage: |c| c.istio_overlay = Some(istio_fault("requestauthentication-wrong-issuer")),
         scenario: "seed003_origin_auth::direct_grant_bearer",

@@ -164,12 +164,16 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
+    let bodiless = request.method.eq_ignore_ascii_case("HEAD");
     loop {
         match stream.read(&mut chunk).await {
             Ok(0) => break,
             Ok(n) => {
                 buffer.extend_from_slice(&chunk[..n]);
-                if buffer.len() >= MAX_RESPONSE {
+                // A server may hold the connection after a whole response despite
+                // `Connection: close` (Envoy waits up to its delayed_close_timeout, a second,
+                // for the client to close after an error): stop at the response's end.
+                if buffer.len() >= MAX_RESPONSE || response_complete(&buffer, bodiless) {
                     break;
                 }
             }
@@ -182,6 +186,61 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     parse_response(&buffer)
+}
+
+/// Whether `bytes` hold a whole response: its head, and the body its framing announces (none
+/// for HEAD, 204 and 304; `Content-Length` bytes; chunks up to the last). A response framed by
+/// the connection's end alone is never complete before it.
+fn response_complete(bytes: &[u8], bodiless: bool) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = response.parse(bytes) else {
+        return false;
+    };
+    let status = response.code.unwrap_or_default();
+    if (100..200).contains(&status) {
+        // An interim response; the final one follows.
+        return false;
+    }
+    if bodiless || status == 204 || status == 304 {
+        return true;
+    }
+    let body = &bytes[head_len..];
+    let header = |wanted: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(wanted))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return last_chunk_received(body);
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(length) => body.len() >= length,
+        None => false,
+    }
+}
+
+/// Whether a chunked body has reached its last (zero-size) chunk and the blank line after it.
+fn last_chunk_received(mut bytes: &[u8]) -> bool {
+    while let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&bytes[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            return false;
+        };
+        bytes = &bytes[line_end + 2..];
+        if size == 0 {
+            // Trailers, if any, end with a blank line.
+            return bytes.starts_with(b"\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n");
+        }
+        match bytes.get(size + 2..) {
+            Some(rest) => bytes = rest,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Parses an HTTP/1.1 response read to the end of the connection.
@@ -291,6 +350,52 @@ mod tests {
             "GET http://idp.example:8080/anything/%2e%2e//./x;y (Host: APP.EXAMPLE.:443) \
              [X_Auth_Request_User: mallory]"
         );
+    }
+
+    #[test]
+    fn a_response_is_complete_at_the_end_its_framing_announces() {
+        let head = "HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\n";
+        assert!(!response_complete(head.as_bytes(), false));
+        assert!(!response_complete(format!("{head}Bad").as_bytes(), false));
+        assert!(response_complete(
+            format!("{head}Bad Request").as_bytes(),
+            false
+        ));
+        assert!(!response_complete(b"HTTP/1.1 200 OK\r\nContent-Le", false));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end",
+            false
+        ));
+        let head_answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4012\r\n\r\n";
+        assert!(response_complete(head_answer, true));
+        assert!(!response_complete(head_answer, false));
+        assert!(response_complete(
+            b"HTTP/1.1 304 Not Modified\r\n\r\n",
+            false
+        ));
+        assert!(!response_complete(b"HTTP/1.1 100 Continue\r\n\r\n", false));
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!response_complete(
+            format!("{chunked}5\r\nhello\r\n").as_bytes(),
+            false
+        ));
+        assert!(!response_complete(
+            format!("{chunked}5\r\nhello\r\n0\r\n").as_bytes(),
+            false
+        ));
+        assert!(response_complete(
+            format!("{chunked}5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+            false
+        ));
+        assert!(response_complete(
+            format!("{chunked}5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n").as_bytes(),
+            false
+        ));
+        // A body that only looks like a last chunk does not end the response early.
+        assert!(!response_complete(
+            format!("{chunked}7\r\n0\r\n\r\nab\r\n").as_bytes(),
+            false
+        ));
     }
 
     #[test]
