@@ -41,9 +41,9 @@ pub const ECHO_PREFIX: &str = "/echo";
 /// session ended at the IdP ends at the app. Short, so the check takes seconds; a production
 /// deployment would pick a minute or so.
 pub const SESSION_REFRESH_SECONDS: u32 = 2;
-/// How long tokens live while a scenario has made them short-lived: past one session refresh
-/// (so the reference renews them in time) and a sign-in (so they are still valid when it ends).
-pub const SHORT_TOKEN_LIFETIME_SECONDS: i64 = 5;
+/// How long tokens live while a scenario has made them short-lived: long enough for a sign-in
+/// to verify them (milliseconds after they are issued), short enough to wait out.
+pub const SHORT_TOKEN_LIFETIME_SECONDS: i64 = 3;
 /// The client holding the app's roles (nobody signs in with it).
 pub const ROLES_CLIENT_ID: &str = "httpbin";
 /// The client role the test user holds on the app's roles client.
