@@ -121,6 +121,24 @@ pub struct PartCommands {
     usual_tokens: Option<String>,
 }
 
+impl PartCommands {
+    /// The command that does `disruption`, and the one that undoes it (none where there is
+    /// nothing to undo).
+    fn for_disruption(&self, disruption: Disruption) -> (Option<&String>, Option<&String>) {
+        match disruption {
+            Disruption::Stop => (self.stop.as_ref(), self.start.as_ref()),
+            Disruption::Pause => (self.pause.as_ref(), self.resume.as_ref()),
+            Disruption::RevokeSessions => (self.revoke_sessions.as_ref(), None),
+            Disruption::DisableUser => (self.disable_user.as_ref(), self.enable_user.as_ref()),
+            Disruption::ShortLivedTokens => {
+                (self.short_lived_tokens.as_ref(), self.usual_tokens.as_ref())
+            }
+            // Certificates from another CA at the app's address: only a mesh the harness runs.
+            Disruption::Impersonate => (None, None),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientFile {
@@ -420,16 +438,21 @@ pub struct ExistingControl {
     declared_sidecar: SidecarPolicy,
     commands: BTreeMap<Part, PartCommands>,
     config_files: Vec<std::path::PathBuf>,
-    /// How each part was disrupted, to undo it the same way.
-    disrupted: BTreeMap<Part, Disruption>,
+    /// How each part was disrupted, in order, to undo it the same way, newest first.
+    disrupted: BTreeMap<Part, Vec<Disruption>>,
 }
 
 /// How long one control command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ExistingControl {
-    fn command(&self, part: Part, which: fn(&PartCommands) -> &Option<String>) -> Option<String> {
-        self.commands.get(&part).and_then(|c| which(c).clone())
+    /// The commands that do and undo `disruption` of `part`.
+    fn commands_for(&self, part: Part, disruption: Disruption) -> (Option<String>, Option<String>) {
+        let (doing, undoing) = self
+            .commands
+            .get(&part)
+            .map_or((None, None), |c| c.for_disruption(disruption));
+        (doing.cloned(), undoing.cloned())
     }
 }
 
@@ -498,15 +521,7 @@ impl StackControl for ExistingControl {
     }
 
     fn can_disrupt(&self, part: Part, disruption: Disruption) -> bool {
-        match disruption {
-            Disruption::Stop => self.command(part, |c| &c.stop).is_some(),
-            Disruption::Pause => self.command(part, |c| &c.pause).is_some(),
-            Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions).is_some(),
-            Disruption::DisableUser => self.command(part, |c| &c.disable_user).is_some(),
-            Disruption::ShortLivedTokens => self.command(part, |c| &c.short_lived_tokens).is_some(),
-            // Certificates from another CA at the app's address: only a mesh the harness runs.
-            Disruption::Impersonate => false,
-        }
+        self.commands_for(part, disruption).0.is_some()
     }
 
     fn disrupt(
@@ -514,15 +529,8 @@ impl StackControl for ExistingControl {
         part: Part,
         disruption: Disruption,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
-        let command = match disruption {
-            Disruption::Stop => self.command(part, |c| &c.stop),
-            Disruption::Pause => self.command(part, |c| &c.pause),
-            Disruption::RevokeSessions => self.command(part, |c| &c.revoke_sessions),
-            Disruption::DisableUser => self.command(part, |c| &c.disable_user),
-            Disruption::ShortLivedTokens => self.command(part, |c| &c.short_lived_tokens),
-            Disruption::Impersonate => None,
-        };
-        self.disrupted.insert(part, disruption);
+        let (command, _) = self.commands_for(part, disruption);
+        self.disrupted.entry(part).or_default().push(disruption);
         Box::pin(async move {
             let command = command.ok_or_else(|| {
                 format!(
@@ -538,18 +546,16 @@ impl StackControl for ExistingControl {
         &mut self,
         part: Part,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
-        let command = match self.disrupted.get(&part) {
-            Some(Disruption::Stop) => self.command(part, |c| &c.start),
-            Some(Disruption::Pause) => self.command(part, |c| &c.resume),
-            Some(Disruption::DisableUser) => self.command(part, |c| &c.enable_user),
-            Some(Disruption::ShortLivedTokens) => self.command(part, |c| &c.usual_tokens),
-            Some(Disruption::RevokeSessions | Disruption::Impersonate) | None => None,
-        };
         Box::pin(async move {
-            if let Some(command) = command {
-                run_command(format!("restoring the {}", part.name()), command).await?;
+            // Newest first, each forgotten only once undone: a failed restore is tried again.
+            while let Some(&disruption) = self.disrupted.get(&part).and_then(|d| d.last()) {
+                if let (_, Some(command)) = self.commands_for(part, disruption) {
+                    run_command(format!("restoring the {}", part.name()), command).await?;
+                }
+                if let Some(done) = self.disrupted.get_mut(&part) {
+                    done.pop();
+                }
             }
-            // Forgotten only once it is back: a failed restore is tried again.
             self.disrupted.remove(&part);
             Ok(())
         })
@@ -582,22 +588,19 @@ mod tests {
         assert!(control.can_disrupt(Part::AuthService, Disruption::Stop));
         assert!(!control.can_disrupt(Part::AuthService, Disruption::Pause));
         assert!(!control.can_disrupt(Part::Idp, Disruption::Stop));
-        let half = format!("{GOOD}control:\n  idp:\n    pause: \"true\"\n");
-        let error = ExistingEnvironment::parse("env.yaml", &half, Path::new("."), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("control.idp: pause and resume go together"),
-            "{error}"
-        );
-        let half = format!("{GOOD}control:\n  idp:\n    short_lived_tokens: \"true\"\n");
-        let error = ExistingEnvironment::parse("env.yaml", &half, Path::new("."), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("control.idp: short_lived_tokens and usual_tokens go together"),
-            "{error}"
-        );
+        for (half, message) in [
+            ("pause", "control.idp: pause and resume go together"),
+            (
+                "short_lived_tokens",
+                "control.idp: short_lived_tokens and usual_tokens go together",
+            ),
+        ] {
+            let file = format!("{GOOD}control:\n  idp:\n    {half}: \"true\"\n");
+            let error = ExistingEnvironment::parse("env.yaml", &file, Path::new("."), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(message), "{error}");
+        }
         let idp = format!(
             "{GOOD}control:\n  idp:\n    disable_user: \"true\"\n    enable_user: \"true\"\n"
         );
@@ -624,6 +627,37 @@ mod tests {
             "{error}"
         );
         control.restore(Part::App).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_part_disrupted_twice_is_restored_newest_first() {
+        let log = std::env::temp_dir().join(format!("meshauth-undo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let step = |word: &str| format!("\"echo {word} >> {}\"", log.display());
+        let file = format!(
+            "{GOOD}control:\n  idp:\n    short_lived_tokens: {}\n    usual_tokens: {}\n    \
+             disable_user: {}\n    enable_user: {}\n",
+            step("short"),
+            step("usual"),
+            step("disable"),
+            step("enable")
+        );
+        let parsed = ExistingEnvironment::parse("env.yaml", &file, Path::new("."), &env).unwrap();
+        let mut control = parsed.control();
+        control
+            .disrupt(Part::Idp, Disruption::ShortLivedTokens)
+            .await
+            .unwrap();
+        control
+            .disrupt(Part::Idp, Disruption::DisableUser)
+            .await
+            .unwrap();
+        control.restore(Part::Idp).await.unwrap();
+        // Nothing left to undo: a second restore runs no command.
+        control.restore(Part::Idp).await.unwrap();
+        let done = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(done, "short\ndisable\nenable\nusual\n");
     }
 
     const MESH: &str = "mesh:\n  context: prod\n  kubeconfig: kube/config\n  \
