@@ -214,33 +214,12 @@ fn response_complete(bytes: &[u8], bodiless: bool) -> bool {
             .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
     };
     if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        return last_chunk_received(body);
+        return dechunk(body).1;
     }
     match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         Some(length) => body.len() >= length,
         None => false,
     }
-}
-
-/// Whether a chunked body has reached its last (zero-size) chunk and the blank line after it.
-fn last_chunk_received(mut bytes: &[u8]) -> bool {
-    while let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&bytes[..line_end]);
-        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            return false;
-        };
-        bytes = &bytes[line_end + 2..];
-        if size == 0 {
-            // Trailers, if any, end with a blank line.
-            return bytes.starts_with(b"\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n");
-        }
-        match bytes.get(size + 2..) {
-            Some(rest) => bytes = rest,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// Parses an HTTP/1.1 response read to the end of the connection.
@@ -273,7 +252,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<RawResponse, String> {
         n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
     });
     let body = if chunked {
-        dechunk(raw_body)
+        dechunk(raw_body).0
     } else {
         raw_body.to_vec()
     };
@@ -284,21 +263,28 @@ pub fn parse_response(bytes: &[u8]) -> Result<RawResponse, String> {
     })
 }
 
-fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+/// A chunked body decoded as far as it has arrived, and whether it ended: its last (zero-size)
+/// chunk and the blank line after it (after any trailers) were received.
+fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     while let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&bytes[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            return (out, false);
+        };
         bytes = &bytes[line_end + 2..];
-        if size == 0 || bytes.len() < size {
-            out.extend_from_slice(&bytes[..size.min(bytes.len())]);
-            break;
+        if size == 0 {
+            let ended = bytes.starts_with(b"\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n");
+            return (out, ended);
         }
-        out.extend_from_slice(&bytes[..size]);
-        bytes = bytes.get(size + 2..).unwrap_or_default();
+        out.extend_from_slice(&bytes[..size.min(bytes.len())]);
+        match bytes.get(size + 2..) {
+            Some(rest) => bytes = rest,
+            None => return (out, false),
+        }
     }
-    out
+    (out, false)
 }
 
 /// TLS for the harness's own clients: the platform's roots plus the environment's CA.

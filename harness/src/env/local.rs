@@ -1871,13 +1871,12 @@ impl LocalStack {
     }
 
     /// How long the realm in use lets access and ID tokens live, in seconds.
-    async fn realm_token_lifespan(&self) -> Result<i64, EnvError> {
+    async fn realm_token_lifespan(&self, token: &str) -> Result<i64, EnvError> {
         let read = "read the realm's token lifespan";
-        let token = self.keycloak_admin_token().await?;
         let request = self
             .probe
             .get(self.keycloak_admin_realm())
-            .bearer_auth(&token);
+            .bearer_auth(token);
         let realm = idp_admin_json(idp_admin_call(request, read).await?, read).await?;
         realm["accessTokenLifespan"]
             .as_i64()
@@ -1887,13 +1886,17 @@ impl LocalStack {
             })
     }
 
-    /// Makes `change` to the realm in use live, or undoes it.
-    async fn change_realm(&self, change: IdpChange, undo: bool) -> Result<(), EnvError> {
-        let token = self.keycloak_admin_token().await?;
+    /// Makes `change` to the realm in use live, or undoes it, with an admin `token`.
+    async fn change_realm(
+        &self,
+        token: &str,
+        change: IdpChange,
+        undo: bool,
+    ) -> Result<(), EnvError> {
         let (what, url, representation, log) = match change {
             IdpChange::UserDisabled => (
                 "enable or disable the test user",
-                self.keycloak_test_user(&token).await?,
+                self.keycloak_test_user(token).await?,
                 serde_json::json!({ "enabled": undo }),
                 format!(
                     "keycloak: {USERNAME} {}",
@@ -1914,11 +1917,7 @@ impl LocalStack {
                 )
             }
         };
-        let request = self
-            .probe
-            .put(url)
-            .bearer_auth(&token)
-            .json(&representation);
+        let request = self.probe.put(url).bearer_auth(token).json(&representation);
         idp_admin_call(request, what).await?;
         let why = if undo {
             "undoing a scenario's disruption"
@@ -2284,18 +2283,18 @@ impl crate::control::StackControl for LocalStack {
             }
             Disruption::DisableUser | Disruption::ShortLivedTokens => {
                 return Box::pin(async move {
+                    let failed =
+                        |e: EnvError| format!("{} keycloak failed: {e}", disruption.verb());
+                    let token = self.keycloak_admin_token().await.map_err(failed)?;
                     let change = match disruption {
                         Disruption::DisableUser => IdpChange::UserDisabled,
                         _ => IdpChange::TokenLifespan {
-                            was: self
-                                .realm_token_lifespan()
-                                .await
-                                .map_err(|e| e.to_string())?,
+                            was: self.realm_token_lifespan(&token).await.map_err(failed)?,
                         },
                     };
-                    self.change_realm(change, false)
+                    self.change_realm(&token, change, false)
                         .await
-                        .map_err(|e| format!("{} keycloak failed: {e}", disruption.verb()))?;
+                        .map_err(failed)?;
                     self.idp_changes.push(change);
                     Ok(())
                 });
@@ -2346,10 +2345,11 @@ impl crate::control::StackControl for LocalStack {
             let failed =
                 |e: &dyn std::fmt::Display| format!("restoring {} failed: {e}", component.name());
             self.converge(&|_| {}).await.map_err(|e| failed(&e))?;
-            if part == Part::Idp {
+            if part == Part::Idp && !self.idp_changes.is_empty() {
+                let token = self.keycloak_admin_token().await.map_err(|e| failed(&e))?;
                 // Newest first, each forgotten only once undone: a failed restore is retried.
                 while let Some(change) = self.idp_changes.last().copied() {
-                    self.change_realm(change, true)
+                    self.change_realm(&token, change, true)
                         .await
                         .map_err(|e| failed(&e))?;
                     self.idp_changes.pop();
