@@ -269,6 +269,21 @@ fn quoted(setting: &Setting) -> String {
 }
 
 /// Audits every file; one check per rule that applies to each.
+/// [`audit`], refusing input none of which it recognises: zero checks is no verdict.
+pub fn audit_recognised(files: &[ConfigFile]) -> Result<Vec<CheckResult>, String> {
+    let checks = audit(files);
+    if checks.is_empty() {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        return Err(format!(
+            "none of the files ({}) is a configuration meshauth recognises (oauth2-proxy \
+             config, flags or Helm values; Istio or Envoy YAML; a Keycloak realm export), so \
+             nothing was audited\nhow to fix: name the deployment's own configuration files",
+            names.join(", ")
+        ));
+    }
+    Ok(checks)
+}
+
 pub fn audit(files: &[ConfigFile]) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     for file in files {
@@ -798,6 +813,11 @@ mod tests {
         let commented =
             "# RequestAuthentication and envoy.filters.http.ext_authz, described\nkey: value\n";
         assert!(audit(&[file("notes.yaml", commented)]).is_empty());
+        let refused = audit_recognised(&[file("notes.yaml", commented)]).unwrap_err();
+        assert!(
+            refused.contains("(notes.yaml)") && refused.contains("nothing was audited"),
+            "{refused}"
+        );
         let realm = r#"{"realm":"r","registrationAllowed":true,"sslRequired":"none","clients":[{"clientId":"app","standardFlowEnabled":true,"implicitFlowEnabled":true,"redirectUris":["https://app/*"],"attributes":{}}]}"#;
         assert_eq!(
             findings(&[file("realm.json", realm)]),

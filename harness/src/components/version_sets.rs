@@ -40,12 +40,23 @@ impl VersionSet {
     /// The versions pinned in `versions.rs`.
     pub fn pinned() -> Self {
         Self {
-            name: "pinned".into(),
+            name: PINNED.into(),
             keycloak: pinned_keycloak(),
             oauth2_proxy: pinned_oauth2_proxy(),
             envoy: pinned_envoy(),
             httpbin: pinned_httpbin(),
         }
+    }
+
+    /// The components whose version differs from the pinned one, with that version.
+    pub fn overrides(&self) -> Vec<(&'static str, &str)> {
+        let pinned = Self::pinned();
+        self.components()
+            .into_iter()
+            .zip(pinned.components())
+            .filter(|((_, version), (_, pinned))| version != pinned)
+            .map(|(component, _)| component)
+            .collect()
     }
 
     /// `component version` for each component, for the "what changed" column.
@@ -62,8 +73,13 @@ impl VersionSet {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VersionsFile {
-    sets: Vec<VersionSet>,
+    /// Optional so that a missing or empty `sets:` gets its own message.
+    #[serde(default)]
+    sets: Option<Vec<VersionSet>>,
 }
+
+/// The name of the set that keeps every pinned version (the comparison's baseline).
+pub const PINNED: &str = "pinned";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}\nhow to fix: {hint}")]
@@ -94,18 +110,25 @@ pub fn load(path: &Path) -> Result<Vec<VersionSet>, VersionsFileError> {
 
 fn parse(text: &str) -> Result<Vec<VersionSet>, (String, &'static str)> {
     const FIELDS: &str = "each set has a name and any of keycloak, oauth2_proxy, envoy, httpbin";
-    let file: VersionsFile = serde_saphyr::from_str(text).map_err(|e| (e.to_string(), FIELDS))?;
-    if file.sets.len() < 2 {
+    const EXAMPLE: &str = "list the sets under `sets:`, e.g. `sets: [{name: pinned}, {name: old-proxy, oauth2_proxy: v7.8.1}]`";
+    if text.trim().is_empty() {
         return Err((
-            format!(
-                "{} set(s): a comparison needs at least two",
-                file.sets.len()
-            ),
+            "the file is empty: it defines no version set".into(),
+            EXAMPLE,
+        ));
+    }
+    let file: VersionsFile = serde_saphyr::from_str(text).map_err(|e| (e.to_string(), FIELDS))?;
+    let Some(sets) = file.sets.filter(|sets| !sets.is_empty()) else {
+        return Err(("`sets:` lists no version set".into(), EXAMPLE));
+    };
+    if sets.len() < 2 {
+        return Err((
+            format!("{} set(s): a comparison needs at least two", sets.len()),
             "add another set under `sets:`",
         ));
     }
     let mut names = Vec::new();
-    for set in &file.sets {
+    for set in &sets {
         let valid = !set.name.is_empty()
             && set
                 .name
@@ -136,7 +159,24 @@ fn parse(text: &str) -> Result<Vec<VersionSet>, (String, &'static str)> {
             }
         }
     }
-    Ok(file.sets)
+    for (position, set) in sets.iter().enumerate() {
+        // A set that changes nothing runs the pinned versions under another name: a
+        // comparison against it would show "no change" for a version never installed. Only
+        // the baseline named `pinned` may do so, and says what it is.
+        if set.overrides().is_empty() && set.name != PINNED {
+            return Err((
+                format!(
+                    "set {:?} (set {} under `sets:`) overrides no component: it would run the \
+                     pinned versions under another name",
+                    set.name,
+                    position + 1
+                ),
+                "give it at least one of keycloak, oauth2_proxy, envoy, httpbin with a version \
+                 other than the pinned one, or name it `pinned` if it is meant as the baseline",
+            ));
+        }
+    }
+    Ok(sets)
 }
 
 #[cfg(test)]
@@ -165,5 +205,36 @@ mod tests {
         assert!(hint.contains("oauth2_proxy"));
         let (message, _) = parse("sets:\n  - name: a b\n  - name: c\n").unwrap_err();
         assert!(message.contains("directory name"), "{message}");
+    }
+
+    /// No set at all, or a set that overrides nothing (other than the `pinned` baseline), is
+    /// an error saying what, where and how to fix it, not a comparison of identical stacks.
+    #[test]
+    fn no_sets_or_a_set_overriding_nothing_is_refused() {
+        for text in ["", "  \n", "sets:\n", "sets: []\n", "{}\n"] {
+            let (message, hint) = parse(text).unwrap_err();
+            assert!(message.contains("no version set"), "{text:?}: {message}");
+            assert!(hint.contains("sets:"), "{text:?}: {hint}");
+        }
+        let (message, hint) = parse("sets:\n  - name: pinned\n  - name: next\n").unwrap_err();
+        assert!(
+            message.contains(r#"set "next" (set 2 under `sets:`) overrides no component"#),
+            "{message}"
+        );
+        assert!(
+            hint.contains("oauth2_proxy") && hint.contains("`pinned`"),
+            "{hint}"
+        );
+        // The pinned version written out is no override either.
+        let pinned_again = format!(
+            "sets:\n  - name: pinned\n  - name: same\n    envoy: {}\n",
+            versions::ENVOY
+        );
+        let (message, _) = parse(&pinned_again).unwrap_err();
+        assert!(message.contains("overrides no component"), "{message}");
+        // The documented baseline stays accepted.
+        let sets = parse("sets:\n  - name: pinned\n  - name: next\n    envoy: 1.39.3\n").unwrap();
+        assert_eq!(sets[1].overrides(), [("Envoy", "1.39.3")]);
+        assert!(sets[0].overrides().is_empty());
     }
 }

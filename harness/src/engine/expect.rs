@@ -243,16 +243,25 @@ fn check_no_expired_token(page: &Page, want: bool, now: i64) -> CheckResult {
         "an expired token among what the app received"
     };
     let Some(tokens) = forwarded_jwts(&page.body) else {
-        return CheckResult::new(
-            "expired tokens",
-            want,
-            expected,
+        // Not the app: safe only where the user is visibly asked to sign in again. Any other
+        // page (an error, a blank 200) shows neither renewal nor refusal.
+        let signing_in = find_provider_button(&page.body, &page.url).is_some()
+            || find_login_form(&page.body, &page.url).is_ok();
+        let actual = if signing_in {
             format!(
-                "the app was not reached: {} at {}",
+                "the app was not reached: {} at {} asks the user to sign in again",
                 page.status.as_u16(),
                 page.url
-            ),
-        );
+            )
+        } else {
+            format!(
+                "inconclusive: neither the app's echo nor a sign-in page: {} at {} with {}",
+                page.status.as_u16(),
+                page.url,
+                excerpt(&page.body)
+            )
+        };
+        return CheckResult::new("expired tokens", signing_in == want, expected, actual);
     };
     let expired: Vec<String> = tokens
         .iter()
@@ -267,7 +276,14 @@ fn check_no_expired_token(page: &Page, want: bool, now: i64) -> CheckResult {
             expired.join(", ")
         )
     } else if tokens.is_empty() {
-        "the app received no token".to_string()
+        // Nothing to renew was forwarded at all: renewal cannot be observed here.
+        return CheckResult::new(
+            "expired tokens",
+            false,
+            expected,
+            "inconclusive: the app received no token, so neither renewal nor expiry can be \
+             observed; forward the session's tokens (oauth2-proxy: pass_authorization_header)",
+        );
     } else {
         format!(
             "the app received current tokens only: {}",
@@ -633,10 +649,27 @@ mod tests {
         );
         assert!(expired.actual.contains("cookie_refresh"), "{expired}");
 
-        let refused = page(403, "<html>Sign in with Keycloak</html>");
+        let refused = page(
+            403,
+            r#"<form method="GET" action="/oauth2/start"><button type="submit">Sign in with Keycloak</button></form>"#,
+        );
         let refused = super::check_no_expired_token(&refused, true, RECORDED_EXP + 2);
         assert!(refused.passed, "{refused}");
         assert!(refused.actual.contains("not reached: 403"), "{refused}");
+
+        // An error page is neither renewal nor a sign-in: red, saying so.
+        let broken = page(500, "<html>Internal Server Error</html>");
+        let broken = super::check_no_expired_token(&broken, true, RECORDED_EXP + 2);
+        assert!(
+            !broken.passed && broken.actual.starts_with("inconclusive"),
+            "{broken}"
+        );
+        let tokenless = page(200, r#"{"headers":{"Accept":["*/*"]}}"#);
+        let tokenless = super::check_no_expired_token(&tokenless, true, RECORDED_EXP + 2);
+        assert!(
+            !tokenless.passed && tokenless.actual.starts_with("inconclusive"),
+            "{tokenless}"
+        );
     }
 
     #[test]

@@ -362,7 +362,7 @@ impl Engine {
                     return Err("the environment has no configuration files to audit".into());
                 }
                 Ok(StepOutput {
-                    checks: crate::audit::audit(&files),
+                    checks: crate::audit::audit_recognised(&files)?,
                     jwt: None,
                 })
             }),

@@ -90,15 +90,31 @@ async fn run_one(
         client.send(origin, &anonymous),
         client.send(origin, &signed)
     );
+    let sign_in = SignIn::from_vars(vars);
+    let follow_marker = nonce();
+    let followed = match follow_target(origin, &sign_in, &anonymous_answer, &signed_answer) {
+        Some(target) => {
+            let follow = build_follow(&signed, &target, &follow_marker);
+            Some(client.send(origin, &follow).await)
+        }
+        None => None,
+    };
     let check = match probe.attack {
         Attack::UnauthenticatedReach => judge_reach(
             name,
+            &Sent {
+                method: &request.method,
+                origin,
+                sign_in: &sign_in,
+                followed: followed.as_ref().map(|answer| Followed {
+                    answer,
+                    marker: &follow_marker,
+                }),
+            },
             &anonymous_answer,
             &anonymous_marker,
-            match request.evidence {
-                Evidence::NonceOrSignedInAnswer => signed_answer.as_ref().ok(),
-                Evidence::Nonce => None,
-            },
+            &signed_answer,
+            request.evidence,
         ),
         Attack::ReachDuringOutage => judge_outage(
             name,
@@ -152,33 +168,253 @@ fn build(
     }
 }
 
-/// Why an answer is the app's: its nonce echoed, or the signed-in user's exact answer.
-fn app_evidence(
+/// The same-origin target of a redirect both sends got alike (and not to sign in): whether the
+/// app stands behind it shows only by following it with the session, as the browser would.
+fn follow_target(
+    origin: &Url,
+    sign_in: &SignIn,
+    anonymous: &Result<RawResponse, String>,
+    signed: &Result<RawResponse, String>,
+) -> Option<Url> {
+    let (Ok(anonymous), Ok(signed)) = (anonymous, signed) else {
+        return None;
+    };
+    if !(300..400).contains(&anonymous.status) || anonymous.status != signed.status {
+        return None;
+    }
+    let target = origin.join(anonymous.header("location")?).ok()?;
+    let signed_target = origin.join(signed.header("location")?).ok()?;
+    (target == signed_target && target.origin() == origin.origin() && !sign_in.is_sign_in(&target))
+        .then_some(target)
+}
+
+/// The signed-in request again, as a GET of the redirect's target, with its own marker.
+fn build_follow(signed: &RawRequest, target: &Url, marker: &str) -> RawRequest {
+    let mut headers: Vec<(String, String)> = signed
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .cloned()
+        .collect();
+    headers.push((NONCE_HEADER.to_string(), marker.to_string()));
+    let mut path = target.path().to_string();
+    if let Some(query) = target.query() {
+        path = format!("{path}?{query}");
+    }
+    RawRequest {
+        method: "GET".into(),
+        target: path,
+        host: signed.host.clone(),
+        headers,
+    }
+}
+
+/// Where the deployment sends a browser to sign in: a redirect there is a refusal.
+pub(crate) struct SignIn {
+    /// The IdP's and the issuer's origins.
+    idp_origins: Vec<url::Origin>,
+}
+
+impl SignIn {
+    pub(crate) fn from_vars(vars: &Variables) -> Self {
+        let idp_origins = ["${idp}", "${issuer}"]
+            .iter()
+            .filter_map(|name| Url::parse(&vars.expand(name)).ok())
+            .map(|url| url.origin())
+            .collect();
+        Self { idp_origins }
+    }
+
+    /// Whether `location` sends the browser to sign in: the auth proxy's own endpoints (any
+    /// `/oauth2/` path, at any host), the IdP, or an OpenID authorization request anywhere.
+    fn is_sign_in(&self, location: &Url) -> bool {
+        let path = location.path().to_ascii_lowercase();
+        let query_has = |name: &str| location.query_pairs().any(|(key, _)| key == name);
+        path.contains("/oauth2/")
+            || self.idp_origins.contains(&location.origin())
+            || (query_has("client_id") && query_has("redirect_uri"))
+    }
+}
+
+/// What was sent, as far as judging its answer needs.
+struct Sent<'a> {
+    method: &'a str,
+    origin: &'a Url,
+    sign_in: &'a SignIn,
+    /// The signed-in user's answer at the target of a redirect both sends got alike.
+    followed: Option<Followed<'a>>,
+}
+
+struct Followed<'a> {
+    answer: &'a Result<RawResponse, String>,
+    marker: &'a str,
+}
+
+/// Who answered a probe request, and the evidence for it.
+#[derive(Debug, PartialEq)]
+enum Answered {
+    App(String),
+    NotApp(String),
+    Unknown(String),
+}
+
+/// Statuses a gateway or auth proxy gives on its own: refusals, malformed requests, its errors.
+fn is_refusal_status(status: u16) -> bool {
+    matches!(
+        status,
+        400 | 401 | 403 | 405 | 407 | 408 | 411 | 413 | 414 | 421 | 431
+    ) || status >= 500
+}
+
+/// Response headers that differ between any two answers (time, size, ids) or that the gateway
+/// adds to every answer: what is left says who made the answer.
+const VOLATILE_HEADERS: &[&str] = &[
+    "date",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "set-cookie",
+    "x-request-id",
+    "x-envoy-upstream-service-time",
+    "server",
+    "x-envoy-decorator-operation",
+];
+
+/// The headers that identify who made a body-less answer (HEAD, a CORS preflight).
+fn header_fingerprint(answer: &RawResponse) -> Vec<(String, String)> {
+    let mut fingerprint: Vec<(String, String)> = answer
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
+        .filter(|(name, _)| !VOLATILE_HEADERS.contains(&name.as_str()))
+        .collect();
+    fingerprint.sort();
+    fingerprint
+}
+
+/// Who answered `answer`: the app (its nonce echoed, its own redirect, its exact answer to the
+/// signed-in user), not the app (a refusal, a sign-in redirect, another answer than the app
+/// gives), or unknown (nothing either way). `reference` is the signed-in user's answer to the
+/// same request, where that answer tells the app apart.
+fn who_answered(
+    sent: &Sent,
     answer: &RawResponse,
     nonce: &str,
     reference: Option<&RawResponse>,
-) -> Option<String> {
+) -> Answered {
     if answer.body.contains(nonce) {
-        return Some("the app echoed this request's nonce".into());
+        return Answered::App("the app echoed this request's nonce".into());
     }
-    let reference = reference?;
-    // Answers a gateway gives on its own (refusals, malformed requests, its errors) look the
-    // same to everyone and prove nothing; an app's 200 or 404 to the signed-in user does.
-    let refused = matches!(
-        answer.status,
-        400 | 401 | 403 | 405 | 407 | 408 | 411 | 413 | 414 | 421 | 431
-    ) || (300..400).contains(&answer.status)
-        || answer.status >= 500;
-    (!refused
-        && !answer.body.trim().is_empty()
-        && answer.status == reference.status
-        && answer.body == reference.body)
-        .then(|| {
-            format!(
+    if (300..400).contains(&answer.status) {
+        return judge_redirect(sent, answer, reference);
+    }
+    if is_refusal_status(answer.status) {
+        return Answered::NotApp(describe_refusal(answer));
+    }
+    let Some(reference) = reference.filter(|r| !is_refusal_status(r.status)) else {
+        return Answered::NotApp(describe_refusal(answer));
+    };
+    let bodiless = sent.method.eq_ignore_ascii_case("HEAD") || answer.body.trim().is_empty();
+    if !bodiless {
+        return if answer.status == reference.status && answer.body == reference.body {
+            Answered::App(format!(
                 "the body is exactly what the app serves the signed-in user here ({} bytes)",
                 answer.body.len()
-            )
-        })
+            ))
+        } else {
+            Answered::NotApp(describe_refusal(answer))
+        };
+    }
+    // No body to carry the nonce (HEAD, a preflight): the headers the app alone sends.
+    let fingerprint = header_fingerprint(answer);
+    if answer.status == reference.status
+        && (200..300).contains(&answer.status)
+        && reference.body.trim().is_empty() == answer.body.trim().is_empty()
+        && fingerprint == header_fingerprint(reference)
+    {
+        let shown: Vec<&str> = fingerprint.iter().map(|(name, _)| name.as_str()).collect();
+        return if shown.is_empty() {
+            Answered::Unknown(format!(
+                "{} with no body and no header telling who answered, as the signed-in user's \
+                 answer",
+                answer.status
+            ))
+        } else {
+            Answered::App(format!(
+                "no body, but the same status and headers as the app's answer to the signed-in \
+                 user ({})",
+                shown.join(", ")
+            ))
+        };
+    }
+    Answered::NotApp(format!(
+        "{} unlike the app's answer to the signed-in user ({})",
+        answer.status, reference.status
+    ))
+}
+
+/// A redirect is a refusal only when it sends the browser to sign in (or the gateway moves the
+/// same request to HTTPS); a redirect to the app's own paths is the app answering.
+fn judge_redirect(sent: &Sent, answer: &RawResponse, reference: Option<&RawResponse>) -> Answered {
+    let Some(location) = answer.header("location") else {
+        return Answered::Unknown(format!("{} redirect without Location", answer.status));
+    };
+    let Ok(target) = sent.origin.join(location) else {
+        return Answered::Unknown(format!(
+            "{} redirect to {location:?}, which is not a URL",
+            answer.status
+        ));
+    };
+    if sent.sign_in.is_sign_in(&target) {
+        return Answered::NotApp(format!("{} redirect to sign in: {location}", answer.status));
+    }
+    if target.scheme() == "https"
+        && sent.origin.scheme() == "http"
+        && target.host_str() == sent.origin.host_str()
+    {
+        return Answered::NotApp(format!(
+            "{} the gateway's redirect to HTTPS: {location}",
+            answer.status
+        ));
+    }
+    let same_as_signed_in = reference.is_some_and(|reference| {
+        reference.status == answer.status
+            && reference
+                .header("location")
+                .and_then(|l| sent.origin.join(l).ok())
+                .is_some_and(|l| l == target)
+    });
+    if !same_as_signed_in {
+        return Answered::Unknown(format!(
+            "{} redirect to {location}: neither a sign-in nor the app's answer to the \
+             signed-in user",
+            answer.status
+        ));
+    }
+    // The same redirect for everyone comes from the app only if it leads to the app: the auth
+    // service's own normalising redirect (to its check path) leads the signed-in user nowhere.
+    match sent.followed.as_ref().map(|f| (f.answer, f.marker)) {
+        Some((Ok(followed), marker)) if followed.body.contains(marker) => Answered::App(format!(
+            "the app's own redirect to {location}, as it answers the signed-in user, who is \
+             served the app there: the request passed the check unauthenticated"
+        )),
+        Some((Ok(followed), _)) => Answered::NotApp(format!(
+            "{} redirect to {location}, where not even the signed-in user reaches the app ({}): \
+             not the app's redirect",
+            answer.status, followed.status
+        )),
+        Some((Err(error), _)) => Answered::Unknown(format!(
+            "{} redirect to {location}, as for the signed-in user, whose visit there got no \
+             response ({error})",
+            answer.status
+        )),
+        None => Answered::Unknown(format!(
+            "{} redirect to {location}, as for the signed-in user, off this origin: nothing \
+             tells whose redirect it is",
+            answer.status
+        )),
+    }
 }
 
 /// What an answer that is not the app's looks like, for the report.
@@ -198,26 +434,61 @@ fn describe_refusal(answer: &RawResponse) -> String {
 
 fn judge_reach(
     name: String,
+    sent: &Sent,
     anonymous: &Result<RawResponse, String>,
     nonce: &str,
-    signed: Option<&RawResponse>,
+    signed: &Result<RawResponse, String>,
+    evidence: Evidence,
 ) -> CheckResult {
     let expected = "not answered by the app without a session";
-    match anonymous {
-        Err(error) => CheckResult::new(name, true, expected, format!("no response ({error})")),
-        Ok(answer) => match app_evidence(answer, nonce, signed) {
-            Some(evidence) => CheckResult::new(
-                name,
-                false,
-                expected,
-                format!(
-                    "{} from the app: {evidence}; body {}",
-                    answer.status,
-                    excerpt(&answer.body)
+    let answer = match anonymous {
+        Ok(answer) => answer,
+        // No response is a refusal only beside a control: the same request with the session,
+        // on the same listener at the same moment, got an answer.
+        Err(error) => {
+            return match signed {
+                Ok(control) => CheckResult::new(
+                    name,
+                    true,
+                    expected,
+                    format!(
+                        "no response ({error}) while the signed-in control got {} on the same \
+                         listener",
+                        control.status
+                    ),
                 ),
+                Err(control_error) => CheckResult::new(
+                    name,
+                    false,
+                    expected,
+                    format!(
+                        "inconclusive: no response ({error}), and none to the signed-in control \
+                         either ({control_error}): the listener is not answering, so nothing \
+                         was checked; is the address right?"
+                    ),
+                ),
+            };
+        }
+    };
+    let reference = match evidence {
+        Evidence::NonceOrSignedInAnswer => signed.as_ref().ok(),
+        Evidence::Nonce => None,
+    };
+    match who_answered(sent, answer, nonce, reference) {
+        Answered::App(evidence) => CheckResult::new(
+            name,
+            false,
+            expected,
+            format!(
+                "{} from the app: {evidence}; body {}",
+                answer.status,
+                excerpt(&answer.body)
             ),
-            None => CheckResult::new(name, true, expected, describe_refusal(answer)),
-        },
+        ),
+        Answered::NotApp(seen) => CheckResult::new(name, true, expected, seen),
+        Answered::Unknown(seen) => {
+            CheckResult::new(name, false, expected, format!("inconclusive: {seen}"))
+        }
     }
 }
 
@@ -259,6 +530,17 @@ fn judge_outage(
             format!(
                 "inconclusive: the gateway held the request ({error}), so what it does once its \
                  ext_authz timeout ends is unknown; set the provider's timeout to seconds"
+            ),
+        );
+    }
+    if let (Err(anonymous_error), Err(signed_error)) = (anonymous, signed) {
+        return CheckResult::new(
+            name,
+            false,
+            expected,
+            format!(
+                "inconclusive: no response at all, with or without a session ({anonymous_error}; \
+                 {signed_error}): the gateway itself is not answering, so its decision was not seen"
             ),
         );
     }
@@ -393,36 +675,258 @@ mod tests {
         }
     }
 
+    fn with_headers(status: u16, headers: &[(&str, &str)], body: &str) -> RawResponse {
+        RawResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
+    fn judge(
+        method: &str,
+        anonymous: Result<RawResponse, String>,
+        signed: Result<RawResponse, String>,
+        evidence: Evidence,
+    ) -> CheckResult {
+        let origin = Url::parse("https://127.0.0.1:8443").unwrap();
+        let vars = Variables::new([
+            ("idp", "http://127.0.0.1:8080".to_string()),
+            (
+                "issuer",
+                "http://127.0.0.1:8080/realms/meshauth".to_string(),
+            ),
+        ]);
+        let sign_in = SignIn::from_vars(&vars);
+        let sent = Sent {
+            method,
+            origin: &origin,
+            sign_in: &sign_in,
+            followed: None,
+        };
+        judge_reach("probe".into(), &sent, &anonymous, "n1", &signed, evidence)
+    }
+
+    /// A redirect both sends got alike, and the signed-in visit to where it points.
+    fn judge_followed(
+        redirect: &RawResponse,
+        followed: &Result<RawResponse, String>,
+    ) -> CheckResult {
+        let origin = Url::parse("https://127.0.0.1:8443").unwrap();
+        let sign_in = SignIn::from_vars(&Variables::default());
+        let sent = Sent {
+            method: "GET",
+            origin: &origin,
+            sign_in: &sign_in,
+            followed: Some(Followed {
+                answer: followed,
+                marker: "f1",
+            }),
+        };
+        judge_reach(
+            "probe".into(),
+            &sent,
+            &Ok(redirect.clone()),
+            "n1",
+            &Ok(redirect.clone()),
+            Evidence::NonceOrSignedInAnswer,
+        )
+    }
+
+    fn get(anonymous: RawResponse, signed: &RawResponse) -> CheckResult {
+        judge(
+            "GET",
+            Ok(anonymous),
+            Ok(signed.clone()),
+            Evidence::NonceOrSignedInAnswer,
+        )
+    }
+
     #[test]
     fn reach_is_judged_on_evidence_not_status() {
         let robots = response(200, "User-agent: *\nDisallow: /deny\n");
-        let signed = Some(&robots);
         // The app's own robots.txt, anonymously: reached, though nothing echoed.
-        let check = judge_reach("GET /robots.txt".into(), &Ok(robots.clone()), "n1", signed);
+        let check = get(robots.clone(), &robots);
         assert!(
             !check.passed && check.actual.contains("exactly what the app serves"),
             "{check}"
         );
         // The auth proxy's own 200 page is not the app.
-        let proxy = response(200, "User-agent: *\nDisallow: /");
-        let check = judge_reach("GET /robots.txt".into(), &Ok(proxy), "n1", signed);
+        let check = get(response(200, "User-agent: *\nDisallow: /"), &robots);
         assert!(check.passed, "{check}");
         // A redirect that carries the nonce back (an echoing app behind a 302) is reached.
         let echoed = response(302, "{\"headers\":{\"X-Meshauth-Probe\":[\"n1\"]}}");
-        let check = judge_reach("GET /x".into(), &Ok(echoed), "n1", None);
+        let check = get(echoed, &robots);
         assert!(
             !check.passed && check.actual.contains("echoed this request's nonce"),
             "{check}"
         );
         // The sign-in redirect is a refusal, even when the signed-in user gets a redirect too.
         let redirect = response(302, "<a href=\"/oauth2/start\">Found</a>");
-        let check = judge_reach("GET /".into(), &Ok(redirect.clone()), "n1", Some(&redirect));
+        let check = get(redirect.clone(), &redirect);
         assert!(
-            check.passed && check.actual == "302 redirect to /oauth2/start",
+            check.passed && check.actual == "302 redirect to sign in: /oauth2/start",
             "{check}"
         );
-        let check = judge_reach("GET /;".into(), &Err("reset".into()), "n1", None);
+    }
+
+    #[test]
+    fn a_redirect_is_a_refusal_only_when_it_sends_the_browser_to_sign_in() {
+        let app_redirect = with_headers(301, &[("Location", "/anything")], "");
+        // `//anything` past a policy scoped to `/anything*`: the app normalises it with a 301,
+        // exactly as it does for the signed-in user, who is served the app where it points.
+        let served = Ok(response(
+            200,
+            "{\"headers\":{\"X-Meshauth-Probe\":[\"f1\"]}}",
+        ));
+        let check = judge_followed(&app_redirect, &served);
+        assert!(
+            !check.passed && check.actual.contains("the app's own redirect to /anything"),
+            "{check}"
+        );
+        // The auth service's own normalising redirect (Go's mux, to its check path) is the
+        // same for everyone, and leads the signed-in user nowhere the app answers.
+        let checker_redirect = with_headers(301, &[("Location", "/ext-authz/anything")], "");
+        let check = judge_followed(&checker_redirect, &Ok(response(404, "404 page not found")));
+        assert!(
+            check.passed
+                && check
+                    .actual
+                    .contains("not even the signed-in user reaches the app"),
+            "{check}"
+        );
+        // Nothing followed: no evidence either way.
+        let check = get(app_redirect.clone(), &app_redirect);
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
+        for sign_in in [
+            "/oauth2/start?rd=%2Fanything",
+            "https://other.example/OAuth2/sign_in",
+            "http://127.0.0.1:8080/realms/meshauth/protocol/openid-connect/auth?x=1",
+            "https://idp.example/authorize?client_id=a&redirect_uri=b",
+        ] {
+            let refused = with_headers(302, &[("Location", sign_in)], "");
+            let check = get(refused, &app_redirect);
+            assert!(check.passed, "{sign_in}: {check}");
+        }
+        // Elsewhere, and not what the app answers: nothing tells who answered.
+        let elsewhere = with_headers(302, &[("Location", "https://cdn.example/x")], "");
+        let check = get(elsewhere, &app_redirect);
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
+        // The gateway moving a plain-HTTP request to HTTPS answers for itself.
+        let origin = Url::parse("http://127.0.0.1:8080").unwrap();
+        let sign_in = SignIn::from_vars(&Variables::default());
+        let sent = Sent {
+            method: "GET",
+            origin: &origin,
+            sign_in: &sign_in,
+            followed: None,
+        };
+        let upgrade = with_headers(301, &[("Location", "https://127.0.0.1/anything")], "");
+        let check = judge_reach(
+            "x".into(),
+            &sent,
+            &Ok(upgrade.clone()),
+            "n1",
+            &Ok(upgrade),
+            Evidence::NonceOrSignedInAnswer,
+        );
         assert!(check.passed, "{check}");
+    }
+
+    #[test]
+    fn bodiless_answers_are_told_apart_by_the_apps_headers() {
+        let app_head = with_headers(
+            200,
+            &[
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Access-Control-Allow-Origin", "*"),
+                ("Content-Length", "512"),
+                ("Date", "Sun, 06 Dec 2026 08:00:00 GMT"),
+            ],
+            "",
+        );
+        let mut anonymous_head = app_head.clone();
+        anonymous_head.headers[2].1 = "498".into();
+        anonymous_head.headers[3].1 = "Sun, 06 Dec 2026 08:00:01 GMT".into();
+        let check = judge(
+            "HEAD",
+            Ok(anonymous_head),
+            Ok(app_head.clone()),
+            Evidence::NonceOrSignedInAnswer,
+        );
+        assert!(
+            !check.passed && check.actual.contains("same status and headers"),
+            "{check}"
+        );
+        // A CORS preflight answered by the app: the CORS headers only it sends.
+        let preflight = with_headers(
+            200,
+            &[
+                ("Access-Control-Allow-Origin", "https://unknown.invalid"),
+                ("Access-Control-Allow-Methods", "GET, POST"),
+            ],
+            "",
+        );
+        let check = judge(
+            "OPTIONS",
+            Ok(preflight.clone()),
+            Ok(preflight),
+            Evidence::NonceOrSignedInAnswer,
+        );
+        assert!(!check.passed, "{check}");
+        // The gateway's sign-in redirect for HEAD is a refusal.
+        let refused = with_headers(302, &[("Location", "/oauth2/start")], "");
+        let check = judge(
+            "HEAD",
+            Ok(refused),
+            Ok(app_head.clone()),
+            Evidence::NonceOrSignedInAnswer,
+        );
+        assert!(check.passed, "{check}");
+        // Two empty 200s with nothing telling them apart: inconclusive, never green.
+        let blank = with_headers(200, &[("Date", "x")], "");
+        let check = judge(
+            "HEAD",
+            Ok(blank.clone()),
+            Ok(blank),
+            Evidence::NonceOrSignedInAnswer,
+        );
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
+    }
+
+    #[test]
+    fn no_response_is_a_refusal_only_beside_an_answered_control() {
+        let control = Ok(response(200, "{}"));
+        let check = judge(
+            "GET",
+            Err("reset".into()),
+            control,
+            Evidence::NonceOrSignedInAnswer,
+        );
+        assert!(check.passed, "{check}");
+        // A wrong address: neither gets an answer.
+        let check = judge(
+            "GET",
+            Err("connection refused".into()),
+            Err("connection refused".into()),
+            Evidence::Nonce,
+        );
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
     }
 
     #[test]
@@ -440,8 +944,13 @@ mod tests {
             "{check}"
         );
         let reset: Result<RawResponse, String> = Err("connection reset by peer".into());
-        let check = judge_outage("x".into(), &reset, "mpA", &reset, "mpS");
+        let check = judge_outage("x".into(), &reset, "mpA", &refused, "mpS");
         assert!(check.passed, "{check}");
+        let check = judge_outage("x".into(), &reset, "mpA", &reset, "mpS");
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
+            "{check}"
+        );
         let held: Result<RawResponse, String> =
             Err(format!("{} 15s", crate::browser::raw::NO_COMPLETE_RESPONSE));
         let check = judge_outage("x".into(), &refused, "mpA", &held, "mpS");

@@ -29,8 +29,17 @@ pub struct SetRun {
     pub report_dir: String,
     pub passed: usize,
     pub failed: usize,
-    /// Why the set did not run (an install or a start that failed), if it did not.
+    /// Why the set did not run (an install or a start that failed), or why its run counts
+    /// for nothing (no scenario ran), if so.
     pub error: Option<String>,
+}
+
+/// One component's version in each set, in set order: what the set's binary reported, as its
+/// run recorded it; the requested version only for a set that did not run, marked so.
+#[derive(Debug, Serialize)]
+pub struct ComponentRow {
+    pub component: String,
+    pub versions: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +55,8 @@ pub struct MatrixRow {
 #[derive(Debug, Serialize)]
 pub struct VersionMatrix {
     pub sets: Vec<SetRun>,
+    /// Keycloak, oauth2-proxy, Envoy and go-httpbin, each with its version per set.
+    pub components: Vec<ComponentRow>,
     /// Components whose version differs between sets: (component, one version per set).
     pub differing: Vec<(String, Vec<String>)>,
     /// Scenarios whose verdict differs between sets first, then the rest, in catalog order.
@@ -54,7 +65,12 @@ pub struct VersionMatrix {
 }
 
 impl VersionMatrix {
-    pub fn new(runs: Vec<(SetRun, Option<RunReport>)>) -> Self {
+    pub fn new(mut runs: Vec<(SetRun, Option<RunReport>)>) -> Self {
+        for (set, report) in &mut runs {
+            if set.error.is_none() && set.passed + set.failed == 0 {
+                set.error = Some(nothing_ran(report.as_ref()));
+            }
+        }
         let mut scenarios: Vec<String> = Vec::new();
         for (_, report) in &runs {
             for scenario in report.iter().flat_map(|r| &r.scenarios) {
@@ -91,30 +107,49 @@ impl VersionMatrix {
             })
             .collect();
         rows.sort_by_key(|r| !r.changed);
-        let sets: Vec<SetRun> = runs.into_iter().map(|(set, _)| set).collect();
-        let differing = ["Keycloak", "oauth2-proxy", "Envoy", "go-httpbin"]
+        // The version each set's run recorded (its binary's own report); a set that did not
+        // run recorded none, so its requested version is shown as such.
+        let components: Vec<ComponentRow> = VersionSet::pinned()
+            .components()
             .iter()
-            .filter_map(|component| {
-                let versions: Vec<String> = sets
+            .map(|(component, _)| ComponentRow {
+                component: component.to_string(),
+                versions: runs
                     .iter()
-                    .map(|s| {
-                        s.set
-                            .components()
-                            .iter()
-                            .find(|(c, _)| c == component)
-                            .map(|(_, v)| v.to_string())
-                            .unwrap_or_default()
+                    .map(|(set, report)| {
+                        let recorded = report.as_ref().and_then(|r| {
+                            r.environment
+                                .components
+                                .iter()
+                                .find(|c| c.component == *component)
+                        });
+                        match recorded {
+                            Some(recorded) => recorded.version.clone(),
+                            None => {
+                                let requested = set
+                                    .set
+                                    .components()
+                                    .iter()
+                                    .find(|(c, _)| c == component)
+                                    .map(|(_, v)| v.to_string())
+                                    .unwrap_or_default();
+                                format!("{requested} (requested; no version recorded)")
+                            }
+                        }
                     })
-                    .collect();
-                versions
-                    .windows(2)
-                    .any(|w| w[0] != w[1])
-                    .then(|| (component.to_string(), versions))
+                    .collect(),
             })
             .collect();
+        let differing = components
+            .iter()
+            .filter(|row| row.versions.windows(2).any(|w| w[0] != w[1]))
+            .map(|row| (row.component.clone(), row.versions.clone()))
+            .collect();
+        let sets: Vec<SetRun> = runs.into_iter().map(|(set, _)| set).collect();
         Self {
             changed: rows.iter().filter(|r| r.changed).count(),
             sets,
+            components,
             differing,
             rows,
         }
@@ -122,17 +157,55 @@ impl VersionMatrix {
 
     /// Every set ran and every scenario passed in every set.
     pub fn all_passed(&self) -> bool {
-        self.sets.iter().all(|s| s.error.is_none() && s.failed == 0)
+        self.sets
+            .iter()
+            .all(|s| s.error.is_none() && s.failed == 0 && s.passed > 0)
     }
+}
+
+/// Why a set whose run passed and failed nothing is no result: the planner's reasons when it
+/// left the selection out.
+fn nothing_ran(report: Option<&RunReport>) -> String {
+    let mut message = "no scenario ran (0 passed, 0 failed): a set that ran nothing shows \
+                       nothing about its versions"
+        .to_string();
+    if let Some(report) = report {
+        let left_out = &report.environment.left_out;
+        if let Some(first) = left_out.first() {
+            message.push_str(&format!(
+                "; {} selected scenario(s) left out, e.g. {}: {}",
+                left_out.len(),
+                first.scenario,
+                first.reason
+            ));
+        }
+        if !report.run.complete {
+            message.push_str("; the run stopped before it finished");
+        }
+    }
+    message
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::components::ComponentVersion;
     use crate::report::document::ScenarioReport;
 
-    fn report(verdicts: &[(&str, Verdict)]) -> RunReport {
+    /// A set's run: its verdicts, and the versions its binaries reported (those of `set`).
+    fn report(set: &SetRun, verdicts: &[(&str, Verdict)]) -> RunReport {
         let mut report = RunReport::new();
+        report.run.complete = true;
+        report.environment.components = set
+            .set
+            .components()
+            .iter()
+            .map(|(component, version)| ComponentVersion {
+                component: component.to_string(),
+                version: version.to_string(),
+                source: "test".into(),
+            })
+            .collect();
         report.scenarios = verdicts
             .iter()
             .map(|(id, verdict)| ScenarioReport {
@@ -153,6 +226,20 @@ mod tests {
         report
     }
 
+    /// A set's run with its counts as the command line fills them from its report.
+    fn ran(set: SetRun, verdicts: &[(&str, Verdict)]) -> (SetRun, Option<RunReport>) {
+        let mut report = report(&set, verdicts);
+        let passed = verdicts.iter().filter(|(_, v)| *v == Verdict::Pass).count();
+        report.summary.passed = passed;
+        report.summary.failed = verdicts.len() - passed;
+        let set = SetRun {
+            passed,
+            failed: verdicts.len() - passed,
+            ..set
+        };
+        (set, Some(report))
+    }
+
     fn run(name: &str, proxy: &str) -> SetRun {
         SetRun {
             set: VersionSet {
@@ -170,13 +257,13 @@ mod tests {
     #[test]
     fn changed_scenarios_come_first_and_differing_components_are_named() {
         let matrix = VersionMatrix::new(vec![
-            (
+            ran(
                 run("new", "v7.15.6"),
-                Some(report(&[("a", Verdict::Pass), ("b", Verdict::Pass)])),
+                &[("a", Verdict::Pass), ("b", Verdict::Pass)],
             ),
-            (
+            ran(
                 run("old", "v7.8.1"),
-                Some(report(&[("a", Verdict::Pass), ("b", Verdict::Fail)])),
+                &[("a", Verdict::Pass), ("b", Verdict::Fail)],
             ),
         ]);
         assert_eq!(matrix.changed, 1);
@@ -192,5 +279,73 @@ mod tests {
         );
         let html = crate::report::html::render_versions(&matrix).unwrap();
         assert!(html.contains("s::b") && html.contains("v7.8.1"));
+    }
+
+    /// A set whose run passed and failed nothing (every scenario left out, or none selected)
+    /// is red with the reason, never a quiet "0 passed, 0 failed" that exits 0.
+    #[test]
+    fn a_set_that_ran_nothing_is_an_error_not_a_pass() {
+        let (pinned, pinned_report) = ran(run("pinned", "v7.15.6"), &[("a", Verdict::Pass)]);
+        let empty = run("old", "v7.8.1");
+        let mut empty_report = report(&empty, &[]);
+        empty_report.environment.left_out = vec![crate::events::LeftOut {
+            scenario: "s::a".into(),
+            reason: "it needs a mesh".into(),
+        }];
+        let matrix = VersionMatrix::new(vec![(pinned, pinned_report), (empty, Some(empty_report))]);
+        assert_eq!(matrix.sets[0].error, None);
+        let error = matrix.sets[1].error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("no scenario ran (0 passed, 0 failed)"),
+            "{error}"
+        );
+        assert!(error.contains("s::a: it needs a mesh"), "{error}");
+        assert!(!matrix.all_passed());
+        let html = crate::report::html::render_versions(&matrix).unwrap();
+        assert!(html.contains("no scenario ran"), "{html}");
+    }
+
+    /// The version rows show what each set's run recorded (the binaries' own answers), not the
+    /// versions the set asked for; a set that did not run says its version is only requested.
+    #[test]
+    fn the_matrix_shows_the_recorded_versions_not_the_requested_ones() {
+        let (new, new_report) = ran(run("new", "v7.15.6"), &[("a", Verdict::Pass)]);
+        let mut new_report = new_report.unwrap();
+        let httpbin = new_report
+            .environment
+            .components
+            .iter_mut()
+            .find(|c| c.component == "go-httpbin")
+            .unwrap();
+        httpbin.version = "unreported: the binary carries no module version".into();
+        let mut broken = run("broken", "v7.8.1");
+        broken.error = Some("oauth2-proxy reports v7.8.0, v7.8.1 was requested".into());
+        let matrix = VersionMatrix::new(vec![(new, Some(new_report)), (broken, None)]);
+        let row = |component: &str| {
+            matrix
+                .components
+                .iter()
+                .find(|r| r.component == component)
+                .unwrap()
+                .versions
+                .clone()
+        };
+        assert_eq!(
+            row("go-httpbin")[0],
+            "unreported: the binary carries no module version"
+        );
+        assert_eq!(
+            row("oauth2-proxy"),
+            ["v7.15.6", "v7.8.1 (requested; no version recorded)"]
+        );
+        let html = crate::report::html::render_versions(&matrix).unwrap();
+        assert!(
+            html.contains("unreported: the binary carries no module version"),
+            "{html}"
+        );
+        assert!(
+            html.contains("v7.8.1 (requested; no version recorded)"),
+            "{html}"
+        );
     }
 }

@@ -884,6 +884,17 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                         "a bearer_matrix needs at least one token in accepted or refused".into(),
                     ));
                 }
+                // A refusal alone proves nothing: a route that refuses every token looks the
+                // same. The session (with_session) or an accepted token is the control.
+                if !matrix.refused.is_empty() && matrix.accepted.is_empty() && !matrix.with_session
+                {
+                    return Err(invalid(
+                        "a bearer_matrix that expects refusals needs an accepted control: list a \
+                         token that must reach the app under accepted (e.g. granted, after a \
+                         token_grant step), or send the refused ones with_session"
+                            .into(),
+                    ));
+                }
                 has_check = true;
             }
         }
@@ -945,6 +956,10 @@ mod tests {
             (
                 "      - op: request\n        url: ${sidecar}/headers\n        as: sleep\n",
                 "unknown variant `sleep`, expected one of mesh_workload, outside_mesh",
+            ),
+            (
+                "      - op: bearer_matrix\n        url: x\n        refused: [forged]\n",
+                "needs an accepted control",
             ),
             (
                 "      - op: expect\n        connection: refused\n",
