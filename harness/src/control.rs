@@ -95,6 +95,19 @@ impl Disruption {
     }
 }
 
+/// How one connection to an impostor (`Disruption::Impersonate`) went, as the impostor saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// The caller aborted the handshake with this TLS alert about the impostor's certificate
+    /// (`UnknownCA`, `BadCertificate`, ...): it verified the certificate and refused it.
+    CertificateRefused(String),
+    /// The handshake failed otherwise (another alert, closed, reset, not TLS).
+    Failed(String),
+    /// The handshake completed: the caller took the impostor for the workload; `request`
+    /// says whether it went on to send a request, which the impostor answered.
+    Completed { request: bool },
+}
+
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 'a>>;
 
 /// An environment the runner can reconfigure or disrupt.
@@ -115,6 +128,12 @@ pub trait StackControl {
 
     /// Brings `part` back as it was before it was disrupted, ready to serve.
     fn restore(&mut self, part: Part) -> Pending<'_, ()>;
+
+    /// What the impostor in place (`Disruption::Impersonate`) has seen of its callers so far;
+    /// `None` when there is none in place.
+    fn impostor_handshakes(&self) -> Pending<'_, Option<Vec<Handshake>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// Where the deployment is reached now, when a profile can move it (another IdP, the app
     /// on another listener); `None`: as it was when the run began.

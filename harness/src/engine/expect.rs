@@ -4,8 +4,11 @@ use serde_json::Value;
 
 use crate::browser::{Browser, Page, find_login_error, find_login_form, find_provider_button};
 use crate::check::CheckResult;
+use crate::control::Handshake;
 use crate::env::Endpoints;
-use crate::scenario::{ConnectionExpectation, CookieExpectation, ResponseExpectation, Variables};
+use crate::scenario::{
+    ConnectionExpectation, CookieExpectation, Refuser, ResponseExpectation, Variables,
+};
 
 const EXCERPT: usize = 160;
 
@@ -74,6 +77,14 @@ pub fn check_response(
             format!("containing {needle:?}"),
             excerpt(&page.body),
         ));
+    }
+    if !expect.refused_by.is_empty() {
+        let idp_origins: Vec<url::Origin> = ["${idp}", "${issuer}"]
+            .iter()
+            .filter_map(|name| url::Url::parse(&vars.expand(name)).ok())
+            .map(|url| url.origin())
+            .collect();
+        checks.push(check_refused_by(&expect.refused_by, page, &idp_origins));
     }
     if let Some(want) = &expect.login_form {
         let found = find_login_form(&page.body, &page.url).is_ok();
@@ -233,6 +244,113 @@ pub fn check_response(
         ));
     }
     checks
+}
+
+/// Whether `page` is the refusal of one of `refusers`: a status alone is anyone's to give, so
+/// each part is known by the answer only it gives.
+fn check_refused_by(refusers: &[Refuser], page: &Page, idp_origins: &[url::Origin]) -> CheckResult {
+    let seen = refuser(page, idp_origins);
+    let mut answer = format!("{} at {}", page.status.as_u16(), page.url);
+    for header in ["www-authenticate", "location"] {
+        if let Some(value) = page.header(header) {
+            answer.push_str(&format!(" ({header}: {value})"));
+        }
+    }
+    CheckResult::new(
+        "refused by",
+        seen.is_some_and(|r| refusers.contains(&r)),
+        refusers
+            .iter()
+            .map(|r| r.describe())
+            .collect::<Vec<_>>()
+            .join(", or "),
+        format!(
+            "{}: {answer} with {}",
+            seen.map_or("no refusal the harness can attribute", Refuser::describe),
+            excerpt(&page.body)
+        ),
+    )
+}
+
+/// Which part made the refusal `page`, if its answer is one only that part gives.
+fn refuser(page: &Page, idp_origins: &[url::Origin]) -> Option<Refuser> {
+    let body = page.body.trim();
+    let bearer_challenge = page
+        .header("www-authenticate")
+        .and_then(|c| c.trim_start().get(..6))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
+    match page.status.as_u16() {
+        401 if bearer_challenge && body.starts_with("Jwt ") => return Some(Refuser::JwtAuthn),
+        403 if body == "RBAC: access denied" => return Some(Refuser::Rbac),
+        _ => {}
+    }
+    let sign_in_page = find_provider_button(&page.body, &page.url).is_some()
+        || find_login_form(&page.body, &page.url).is_ok();
+    let to_sign_in = page.status.is_redirection()
+        && page
+            .header("location")
+            .and_then(|l| page.url.join(l).ok())
+            .is_some_and(|l| leads_to_sign_in(&l, idp_origins));
+    (sign_in_page || to_sign_in).then_some(Refuser::SignIn)
+}
+
+/// Whether a redirect to `location` sends the caller to sign in: the auth proxy's own
+/// endpoints (any `/oauth2/` path), the IdP, or an OpenID authorization request anywhere.
+fn leads_to_sign_in(location: &url::Url, idp_origins: &[url::Origin]) -> bool {
+    let query_has = |name: &str| location.query_pairs().any(|(key, _)| key == name);
+    location.path().to_ascii_lowercase().contains("/oauth2/")
+        || idp_origins.contains(&location.origin())
+        || (query_has("client_id") && query_has("redirect_uri"))
+}
+
+/// Whether the callers of the impostor in place refused it: each connection ended in the
+/// caller's TLS alert about its certificate, and at least one came (a caller that never reached the impostor refused
+/// nothing). `seen` is `None` when no impostor is in place.
+pub fn check_impostor_refused(seen: Option<&[Handshake]>) -> CheckResult {
+    let expected = "every caller aborted its TLS handshake over the impostor's certificate (an \
+                    alert such as UnknownCA: it verified the certificate and refused it), none \
+                    sent a request";
+    let Some(seen) = seen else {
+        return CheckResult::new(
+            "impostor refused",
+            false,
+            expected,
+            "no impostor in place (restored already, or never put there)",
+        );
+    };
+    let described: Vec<String> = seen
+        .iter()
+        .map(|handshake| match handshake {
+            Handshake::CertificateRefused(alert) => {
+                format!("the caller refused the certificate (alert {alert})")
+            }
+            Handshake::Failed(error) => format!("failed otherwise ({error})"),
+            Handshake::Completed { request: true } => {
+                "completed, and the caller sent a request the impostor answered".to_string()
+            }
+            Handshake::Completed { request: false } => {
+                "completed: the caller accepted the impostor's certificate".to_string()
+            }
+        })
+        .collect();
+    let refused = !seen.is_empty()
+        && seen
+            .iter()
+            .all(|h| matches!(h, Handshake::CertificateRefused(_)));
+    CheckResult::new(
+        "impostor refused",
+        refused,
+        expected,
+        if seen.is_empty() {
+            "the impostor saw no connection: the caller never reached it".to_string()
+        } else {
+            format!(
+                "{} connection(s), each ended: {}",
+                seen.len(),
+                described.join("; ")
+            )
+        },
+    )
 }
 
 /// Whether any JWT the app echoed as received had expired at `now`.
@@ -695,6 +813,116 @@ mod tests {
         ));
         assert!(!super::is_cookie_or_part("_oauth2_proxy_", "_oauth2_proxy"));
         assert!(!super::is_cookie_or_part("_oauth2_proxyx", "_oauth2_proxy"));
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Page {
+        let mut page = page(status, body);
+        for (name, value) in headers {
+            page.headers.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        page
+    }
+
+    #[test]
+    fn a_refusal_is_attributed_only_by_the_answer_its_part_gives() {
+        use crate::scenario::Refuser;
+        let idp = [url::Url::parse("http://127.0.0.1:18081/").unwrap().origin()];
+        let challenge = [(
+            "www-authenticate",
+            r#"Bearer realm="https://app.test/headers", error="invalid_token""#,
+        )];
+        let jwt_authn = answer(401, &challenge, "Jwt issuer is not configured");
+        assert_eq!(super::refuser(&jwt_authn, &idp), Some(Refuser::JwtAuthn));
+        let rbac = answer(403, &[], "RBAC: access denied");
+        assert_eq!(super::refuser(&rbac, &idp), Some(Refuser::Rbac));
+        let sign_in = answer(
+            403,
+            &[],
+            r#"<form method="GET" action="/oauth2/start"><button type="submit">Sign in with Keycloak</button></form>"#,
+        );
+        assert_eq!(super::refuser(&sign_in, &idp), Some(Refuser::SignIn));
+        let to_idp = answer(
+            302,
+            &[(
+                "location",
+                "http://127.0.0.1:18081/realms/r/protocol/openid-connect/auth",
+            )],
+            "",
+        );
+        assert_eq!(super::refuser(&to_idp, &idp), Some(Refuser::SignIn));
+
+        // The same statuses from anyone else: a 401 without the challenge, a 403 of other
+        // words, a redirect elsewhere.
+        for other in [
+            answer(401, &[], "Jwt verification fails"),
+            answer(401, &challenge, "Unauthorized"),
+            answer(403, &[], "Forbidden"),
+            answer(302, &[("location", "https://app.test/elsewhere")], ""),
+        ] {
+            assert_eq!(super::refuser(&other, &idp), None, "{other:?}");
+        }
+
+        let wrong = super::check_refused_by(&[Refuser::JwtAuthn, Refuser::SignIn], &rbac, &idp);
+        assert!(!wrong.passed);
+        assert_eq!(
+            wrong.expected,
+            "jwt_authn's refusal (401, WWW-Authenticate: Bearer, a body \"Jwt ...\"), or the \
+             auth proxy's sign-in (its sign-in page, or a redirect to sign in)"
+        );
+        assert_eq!(
+            wrong.actual,
+            "RBAC's refusal (403 \"RBAC: access denied\"): 403 at https://app.test/headers with \
+             \"RBAC: access denied\""
+        );
+        let unknown = super::check_refused_by(&[Refuser::JwtAuthn], &answer(401, &[], "no"), &idp);
+        assert_eq!(
+            unknown.actual,
+            "no refusal the harness can attribute: 401 at https://app.test/headers with \"no\""
+        );
+        assert!(super::check_refused_by(&[Refuser::JwtAuthn], &jwt_authn, &idp).passed);
+    }
+
+    #[test]
+    fn an_impostor_is_refused_only_when_every_caller_refused_its_certificate() {
+        use crate::control::Handshake;
+        let refused = [
+            Handshake::CertificateRefused("UnknownCA".into()),
+            Handshake::CertificateRefused("UnknownCA".into()),
+        ];
+        let check = super::check_impostor_refused(Some(&refused));
+        assert!(check.passed, "{check}");
+        assert_eq!(
+            check.actual,
+            "2 connection(s), each ended: the caller refused the certificate (alert UnknownCA); \
+             the caller refused the certificate (alert UnknownCA)"
+        );
+
+        let fooled = [
+            Handshake::CertificateRefused("UnknownCA".into()),
+            Handshake::Completed { request: true },
+        ];
+        let check = super::check_impostor_refused(Some(&fooled));
+        assert!(!check.passed);
+        assert!(
+            check
+                .actual
+                .contains("completed, and the caller sent a request the impostor answered"),
+            "{check}"
+        );
+        let other = [Handshake::Failed(
+            "the caller's alert HandshakeFailure".into(),
+        )];
+        assert!(!super::check_impostor_refused(Some(&other)).passed);
+
+        // A caller that never got there refused nothing: a 503 alone is anyone's.
+        let unreached = super::check_impostor_refused(Some(&[]));
+        assert!(!unreached.passed);
+        assert!(unreached.actual.contains("never reached it"), "{unreached}");
+        let absent = super::check_impostor_refused(None);
+        assert!(!absent.passed && absent.actual.starts_with("no impostor in place"));
     }
 
     #[test]

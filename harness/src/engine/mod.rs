@@ -357,6 +357,12 @@ impl Engine {
                 }
                 restored.map(|()| StepOutput::default())
             }
+            Step::ExpectImpostorRefused {} => {
+                control.impostor_handshakes().await.map(|seen| StepOutput {
+                    checks: vec![expect::check_impostor_refused(seen.as_deref())],
+                    jwt: None,
+                })
+            }
             Step::AuditConfig {} => control.config_files().and_then(|files| {
                 if files.is_empty() {
                     return Err("the environment has no configuration files to audit".into());
@@ -452,6 +458,9 @@ impl Engine {
                 format!("{} the {}", action.verb(), component.name())
             }
             Step::Restore { component } => format!("restore the {}", component.name()),
+            Step::ExpectImpostorRefused {} => {
+                "check how the impostor's callers ended their handshakes".to_string()
+            }
             Step::TamperCookie { name, how } => {
                 format!("tamper with cookie {} ({how:?})", self.vars.expand(name))
             }
@@ -756,7 +765,9 @@ impl Engine {
                     .kept_cookies
                     .iter()
                     .find(|(kept, _)| *kept == name)
-                    .ok_or_else(|| format!("no copy of cookie {name} was kept: keep_cookie first"))?;
+                    .ok_or_else(|| {
+                        format!("no copy of cookie {name} was kept: keep_cookie first")
+                    })?;
                 state.browser.put_cookies(&self.endpoints.app, copy);
                 Ok(StepOutput::default())
             }
@@ -794,8 +805,12 @@ impl Engine {
                 state.last = Some(page);
                 Ok(StepOutput::default())
             }
-            Step::Disrupt { .. } | Step::Restore { .. } | Step::AuditConfig {} => Err(
-                "disrupt, restore and audit_config steps are run by run_step, with the environment's control"
+            Step::Disrupt { .. }
+            | Step::Restore { .. }
+            | Step::ExpectImpostorRefused {}
+            | Step::AuditConfig {} => Err(
+                "disrupt, restore, expect_impostor_refused and audit_config steps are run by \
+                 run_step, with the environment's control"
                     .into(),
             ),
             Step::ExpectJwt { token, claims } => {

@@ -71,6 +71,9 @@ const OIDC_IDP_FIXTURE: &str = "oidc-idp/config.json.j2";
 
 const KEYCLOAK_READY: Duration = Duration::from_secs(180);
 const COMPONENT_READY: Duration = Duration::from_secs(30);
+/// How long the impostor's open connections get to end before they count as unfinished: the
+/// caller's alert is on loopback, a caller that stalls longer has not refused anything yet.
+const IMPOSTOR_SETTLES: Duration = Duration::from_secs(2);
 
 /// Keycloak's login theme: the current one and the legacy one have different markup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -2333,6 +2336,10 @@ impl crate::control::StackControl for LocalStack {
             if part == Part::App
                 && let Some(impostor) = self.impostor.take()
             {
+                let seen = impostor.seen(IMPOSTOR_SETTLES).await;
+                self.append_stack_log(&format!(
+                    "the impostor saw its callers' handshakes end: {seen:?}"
+                ));
                 impostor.stop().await;
             }
             if let Some(index) = self.paused.iter().position(|c| *c == component) {
@@ -2368,6 +2375,22 @@ impl crate::control::StackControl for LocalStack {
                 .map_err(|e| failed(&e))?;
             }
             Ok(())
+        })
+    }
+
+    fn impostor_handshakes(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<Vec<crate::control::Handshake>>, String>>
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            match &self.impostor {
+                Some(impostor) => Ok(Some(impostor.seen(IMPOSTOR_SETTLES).await)),
+                None => Ok(None),
+            }
         })
     }
 }

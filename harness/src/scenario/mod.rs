@@ -229,6 +229,9 @@ impl Scenario {
                 Step::Disrupt { component, action } => {
                     needs.push(Requirement::Disrupt(*component, *action))
                 }
+                Step::ExpectImpostorRefused {} => {
+                    needs.push(Requirement::Disrupt(Part::App, Disruption::Impersonate))
+                }
                 Step::AuditConfig {} => needs.push(Requirement::ConfigFiles),
                 Step::WaitForSessionRefresh {} => needs.push(Requirement::SessionRefresh),
                 _ => {}
@@ -287,6 +290,10 @@ pub enum Step {
     Disrupt { component: Part, action: Disruption },
     /// Brings a disrupted part back, ready to serve.
     Restore { component: Part },
+    /// Checks what the impostor in the app's place (`disrupt app impersonate`) saw: every
+    /// caller aborted its TLS handshake over the impostor's certificate, and none sent it a
+    /// request. The caller's own error (a 503) does not say why; the impostor does.
+    ExpectImpostorRefused {},
     /// Changes the browser's copy of a cookie (the session), as an attacker holding it could.
     TamperCookie { name: String, how: Tampering },
     /// Keeps a copy of a cookie (with its pieces), as anyone who ever held it could: a
@@ -328,6 +335,7 @@ impl Step {
             Step::BearerMatrix(_) => "bearer_matrix",
             Step::Disrupt { .. } => "disrupt",
             Step::Restore { .. } => "restore",
+            Step::ExpectImpostorRefused {} => "expect_impostor_refused",
             Step::TamperCookie { .. } => "tamper_cookie",
             Step::KeepCookie { .. } => "keep_cookie",
             Step::PutBackCookie { .. } => "put_back_cookie",
@@ -383,6 +391,7 @@ impl Step {
             | Step::TokenGrant { .. }
             | Step::Disrupt { .. }
             | Step::Restore { .. }
+            | Step::ExpectImpostorRefused {}
             | Step::AuditConfig {}
             | Step::WaitForSessionRefresh {}
             | Step::WaitForTokenExpiry {}
@@ -582,6 +591,36 @@ pub enum ConnectionExpectation {
     Rejected,
 }
 
+/// A part of the deployment that refuses a request on its own, and answers in its own words.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Refuser {
+    /// Envoy's jwt_authn (a RequestAuthentication): 401, a `WWW-Authenticate: Bearer` challenge
+    /// and a body of its own naming what is wrong with the token (`Jwt verification fails`,
+    /// `Jwt issuer is not configured`, ...).
+    JwtAuthn,
+    /// Envoy's RBAC (an AuthorizationPolicy): 403 `RBAC: access denied`.
+    Rbac,
+    /// The auth proxy sending the caller to sign in: its sign-in page, the IdP's login form,
+    /// or a redirect to either.
+    SignIn,
+}
+
+impl Refuser {
+    /// What its refusal looks like, for a check's expected and actual values.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refuser::JwtAuthn => {
+                "jwt_authn's refusal (401, WWW-Authenticate: Bearer, a body \"Jwt ...\")"
+            }
+            Refuser::Rbac => "RBAC's refusal (403 \"RBAC: access denied\")",
+            Refuser::SignIn => {
+                "the auth proxy's sign-in (its sign-in page, or a redirect to sign in)"
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
@@ -615,6 +654,10 @@ pub struct ResponseExpectation {
     pub location_starts_with: Option<String>,
     #[serde(default)]
     pub body_contains: Vec<String>,
+    /// The answer is the refusal of one of these parts, told by its own status and body:
+    /// for a refusal the deployment may make at more than one layer, the evidence of which.
+    #[serde(default)]
+    pub refused_by: Vec<Refuser>,
     /// The IdP's login page shows an error containing this text.
     #[serde(default)]
     pub login_error: Option<String>,
@@ -878,6 +921,26 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
             if let Step::ExpectJwt { .. } | Step::AuditConfig {} = step {
                 has_check = true;
             }
+            if let Step::ExpectImpostorRefused {} = step {
+                // Without one in place there is nothing to ask, and the check could only fail.
+                let impersonated = scenario.steps[..index].iter().any(|earlier| {
+                    matches!(
+                        earlier,
+                        Step::Disrupt {
+                            component: Part::App,
+                            action: Disruption::Impersonate
+                        }
+                    )
+                });
+                if !impersonated {
+                    return Err(invalid(
+                        "expect_impostor_refused needs an impostor in place: a `disrupt` of \
+                         component app with action impersonate before it"
+                            .into(),
+                    ));
+                }
+                has_check = true;
+            }
             if let Step::BearerMatrix(matrix) = step {
                 if matrix.accepted.is_empty() && matrix.refused.is_empty() {
                     return Err(invalid(
@@ -972,6 +1035,14 @@ mod tests {
             (
                 "      - op: request\n        url: ${sidecr}/headers\n      - op: expect\n        status: 1\n",
                 "unknown variable ${sidecr}",
+            ),
+            (
+                "      - op: expect\n        refused_by: [oauth2_proxy]\n",
+                "unknown variant `oauth2_proxy`, expected one of jwt_authn, rbac, sign_in",
+            ),
+            (
+                "      - op: expect_impostor_refused\n      - op: disrupt\n        component: app\n        action: impersonate\n",
+                "needs an impostor in place",
             ),
         ];
         for (steps, reason) in cases {
