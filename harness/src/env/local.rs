@@ -127,6 +127,10 @@ pub struct StackConfig {
     /// The ext_authz provider's `failOpen`: when oauth2-proxy cannot be asked, let the
     /// request through. Off in the reference.
     pub ext_authz_fail_open: bool,
+    /// The ext_authz provider sends the browser's `Cookie` to oauth2-proxy
+    /// (`includeRequestHeadersInCheck`). Without it every check is anonymous: the session
+    /// cookie the callback set never counts.
+    pub ext_authz_check_cookie: bool,
     /// The ext_authz provider's `timeout`: how long the gateway waits for a hung oauth2-proxy
     /// before failing the request (Istio's default is 600 s).
     pub ext_authz_timeout_seconds: u32,
@@ -243,6 +247,7 @@ impl Default for StackConfig {
             strip_identity_headers: true,
             whitelist_domains: Vec::new(),
             ext_authz_fail_open: false,
+            ext_authz_check_cookie: true,
             ext_authz_timeout_seconds: 5,
             request_authentication: true,
             jwt_audiences: true,
@@ -362,6 +367,11 @@ impl StackConfig {
                 "client-sent identity headers dropped at the gateway",
                 self.strip_identity_headers,
                 "remove X-Auth-Request-*, X-Forwarded-User/-Email/-Groups/-Preferred-Username/-Access-Token, X-Real-IP, Forwarded at the gateway before ext_authz (an EnvoyFilter with header_mutation), and set headersWithUnderscoresAction: DROP_HEADER",
+            ),
+            P::protection_or_fix(
+                "ext_authz check sees the session cookie",
+                self.ext_authz_check_cookie,
+                "list cookie under includeRequestHeadersInCheck on the envoyExtAuthzHttp provider",
             ),
             P::protection_or_fix(
                 "ext_authz fails closed",
