@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use meshauth::control::{StackControl, Uncontrolled};
+use meshauth::control::{Disruption, Part, StackControl};
 use meshauth::engine::Engine;
 use meshauth::env::StackConfig;
 use meshauth::env::existing::ExistingEnvironment;
+use meshauth::env::ports::Component;
 use meshauth::events::Verdict;
 use meshauth::redact::Redactor;
 use meshauth::scenario::{Catalog, Requirement, qualified_name};
@@ -127,7 +128,10 @@ fn apply_profile(
 }
 
 /// The `existing` environment, pointed at the running local stack through a written
-/// environment file, must drive the same scenarios to the same verdicts.
+/// environment file, must drive the same scenarios to the same verdicts: with the stack's
+/// configuration files to audit and control commands that freeze and thaw its auth service
+/// and IdP (procps `kill -s STOP`/`CONT` on their process groups), as a user's `kubectl` commands would.
+/// In-mesh callers need a cluster to exec in: those scenarios are left out here.
 fn existing_environment_trial(
     stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
     catalog: &Arc<Catalog>,
@@ -135,51 +139,16 @@ fn existing_environment_trial(
     handle: &tokio::runtime::Handle,
 ) -> Trial {
     let shared = Arc::clone(stack);
-    let guard = stack.lock().unwrap_or_else(|p| p.into_inner());
-    let prepared = guard.as_ref().map_err(Clone::clone).map(|stack| {
-        let endpoints = stack.endpoints();
-        let dir = stack.run_dir().join("existing");
-        std::fs::create_dir_all(&dir).expect("existing-env directory");
-        std::fs::write(dir.join("ca.pem"), endpoints.ca_pem.as_deref().unwrap_or_default()).expect("write CA");
-        let second = endpoints.second_user.as_ref().expect("the local stack has a second user");
-        let other = endpoints.other_client.as_ref().expect("the local stack has another client");
-        let key = endpoints.signing_key.as_ref().expect("the local stack has a test key");
-        write_private(&dir.join("test-key.pem"), key.private_key_pem.expose());
-        let file = format!(
-            "app_url: {}\nidp_url: {}\nissuer: {}\nclient_id: {}\nclient_secret_env: CLIENT_SECRET\n\
-             user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
-             second_user:\n  username: {}\n  email: {}\n  password_env: SECOND_PASSWORD\n\
-             other_client:\n  client_id: {}\n  client_secret_env: OTHER_SECRET\n\
-             test_signing_key_file: test-key.pem\nsession_refresh_seconds: {}\n",
-            endpoints.app,
-            endpoints.idp,
-            endpoints.issuer,
-            endpoints.client_id,
-            endpoints.user.username,
-            endpoints.user.email,
-            endpoints.role,
-            endpoints.roles_claim,
-            second.username,
-            second.email,
-            other.id,
-            endpoints
-                .session_refresh
-                .expect("the local stack refreshes sessions")
-                .as_secs(),
-        );
-        let secrets = [
-            ("CLIENT_SECRET", endpoints.client_secret.expose().to_string()),
-            ("USER_PASSWORD", endpoints.user.password.expose().to_string()),
-            ("SECOND_PASSWORD", second.password.expose().to_string()),
-            ("OTHER_SECRET", other.secret.expose().to_string()),
-        ];
-        (dir, file, secrets)
-    });
-    drop(guard);
     let (catalog, redactor, handle) = (Arc::clone(catalog), redactor.clone(), handle.clone());
     Trial::test(EXISTING_TRIAL, move || {
-        let (dir, file, secrets) =
-            prepared.map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+        apply_profile(&shared, &handle, &Default::default())?;
+        let (dir, file, secrets) = {
+            let guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let stack = guard
+                .as_ref()
+                .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+            environment_file(stack)?
+        };
         let lookup = |name: &str| {
             secrets
                 .iter()
@@ -188,26 +157,28 @@ fn existing_environment_trial(
         };
         let existing = ExistingEnvironment::parse("existing.yaml", &file, &dir, &lookup)
             .map_err(|e| e.to_string())?;
-        let engine =
-            Engine::new(existing.endpoints().clone(), redactor).map_err(|e| e.to_string())?;
+        let mut control = existing.control();
+        let engine = Engine::new(existing.endpoints().clone(), redactor.clone())
+            .map_err(|e| e.to_string())?;
         // A user's deployment is what it is: the planner leaves out what needs a stack
-        // profile, the mesh or a disruption, and says so.
-        let plan = meshauth::engine::plan(catalog.select(&[]), existing.endpoints(), &Uncontrolled);
-        let expected_left_out = catalog
-            .select(&[])
-            .into_iter()
-            .filter(|(suite, scenario)| {
-                scenario.requirements(suite).iter().any(|need| {
-                    matches!(
-                        need,
-                        Requirement::StackProfile
-                            | Requirement::Mesh
-                            | Requirement::Disrupt(..)
-                            | Requirement::ConfigFiles
-                    )
-                })
-            })
-            .count();
+        // profile, the mesh or a disruption no command is given for, and says so.
+        let plan = meshauth::engine::plan(catalog.select(&[]), existing.endpoints(), &control);
+        let controlled = |part: Part, disruption: Disruption| {
+            matches!(part, Part::AuthService | Part::Idp) && disruption == Disruption::Pause
+        };
+        let (mut expected_run, mut expected_left_out) = (Vec::new(), 0);
+        for (suite, scenario) in catalog.select(&[]) {
+            let left_out = scenario.requirements(suite).iter().any(|need| match need {
+                Requirement::StackProfile | Requirement::Mesh => true,
+                Requirement::Disrupt(part, disruption) => !controlled(*part, *disruption),
+                _ => false,
+            });
+            if left_out {
+                expected_left_out += 1;
+            } else {
+                expected_run.push(qualified_name(suite, scenario));
+            }
+        }
         if plan.left_out.len() != expected_left_out {
             return Err(format!(
                 "the existing environment left out {} scenarios, expected {expected_left_out}: {:?}",
@@ -216,13 +187,22 @@ fn existing_environment_trial(
             )
             .into());
         }
-        apply_profile(&shared, &handle, &Default::default())?;
+        // The commands and the files are used, not only accepted.
+        for needed in [
+            "attack_fail_closed::auth_service_hung",
+            "attack_fail_closed::idp_hung",
+            "attack_configuration::deployment_configuration",
+        ] {
+            if !expected_run.iter().any(|name| name == needed) {
+                return Err(format!("{needed} is not run against the existing environment").into());
+            }
+        }
         let mut transcript = common::Transcript::new();
         let summary = handle.block_on(engine.run(
             "existing",
             existing.info(),
             &plan,
-            &mut Uncontrolled,
+            &mut control,
             &mut transcript,
         ));
         if summary.all_passed() && summary.total == plan.run.len() {
@@ -231,6 +211,88 @@ fn existing_environment_trial(
             Err(transcript.text().into())
         }
     })
+}
+
+type Secrets = Vec<(&'static str, String)>;
+
+/// The environment file a user would write for the running stack, beside its CA, test key
+/// and configuration files, and the secrets it names.
+fn environment_file(
+    stack: &meshauth::env::LocalStack,
+) -> Result<(std::path::PathBuf, String, Secrets), Failed> {
+    let endpoints = stack.endpoints();
+    let dir = stack.run_dir().join("existing");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("ca.pem"),
+        endpoints.ca_pem.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let second = endpoints
+        .second_user
+        .as_ref()
+        .ok_or("the local stack has no second user")?;
+    let other = endpoints
+        .other_client
+        .as_ref()
+        .ok_or("the local stack has no other client")?;
+    let key = endpoints
+        .signing_key
+        .as_ref()
+        .ok_or("the local stack has no test key")?;
+    write_private(&dir.join("test-key.pem"), key.private_key_pem.expose());
+    let mut config_files = Vec::new();
+    for config in stack.config_files().map_err(Failed::from)? {
+        let name = config.name.replace(" + ", "+").replace('/', "_");
+        write_private(&dir.join(&name), &config.text);
+        config_files.push(name);
+    }
+    let group = |component: Component| {
+        stack
+            .pid(component)
+            .ok_or_else(|| Failed::from(format!("{component:?} is not running")))
+    };
+    let (auth_service, idp) = (group(Component::OAuth2Proxy)?, group(Component::Keycloak)?);
+    let file = format!(
+        "app_url: {}\nidp_url: {}\nissuer: {}\nclient_id: {}\nclient_secret_env: CLIENT_SECRET\n\
+         user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
+         second_user:\n  username: {}\n  email: {}\n  password_env: SECOND_PASSWORD\n\
+         other_client:\n  client_id: {}\n  client_secret_env: OTHER_SECRET\n\
+         test_signing_key_file: test-key.pem\nsession_refresh_seconds: {}\n\
+         config_files: {:?}\n\
+         control:\n\
+         \x20 auth_service:\n    pause: \"/bin/kill -s STOP -- -{auth_service}\"\n    resume: \"/bin/kill -s CONT -- -{auth_service}\"\n\
+         \x20 idp:\n    pause: \"/bin/kill -s STOP -- -{idp}\"\n    resume: \"/bin/kill -s CONT -- -{idp}\"\n",
+        endpoints.app,
+        endpoints.idp,
+        endpoints.issuer,
+        endpoints.client_id,
+        endpoints.user.username,
+        endpoints.user.email,
+        endpoints.role,
+        endpoints.roles_claim,
+        second.username,
+        second.email,
+        other.id,
+        endpoints
+            .session_refresh
+            .ok_or("the local stack does not refresh sessions")?
+            .as_secs(),
+        config_files,
+    );
+    let secrets = vec![
+        (
+            "CLIENT_SECRET",
+            endpoints.client_secret.expose().to_string(),
+        ),
+        (
+            "USER_PASSWORD",
+            endpoints.user.password.expose().to_string(),
+        ),
+        ("SECOND_PASSWORD", second.password.expose().to_string()),
+        ("OTHER_SECRET", other.secret.expose().to_string()),
+    ];
+    Ok((dir, file, secrets))
 }
 
 fn write_private(path: &std::path::Path, text: &str) {

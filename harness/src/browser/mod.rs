@@ -169,6 +169,72 @@ pub struct Browser {
     /// The last authorization response this browser delivered (a URL carrying `code` and
     /// `state`): what an attacker who saw it could send again.
     last_callback: Option<Secret>,
+    /// Every response header so far that handed this browser a token or an identity the
+    /// auth layer holds for the app (names only, never values).
+    identity_exposures: Vec<IdentityExposure>,
+}
+
+/// A response header that hands the browser what only the app should get: a credential, or
+/// an identity header the auth layer adds for the app. Its value is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityExposure {
+    pub method: String,
+    pub url: String,
+    pub header: String,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for IdentityExposure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} from {} {} ({})",
+            self.header, self.method, self.url, self.why
+        )
+    }
+}
+
+/// Header names (in any case, `_` or `-`) that carry a user's identity or credential from the
+/// auth layer to the app: a browser has no use for them, and script on the page can read them.
+const IDENTITY_HEADER_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-id-token",
+    "x-access-token",
+    "remote-user",
+    "x-remote-user",
+];
+const IDENTITY_HEADER_PREFIXES: &[&str] = &["x-auth-request-"];
+
+/// Why a response header with this name and value is an identity sent to the browser.
+pub fn identity_exposure(name: &str, value: &[u8]) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    if IDENTITY_HEADER_NAMES.contains(&name.as_str())
+        || IDENTITY_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return Some("a header the auth layer sets for the app");
+    }
+    // Any other header, whatever its name, that carries a JWT. Cookies are left to the
+    // cookie checks: the IdP's own session cookies are JWTs (Keycloak's KEYCLOAK_IDENTITY),
+    // HttpOnly, and the browser's to hold.
+    if name == "set-cookie" {
+        return None;
+    }
+    let text = String::from_utf8_lossy(value);
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .any(looks_like_jwt)
+        .then_some("its value holds a JWT")
+}
+
+/// A compact JWS: a base64url JSON header (`eyJ`), a payload and a signature part.
+fn looks_like_jwt(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() == 3 && parts[0].starts_with("eyJ") && parts[1].len() >= 4
 }
 
 /// A cookie's security attributes as the server set them.
@@ -284,7 +350,14 @@ impl Browser {
             public_origins: Arc::default(),
             identity_provider: None,
             last_callback: None,
+            identity_exposures: Vec::new(),
         }
+    }
+
+    /// Every response header so far that handed this browser a token or an identity meant
+    /// for the app.
+    pub fn identity_exposures(&self) -> &[IdentityExposure] {
+        &self.identity_exposures
     }
 
     /// Where the IdP is published (`https://app/auth/`, `http://idp/`): a request there that
@@ -745,6 +818,16 @@ impl Browser {
             duration_ms: started.elapsed().as_millis() as u64,
         });
         self.cookie_attributes.extend(set_cookies);
+        for (name, value) in &response_headers {
+            if let Some(why) = identity_exposure(name.as_str(), value.as_bytes()) {
+                self.identity_exposures.push(IdentityExposure {
+                    method: method.to_string(),
+                    url: self.redactor.redact(url.as_str()),
+                    header: name.as_str().to_string(),
+                    why,
+                });
+            }
+        }
         Ok(Page {
             url,
             status,
@@ -806,6 +889,51 @@ impl Browser {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn identity_headers_are_found_in_any_spelling_and_jwts_in_any_header() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+        for name in [
+            "Authorization",
+            "x-auth-request-access-token",
+            "X_Auth_Request_User",
+            "X-Forwarded-Email",
+        ] {
+            assert_eq!(
+                super::identity_exposure(name, b"anything"),
+                Some("a header the auth layer sets for the app"),
+                "{name}"
+            );
+        }
+        let in_value = format!("Bearer {jwt}");
+        for (name, value) in [
+            ("x-debug", in_value.as_str()),
+            ("link", &format!("</t?x={jwt}>")),
+        ] {
+            assert_eq!(
+                super::identity_exposure(name, value.as_bytes()),
+                Some("its value holds a JWT"),
+                "{name}"
+            );
+        }
+        // The IdP's own session cookie is a JWT the browser is meant to hold; a redirect with
+        // a code, a content type and a two-part dotted value are nobody's identity.
+        for (name, value) in [
+            ("set-cookie", format!("KEYCLOAK_IDENTITY={jwt}; HttpOnly")),
+            (
+                "location",
+                "https://app/oauth2/callback?code=a.b.c&state=x".to_string(),
+            ),
+            ("content-type", "application/json".to_string()),
+            ("x-version", "eyJh.eyJ".to_string()),
+        ] {
+            assert_eq!(
+                super::identity_exposure(name, value.as_bytes()),
+                None,
+                "{name}"
+            );
+        }
+    }
+
     use super::{Browser, BrowserError, CookieAttributes, Hop};
     use crate::redact::Redactor;
 

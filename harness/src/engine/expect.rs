@@ -231,6 +231,9 @@ pub fn check_response(
     if let Some(want) = expect.no_expired_token_forwarded {
         checks.push(check_no_expired_token(page, want, crate::oidc::now_unix()));
     }
+    if let Some(want) = expect.no_identity_sent_to_browser {
+        checks.push(check_no_identity_sent(browser.identity_exposures(), want));
+    }
     // A page that failed its checks because the auth proxy answered at the IdP's address
     // says why, with the fix.
     if checks.iter().any(|check| !check.passed)
@@ -351,6 +354,31 @@ pub fn check_impostor_refused(seen: Option<&[Handshake]>) -> CheckResult {
             )
         },
     )
+}
+
+/// Whether the browser was handed a token or an identity meant for the app, by any response.
+fn check_no_identity_sent(
+    exposures: &[crate::browser::IdentityExposure],
+    want: bool,
+) -> CheckResult {
+    let sent = !exposures.is_empty();
+    CheckResult::new(
+        "identity sent to the browser",
+        sent != want,
+        if want {
+            "no response hands the browser a token or an identity header meant for the app"
+        } else {
+            "a response hands the browser a token or an identity header"
+        },
+        if sent {
+            let mut seen: Vec<String> = exposures.iter().map(ToString::to_string).collect();
+            seen.dedup();
+            format!("the browser was handed {}", seen.join("; "))
+        } else {
+            "none in any response so far".to_string()
+        },
+    )
+    .with_severity(crate::check::Severity::High)
 }
 
 /// Whether any JWT the app echoed as received had expired at `now`.

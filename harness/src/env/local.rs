@@ -131,6 +131,14 @@ pub struct StackConfig {
     /// (`includeRequestHeadersInCheck`). Without it every check is anonymous: the session
     /// cookie the callback set never counts.
     pub ext_authz_check_cookie: bool,
+    /// The ext_authz provider passes oauth2-proxy's identity headers (`Authorization`,
+    /// `X-Auth-Request-*`) to the browser too (`headersToDownstreamOnAllow`), not only to the
+    /// app. Off in the reference.
+    pub ext_authz_identity_to_browser: bool,
+    /// The VirtualService's route to oauth2-proxy removes the identity headers its answers
+    /// carry (`/oauth2/auth` answers with `X-Auth-Request-Access-Token`, `Authorization`)
+    /// before they reach the browser.
+    pub oauth2_route_strips_identity_headers: bool,
     /// The ext_authz provider's `timeout`: how long the gateway waits for a hung oauth2-proxy
     /// before failing the request (Istio's default is 600 s).
     pub ext_authz_timeout_seconds: u32,
@@ -152,6 +160,9 @@ pub struct StackConfig {
     pub client_refresh_tokens: bool,
     /// oauth2-proxy goes straight to the IdP instead of showing its sign-in button.
     pub skip_provider_button: bool,
+    /// oauth2-proxy's `skip_jwt_bearer_tokens`: a request with a valid bearer token of the
+    /// IdP passes the check without a session (off by oauth2-proxy's default).
+    pub bearer_tokens_accepted: bool,
     pub login_theme: LoginTheme,
     /// The realm's "User Realm Role" mapper that writes the roles claim.
     pub role_mapper: bool,
@@ -200,6 +211,9 @@ pub struct StackConfig {
     pub client_requires_pkce: bool,
     /// The realm's client allows the implicit flow (tokens in the front channel).
     pub client_implicit_flow: bool,
+    /// The realm's client takes password grants (Keycloak's Direct Access Grants), as seed
+    /// 003's token requests need.
+    pub client_direct_access_grants: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     pub session_store: SessionStore,
@@ -248,6 +262,8 @@ impl Default for StackConfig {
             whitelist_domains: Vec::new(),
             ext_authz_fail_open: false,
             ext_authz_check_cookie: true,
+            ext_authz_identity_to_browser: false,
+            oauth2_route_strips_identity_headers: true,
             ext_authz_timeout_seconds: 5,
             request_authentication: true,
             jwt_audiences: true,
@@ -256,6 +272,7 @@ impl Default for StackConfig {
             session_refresh_seconds: Some(SESSION_REFRESH_SECONDS),
             client_refresh_tokens: true,
             skip_provider_button: false,
+            bearer_tokens_accepted: true,
             login_theme: LoginTheme::KeycloakV2,
             role_mapper: true,
             audience_mapper: true,
@@ -274,6 +291,7 @@ impl Default for StackConfig {
             jwt_issuer_mismatch: false,
             client_requires_pkce: true,
             client_implicit_flow: false,
+            client_direct_access_grants: true,
             secure_session_cookie: true,
             session_store: SessionStore::Redis,
             idp: IdentityProvider::Keycloak,
@@ -372,6 +390,11 @@ impl StackConfig {
                 "ext_authz check sees the session cookie",
                 self.ext_authz_check_cookie,
                 "list cookie under includeRequestHeadersInCheck on the envoyExtAuthzHttp provider",
+            ),
+            P::protection_or_fix(
+                "identity headers kept from the browser",
+                !self.ext_authz_identity_to_browser && self.oauth2_route_strips_identity_headers,
+                "list only set-cookie under headersToDownstreamOnAllow, and remove authorization and x-auth-request-* from the responses of the VirtualService route to oauth2-proxy (headers.response.remove)",
             ),
             P::protection_or_fix(
                 "ext_authz fails closed",
@@ -693,6 +716,7 @@ pub(super) struct RealmContext<'a> {
     client_any_redirect_uri: bool,
     client_requires_pkce: bool,
     client_implicit_flow: bool,
+    client_direct_access_grants: bool,
     client_refresh_tokens: bool,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
     frontend_url: Option<String>,
@@ -766,6 +790,7 @@ impl<'a> RealmContext<'a> {
             client_any_redirect_uri: config.client_any_redirect_uri,
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,
+            client_direct_access_grants: config.client_direct_access_grants,
             client_refresh_tokens: config.client_refresh_tokens,
         }
     }
@@ -779,6 +804,7 @@ pub(super) struct OAuth2ProxyContext<'a> {
     client_id: &'a str,
     redirect_uri: String,
     skip_provider_button: bool,
+    bearer_tokens_accepted: bool,
     forward_authorization: bool,
     secure_session_cookie: bool,
     whitelist_domains: &'a [String],
@@ -817,6 +843,7 @@ impl<'a> OAuth2ProxyContext<'a> {
             client_id: config.sign_in_client_id(),
             redirect_uri,
             skip_provider_button: config.skip_provider_button,
+            bearer_tokens_accepted: config.bearer_tokens_accepted,
             forward_authorization: config.forward_authorization,
             secure_session_cookie: config.secure_session_cookie,
             whitelist_domains: &config.whitelist_domains,
@@ -1210,6 +1237,15 @@ impl LocalStack {
             ));
         }
         converged
+    }
+
+    /// The process (and process group) of a running component: what an environment file's
+    /// control commands name when the stack stands in for a user's deployment.
+    pub fn pid(&self, component: Component) -> Option<u32> {
+        self.running
+            .iter()
+            .find(|running| running.component == component)
+            .map(|running| running.process.pid())
     }
 
     fn running_pids(&self) -> Vec<(Component, u32)> {

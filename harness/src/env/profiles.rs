@@ -89,6 +89,7 @@ impl DeploymentProfile {
         let istio_provider_defaults = |config: StackConfig| StackConfig {
             ext_authz_path_prefix: false,
             strip_identity_headers: false,
+            oauth2_route_strips_identity_headers: false,
             ext_authz_timeout_seconds: 600,
             jwt_audiences: false,
             admission_role: false,

@@ -689,6 +689,11 @@ pub struct ResponseExpectation {
     /// echo passes: the app was not reached).
     #[serde(default)]
     pub no_expired_token_forwarded: Option<bool>,
+    /// No response this browser got so far handed it a token or an identity header meant
+    /// for the app (`Authorization`, `X-Auth-Request-*`, `X-Forwarded-User` and kin, in any
+    /// spelling, or any header holding a JWT). The app's own echo body is the app's business.
+    #[serde(default)]
+    pub no_identity_sent_to_browser: Option<bool>,
 }
 
 /// Expected attributes of a cookie; absent fields are not checked.
