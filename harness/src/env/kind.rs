@@ -12,9 +12,11 @@ use url::Url;
 
 use super::istio::{IstioContext, ServicePorts};
 use super::local::{
-    EMAIL, OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM_FIXTURE, ROLE, ROLES_CLAIM,
-    RealmContext, RealmSecrets, StackEvent, USERNAME,
+    OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM_FIXTURE, RealmContext, RealmSecrets,
+    StackEvent,
 };
+use super::names::{EMAIL, ROLE, ROLES_CLAIM, SESSION_REFRESH_SECONDS, USERNAME};
+use super::stack_config::SessionStore;
 use super::pki::RunPki;
 use super::{Endpoints, EnvError, StackConfig, TestUser};
 use crate::components::ComponentVersion;
@@ -327,7 +329,7 @@ pub fn render(
         keycloak_port: KEYCLOAK_PORT,
         oauth2_proxy_port: OAUTH2_PROXY_PORT,
         httpbin_port: HTTPBIN_PORT,
-        redis_port: (config.session_store == super::local::SessionStore::Redis)
+        redis_port: (config.session_store == SessionStore::Redis)
             .then_some(REDIS_PORT),
         redis_password: secrets.redis_password.expose(),
         idp_url: &urls.idp,
@@ -560,7 +562,7 @@ impl KindEnvironment {
             roles_claim: ROLES_CLAIM.into(),
             session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.into(),
             session_refresh: Some(std::time::Duration::from_secs(
-                super::local::SESSION_REFRESH_SECONDS.into(),
+                SESSION_REFRESH_SECONDS.into(),
             )),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(ca_pem),
