@@ -139,15 +139,11 @@ impl LocalStack {
         Ok(())
     }
 
-    /// Starts a fast-starting component (all but Keycloak) and waits until it is ready.
-    pub(super) async fn start_component(
-        &self,
-        component: Component,
-        progress: &(dyn Fn(StackEvent) + Sync),
-    ) -> Result<Supervised, EnvError> {
-        let started = Instant::now();
+    /// How `component` is started and how it shows it is ready; writes the files it reads at
+    /// start (the password-holding ones are removed once it is ready).
+    fn launch_and_probe(&self, component: Component) -> Result<(Launch, Probe), EnvError> {
         let name = component.name();
-        let (launch, probe) = match component {
+        Ok(match component {
             Component::Keycloak => unreachable!("Keycloak starts in the background"),
             Component::Httpbin => (
                 Launch::new(name, &self.toolchain.httpbin, self.log(name))
@@ -275,7 +271,18 @@ impl LocalStack {
                     self.oauth2_proxy_ready(),
                 )
             }
-        };
+        })
+    }
+
+    /// Starts a fast-starting component (all but Keycloak) and waits until it is ready.
+    pub(super) async fn start_component(
+        &self,
+        component: Component,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Supervised, EnvError> {
+        let started = Instant::now();
+        let name = component.name();
+        let (launch, probe) = self.launch_and_probe(component)?;
         let process = self.supervise(component, &launch)?;
         wait_ready(&self.probe, &process, &probe, COMPONENT_READY).await?;
         // These files hold passwords and are read once at start: gone once it is ready, like
