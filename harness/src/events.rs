@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::browser::Hop;
 use crate::check::CheckResult;
-use crate::components::ComponentVersion;
 use crate::oidc::DecodedJwt;
+use crate::versions::ComponentVersion;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -36,6 +36,7 @@ pub mod policy;
 pub mod redact;
 pub mod report;
 pub mod scenario;
+pub mod versions;
 
 // The sample data lives with the tests; it names items as `meshauth::…` from either side.
 #[cfg(test)]

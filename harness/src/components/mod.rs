@@ -6,18 +6,19 @@ pub mod container;
 pub mod install;
 pub mod java;
 pub mod process;
-pub mod version_sets;
-pub mod versions;
 
 use std::path::PathBuf;
-
-use serde::Serialize;
 
 pub use install::{
     ApiSchemas, CacheDir, ControlPlaneBinaries, InstallEvent, Toolchain, ensure_api_schemas,
     ensure_control_plane, ensure_installed, ensure_installed_set,
 };
 pub use process::{Launch, Supervised};
+// The versions are data that reports and events need; they live in `crate::versions`, a room
+// that starts nothing, and keep their paths here.
+pub use crate::versions::ComponentVersion;
+pub use crate::versions::pinned as versions;
+pub use crate::versions::sets as version_sets;
 
 /// How Envoy is started everywhere: one worker (the machine has two cores shared with the rest
 /// of the stack) and no hot-restart shared memory, so several Envoys can run side by side.
@@ -98,12 +99,4 @@ pub enum ComponentError {
         log: String,
         tail: String,
     },
-}
-
-/// Versions of the components a run used, shown in reports.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ComponentVersion {
-    pub component: String,
-    pub version: String,
-    pub source: String,
 }

@@ -6,7 +6,8 @@
 
 use serde::Serialize;
 
-use super::local::StackConfig;
+use super::names::{CLIENT_ROLE, CUSTOM_ROLES_CLAIM, ECHO_PREFIX, ROLE};
+use super::stack_config::StackConfig;
 use crate::components::versions;
 use crate::policy::{
     self, AppListener, AuthorizationRequirement, ExtAuthzPaths, IdentityProvider, SidecarPolicy,
@@ -269,7 +270,7 @@ impl<'a> IstioContext<'a> {
                 .then_some(ports.gateway_app_http_target),
             ext_authz_every_path: config.ext_authz_paths == ExtAuthzPaths::EveryPath,
             echo_port: ports.echo,
-            echo_prefix: super::local::ECHO_PREFIX,
+            echo_prefix: ECHO_PREFIX,
             second_app_exempt: config.second_app_exempt,
             idp_under_auth: config.idp.keycloak_issues() && config.idp_address.under_auth_path(),
             idp_listener_routes_by_path: config.idp_listener_routes_by_path,
@@ -282,8 +283,8 @@ impl<'a> IstioContext<'a> {
             },
             idp_path_prefix: crate::policy::IDP_PATH_PREFIX,
             role_claim_policy: config.gateway_role_claim_policy,
-            role_claim: super::local::CUSTOM_ROLES_CLAIM,
-            required_roles: [super::local::ROLE, super::local::CLIENT_ROLE],
+            role_claim: CUSTOM_ROLES_CLAIM,
+            required_roles: [ROLE, CLIENT_ROLE],
             oidc_idp: config.idp == IdentityProvider::OidcProvider,
             oidc_idp_port: ports.oidc_idp,
             sidecar_policy: SidecarPolicyContext::new(&config.sidecar),
@@ -366,4 +367,130 @@ pub fn proxies_json(proxies: &[(&str, &ProxyIdentity)]) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&list).expect("proxy descriptions serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::policy::{AuthorizationRequirement, PeerAuthenticationMode};
+
+    /// The Istio inputs for a configuration, with fixed ports and placeholder secrets.
+    fn render(config: &StackConfig, fixture: &str) -> String {
+        let context = IstioContext::new(
+            config,
+            ("<gateway certificate PEM>", "<gateway key PEM>"),
+            "http://127.0.0.1:20080/realms/Test-oidc",
+            ServicePorts {
+                keycloak: 20180,
+                oauth2_proxy: 20418,
+                httpbin: 20800,
+                echo: 20801,
+                gateway_http_target: 20080,
+                gateway_app_http_target: 20081,
+                oidc_idp: 20300,
+            },
+        );
+        let registry = LocalRegistryContext {
+            istio: &context,
+            httpbin_app_port: 20801,
+            gateway_https_target_port: 20443,
+            gateway: ProxyIdentity::gateway(),
+            httpbin: ProxyIdentity::httpbin(),
+            sleep: ProxyIdentity::sleep(),
+        };
+        crate::fixtures::render(fixture, &registry).unwrap()
+    }
+
+    fn objects(rendered: &str) -> Vec<serde_json::Value> {
+        rendered
+            .split("\n---\n")
+            .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+            .filter(|doc| doc.get("kind").is_some())
+            .collect()
+    }
+
+    fn find<'a>(
+        objects: &'a [serde_json::Value],
+        kind: &str,
+        name: &str,
+    ) -> Option<&'a serde_json::Value> {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    #[test]
+    fn the_sidecar_profile_becomes_istio_objects() {
+        let config = StackConfig {
+            sidecar: SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Strict,
+                request_authentication: true,
+                authorization: AuthorizationRequirement::RequestPrincipal,
+            },
+            ..StackConfig::default()
+        };
+        let rendered = objects(&render(&config, POLICY_FIXTURE));
+        let peer = find(&rendered, "PeerAuthentication", "default").unwrap();
+        assert_eq!(peer["spec"]["mtls"]["mode"], "STRICT");
+        assert!(find(&rendered, "RequestAuthentication", "httpbin-jwt").is_some());
+        let allow = find(&rendered, "AuthorizationPolicy", "httpbin").unwrap();
+        assert_eq!(
+            allow["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"][0],
+            "*"
+        );
+
+        let permissive = StackConfig {
+            sidecar: SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Permissive,
+                ..SidecarPolicy::default()
+            },
+            ..StackConfig::default()
+        };
+        let bare = objects(&render(&permissive, POLICY_FIXTURE));
+        assert!(find(&bare, "RequestAuthentication", "httpbin-jwt").is_none());
+        assert!(find(&bare, "AuthorizationPolicy", "httpbin").is_none());
+        let peer = find(&bare, "PeerAuthentication", "default").unwrap();
+        assert_eq!(peer["spec"]["mtls"]["mode"], "PERMISSIVE");
+    }
+
+    #[test]
+    fn gateway_settings_become_istio_objects_and_mesh_config() {
+        let reference = objects(&render(&StackConfig::default(), POLICY_FIXTURE));
+        let custom = find(&reference, "AuthorizationPolicy", "oidc").unwrap();
+        assert_eq!(custom["spec"]["action"], "CUSTOM");
+        assert_eq!(
+            custom["spec"]["rules"][0]["to"][0]["operation"]["notPorts"][0],
+            "20080"
+        );
+        assert!(find(&reference, "EnvoyFilter", "strip-identity-headers").is_some());
+
+        let open = StackConfig {
+            ext_authz: false,
+            strip_identity_headers: false,
+            ext_authz_fail_open: true,
+            log_query_strings: true,
+            ..StackConfig::default()
+        };
+        let broken = objects(&render(&open, POLICY_FIXTURE));
+        assert!(find(&broken, "AuthorizationPolicy", "oidc").is_none());
+        assert!(find(&broken, "EnvoyFilter", "strip-identity-headers").is_none());
+        let mesh: serde_json::Value = serde_saphyr::from_str(&render(&open, MESH_FIXTURE)).unwrap();
+        assert_eq!(
+            mesh["extensionProviders"][0]["envoyExtAuthzHttp"]["failOpen"],
+            true
+        );
+        assert!(mesh.get("accessLogFormat").is_none());
+    }
+
+    #[test]
+    fn istio_inputs_snapshot_reference() {
+        let config = StackConfig::default();
+        insta::assert_snapshot!(format!(
+            "# policy.yaml\n{}\n# mesh.yaml\n{}\n# local-registry.yaml\n{}",
+            render(&config, POLICY_FIXTURE),
+            render(&config, MESH_FIXTURE),
+            render(&config, REGISTRY_FIXTURE)
+        ));
+    }
 }

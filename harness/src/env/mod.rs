@@ -7,18 +7,21 @@ pub mod impostor;
 pub mod istio;
 pub mod kind;
 pub mod local;
+mod names;
 pub mod pki;
 pub mod ports;
 pub mod profiles;
+mod stack_config;
 
 use std::path::PathBuf;
 
 use crate::components::ComponentError;
 
 pub use crate::endpoints::{ClientCredentials, ClientIdentity, Endpoints, MeshEndpoints, TestUser};
-pub use local::{LocalStack, StackConfig, StackEvent};
+pub use local::{LocalStack, StackEvent};
 pub use pki::MeshPki;
 pub use profiles::DeploymentProfile;
+pub use stack_config::StackConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {

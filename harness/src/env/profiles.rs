@@ -2,7 +2,7 @@
 //! deployment, so its report shows that write-up's findings (and, for each protection it
 //! leaves off, the fix). `reference` is the hardened default every check passes on.
 
-use super::local::{SessionStore, StackConfig};
+use super::stack_config::{SessionStore, StackConfig};
 use crate::policy::{
     AuthorizationRequirement, IdpAddress, KeycloakRealm, PeerAuthenticationMode, SidecarPolicy,
 };

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{ReportError, Reporter, RunReport};
-use crate::components::version_sets::VersionSet;
 use crate::events::{RunEvent, Verdict};
+use crate::versions::sets::VersionSet;
 
 /// Folds a run's events into a [`RunReport`] the caller keeps.
 pub struct CollectingReporter(pub Arc<Mutex<RunReport>>);
@@ -189,8 +189,8 @@ fn nothing_ran(report: Option<&RunReport>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::ComponentVersion;
     use crate::report::document::ScenarioReport;
+    use crate::versions::ComponentVersion;
 
     /// A set's run: its verdicts, and the versions its binaries reported (those of `set`).
     fn report(set: &SetRun, verdicts: &[(&str, Verdict)]) -> RunReport {

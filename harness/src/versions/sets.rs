@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::versions;
+use super::pinned;
 
 /// One set of component versions; a field left out keeps the pinned version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,20 +24,20 @@ pub struct VersionSet {
 }
 
 fn pinned_keycloak() -> String {
-    versions::KEYCLOAK.into()
+    pinned::KEYCLOAK.into()
 }
 fn pinned_oauth2_proxy() -> String {
-    versions::OAUTH2_PROXY.into()
+    pinned::OAUTH2_PROXY.into()
 }
 fn pinned_envoy() -> String {
-    versions::ENVOY.into()
+    pinned::ENVOY.into()
 }
 fn pinned_httpbin() -> String {
-    versions::HTTPBIN.into()
+    pinned::HTTPBIN.into()
 }
 
 impl VersionSet {
-    /// The versions pinned in `versions.rs`.
+    /// The versions pinned in `pinned.rs`.
     pub fn pinned() -> Self {
         Self {
             name: PINNED.into(),
@@ -190,7 +190,7 @@ mod tests {
                 .unwrap();
         assert_eq!(sets[0], VersionSet::pinned());
         assert_eq!(sets[1].oauth2_proxy, "v7.8.1");
-        assert_eq!(sets[1].keycloak, versions::KEYCLOAK);
+        assert_eq!(sets[1].keycloak, pinned::KEYCLOAK);
     }
 
     #[test]
@@ -228,7 +228,7 @@ mod tests {
         // The pinned version written out is no override either.
         let pinned_again = format!(
             "sets:\n  - name: pinned\n  - name: same\n    envoy: {}\n",
-            versions::ENVOY
+            pinned::ENVOY
         );
         let (message, _) = parse(&pinned_again).unwrap_err();
         assert!(message.contains("overrides no component"), "{message}");

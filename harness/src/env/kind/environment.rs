@@ -1,0 +1,311 @@
+//! A running kind environment: created, installed and applied in order, each step reported;
+//! the cluster is deleted when the environment is dropped (and on Ctrl-C), unless kept.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use super::cluster::{apply_all, client, wait_rollout};
+use super::manifests::{KindSecrets, PublicUrls, render};
+use super::options::KindOptions;
+use super::tools::{KindTools, run_tool};
+use crate::components::ComponentVersion;
+use crate::env::local::StackEvent;
+use crate::env::names::{EMAIL, ROLE, ROLES_CLAIM, SESSION_REFRESH_SECONDS, USERNAME};
+use crate::env::{Endpoints, EnvError, StackConfig, TestUser};
+use crate::events::EnvironmentInfo;
+use crate::redact::{Redactor, Secret};
+
+const ISSUER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running kind environment. Dropping it deletes the cluster unless it is kept.
+pub struct KindEnvironment {
+    tools: KindTools,
+    options: KindOptions,
+    config: StackConfig,
+    run_dir: PathBuf,
+    endpoints: Endpoints,
+    /// Set once everything is up; a cluster dropped before that has its logs exported first.
+    ready: bool,
+}
+
+impl KindEnvironment {
+    /// Checks the tools, then creates the cluster, installs Istio, applies the objects and
+    /// waits until the gateway serves the realm's discovery document.
+    pub async fn start(
+        run_dir: &Path,
+        config: StackConfig,
+        options: KindOptions,
+        redactor: &Redactor,
+        progress: &(dyn Fn(StackEvent) + Sync),
+    ) -> Result<Self, EnvError> {
+        let tools = KindTools::find()?;
+        for (port, purpose) in [
+            (
+                options.http_host_port,
+                "kind: gateway HTTP; choose another with --kind-http-port",
+            ),
+            (
+                options.https_host_port,
+                "kind: gateway HTTPS; choose another with --kind-https-port",
+            ),
+        ] {
+            crate::env::ports::Ports::check_free(port, purpose)?;
+        }
+        let (secrets, ca_pem) = KindSecrets::generate()?;
+        for secret in secrets.all() {
+            redactor.register(secret);
+        }
+        let manifests = render(&config, &options, &secrets)?;
+        let dir = run_dir.join("kind");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
+                what: "write",
+                path,
+                source,
+            })?;
+            Ok::<_, EnvError>(dir.join(name))
+        };
+        let cluster_file = write("cluster.yaml", &manifests.cluster)?;
+        let istio_file = write("istio-operator.yaml", &manifests.istio_install)?;
+        write("objects.yaml", &manifests.objects_yaml())?;
+        write("ca.pem", &ca_pem)?;
+        let kubeconfig = dir.join("kubeconfig");
+
+        let urls = PublicUrls::new(&options, &config);
+        let mut endpoints = Endpoints {
+            app: url(&format!("{}/", urls.app)),
+            idp: url(&format!("{}/", urls.idp)),
+            issuer: urls.issuer.clone(),
+            client_id: config.sign_in_client_id().into(),
+            client_secret: Secret::new(String::new()),
+            user: TestUser {
+                username: USERNAME.into(),
+                password: Secret::new(String::new()),
+                email: EMAIL.into(),
+            },
+            second_user: None,
+            upstream_user: None,
+            other_client: None,
+            signing_key: None,
+            role: ROLE.into(),
+            roles_claim: ROLES_CLAIM.into(),
+            session_cookie: crate::endpoints::DEFAULT_SESSION_COOKIE.into(),
+            session_refresh: Some(std::time::Duration::from_secs(
+                SESSION_REFRESH_SECONDS.into(),
+            )),
+            sign_in_hosts: Vec::new(),
+            ca_pem: Some(ca_pem),
+            // The harness cannot join the cluster's mesh from outside it: the mesh matrix
+            // (sidecar, in-mesh caller) runs on the local environment only.
+            mesh: None,
+            cluster: None,
+        };
+        secrets.realm.fill(&mut endpoints);
+        // From here on the cluster exists: dropping `environment` deletes it on any error.
+        // Ctrl-C from here on (kind create included) deletes the cluster.
+        if !options.keep_cluster {
+            let kind = tools.kind.clone();
+            let name = options.cluster_name.clone();
+            let kubeconfig = kubeconfig.clone();
+            crate::components::process::on_interrupt(&interrupt_key(&name), move || {
+                let _ = Command::new(kind)
+                    .args(["delete", "cluster", "--name", &name])
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .status();
+            });
+        }
+        progress(StackEvent::Starting("kind cluster"));
+        let started = Instant::now();
+        run_tool(
+            Command::new(&tools.kind)
+                .args(["create", "cluster", "--name", &options.cluster_name])
+                .arg("--config")
+                .arg(&cluster_file)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--wait", "180s"]),
+            "create the kind cluster",
+            "see kind's output above; `kind delete cluster --name NAME` removes a half-created cluster",
+        )?;
+        let mut environment = Self {
+            tools,
+            options,
+            config,
+            run_dir: run_dir.to_path_buf(),
+            endpoints,
+            ready: false,
+        };
+        progress(StackEvent::Ready {
+            component: "kind cluster",
+            after: started.elapsed(),
+        });
+
+        progress(StackEvent::Starting("istio"));
+        let started = Instant::now();
+        run_tool(
+            Command::new(&environment.tools.istioctl)
+                .args(["install", "-y", "-f"])
+                .arg(&istio_file)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig),
+            "install Istio",
+            "check istioctl's output; its version must support the IstioOperator fields used",
+        )?;
+        progress(StackEvent::Ready {
+            component: "istio",
+            after: started.elapsed(),
+        });
+
+        let client = client(&kubeconfig).await?;
+        progress(StackEvent::Starting("apps"));
+        apply_all(&client, &manifests.objects).await?;
+        for (namespace, name) in manifests.deployments() {
+            let started = Instant::now();
+            wait_rollout(&client, &kubeconfig, &namespace, &name).await?;
+            progress(StackEvent::Ready {
+                component: deployment_label(&name),
+                after: started.elapsed(),
+            });
+        }
+        environment.wait_issuer().await?;
+        environment.ready = true;
+        Ok(environment)
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn info(&self) -> EnvironmentInfo {
+        EnvironmentInfo {
+            kind: "kind".into(),
+            app_url: self.endpoints.app.to_string(),
+            idp_url: self.endpoints.idp.to_string(),
+            issuer: self.endpoints.issuer.clone(),
+            profile: self.config.profile(),
+            components: vec![
+                image_version("Keycloak", &self.options.images.keycloak),
+                image_version("oauth2-proxy", &self.options.images.oauth2_proxy),
+                image_version("go-httpbin", &self.options.images.httpbin),
+                image_version("redis", &self.options.images.redis),
+            ],
+            run_dir: Some(self.run_dir.display().to_string()),
+            left_out: Vec::new(),
+            limits: vec![
+                "the harness cannot join the cluster's mesh from outside it: the mesh matrix and \
+                 the sidecar checks run on --env local only"
+                    .into(),
+            ],
+        }
+    }
+
+    /// The issuer's discovery document through the gateway proves the whole HTTP path:
+    /// kind's port mapping, the gateway, the VirtualService and Keycloak's realm import.
+    async fn wait_issuer(&self) -> Result<(), EnvError> {
+        let probe = format!("{}/.well-known/openid-configuration", self.endpoints.issuer);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .no_proxy()
+            .build()
+            .map_err(|e| EnvError::Cluster {
+                what: "build the readiness-probe client".into(),
+                detail: e.to_string(),
+                fix: "report this as a bug".into(),
+            })?;
+        let deadline = Instant::now() + ISSUER_TIMEOUT;
+        loop {
+            if let Ok(response) = client.get(&probe).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EnvError::Cluster {
+                    what: format!("the gateway did not serve {probe}"),
+                    detail: format!("no 2xx answer within {}s", ISSUER_TIMEOUT.as_secs()),
+                    fix: "check `kubectl -n istio-system logs deploy/istio-ingressgateway` and the kind port mappings in RUN_DIR/kind/cluster.yaml".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn interrupt_key(cluster: &str) -> String {
+    format!("deleting kind cluster {cluster}")
+}
+
+impl Drop for KindEnvironment {
+    fn drop(&mut self) {
+        crate::components::process::forget_on_interrupt(&interrupt_key(&self.options.cluster_name));
+        if self.options.keep_cluster {
+            eprintln!(
+                "keeping kind cluster {} (kubeconfig {}; delete it with `kind delete cluster --name {} --kubeconfig {}`)",
+                self.options.cluster_name,
+                self.run_dir.join("kind/kubeconfig").display(),
+                self.options.cluster_name,
+                self.run_dir.join("kind/kubeconfig").display()
+            );
+            return;
+        }
+        let kubeconfig = self.run_dir.join("kind/kubeconfig");
+        if !self.ready {
+            // What went wrong stays inspectable after the cluster is gone.
+            let logs = self.run_dir.join("kind/logs");
+            match run_tool(
+                Command::new(&self.tools.kind)
+                    .args(["export", "logs"])
+                    .arg(&logs)
+                    .args(["--name", &self.options.cluster_name]),
+                "export the cluster's logs",
+                "the cluster is deleted next; rerun with --keep-cluster to inspect it",
+            ) {
+                Ok(_) => eprintln!("the cluster's pod and node logs are in {}", logs.display()),
+                Err(error) => eprintln!("warning: {error}"),
+            }
+        }
+        // With the run's own kubeconfig: the user's is never edited.
+        if let Err(error) = run_tool(
+            Command::new(&self.tools.kind)
+                .args(["delete", "cluster", "--name", &self.options.cluster_name])
+                .arg("--kubeconfig")
+                .arg(&kubeconfig),
+            "delete the kind cluster",
+            "delete it by hand with `kind delete cluster --name NAME --kubeconfig RUN_DIR/kind/kubeconfig`",
+        ) {
+            eprintln!("warning: {error}");
+        }
+    }
+}
+
+fn image_version(component: &str, image: &str) -> ComponentVersion {
+    ComponentVersion {
+        component: component.into(),
+        version: image
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or(image)
+            .into(),
+        source: "container image".into(),
+    }
+}
+
+fn deployment_label(name: &str) -> &'static str {
+    match name {
+        "istio-ingressgateway" => "istio ingress gateway",
+        "httpbin" => "httpbin",
+        "echo" => "echo (second app)",
+        "oauth2-proxy" => "oauth2-proxy",
+        "redis" => "redis",
+        _ => "keycloak",
+    }
+}
+
+fn url(text: &str) -> Url {
+    Url::parse(text).expect("loopback URLs built from ports are valid")
+}

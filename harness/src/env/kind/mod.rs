@@ -1,0 +1,27 @@
+//! The `kind` environment: a kind cluster running Istio and the same apps as the `local`
+//! environment (Keycloak, oauth2-proxy, httpbin), configured from the same
+//! [`StackConfig`](super::StackConfig). Rendering is pure ([`render`]);
+//! [`KindEnvironment::start`] creates the cluster, installs Istio, applies the rendered objects
+//! with server-side apply and waits for them.
+//!
+//! One file per concern: `options` (where the cluster lives, which images), `manifests`
+//! (rendering), `tools` (docker, kind, istioctl), `cluster` (the Kubernetes API: apply, wait,
+//! delete) and `environment` (the lifecycle).
+
+mod cluster;
+mod environment;
+mod manifests;
+mod options;
+mod tools;
+
+pub use cluster::{apply, apply_all, client, delete_all, wait_established, wait_rollout};
+pub use environment::KindEnvironment;
+pub use manifests::{KindSecrets, Manifests, render};
+pub use options::{IMAGE_NAMES, Images, KindOptions};
+pub use tools::KindTools;
+
+/// The namespace the apps run in (sidecar injection on): the mesh policies' namespace, as on
+/// the local environment (seed 003's `foo`).
+pub const NAMESPACE: &str = crate::policy::NAMESPACE;
+/// The server-side-apply field manager.
+pub const FIELD_MANAGER: &str = "meshauth";

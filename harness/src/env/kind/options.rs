@@ -1,0 +1,146 @@
+//! Where the cluster lives, how it is reached from this machine, and the images it runs.
+
+use serde::Serialize;
+
+/// Container images, each a complete reference as its project publishes it: Keycloak and
+/// oauth2-proxy on quay.io (oauth2-proxy's tags keep the `v`), go-httpbin on Docker Hub (its
+/// tags drop the `v`), redis as Docker's official image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Images {
+    pub keycloak: String,
+    pub oauth2_proxy: String,
+    pub httpbin: String,
+    pub redis: String,
+}
+
+/// The names `--image NAME=REF` accepts.
+pub const IMAGE_NAMES: [&str; 4] = ["keycloak", "oauth2-proxy", "httpbin", "redis"];
+
+impl Images {
+    /// The pinned images.
+    pub fn pinned() -> Self {
+        let images = crate::components::container::ContainerImages::pinned();
+        Self {
+            keycloak: images.keycloak,
+            oauth2_proxy: images.oauth2_proxy,
+            httpbin: images.httpbin,
+            redis: images.redis,
+        }
+    }
+
+    /// Every image pulled through `mirror` (`host[/path]`) instead of its own registry: the
+    /// registry host is replaced, the repository path and tag are kept.
+    pub fn mirrored(self, mirror: &str) -> Self {
+        let mirror = mirror.trim_end_matches('/');
+        let through = |image: String| match image.split_once('/') {
+            Some((host, rest)) if host.contains('.') || host.contains(':') => {
+                format!("{mirror}/{rest}")
+            }
+            _ => format!("{mirror}/{image}"),
+        };
+        Self {
+            keycloak: through(self.keycloak),
+            oauth2_proxy: through(self.oauth2_proxy),
+            httpbin: through(self.httpbin),
+            redis: through(self.redis),
+        }
+    }
+
+    /// One image replaced (`--image keycloak=quay.io/keycloak/keycloak:26.8.0`).
+    pub fn with(mut self, assignment: &str) -> Result<Self, String> {
+        let (name, reference) = assignment
+            .split_once('=')
+            .filter(|(_, r)| !r.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "--image {assignment:?}: expected NAME=REFERENCE, NAME one of {IMAGE_NAMES:?}"
+                )
+            })?;
+        let slot = match name.trim() {
+            "keycloak" => &mut self.keycloak,
+            "oauth2-proxy" => &mut self.oauth2_proxy,
+            "httpbin" => &mut self.httpbin,
+            "redis" => &mut self.redis,
+            other => {
+                return Err(format!(
+                    "--image {other:?}: no such image; NAME is one of {IMAGE_NAMES:?}"
+                ));
+            }
+        };
+        *slot = reference.trim().to_string();
+        Ok(self)
+    }
+}
+
+/// Where the cluster lives and how it is reached from this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindOptions {
+    pub cluster_name: String,
+    /// Loopback ports kind maps to the gateway's HTTP and HTTPS node ports.
+    pub http_host_port: u16,
+    pub https_host_port: u16,
+    pub images: Images,
+    /// Leave the cluster running when the environment is dropped.
+    pub keep_cluster: bool,
+}
+
+impl Default for KindOptions {
+    fn default() -> Self {
+        Self {
+            cluster_name: "meshauth".into(),
+            http_host_port: 18080,
+            https_host_port: 18443,
+            images: Images::pinned(),
+            keep_cluster: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::components::versions;
+
+    #[test]
+    fn images_are_complete_references_and_each_can_be_rewritten() {
+        let images = Images::pinned();
+        assert_eq!(
+            images.keycloak,
+            format!("quay.io/keycloak/keycloak:{}", versions::KEYCLOAK)
+        );
+        assert_eq!(
+            images.oauth2_proxy,
+            format!(
+                "quay.io/oauth2-proxy/oauth2-proxy:{}",
+                versions::OAUTH2_PROXY
+            )
+        );
+        assert!(versions::HTTPBIN.starts_with('v'));
+        assert_eq!(
+            images.httpbin,
+            format!("docker.io/mccutchen/go-httpbin:{}", &versions::HTTPBIN[1..])
+        );
+        let mirrored = Images::pinned().mirrored("registry.example.test/mirror/");
+        assert_eq!(
+            mirrored.httpbin,
+            format!(
+                "registry.example.test/mirror/mccutchen/go-httpbin:{}",
+                &versions::HTTPBIN[1..]
+            )
+        );
+        assert!(
+            mirrored
+                .keycloak
+                .starts_with("registry.example.test/mirror/keycloak/keycloak:")
+        );
+        let newer = Images::pinned()
+            .with("keycloak=quay.io/keycloak/keycloak:26.8.0")
+            .unwrap();
+        assert_eq!(newer.keycloak, "quay.io/keycloak/keycloak:26.8.0");
+        assert_eq!(newer.httpbin, Images::pinned().httpbin);
+        let error = Images::pinned().with("keycloack=x").unwrap_err();
+        assert!(error.contains("no such image"), "{error}");
+        assert!(Images::pinned().with("keycloak").is_err());
+    }
+}
