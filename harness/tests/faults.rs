@@ -817,6 +817,22 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        // oauth2-proxy's cookie_samesite = "none", set to make an embedded or cross-site
+        // sign-in work: both cookies go with every cross-site request.
+        name: "cookies_samesite_none_go_with_cross_site_requests",
+        breakage: |c| c.cookie_samesite_none = true,
+        red: &[
+            red(
+                "attack_cookies::session_cookie_attributes",
+                "cookie _oauth2_proxy SameSite not None: expected Lax, Strict or unset",
+            ),
+            red(
+                "attack_cookies::csrf_cookie_attributes",
+                "cookie _oauth2_proxy_csrf SameSite not None: expected Lax, Strict or unset",
+            ),
+        ],
+    },
+    Case {
         // oauth2-proxy's cookie_domains: both cookies go to every host under the domain.
         name: "cookies_with_a_domain_go_to_other_hosts",
         breakage: |c| c.session_cookie_domain = Some("127.0.0.1".into()),

@@ -617,6 +617,22 @@ fn check_cookie(expect: &CookieExpectation, browser: &Browser, app: &url::Url) -
             seen.same_site.clone().unwrap_or_else(|| "not set".into()),
         ));
     }
+    if let Some(true) = expect.not_none {
+        let none = seen
+            .same_site
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("none"));
+        checks.push(
+            CheckResult::new(
+                format!("cookie {} SameSite not None", expect.name),
+                !none,
+                "Lax, Strict or unset (the browser's Lax): a SameSite=None cookie goes with \
+                 every cross-site request, forms posted from any site arrive signed in",
+                seen.same_site.clone().unwrap_or_else(|| "not set".into()),
+            )
+            .with_severity(crate::check::Severity::Medium),
+        );
+    }
     if let Some(same_site) = &expect.same_site {
         checks.push(CheckResult::new(
             format!("cookie {} SameSite", expect.name),

@@ -154,6 +154,9 @@ pub struct StackConfig {
     pub client_direct_access_grants: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
+    /// oauth2-proxy's `cookie_samesite = "none"`: its cookies go with every cross-site
+    /// request. Unset (the browser's Lax) in the reference.
+    pub cookie_samesite_none: bool,
     pub session_store: SessionStore,
     /// The IdP browsers sign in at.
     pub idp: IdentityProvider,
@@ -231,6 +234,7 @@ impl Default for StackConfig {
             client_implicit_flow: false,
             client_direct_access_grants: true,
             secure_session_cookie: true,
+            cookie_samesite_none: false,
             session_store: SessionStore::Redis,
             idp: IdentityProvider::Keycloak,
             app_listener: AppListener::Https,
@@ -456,6 +460,11 @@ impl StackConfig {
                 "session cookie Secure",
                 self.secure_session_cookie,
                 "serve the app over HTTPS only and set cookie_secure = true",
+            ),
+            P::protection_or_fix(
+                "cookies not SameSite=None",
+                !self.cookie_samesite_none,
+                "leave cookie_samesite unset or \"lax\"",
             ),
             P::protection_or_fix(
                 "sessions kept server-side (redis): sign-out ends every copy of the cookie",

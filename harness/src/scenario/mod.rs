@@ -719,6 +719,10 @@ pub struct CookieExpectation {
     /// and a strict CSRF or session cookie is then withheld, so real browsers cannot sign in.
     #[serde(default)]
     pub not_strict: Option<bool>,
+    /// Not `SameSite=None`: such a cookie goes with every cross-site request, so a form
+    /// posted from any site arrives signed in (cross-site request forgery).
+    #[serde(default)]
+    pub not_none: Option<bool>,
     /// At most this many bytes of value, its pieces (`name_0`, `name_1`, ...) together: a
     /// session kept server-side leaves only a ticket in the cookie, one that holds the
     /// tokens runs to kilobytes.
