@@ -354,6 +354,20 @@ fn who_answered(
     ))
 }
 
+/// The headers the app puts on its answers whatever they hold: the fingerprint of one of its
+/// answers without those that describe the body.
+fn app_marks(app_answer: &RawResponse) -> Vec<(String, String)> {
+    header_fingerprint(app_answer)
+        .into_iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "content-type" | "location" | "etag" | "last-modified"
+            )
+        })
+        .collect()
+}
+
 /// A redirect is a refusal only when it sends the browser to sign in (or the gateway moves the
 /// same request to HTTPS); a redirect to the app's own paths is the app answering.
 fn judge_redirect(sent: &Sent, answer: &RawResponse, reference: Option<&RawResponse>) -> Answered {
@@ -395,10 +409,44 @@ fn judge_redirect(sent: &Sent, answer: &RawResponse, reference: Option<&RawRespo
     // The same redirect for everyone comes from the app only if it leads to the app: the auth
     // service's own normalising redirect (to its check path) leads the signed-in user nowhere.
     match sent.followed.as_ref().map(|f| (f.answer, f.marker)) {
-        Some((Ok(followed), marker)) if followed.body.contains(marker) => Answered::App(format!(
-            "the app's own redirect to {location}, as it answers the signed-in user, who is \
-             served the app there: the request passed the check unauthenticated"
-        )),
+        Some((Ok(followed), marker)) if followed.body.contains(marker) => {
+            // Whoever redirects, the signed-in user ends at the app: only the app's own marks
+            // on the redirect (the headers it puts on every answer) say the app made it, and
+            // not the auth service's refusal passed on by the gateway.
+            let marks = app_marks(followed);
+            let fingerprint = header_fingerprint(answer);
+            let missing: Vec<&str> = marks
+                .iter()
+                .filter(|mark| !fingerprint.contains(mark))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if marks.is_empty() {
+                Answered::Unknown(format!(
+                    "{} redirect to {location}, as for the signed-in user, who is served the \
+                     app there; the app's answers carry no header of their own to tell its \
+                     redirect from another part's",
+                    answer.status
+                ))
+            } else if missing.is_empty() {
+                Answered::App(format!(
+                    "the app's own redirect to {location} (with the app's headers: {}), as it \
+                     answers the signed-in user, who is served the app there: the request \
+                     passed the check unauthenticated",
+                    marks
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            } else {
+                Answered::NotApp(format!(
+                    "{} redirect to {location} without the headers the app puts on its answers \
+                     ({}): another part's, not the app's",
+                    answer.status,
+                    missing.join(", ")
+                ))
+            }
+        }
         Some((Ok(followed), _)) => Answered::NotApp(format!(
             "{} redirect to {location}, where not even the signed-in user reaches the app ({}): \
              not the app's redirect",
@@ -775,16 +823,44 @@ mod tests {
 
     #[test]
     fn a_redirect_is_a_refusal_only_when_it_sends_the_browser_to_sign_in() {
-        let app_redirect = with_headers(301, &[("Location", "/anything")], "");
+        // go-httpbin puts its CORS headers on every answer, redirects included.
+        let cors = [
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Credentials", "true"),
+        ];
+        let app_redirect = with_headers(301, &[("Location", "/anything"), cors[0], cors[1]], "");
         // `//anything` past a policy scoped to `/anything*`: the app normalises it with a 301,
         // exactly as it does for the signed-in user, who is served the app where it points.
-        let served = Ok(response(
+        let served = Ok(with_headers(
             200,
+            &cors,
             "{\"headers\":{\"X-Meshauth-Probe\":[\"f1\"]}}",
         ));
         let check = judge_followed(&app_redirect, &served);
         assert!(
             !check.passed && check.actual.contains("the app's own redirect to /anything"),
+            "{check}"
+        );
+        // The auth service's refusal passed on by the gateway (Go's mux normalising the
+        // check's path, without a pathPrefix) leads the signed-in user to the app too, but
+        // carries none of the app's headers: not the app's redirect.
+        let refusal = with_headers(301, &[("Location", "/anything")], "");
+        let check = judge_followed(&refusal, &served);
+        assert!(
+            check.passed
+                && check
+                    .actual
+                    .contains("without the headers the app puts on its answers"),
+            "{check}"
+        );
+        // An app whose answers carry no header of their own: nothing tells whose it is.
+        let bare = Ok(response(
+            200,
+            "{\"headers\":{\"X-Meshauth-Probe\":[\"f1\"]}}",
+        ));
+        let check = judge_followed(&refusal, &bare);
+        assert!(
+            !check.passed && check.actual.starts_with("inconclusive"),
             "{check}"
         );
         // The auth service's own normalising redirect (Go's mux, to its check path) is the
