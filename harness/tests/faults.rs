@@ -220,6 +220,15 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // The realm's security headers cleared so that a portal can embed the login page.
+        name: "realm_security_headers_cleared_let_any_site_frame_the_login_page",
+        breakage: |c| c.realm_login_page_frameable = true,
+        red: &[red(
+            "attack_browser_hardening::login_page_not_frameable",
+            "actual neither Content-Security-Policy frame-ancestors nor X-Frame-Options",
+        )],
+    },
+    Case {
         name: "role_mapper_removed_drops_the_roles_claim",
         breakage: |c| c.role_mapper = false,
         red: &[
@@ -433,6 +442,20 @@ const CASES: &[Case] = &[
     },
     // Istio objects of the user's own (--istio DIR overlays, tests/data/istio-faults/): one
     // realistic mistake per kind, translated by Istio's generator like any deployment's.
+    Case {
+        name: "istio_gateway_tls_opened_to_legacy_clients",
+        breakage: |c| c.istio_overlay = Some(istio_fault("gateway-legacy-tls")),
+        red: &[
+            red(
+                "attack_browser_hardening::legacy_tls_refused",
+                "ServerHello: TLS 1.0 with ECDHE-ECDSA-AES128-SHA: the listener speaks TLS 1.0",
+            ),
+            red(
+                "attack_browser_hardening::legacy_tls_refused",
+                "ServerHello: TLS 1.2 with ECDHE-ECDSA-AES128-SHA: the listener takes the CBC suite",
+            ),
+        ],
+    },
     Case {
         name: "istio_gateway_for_another_host_serves_nothing",
         breakage: |c| c.istio_overlay = Some(istio_fault("gateway-other-host")),
@@ -675,6 +698,10 @@ const CASES: &[Case] = &[
             red(
                 "attack_forged_identity::client_address_and_certificate",
                 "the app received the forged X-Real-Ip: ",
+            ),
+            red(
+                "attack_forged_identity::forwarded_request_headers",
+                "the app received the forged X-Forwarded-Host: forged-",
             ),
         ],
     },
@@ -1257,6 +1284,7 @@ fn realm_of(c: &StackConfig) -> String {
                 c.client_requires_pkce,
                 c.client_implicit_flow,
                 c.client_direct_access_grants,
+                c.realm_login_page_frameable,
                 c.client_refresh_tokens,
             ),
         )

@@ -246,13 +246,15 @@ fn precision_stops_the_interleaved_phase_early() -> Result<(), Failed> {
     };
     let report = run(&loose)?;
     let phase = &report.phases[0];
+    // Which round first meets the precision depends on the machine's noise (a busy machine
+    // takes a round or two more): what is fixed is that the phase ends at that round.
     assert_eq!(
         phase.precise_after_rounds,
-        Some(load::schedule::MIN_ROUNDS_FOR_PRECISION),
+        Some(phase.rounds.len()),
         "{:?}",
         report.ratios
     );
-    assert_eq!(phase.rounds.len(), load::schedule::MIN_ROUNDS_FOR_PRECISION);
+    assert!(phase.rounds.len() >= load::schedule::MIN_ROUNDS_FOR_PRECISION);
     assert!(report.ratios[0].precision <= 0.5, "{:?}", report.ratios[0]);
     assert!(
         phase.seconds < 15.0,

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use libtest_mimic::{Arguments, Failed, Trial};
 use meshauth::control::{Disruption, Part, StackControl};
 use meshauth::engine::Engine;
-use meshauth::env::StackConfig;
 use meshauth::env::existing::ExistingEnvironment;
 use meshauth::env::ports::Component;
-use meshauth::events::Verdict;
+use meshauth::env::{DeploymentProfile, StackConfig};
+use meshauth::events::{EventSink, RunEvent, Verdict};
 use meshauth::redact::Redactor;
 use meshauth::scenario::{Catalog, Requirement, qualified_name};
 
@@ -47,14 +47,25 @@ fn main() -> ExitCode {
             profile(*si, *ci),
         )
     });
+    let write_ups: Vec<String> = DeploymentProfile::ALL
+        .into_iter()
+        .filter(|profile| profile.seed().is_some())
+        .map(write_up_trial_name)
+        .collect();
     let selected = names
         .iter()
         .any(|(_, _, name)| common::selected_by(&args, name))
-        || common::selected_by(&args, EXISTING_TRIAL);
+        || common::selected_by(&args, EXISTING_TRIAL)
+        || write_ups
+            .iter()
+            .any(|name| common::selected_by(&args, name));
     if args.list || !selected {
         let trials = names
             .into_iter()
-            .map(|(_, _, name)| Trial::test(name, || Ok(())))
+            .map(|(_, _, name)| name)
+            .chain([EXISTING_TRIAL.to_string()])
+            .chain(write_ups)
+            .map(|name| Trial::test(name, || Ok(())))
             .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
@@ -108,6 +119,11 @@ fn main() -> ExitCode {
     trials.push(existing_environment_trial(
         &stack, &catalog, &redactor, &handle,
     ));
+    trials.extend(
+        DeploymentProfile::ALL
+            .into_iter()
+            .filter_map(|profile| write_up_trial(profile, &stack, &catalog, &redactor, &handle)),
+    );
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the stack before exiting: ExitCode lets destructors run, process::exit would not.
     drop(stack);
@@ -306,4 +322,111 @@ fn write_private(path: &std::path::Path, text: &str) {
         .open(path)
         .expect("write the test key");
     file.write_all(text.as_bytes()).expect("write the test key");
+}
+
+fn write_up_trial_name(profile: DeploymentProfile) -> String {
+    format!("write_ups::{}_verdicts", profile.name())
+}
+
+/// The local stack configured as a write-up configures its deployment, and the suites tagged
+/// with it run as `meshauth run --profile seedNNN` runs them: which scenarios go red is
+/// snapshotted (`snapshots/scenarios__write_up_<profile>.snap`), and the README's table must
+/// quote the same count, so the findings the README reports are the ones this test sees.
+fn write_up_trial(
+    profile: DeploymentProfile,
+    stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
+    catalog: &Arc<Catalog>,
+    redactor: &Redactor,
+    handle: &tokio::runtime::Handle,
+) -> Option<Trial> {
+    let seed = profile.seed()?;
+    let shared = Arc::clone(stack);
+    let (catalog, redactor, handle) = (Arc::clone(catalog), redactor.clone(), handle.clone());
+    Some(Trial::test(write_up_trial_name(profile), move || {
+        let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let stack = guard
+            .as_mut()
+            .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+        handle
+            .block_on(stack.reconfigure(profile.apply(StackConfig::default())))
+            .map_err(|e| Failed::from(e.to_string()))?;
+        let mut selection = catalog.select(&[]);
+        selection.retain(|(suite, _)| suite.seeds.iter().any(|s| s == seed));
+        let engine =
+            Engine::new(stack.endpoints().clone(), redactor.clone()).map_err(|e| e.to_string())?;
+        let plan = meshauth::engine::plan(selection, stack.endpoints(), &*stack);
+        let mut verdicts = Verdicts::default();
+        let summary = handle.block_on(engine.run(
+            profile.name(),
+            Default::default(),
+            &plan,
+            &mut *stack,
+            &mut verdicts,
+        ));
+        // The next trials (and a rerun) start from the reference.
+        let restored = handle.block_on(stack.reconfigure(StackConfig::default()));
+        restored.map_err(|e| Failed::from(format!("restoring the reference failed: {e}")))?;
+        let red: Vec<&str> = verdicts
+            .finished
+            .iter()
+            .filter(|(_, verdict, _)| *verdict == Verdict::Fail)
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        let listing = verdicts
+            .finished
+            .iter()
+            .filter(|(_, verdict, _)| *verdict == Verdict::Fail)
+            .map(|(name, _, failures)| format!("{name}\n    {}", failures.join("\n    ")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let count = format!("{} of {}", red.len(), summary.total);
+        insta::with_settings!({
+            snapshot_suffix => profile.name(),
+            description => format!("scenarios red on `meshauth run --profile {}`", profile.name()),
+            omit_expression => true,
+        }, {
+            let left_out: Vec<String> = plan
+                .left_out
+                .iter()
+                .map(|l| format!("left out: {} ({})", l.scenario, l.reason))
+                .collect();
+            insta::assert_snapshot!(
+                "write_up",
+                format!("{count}\n{}\n{}", red.join("\n"), left_out.join("\n"))
+            );
+        });
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .map_err(|e| e.to_string())?;
+        let quoted = format!("| `{}` | {count} |", profile.name());
+        if !readme.lines().any(|line| line.contains(&quoted)) {
+            return Err(format!(
+                "README's write-up table does not quote this run: expected a row with {quoted:?}\n\
+                 red here:\n{listing}"
+            )
+            .into());
+        }
+        Ok(())
+    }))
+}
+
+/// Each finished scenario's name, verdict and failure lines.
+#[derive(Default)]
+struct Verdicts {
+    finished: Vec<(String, Verdict, Vec<String>)>,
+}
+
+impl EventSink for Verdicts {
+    fn emit(&mut self, event: RunEvent) {
+        if let RunEvent::ScenarioFinished {
+            suite,
+            scenario,
+            verdict,
+            failures,
+            ..
+        } = event
+        {
+            self.finished
+                .push((format!("{suite}::{scenario}"), verdict, failures));
+        }
+    }
 }

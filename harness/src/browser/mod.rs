@@ -5,6 +5,7 @@ pub mod form;
 mod jar;
 pub mod pod_exec;
 pub mod raw;
+pub mod tls_hello;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -55,6 +55,11 @@ impl Engine {
                 probe.attack,
                 probe.requests.len()
             ),
+            Step::TlsOffers { url, offers } => format!(
+                "ask {} for a TLS handshake with {} offer(s): {offers:?}",
+                self.vars.expand(url),
+                offers.len()
+            ),
             Step::ExpectJwt { token, claims } => {
                 format!("verify the {token:?} JWT and {} claim(s)", claims.len())
             }

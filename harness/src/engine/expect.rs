@@ -234,6 +234,9 @@ pub fn check_response(
     if let Some(want) = expect.no_identity_sent_to_browser {
         checks.push(check_no_identity_sent(browser.identity_exposures(), want));
     }
+    if let Some(want) = expect.not_frameable {
+        checks.push(check_not_frameable(page, want));
+    }
     // A page that failed its checks because the auth proxy answered at the IdP's address
     // says why, with the fix.
     if checks.iter().any(|check| !check.passed)
@@ -247,6 +250,73 @@ pub fn check_response(
         ));
     }
     checks
+}
+
+/// Whether browsers refuse to show `page` in another site's frame. CSP `frame-ancestors`
+/// (any enforced policy that has it) overrides `X-Frame-Options` in every current browser, so a
+/// permissive one wins over XFO; `ALLOW-FROM` is ignored by them all.
+fn check_not_frameable(page: &Page, want: bool) -> CheckResult {
+    let values = |name: &str| -> Vec<String> {
+        page.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    let ancestors: Vec<String> = values("content-security-policy")
+        .iter()
+        .flat_map(|policy| {
+            policy
+                .split(';')
+                .map(str::trim)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|directive| {
+            directive
+                .split_whitespace()
+                .next()
+                .is_some_and(|name| name.eq_ignore_ascii_case("frame-ancestors"))
+        })
+        .collect();
+    let frame_options = values("x-frame-options");
+    let restrictive_ancestors = |directive: &str| {
+        directive.split_whitespace().skip(1).all(|source| {
+            let source = source.to_ascii_lowercase();
+            source != "*" && !source.ends_with(':') && !source.contains("://*")
+        })
+    };
+    let (protected, evidence) = if !ancestors.is_empty() {
+        (
+            ancestors.iter().any(|d| restrictive_ancestors(d)),
+            format!("Content-Security-Policy {}", ancestors.join(" / ")),
+        )
+    } else if !frame_options.is_empty() {
+        let safe = frame_options
+            .iter()
+            .all(|v| v.eq_ignore_ascii_case("deny") || v.eq_ignore_ascii_case("sameorigin"));
+        (
+            safe,
+            format!("X-Frame-Options: {}", frame_options.join(", ")),
+        )
+    } else {
+        (
+            false,
+            "neither Content-Security-Policy frame-ancestors nor X-Frame-Options".to_string(),
+        )
+    };
+    CheckResult::new(
+        "not frameable",
+        protected == want,
+        if want {
+            "CSP frame-ancestors without wildcards, or X-Frame-Options DENY or SAMEORIGIN"
+        } else {
+            "a page other sites may frame"
+        },
+        format!("{evidence} on {} at {}", page.status.as_u16(), page.url),
+    )
+    .with_severity(crate::check::Severity::Medium)
 }
 
 /// Whether `page` is the refusal of one of `refusers`: a status alone is anyone's to give, so
@@ -760,6 +830,60 @@ mod tests {
             headers: reqwest::header::HeaderMap::new(),
             body: body.into(),
         }
+    }
+
+    #[test]
+    fn framing_is_judged_by_csp_frame_ancestors_first_then_x_frame_options() {
+        let judged = |headers: &[(&str, &str)]| {
+            let mut page = page(200, "<form>");
+            for (name, value) in headers {
+                page.headers.append(
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            super::check_not_frameable(&page, true).passed
+        };
+        // Keycloak's defaults, as its login page sends them.
+        assert!(judged(&[
+            ("X-Frame-Options", "SAMEORIGIN"),
+            (
+                "Content-Security-Policy",
+                "frame-src 'self'; frame-ancestors 'self'; object-src 'none';"
+            ),
+        ]));
+        assert!(judged(&[("x-frame-options", "deny")]));
+        assert!(judged(&[(
+            "Content-Security-Policy",
+            "FRAME-ANCESTORS 'none'"
+        )]));
+        assert!(judged(&[(
+            "Content-Security-Policy",
+            "frame-ancestors https://portal.example"
+        )]));
+        // Nothing, an ignored ALLOW-FROM, a CSP without the directive, wildcards that let any
+        // site frame the page (and override XFO).
+        assert!(!judged(&[]));
+        assert!(!judged(&[(
+            "X-Frame-Options",
+            "ALLOW-FROM https://portal.example"
+        )]));
+        assert!(!judged(&[(
+            "Content-Security-Policy",
+            "frame-src 'self'; object-src 'none'"
+        )]));
+        assert!(!judged(&[
+            ("X-Frame-Options", "DENY"),
+            ("Content-Security-Policy", "frame-ancestors *"),
+        ]));
+        assert!(!judged(&[(
+            "Content-Security-Policy",
+            "frame-ancestors 'self' https:"
+        )]));
+        assert!(!judged(&[(
+            "Content-Security-Policy",
+            "frame-ancestors https://*"
+        )]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod expect;
 mod plan;
 mod probe;
 mod tamper;
+mod tls;
 mod tokens;
 mod waits;
 
@@ -429,6 +430,7 @@ impl Engine {
                     .into(),
             ),
             Step::ExpectJwt { token, claims } => self.expect_jwt(*token, claims, state).await,
+            Step::TlsOffers { url, offers } => self.tls_offers(url, offers).await,
         }
     }
 

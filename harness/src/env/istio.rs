@@ -24,7 +24,9 @@ pub const BOOTSTRAP_FIXTURE: &str = "envoy/istio-proxy.yaml.j2";
 /// The mesh config's name for oauth2-proxy, which `AuthorizationPolicy` CUSTOM names.
 pub const EXT_AUTHZ_PROVIDER: &str = "oauth2-proxy";
 
-/// Headers that carry identity and must only come from oauth2-proxy's answer.
+/// Headers that carry identity, or where the request came from and went to (host, path,
+/// prefix), and must only come from oauth2-proxy's answer or the gateway itself: a client's
+/// copy is removed before the check, so that neither oauth2-proxy nor the app reads it.
 pub const IDENTITY_HEADERS: &[&str] = &[
     "x-auth-request-user",
     "x-auth-request-email",
@@ -41,6 +43,9 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "forwarded",
     "x-original-url",
     "x-rewrite-url",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
     "remote-user",
     "x-remote-user",
 ];

@@ -152,6 +152,10 @@ pub struct StackConfig {
     /// The realm's client takes password grants (Keycloak's Direct Access Grants), as seed
     /// 003's token requests need.
     pub client_direct_access_grants: bool,
+    /// The realm's security headers cleared so that a portal can embed the login page in an
+    /// iframe (`browserSecurityHeaders` without `frame-ancestors` and `X-Frame-Options`):
+    /// any site can then frame it. Keycloak's defaults in the reference.
+    pub realm_login_page_frameable: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     /// oauth2-proxy's `cookie_samesite = "none"`: its cookies go with every cross-site
@@ -233,6 +237,7 @@ impl Default for StackConfig {
             client_requires_pkce: true,
             client_implicit_flow: false,
             client_direct_access_grants: true,
+            realm_login_page_frameable: false,
             secure_session_cookie: true,
             cookie_samesite_none: false,
             session_store: SessionStore::Redis,

@@ -314,6 +314,12 @@ pub enum Step {
     /// Waits until every token the app received on the last page has expired (and a second),
     /// at most a minute: with `disrupt idp short_lived_tokens` first, a few seconds.
     WaitForTokenExpiry {},
+    /// Asks the TLS listener at `url` (host and port) for a handshake with each offer, one
+    /// check each: the current offer must be taken (the control), every legacy one refused.
+    TlsOffers {
+        url: String,
+        offers: Vec<TlsOfferKind>,
+    },
     /// Verifies a JWT against the issuer's JWKS, its lifetime, and the listed claims.
     ExpectJwt {
         token: TokenSource,
@@ -331,6 +337,7 @@ impl Step {
             Step::TokenGrant { .. } => "token_grant",
             Step::Expect(_) => "expect",
             Step::ExpectJwt { .. } => "expect_jwt",
+            Step::TlsOffers { .. } => "tls_offers",
             Step::Probe(_) => "probe",
             Step::BearerMatrix(_) => "bearer_matrix",
             Step::Disrupt { .. } => "disrupt",
@@ -350,7 +357,9 @@ impl Step {
     fn templated_strings(&self) -> Vec<&str> {
         let mut out = Vec::new();
         match self {
-            Step::Open { url } | Step::Request { url, .. } => out.push(url.as_str()),
+            Step::Open { url } | Step::Request { url, .. } | Step::TlsOffers { url, .. } => {
+                out.push(url.as_str())
+            }
             Step::BearerMatrix(matrix) => out.push(matrix.url.as_str()),
             Step::Expect(e) => {
                 out.extend(e.app_cookies.iter().map(String::as_str));
@@ -399,6 +408,21 @@ impl Step {
         }
         out
     }
+}
+
+/// What a TLS client offers a listener in `tls_offers`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsOfferKind {
+    /// TLS 1.2 with forward-secret AEAD suites, as every current browser can: the control,
+    /// which must be taken.
+    Current,
+    /// A TLS 1.0 client (CBC suites only), which must be refused.
+    Tls1_0,
+    /// A TLS 1.1 client (CBC suites only), which must be refused.
+    Tls1_1,
+    /// A TLS 1.2 client offering only CBC suites, which must be refused.
+    Tls1_2Cbc,
 }
 
 /// A table of attack requests and what they must not achieve.
@@ -694,6 +718,11 @@ pub struct ResponseExpectation {
     /// spelling, or any header holding a JWT). The app's own echo body is the app's business.
     #[serde(default)]
     pub no_identity_sent_to_browser: Option<bool>,
+    /// The page tells browsers not to let another site frame it (clickjacking): CSP
+    /// `frame-ancestors` without wildcards, or, without one, `X-Frame-Options` DENY or
+    /// SAMEORIGIN.
+    #[serde(default)]
+    pub not_frameable: Option<bool>,
 }
 
 /// Expected attributes of a cookie; absent fields are not checked.
@@ -930,6 +959,17 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
             if let Step::ExpectJwt { .. } | Step::AuditConfig {} = step {
                 has_check = true;
             }
+            if let Step::TlsOffers { offers, .. } = step {
+                // A refusal is judged against the control; without it, it proves nothing.
+                if !offers.contains(&TlsOfferKind::Current) {
+                    return Err(invalid(
+                        "tls_offers needs the control: list `current` among the offers, the \
+                         offer a listener must take for its refusals of the others to count"
+                            .into(),
+                    ));
+                }
+                has_check = true;
+            }
             if let Step::ExpectImpostorRefused {} = step {
                 // Without one in place there is nothing to ask, and the check could only fail.
                 let impersonated = scenario.steps[..index].iter().any(|earlier| {
@@ -972,7 +1012,7 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
         }
         if !has_check {
             return Err(catalog_error(format!(
-                "scenario {} checks nothing: add an expect, expect_jwt, probe or bearer_matrix step",
+                "scenario {} checks nothing: add an expect, expect_jwt, probe, bearer_matrix or tls_offers step",
                 scenario.id
             )));
         }

@@ -63,6 +63,45 @@ impl LocalStack {
         Ok(())
     }
 
+    /// Replaces `realm` at the running Keycloak with the one this configuration renders, as
+    /// the import at start would make it: deleted, then created from the same JSON (clients,
+    /// mappers, users, their credentials). Its sessions end and it gets new signing keys.
+    pub(super) async fn import_realm_again(
+        &self,
+        realm: KeycloakRealm,
+        frontend_url: Option<String>,
+    ) -> Result<(), EnvError> {
+        let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
+        let token = self.keycloak_admin_token().await?;
+        let delete = self
+            .probe
+            .delete(format!("{keycloak}/admin/realms/{}", realm.name()))
+            .bearer_auth(&token);
+        let deleted = delete.send().await.map_err(|error| EnvError::IdpAdmin {
+            what: "delete the realm before importing it again",
+            detail: error.to_string(),
+        })?;
+        if !(deleted.status().is_success() || deleted.status() == reqwest::StatusCode::NOT_FOUND) {
+            return Err(EnvError::IdpAdmin {
+                what: "delete the realm before importing it again",
+                detail: format!("status {}", deleted.status()),
+            });
+        }
+        let rendered = self.render_realm(realm, frontend_url)?;
+        let create = self
+            .probe
+            .post(format!("{keycloak}/admin/realms"))
+            .bearer_auth(&token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(rendered);
+        idp_admin_call(create, "import the realm again").await?;
+        self.append_stack_log(&format!(
+            "keycloak: realm {} imported again live (its configuration changed)",
+            realm.name()
+        ));
+        Ok(())
+    }
+
     /// Ends every session of the test user in the realm in use, as an administrator's "sign
     /// out all sessions" does: her refresh tokens stop working at once.
     pub(super) async fn revoke_user_sessions(&self) -> Result<(), EnvError> {

@@ -12,6 +12,7 @@ use crate::env::names::{EMAIL, ROLE, ROLES_CLAIM, SESSION_REFRESH_SECONDS, USERN
 use crate::env::pki::{MeshPki, RunPki};
 use crate::env::ports::{Component, Ports};
 use crate::env::{EnvError, MeshEndpoints, StackConfig, TestUser};
+use crate::policy::KeycloakRealm;
 use crate::redact::{Redactor, Secret};
 
 /// How often a component that meets "address already in use" is given new ports.
@@ -155,6 +156,7 @@ impl LocalStack {
             idp_changes: Vec::new(),
             keycloak_ready: false,
             realm_frontend_url: None,
+            keycloak_realms: Vec::new(),
             impostor_certificate: (
                 mesh.impostor_httpbin.cert_pem.clone(),
                 mesh.impostor_httpbin.key_pem.clone(),
@@ -301,10 +303,25 @@ impl LocalStack {
                 .map(|(_, inputs)| inputs.clone())
                 .unwrap_or_default()
         };
-        let idp_restarts = [Component::Keycloak, Component::OidcIdp]
-            .into_iter()
-            .filter(|idp| wanted.iter().any(|(w, _)| w == idp))
-            .any(|idp| self.running(idp).is_none_or(|r| r.inputs != inputs(idp)));
+        let wanted_realms = self.wanted_realms()?;
+        let keycloak_kept = self
+            .running(Component::Keycloak)
+            .is_some_and(|r| r.inputs == inputs(Component::Keycloak));
+        let realms_to_import: Vec<(KeycloakRealm, String)> = if keycloak_kept {
+            wanted_realms
+                .iter()
+                .filter(|wanted| !self.keycloak_realms.contains(wanted))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A realm imported again has new signing keys, as after a restart.
+        let idp_restarts = !realms_to_import.is_empty()
+            || [Component::Keycloak, Component::OidcIdp]
+                .into_iter()
+                .filter(|idp| wanted.iter().any(|(w, _)| w == idp))
+                .any(|idp| self.running(idp).is_none_or(|r| r.inputs != inputs(idp)));
         for (component, inputs) in wanted.iter().rev() {
             let stale = self.running(*component).is_some_and(|r| {
                 &r.inputs != inputs || (idp_restarts && component.caches_realm_keys())
@@ -330,7 +347,21 @@ impl LocalStack {
             let process = self.spawn_keycloak()?;
             self.keycloak_ready = false;
             self.realm_frontend_url = self.keycloak_frontend_url();
+            self.keycloak_realms = wanted_realms;
             self.record(Component::Keycloak, process, inputs(Component::Keycloak));
+        } else if !realms_to_import.is_empty() {
+            // Before the proxies start: they fetch the realm's new keys.
+            if !self.keycloak_ready {
+                self.wait_keycloak().await?;
+                self.keycloak_ready = true;
+            }
+            let frontend_url = self.keycloak_frontend_url();
+            for (realm, rendered) in realms_to_import {
+                self.import_realm_again(realm, frontend_url.clone()).await?;
+                self.keycloak_realms.retain(|(r, _)| *r != realm);
+                self.keycloak_realms.push((realm, rendered));
+            }
+            self.realm_frontend_url = frontend_url;
         }
         for component in [
             Component::Httpbin,
@@ -471,18 +502,13 @@ impl LocalStack {
             istio.digest(),
             self.config.sidecar_trust_domain_check
         );
-        // The realm's frontendUrl is changed live (admin API), never by a restart.
-        let realms: Vec<String> = self
-            .realm_imports(None)?
-            .into_iter()
-            .map(|(_, realm)| realm)
-            .collect();
+        // The realms (and their frontendUrl) are changed live through the admin API, never
+        // by a restart: only Keycloak's own ports and hostname are its process's inputs.
         let mut wanted = vec![
             (
                 Component::Keycloak,
                 format!(
-                    "{}\n{}\nhostname {}",
-                    realms.join("\n"),
+                    "{}\nhostname {}",
                     ports(Component::Keycloak),
                     self.ports.gateway_http
                 ),

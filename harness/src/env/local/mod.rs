@@ -34,6 +34,7 @@ use super::ports::{Component, Ports};
 use super::{Endpoints, EnvError};
 use crate::components::{Supervised, Toolchain};
 use crate::events::EnvironmentInfo;
+use crate::policy::KeycloakRealm;
 use crate::redact::Secret;
 use keycloak_admin::IdpChange;
 use secrets::Secrets;
@@ -103,6 +104,9 @@ pub struct LocalStack {
     keycloak_ready: bool,
     /// The realm's `frontendUrl` as the running Keycloak has it.
     realm_frontend_url: Option<String>,
+    /// Each realm as the running Keycloak imported it (rendered without `frontendUrl`): a
+    /// realm that changes is imported again live, never by a restart.
+    keycloak_realms: Vec<(KeycloakRealm, String)>,
     /// httpbin's identity from a CA the mesh does not trust, for the impostor.
     impostor_certificate: (String, Secret),
     /// The impostor in httpbin's sidecar's place, while a scenario has it there.

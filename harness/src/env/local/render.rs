@@ -60,6 +60,7 @@ pub(in crate::env) struct RealmContext<'a> {
     client_implicit_flow: bool,
     client_direct_access_grants: bool,
     client_refresh_tokens: bool,
+    login_page_frameable: bool,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
     frontend_url: Option<String>,
 }
@@ -133,6 +134,7 @@ impl<'a> RealmContext<'a> {
             client_requires_pkce: config.client_requires_pkce,
             client_implicit_flow: config.client_implicit_flow,
             client_direct_access_grants: config.client_direct_access_grants,
+            login_page_frameable: config.realm_login_page_frameable,
             client_refresh_tokens: config.client_refresh_tokens,
         }
     }
@@ -305,6 +307,14 @@ impl LocalStack {
                 let rendered = self.render_realm(realm, frontend_url.clone())?;
                 Ok((realm_import_file(realm), rendered))
             })
+            .collect()
+    }
+
+    /// Every realm as this configuration renders it, `frontendUrl` aside (set live).
+    pub(super) fn wanted_realms(&self) -> Result<Vec<(KeycloakRealm, String)>, EnvError> {
+        KeycloakRealm::ALL
+            .into_iter()
+            .map(|realm| Ok((realm, self.render_realm(realm, None)?)))
             .collect()
     }
 
