@@ -53,6 +53,7 @@
 //                 aud = `audience`; such a token is refused by userinfo
 //                 (oidc-provider only accepts audience-less tokens there).
 //                 The id_token is always an RS256 JWT with aud = client_id.
+//   control_token optional non-empty string: enables POST /meshauth/id-token-fault.
 //   resource      absolute URI; required when access_token_format is "jwt".
 //   audience      optional string, aud of JWT access tokens; default resource.
 //
@@ -71,6 +72,14 @@
 // built from the request's Host, or X-Forwarded-Proto/-Host (proxy = true).
 // Own routes:
 //   GET  /healthz                  200 "ok"
+//   POST /meshauth/id-token-fault  (only with control_token in the config, sent as
+//                                  "Authorization: Bearer <control_token>") body
+//                                  {"fault": F}: from now on every ID token the token
+//                                  endpoint issues is made wrong in one way F, to see its
+//                                  relying parties refuse it: wrong_nonce, wrong_issuer,
+//                                  wrong_audience, expired, alg_none, foreign_key; "none"
+//                                  ends it. 204 on success, 400 on an unknown fault, 401
+//                                  without the token.
 //   GET  /interaction/:uid         login form, or auto-consent (303)
 //   POST /interaction/:uid/login   username + password
 //   GET  /interaction/:uid/abort   access_denied back to the client
@@ -80,7 +89,9 @@
 // codes or tokens. Exit codes: 0 on SIGTERM/SIGINT, 1 on runtime/listen
 // errors (EADDRINUSE prints "address already in use"), 2 on a bad config.
 
-import { generateKeyPairSync, createHash, timingSafeEqual } from 'node:crypto';
+import {
+  createHash, createPrivateKey, createSign, generateKeyPairSync, timingSafeEqual,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import process from 'node:process';
@@ -195,6 +206,10 @@ function loadConfig(path) {
     configError('"cookie_keys" must be a non-empty array of non-empty strings');
   }
 
+  if (cfg.control_token !== undefined && !isNonEmptyString(cfg.control_token)) {
+    configError('"control_token" must be a non-empty string');
+  }
+
   if (cfg.jwks !== undefined) {
     if (cfg.jwks === null || typeof cfg.jwks !== 'object' || !Array.isArray(cfg.jwks.keys)
       || cfg.jwks.keys.length === 0) {
@@ -224,6 +239,41 @@ function loadConfig(path) {
     configError('"audience" must be a non-empty string');
   }
   return cfg;
+}
+
+// ---------------------------------------------------------------- hostile ID tokens
+
+const ID_TOKEN_FAULTS = new Set([
+  'none', 'wrong_nonce', 'wrong_issuer', 'wrong_audience', 'expired', 'alg_none', 'foreign_key',
+]);
+
+function b64json(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+// `token` (a compact JWS the provider signed) made wrong in one way, and signed again with
+// `signingJwk` (its own key: only the claim is wrong) unless the fault is the signature.
+function forgeIdToken(token, fault, signingJwk) {
+  const [h, p] = token.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
+  const payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  const now = Math.floor(Date.now() / 1000);
+  let key = createPrivateKey({ key: signingJwk, format: 'jwk' });
+  switch (fault) {
+    case 'wrong_nonce': payload.nonce = 'meshauth-forged-nonce'; break;
+    case 'wrong_issuer': payload.iss = 'https://issuer.evil.example'; break;
+    case 'wrong_audience': payload.aud = 'another-client'; break;
+    case 'expired': payload.iat = now - 7200; payload.exp = now - 3600; break;
+    case 'foreign_key': key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey; break;
+    case 'alg_none': {
+      const unsigned = `${b64json({ ...header, alg: 'none' })}.${b64json(payload)}`;
+      return `${unsigned}.`;
+    }
+    default: break;
+  }
+  const input = `${b64json(header)}.${b64json(payload)}`;
+  const signature = createSign('RSA-SHA256').update(input).sign(key).toString('base64url');
+  return `${input}.${signature}`;
 }
 
 function generatedJwks() {
@@ -269,6 +319,17 @@ function sameSecret(given, expected) {
 }
 
 const MAX_FORM_BYTES = 16 * 1024;
+
+async function readBody(ctx) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += chunk.length;
+    if (size > MAX_FORM_BYTES) ctx.throw(413, 'body too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 async function readForm(ctx) {
   const type = ctx.get('content-type') || '';
@@ -492,6 +553,33 @@ ${full}
       return;
     }
     await next();
+  });
+
+  // 2b. Hostile ID tokens, on the harness's request (the fault-injection route), and the
+  //     token endpoint's answers made wrong while one is set.
+  let idTokenFault = 'none';
+  const signingJwk = configuration.jwks.keys[0];
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/meshauth/id-token-fault' && cfg.control_token) {
+      if (ctx.method !== 'POST') ctx.throw(405);
+      const sent = (ctx.get('authorization') || '').replace(/^Bearer /, '');
+      if (!sameSecret(sent, cfg.control_token)) ctx.throw(401);
+      let body;
+      try {
+        body = JSON.parse(await readBody(ctx));
+      } catch {
+        ctx.throw(400, 'the body must be JSON {"fault": ...}');
+      }
+      if (!ID_TOKEN_FAULTS.has(body?.fault)) ctx.throw(400, `unknown fault ${body?.fault}`);
+      idTokenFault = body.fault;
+      process.stdout.write(`${new Date().toISOString()} id token fault: ${idTokenFault}\n`);
+      ctx.status = 204;
+      return;
+    }
+    await next();
+    if (ctx.path === '/token' && idTokenFault !== 'none' && typeof ctx.body?.id_token === 'string') {
+      ctx.body = { ...ctx.body, id_token: forgeIdToken(ctx.body.id_token, idTokenFault, signingJwk) };
+    }
   });
 
   // 3. Interactions: own login page, automatic consent.

@@ -361,7 +361,29 @@ fn oauth2_proxy(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
             ),
         )
     });
+    let nonce_skipped = match first(found, &["insecure_oidc_skip_nonce"]).last() {
+        Some(s) if s.value.trim_matches('"').eq_ignore_ascii_case("false") => None,
+        Some(s) => Some((s.line, quoted(s))),
+        None => Some((
+            0,
+            "no insecure_oidc_skip_nonce = false (oauth2-proxy's default, true, skips the check)"
+                .to_string(),
+        )),
+    }
+    .map(|(line, what)| {
+        (
+            line,
+            format!(
+                "{what}: an ID token issued for another sign-in (injected or replayed) is \
+                 accepted"
+            ),
+        )
+    });
     vec![
+        check(file, "ID token nonce", Severity::Medium,
+            "insecure_oidc_skip_nonce = false",
+            nonce_skipped,
+            "set insecure_oidc_skip_nonce = false"),
         check(file, "TLS verification of the IdP and upstreams", Severity::High,
             "ssl_insecure_skip_verify off",
             flag_on(&["ssl_insecure_skip_verify", "ssl_upstream_insecure_skip_verify"]),
@@ -693,6 +715,7 @@ mod tests {
             assert_eq!(
                 findings(&[file("proxy", text)]),
                 [
+                    "proxy: ID token nonce",
                     "proxy: session cookie Secure",
                     "proxy: session re-checked at the IdP"
                 ],
@@ -703,15 +726,18 @@ mod tests {
 
     #[test]
     fn the_reference_oauth2_proxy_config_has_no_finding_and_secrets_are_never_quoted() {
-        let reference = "oidc_issuer_url = \"http://idp/realms/r\"\nclient_secret = \"s3cr3t\"\nemail_domains = [ \"*\" ]\nallowed_roles = [ \"sso-user\" ]\ncookie_secure = true\ncookie_httponly = true\ncookie_refresh = \"1m0s\"\n";
+        let reference = "oidc_issuer_url = \"http://idp/realms/r\"\nclient_secret = \"s3cr3t\"\nemail_domains = [ \"*\" ]\nallowed_roles = [ \"sso-user\" ]\ncookie_secure = true\ncookie_httponly = true\ncookie_refresh = \"1m0s\"\ninsecure_oidc_skip_nonce = false\n";
         let checks = audit(&[file("oauth2-proxy.cfg", reference)]);
         assert!(checks.iter().all(|c| c.passed), "{checks:?}");
+        let flag = "args:\n  - --insecure-oidc-skip-nonce=false\n";
+        assert!(!findings(&[file("p", flag)]).contains(&"p: ID token nonce".to_string()));
         assert!(checks.len() >= 8);
         let weak = "oidc_issuer_url = \"x\"\nemail_domains = [ \"*\" ]\ntrusted_ips = [ \"10.0.0.0/8\" ]\nwhitelist_domains = [ \".example.com\" ]\nskip_auth_routes = [ \"GET=^/public\" ]\nssl_insecure_skip_verify = true\ncookie_samesite = \"strict\"\n";
         let found = findings(&[file("p", weak)]);
         assert_eq!(
             found,
             [
+                "p: ID token nonce",
                 "p: TLS verification of the IdP and upstreams",
                 "p: trusted IPs bypass authentication",
                 "p: skip-auth routes",
@@ -734,6 +760,7 @@ mod tests {
         assert_eq!(
             findings(&[file("p", multi)]),
             [
+                "p: ID token nonce",
                 "p: skip-auth routes",
                 "p: session cookie Secure",
                 "p: session re-checked at the IdP"

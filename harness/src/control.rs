@@ -58,6 +58,41 @@ pub enum Disruption {
     /// The tokens it issues from now on expire within seconds, so a scenario can watch a
     /// session outlive its tokens: the IdP only; its own lifetime back on restore.
     ShortLivedTokens,
+    /// Every ID token it issues from now on is wrong in one way (a hostile or broken IdP):
+    /// the IdP only, the second OpenID Provider's fault-injection route; honest on restore.
+    ForgeIdTokens(IdTokenFault),
+}
+
+/// One way an ID token can be wrong; a relying party must refuse each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdTokenFault {
+    /// `nonce` other than the one the sign-in sent (a replayed or injected ID token).
+    WrongNonce,
+    /// `iss` another issuer's.
+    WrongIssuer,
+    /// `aud` another client's.
+    WrongAudience,
+    /// `exp` an hour ago.
+    Expired,
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// Signed with a key the IdP does not publish.
+    ForeignKey,
+}
+
+impl IdTokenFault {
+    /// The name the IdP's fault-injection route takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WrongNonce => "wrong_nonce",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Expired => "expired",
+            Self::AlgNone => "alg_none",
+            Self::ForeignKey => "foreign_key",
+        }
+    }
 }
 
 impl Disruption {
@@ -70,6 +105,7 @@ impl Disruption {
             Disruption::Impersonate => "put an impostor (its identity, another CA) in place of",
             Disruption::DisableUser => "disable the test user's account at",
             Disruption::ShortLivedTokens => "make short-lived the tokens issued by",
+            Disruption::ForgeIdTokens(_) => "make wrong the ID tokens issued by",
         }
     }
 
@@ -90,6 +126,10 @@ impl Disruption {
             Disruption::ShortLivedTokens => {
                 "short_lived_tokens and usual_tokens commands in the environment file, or --env \
                  local with Keycloak"
+            }
+            Disruption::ForgeIdTokens(_) => {
+                "only --env local signing in at the second OpenID Provider (its fault-injection \
+                 route)"
             }
         }
     }

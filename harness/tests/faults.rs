@@ -202,11 +202,53 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // Also the control step of the hostile-IdP scenarios whose refusal no oauth2-proxy
+        // setting can switch off (go-oidc always checks expiry and signature): no sign-in
+        // succeeds after the IdP is honest again.
         name: "wrong_client_secret_fails_the_callback",
         breakage: |c| c.wrong_client_secret = true,
+        red: &[
+            red(
+                "seed000_browser_sso::browser_login",
+                "status: expected 200, actual 500 at https://127.0.0.1:",
+            ),
+            red(
+                "attack_hostile_idp::expired_id_token_is_refused",
+                "status: expected 200, actual 500 at https://127.0.0.1:",
+            ),
+            red(
+                "attack_hostile_idp::unsigned_id_token_is_refused",
+                "status: expected 200, actual 500 at https://127.0.0.1:",
+            ),
+            red(
+                "attack_hostile_idp::id_token_signed_with_a_foreign_key_is_refused",
+                "status: expected 200, actual 500 at https://127.0.0.1:",
+            ),
+        ],
+    },
+    Case {
+        // oauth2-proxy's default: `insecure_oidc_skip_nonce` is true unless set.
+        name: "oauth2_proxy_skipping_the_nonce_takes_an_injected_id_token",
+        breakage: |c| c.oidc_nonce_checked = false,
         red: &[red(
-            "seed000_browser_sso::browser_login",
-            "status: expected 200, actual 500 at https://127.0.0.1:",
+            "attack_hostile_idp::id_token_with_a_wrong_nonce_is_refused",
+            "cookie _oauth2_proxy: expected no _oauth2_proxy cookie for the app, actual present",
+        )],
+    },
+    Case {
+        name: "oauth2_proxy_skipping_issuer_verification_takes_another_issuers_id_token",
+        breakage: |c| c.oidc_issuer_unchecked = true,
+        red: &[red(
+            "attack_hostile_idp::id_token_from_another_issuer_is_refused",
+            "cookie _oauth2_proxy: expected no _oauth2_proxy cookie for the app, actual present",
+        )],
+    },
+    Case {
+        name: "oauth2_proxy_extra_audience_takes_another_clients_id_token",
+        breakage: |c| c.oidc_extra_audience = Some("another-client"),
+        red: &[red(
+            "attack_hostile_idp::id_token_for_another_client_is_refused",
+            "cookie _oauth2_proxy: expected no _oauth2_proxy cookie for the app, actual present",
         )],
     },
     Case {
@@ -981,6 +1023,15 @@ const CASES: &[Case] = &[
             red(
                 "attack_redirects_and_flow::idp_refuses_callback_prefix_extension",
                 "login form: expected no login form",
+            ),
+            red(
+                "attack_redirects_and_flow::idp_refuses_plain_http_callback",
+                "login form: expected no login form",
+            ),
+            // post.logout.redirect.uris "+" takes the redirect URIs' "*" too.
+            red(
+                "attack_redirects_and_flow::idp_refuses_foreign_post_logout_redirect",
+                "the browser was sent off the deployment, to https://evil.example/",
             ),
         ],
     },

@@ -133,8 +133,9 @@ impl PartCommands {
             Disruption::ShortLivedTokens => {
                 (self.short_lived_tokens.as_ref(), self.usual_tokens.as_ref())
             }
-            // Certificates from another CA at the app's address: only a mesh the harness runs.
-            Disruption::Impersonate => (None, None),
+            // Certificates from another CA at the app's address, ID tokens made wrong at the
+            // IdP: only a stack the harness runs.
+            Disruption::Impersonate | Disruption::ForgeIdTokens(_) => (None, None),
         }
     }
 }

@@ -94,6 +94,7 @@ impl DeploymentProfile {
             jwt_audiences: false,
             admission_role: false,
             backend_logout: false,
+            oidc_nonce_checked: false,
             client_requires_pkce: false,
             session_refresh_seconds: None,
             ..config

@@ -178,6 +178,15 @@ pub struct StackConfig {
     pub ext_authz_paths: ExtAuthzPaths,
     /// oauth2-proxy's `backend_logout_url`: signing out of the app also ends the IdP session.
     pub backend_logout: bool,
+    /// oauth2-proxy checks the ID token's `nonce` (`insecure_oidc_skip_nonce = false`; its
+    /// default skips the check).
+    pub oidc_nonce_checked: bool,
+    /// oauth2-proxy's `insecure_oidc_skip_issuer_verification = true` (as multi-tenant IdPs
+    /// tempt): an ID token from any issuer is taken. Off in the reference.
+    pub oidc_issuer_unchecked: bool,
+    /// oauth2-proxy's `oidc_extra_audiences`: ID tokens issued to this other client are taken
+    /// too. None in the reference.
+    pub oidc_extra_audience: Option<&'static str>,
     /// Envoy's access logs (gateway, sidecar) write full paths with their query strings,
     /// where OIDC carries codes, state and the logout's `id_token_hint`. Off in the reference.
     pub log_query_strings: bool,
@@ -249,6 +258,9 @@ impl Default for StackConfig {
             ext_authz_paths: ExtAuthzPaths::ExceptAuthProxy,
             session_cookie_domain: None,
             backend_logout: true,
+            oidc_nonce_checked: true,
+            oidc_issuer_unchecked: false,
+            oidc_extra_audience: None,
             log_query_strings: false,
             baseline_route: false,
             sidecar_trust_domain_check: true,
@@ -475,6 +487,11 @@ impl StackConfig {
                 "sessions kept server-side (redis): sign-out ends every copy of the cookie",
                 self.session_store == SessionStore::Redis,
                 "oauth2-proxy session_store_type = \"redis\" with redis_connection_url (and a redis password): the cookie then holds only a ticket the server can revoke",
+            ),
+            P::protection_or_fix(
+                "the ID token's nonce checked at sign-in",
+                self.oidc_nonce_checked,
+                "oauth2-proxy insecure_oidc_skip_nonce = false (its default, true, skips the check)",
             ),
             P::protection_or_fix(
                 "sign-out ends the IdP session (backend_logout_url)",

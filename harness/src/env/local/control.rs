@@ -51,12 +51,16 @@ impl crate::control::StackControl for LocalStack {
                 Disruption::RevokeSessions | Disruption::DisableUser | Disruption::ShortLivedTokens,
             ) => self.config.idp.keycloak_issues(),
             (Part::App, Disruption::Impersonate) => true,
+            // The second OpenID Provider always runs; whether the scenario signs in there is
+            // its stack profile's to say (checked when it disrupts).
+            (Part::Idp, Disruption::ForgeIdTokens(_)) => true,
             (
                 _,
                 Disruption::RevokeSessions
                 | Disruption::Impersonate
                 | Disruption::DisableUser
-                | Disruption::ShortLivedTokens,
+                | Disruption::ShortLivedTokens
+                | Disruption::ForgeIdTokens(_),
             ) => false,
             (Part::SessionStore, _) => self.config.session_store == SessionStore::Redis,
             _ => true,
@@ -147,6 +151,22 @@ impl crate::control::StackControl for LocalStack {
                     Ok(())
                 });
             }
+            Disruption::ForgeIdTokens(_) if self.config.idp.keycloak_issues() => Err(
+                "the IdP in use is Keycloak, which has no fault-injection route: a scenario that \
+                 forges ID tokens signs in at the second OpenID Provider (stack: sign_in: idp: \
+                 oidc_provider)"
+                    .to_string(),
+            ),
+            Disruption::ForgeIdTokens(fault) => {
+                return Box::pin(async move {
+                    self.set_id_token_fault(Some(fault)).await.map_err(|e| {
+                        format!(
+                            "{} the second OpenID Provider failed: {e}",
+                            disruption.verb()
+                        )
+                    })
+                });
+            }
             Disruption::Impersonate => {
                 return Box::pin(async move {
                     // The impostor takes the address the sidecar listens on.
@@ -198,6 +218,11 @@ impl crate::control::StackControl for LocalStack {
             let failed =
                 |e: &dyn std::fmt::Display| format!("restoring {} failed: {e}", component.name());
             self.converge(&|_| {}).await.map_err(|e| failed(&e))?;
+            if part == Part::Idp && self.id_tokens_forged {
+                self.set_id_token_fault(None)
+                    .await
+                    .map_err(|e| failed(&e))?;
+            }
             if part == Part::Idp && !self.idp_changes.is_empty() {
                 let token = self.keycloak_admin_token().await.map_err(|e| failed(&e))?;
                 // Newest first, each forgotten only once undone: a failed restore is retried.
@@ -255,5 +280,42 @@ impl LocalStack {
             Part::App => Component::Httpbin,
             Part::SessionStore => Component::Redis,
         }
+    }
+}
+
+impl LocalStack {
+    /// Makes the second OpenID Provider issue ID tokens wrong in `fault`'s way from now on, or
+    /// honest ones again (`None`), through its fault-injection route.
+    async fn set_id_token_fault(
+        &mut self,
+        fault: Option<crate::control::IdTokenFault>,
+    ) -> Result<(), String> {
+        let name = fault.map_or("none", crate::control::IdTokenFault::name);
+        let response = self
+            .probe
+            .post(format!(
+                "http://127.0.0.1:{}/meshauth/id-token-fault",
+                self.ports.oidc_idp
+            ))
+            .bearer_auth(self.secrets.oidc_idp_control_token.expose())
+            .json(&serde_json::json!({ "fault": name }))
+            .send()
+            .await
+            .map_err(|e| format!("its fault-injection route: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "its fault-injection route answered {}",
+                response.status()
+            ));
+        }
+        self.id_tokens_forged = fault.is_some();
+        self.append_stack_log(&format!(
+            "oidc-idp: ID tokens from now on {}",
+            match fault {
+                Some(_) => format!("made wrong: {name} (a scenario's disruption)"),
+                None => "honest again".to_string(),
+            }
+        ));
+        Ok(())
     }
 }

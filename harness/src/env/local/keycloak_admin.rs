@@ -8,6 +8,20 @@ use crate::env::EnvError;
 use crate::env::names::{SHORT_TOKEN_LIFETIME_SECONDS, USERNAME};
 use crate::policy::KeycloakRealm;
 
+/// How long Keycloak may take to delete a realm, or to create one from its JSON.
+const REALM_IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An error with the errors that caused it ("error sending request" alone says nothing).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// Sends a call to Keycloak's admin API; a failure (no answer, or an error status) says what
 /// was being done.
 async fn idp_admin_call(
@@ -20,7 +34,7 @@ async fn idp_admin_call(
         .and_then(reqwest::Response::error_for_status)
         .map_err(|error| EnvError::IdpAdmin {
             what,
-            detail: error.to_string(),
+            detail: with_causes(&error),
         })
 }
 
@@ -73,13 +87,17 @@ impl LocalStack {
     ) -> Result<(), EnvError> {
         let keycloak = format!("http://127.0.0.1:{}", self.ports.keycloak);
         let token = self.keycloak_admin_token().await?;
+        // Deleting and creating a realm takes seconds on a Keycloak that has just started (its
+        // code not yet compiled): far longer than the probe client's 2 s, and a call given up
+        // on goes on inside Keycloak, colliding with the next one.
         let delete = self
             .probe
             .delete(format!("{keycloak}/admin/realms/{}", realm.name()))
+            .timeout(REALM_IMPORT_TIMEOUT)
             .bearer_auth(&token);
         let deleted = delete.send().await.map_err(|error| EnvError::IdpAdmin {
             what: "delete the realm before importing it again",
-            detail: error.to_string(),
+            detail: with_causes(&error),
         })?;
         if !(deleted.status().is_success() || deleted.status() == reqwest::StatusCode::NOT_FOUND) {
             return Err(EnvError::IdpAdmin {
@@ -91,6 +109,7 @@ impl LocalStack {
         let create = self
             .probe
             .post(format!("{keycloak}/admin/realms"))
+            .timeout(REALM_IMPORT_TIMEOUT)
             .bearer_auth(&token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(rendered);

@@ -60,6 +60,7 @@ impl LocalStack {
             admin_password: Secret::generate(18),
             redis_password: Secret::generate_alphanumeric(32),
             oidc_idp_cookie_key: Secret::generate_alphanumeric(32),
+            oidc_idp_control_token: Secret::generate_alphanumeric(32),
         };
         secrets.realm.register(redactor);
         for secret in [
@@ -67,6 +68,7 @@ impl LocalStack {
             &secrets.admin_password,
             &secrets.redis_password,
             &secrets.oidc_idp_cookie_key,
+            &secrets.oidc_idp_control_token,
         ] {
             redactor.register(secret);
         }
@@ -154,6 +156,7 @@ impl LocalStack {
             running: Vec::new(),
             paused: Vec::new(),
             idp_changes: Vec::new(),
+            id_tokens_forged: false,
             keycloak_ready: false,
             realm_frontend_url: None,
             keycloak_realms: Vec::new(),
@@ -487,6 +490,9 @@ impl LocalStack {
         self.paused.retain(|c| *c != component);
         if component == Component::Keycloak {
             self.keycloak_ready = false;
+        }
+        if component == Component::OidcIdp {
+            self.id_tokens_forged = false;
         }
     }
 

@@ -113,6 +113,8 @@ pub struct LocalStack {
     impostor: Option<super::impostor::Impostor>,
     /// What scenarios changed at Keycloak through its admin API, undone when they restore it.
     idp_changes: Vec<IdpChange>,
+    /// The second OpenID Provider issues wrong ID tokens (a scenario's disruption).
+    id_tokens_forged: bool,
 }
 
 impl LocalStack {

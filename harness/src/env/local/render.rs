@@ -156,6 +156,9 @@ pub(in crate::env) struct OAuth2ProxyContext<'a> {
     required_role: Option<&'static str>,
     cookie_domain: Option<&'a str>,
     backend_logout: bool,
+    oidc_nonce_checked: bool,
+    oidc_issuer_unchecked: bool,
+    oidc_extra_audience: Option<&'static str>,
     /// `redis://host:port` of the session store; none for cookie sessions.
     redis_url: Option<String>,
     /// `cookie_refresh`, e.g. `2s`; none: never refresh.
@@ -198,6 +201,9 @@ impl<'a> OAuth2ProxyContext<'a> {
             // The second IdP's end_session asks the browser to confirm, which oauth2-proxy's
             // server-side call cannot do.
             backend_logout: config.backend_logout && config.idp.keycloak_issues(),
+            oidc_nonce_checked: config.oidc_nonce_checked,
+            oidc_issuer_unchecked: config.oidc_issuer_unchecked,
+            oidc_extra_audience: config.oidc_extra_audience,
             redis_url: (config.session_store == SessionStore::Redis)
                 .then(|| format!("redis://{redis_address}")),
             cookie_refresh: config.session_refresh_seconds.map(|s| format!("{s}s")),
@@ -247,6 +253,7 @@ impl LocalStack {
                 "issuer": self.oidc_idp_issuer(),
                 "port": self.ports.oidc_idp,
                 "cookie_key": self.secrets.oidc_idp_cookie_key.expose(),
+                "control_token": self.secrets.oidc_idp_control_token.expose(),
                 "client_id": OIDC_IDP_CLIENT_ID,
                 "client_secret": realm.client_secret.expose(),
                 "redirect_uris": redirect_uris,

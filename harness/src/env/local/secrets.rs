@@ -13,6 +13,9 @@ pub(super) struct Secrets {
     pub(super) redis_password: Secret,
     /// Signs the second OpenID Provider's cookies.
     pub(super) oidc_idp_cookie_key: Secret,
+    /// Lets the harness make the second OpenID Provider issue wrong ID tokens (a scenario's
+    /// disruption), and nobody else.
+    pub(super) oidc_idp_control_token: Secret,
 }
 
 /// The secrets the realm is imported with.
