@@ -129,6 +129,10 @@ const CASES: &[Case] = &[
                 "attack_unauthenticated_reach::path_normalisation_variants",
                 "GET /./anything: expected not answered by the app without a session, actual 200 from the app: the app echoed this request's nonce",
             ),
+            red(
+                "attack_unauthenticated_reach::smuggling_toward_the_check",
+                "GET /anything [User-Agent: kube-probe/1.34]: expected not answered by the app without a session, actual 200 from the app: the app echoed this request's nonce",
+            ),
             // A RequestAuthentication authenticates a token when there is one; with no auth
             // proxy and no AuthorizationPolicy, a request without a token goes through.
             red(

@@ -455,6 +455,28 @@ mod workflow_tests {
             .map_err(|e| e.to_string())
     }
 
+    /// Where a command line was found (`file` or `file:line`), and its words.
+    type Invocation = (String, Vec<String>);
+
+    /// Parses every invocation `find` finds in `files`, panicking at the first that does not
+    /// parse (with where it is); how many there were.
+    fn parse_all(files: &[std::path::PathBuf], find: fn(&str, &str) -> Vec<Invocation>) -> usize {
+        let mut found = 0;
+        for path in files {
+            let text = std::fs::read_to_string(path).unwrap();
+            for (place, args) in find(&path.display().to_string(), &text) {
+                found += 1;
+                if let Err(error) = parse(&args) {
+                    panic!(
+                        "{place}: `meshauth {}` does not parse:\n{error}",
+                        args.join(" ")
+                    );
+                }
+            }
+        }
+        found
+    }
+
     #[test]
     fn every_meshauth_invocation_in_the_workflows_parses() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.github");
@@ -467,23 +489,65 @@ mod workflow_tests {
                 }
             }
         }
-        let mut found = 0;
-        for path in files {
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (file, args) in invocations(&path.display().to_string(), &text) {
-                found += 1;
-                if let Err(error) = parse(&args) {
-                    panic!(
-                        "{file}: `meshauth {}` does not parse:\n{error}",
-                        args.join(" ")
-                    );
-                }
-            }
-        }
+        let found = parse_all(&files, invocations);
         assert!(
             found >= 7,
             "only {found} meshauth invocations found in .github/"
         );
+    }
+
+    /// `(file:line, command line)` for each `meshauth ARGS` or `cargo run … -- ARGS` line of a
+    /// shell code block in Markdown (a trailing `# comment` is not part of it).
+    fn documented_invocations(file: &str, markdown: &str) -> Vec<(String, Vec<String>)> {
+        let mut in_shell = false;
+        let mut found = Vec::new();
+        for (number, line) in markdown.lines().enumerate() {
+            let trimmed = line.trim();
+            if let Some(fence) = trimmed.strip_prefix("```") {
+                in_shell = !in_shell && matches!(fence, "sh" | "bash" | "shell" | "console");
+                continue;
+            }
+            if !in_shell {
+                continue;
+            }
+            let command = trimmed.split(" #").next().unwrap_or_default().trim();
+            let args = command
+                .split_once(" -- ")
+                .filter(|(before, _)| before.starts_with("cargo run"))
+                .map(|(_, after)| after)
+                .or_else(|| command.strip_prefix("meshauth "))
+                .or_else(|| (command == "cargo run --").then_some(""));
+            if let Some(args) = args {
+                found.push((format!("{file}:{}", number + 1), words(args)));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_meshauth_command_in_the_readme_and_docs_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("README.md")];
+        for entry in std::fs::read_dir(root.join("docs")).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                files.push(entry.path());
+            }
+        }
+        let found = parse_all(&files, documented_invocations);
+        assert!(
+            found >= 20,
+            "only {found} meshauth commands found in README.md and docs/"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_flag_in_the_docs_is_caught() {
+        let markdown = "Run:\n\n```sh\nmeshauth run --profle seed000   # a typo\ncargo run -- list\n```\n\n```yaml\nmeshauth: not a command\n```\n";
+        let found = documented_invocations("README.md", markdown);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, "README.md:4");
+        assert!(parse(&found[0].1).unwrap_err().contains("--profle"));
+        assert!(parse(&found[1].1).is_ok());
     }
 
     #[test]
