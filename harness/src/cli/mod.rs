@@ -515,8 +515,7 @@ mod workflow_tests {
                 .split_once(" -- ")
                 .filter(|(before, _)| before.starts_with("cargo run"))
                 .map(|(_, after)| after)
-                .or_else(|| command.strip_prefix("meshauth "))
-                .or_else(|| (command == "cargo run --").then_some(""));
+                .or_else(|| command.strip_prefix("meshauth "));
             if let Some(args) = args {
                 found.push((format!("{file}:{}", number + 1), words(args)));
             }

@@ -11,17 +11,6 @@ use crate::policy::KeycloakRealm;
 /// How long Keycloak may take to delete a realm, or to create one from its JSON.
 const REALM_IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// An error with the errors that caused it ("error sending request" alone says nothing).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// Sends a call to Keycloak's admin API; a failure (no answer, or an error status) says what
 /// was being done.
 async fn idp_admin_call(
@@ -34,7 +23,7 @@ async fn idp_admin_call(
         .and_then(reqwest::Response::error_for_status)
         .map_err(|error| EnvError::IdpAdmin {
             what,
-            detail: with_causes(&error),
+            detail: crate::error_chain(&error),
         })
 }
 
@@ -97,7 +86,7 @@ impl LocalStack {
             .bearer_auth(&token);
         let deleted = delete.send().await.map_err(|error| EnvError::IdpAdmin {
             what: "delete the realm before importing it again",
-            detail: with_causes(&error),
+            detail: crate::error_chain(&error),
         })?;
         if !(deleted.status().is_success() || deleted.status() == reqwest::StatusCode::NOT_FOUND) {
             return Err(EnvError::IdpAdmin {

@@ -358,13 +358,13 @@ impl LocalStack {
                 self.wait_keycloak().await?;
                 self.keycloak_ready = true;
             }
-            let frontend_url = self.keycloak_frontend_url();
+            // Published where the other realms are; moving them all is the frontendUrl step's.
             for (realm, rendered) in realms_to_import {
-                self.import_realm_again(realm, frontend_url.clone()).await?;
+                self.import_realm_again(realm, self.realm_frontend_url.clone())
+                    .await?;
                 self.keycloak_realms.retain(|(r, _)| *r != realm);
                 self.keycloak_realms.push((realm, rendered));
             }
-            self.realm_frontend_url = frontend_url;
         }
         for component in [
             Component::Httpbin,
