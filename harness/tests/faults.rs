@@ -275,6 +275,25 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // Set for a cloud load balancer that forwards TCP and writes no X-Forwarded-For.
+        name: "gateway_trusting_two_proxies_takes_the_clients_own_address",
+        breakage: |c| c.gateway_trusted_proxies = 2,
+        red: &[red(
+            "attack_forged_identity::forged_client_address",
+            "the app received the forged X-Envoy-External-Address: 198.",
+        )],
+    },
+    Case {
+        // Lengthened to a day to stop users seeing refresh errors; Keycloak caps a token at
+        // the SSO session's maximum (10 h by default), which is what the app then receives.
+        name: "realm_access_tokens_valid_for_a_day",
+        breakage: |c| c.access_token_lifespan_seconds = 86_400,
+        red: &[red(
+            "attack_session_lifecycle::issued_tokens_are_short_lived",
+            "lifetime: expected exp - iat at most 3600s (1 h), actual 36000s (10 h)",
+        )],
+    },
+    Case {
         name: "role_mapper_removed_drops_the_roles_claim",
         breakage: |c| c.role_mapper = false,
         red: &[
@@ -1341,6 +1360,7 @@ fn realm_of(c: &StackConfig) -> String {
                 c.client_direct_access_grants,
                 c.realm_login_page_frameable,
                 c.client_refresh_tokens,
+                c.access_token_lifespan_seconds,
             ),
         )
     )

@@ -55,6 +55,7 @@ impl Engine {
         &self,
         token: TokenSource,
         claims: &std::collections::BTreeMap<String, oidc::ClaimExpectation>,
+        lifetime_at_most_seconds: Option<i64>,
         state: &ScenarioState,
     ) -> Result<StepOutput, String> {
         let raw = match token {
@@ -75,7 +76,13 @@ impl Engine {
                 }
             }
         };
-        self.verify_jwt(&raw, claims).await
+        let mut output = self.verify_jwt(&raw, claims).await?;
+        if let (Some(bound), Some(jwt)) = (lifetime_at_most_seconds, &output.jwt) {
+            output
+                .checks
+                .push(oidc::check_lifetime_bound(&jwt.claims, bound));
+        }
+        Ok(output)
     }
 
     async fn verify_jwt(

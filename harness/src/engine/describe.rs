@@ -60,9 +60,17 @@ impl Engine {
                 self.vars.expand(url),
                 offers.len()
             ),
-            Step::ExpectJwt { token, claims } => {
-                format!("verify the {token:?} JWT and {} claim(s)", claims.len())
-            }
+            Step::ExpectJwt {
+                token,
+                claims,
+                lifetime_at_most_seconds,
+            } => match lifetime_at_most_seconds {
+                Some(bound) => format!(
+                    "verify the {token:?} JWT, {} claim(s) and a lifetime of at most {bound}s",
+                    claims.len()
+                ),
+                None => format!("verify the {token:?} JWT and {} claim(s)", claims.len()),
+            },
             Step::Disrupt { component, action } => {
                 format!("{} the {}", action.verb(), component.name())
             }

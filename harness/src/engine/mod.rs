@@ -429,7 +429,14 @@ impl Engine {
                  run_step, with the environment's control"
                     .into(),
             ),
-            Step::ExpectJwt { token, claims } => self.expect_jwt(*token, claims, state).await,
+            Step::ExpectJwt {
+                token,
+                claims,
+                lifetime_at_most_seconds,
+            } => {
+                self.expect_jwt(*token, claims, *lifetime_at_most_seconds, state)
+                    .await
+            }
             Step::TlsOffers { url, offers } => self.tls_offers(url, offers).await,
         }
     }

@@ -138,6 +138,31 @@ fn nonce() -> String {
     format!("mp{:016x}", rand::random::<u64>())
 }
 
+/// The nonce as an IPv4 address in 198.18.0.0/15 (RFC 2544's benchmarking range, never a
+/// real client): where a forged value must parse as an address to be believed (a client
+/// address a gateway takes from `X-Forwarded-For`), it still marks the request.
+fn nonce_address(nonce: &str) -> String {
+    let hash = nonce.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    let host = hash & 0x1_ffff;
+    format!(
+        "198.{}.{}.{}",
+        18 + (host >> 16),
+        (host >> 8) & 0xff,
+        host & 0xff
+    )
+}
+
+/// Whether a header value carries the forged `nonce`, or its address as one list element
+/// (`198.18.1.2` must not match inside `198.18.1.23`).
+fn carries_forged(value: &str, nonce: &str, address: &str) -> bool {
+    value.contains(nonce)
+        || value
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .any(|token| token == address)
+}
+
 fn build(
     request: &ProbeRequest,
     origin: &Url,
@@ -146,7 +171,9 @@ fn build(
     marker: &str,
     session: Option<&Secret>,
 ) -> RawRequest {
-    let vars = vars.with("nonce", nonce.to_string());
+    let vars = vars
+        .with("nonce", nonce.to_string())
+        .with("nonce_address", nonce_address(nonce));
     let mut headers: Vec<(String, String)> = request
         .headers
         .iter()
@@ -665,18 +692,17 @@ fn judge_identity(
             ),
         );
     };
+    let address = nonce_address(signed_nonce);
+    let forged = |value: &str| carries_forged(value, signed_nonce, &address);
     let leaked: Vec<String> = headers
         .iter()
         .filter(|(header, _)| !header.eq_ignore_ascii_case(NONCE_HEADER))
         .filter(|(header, value)| {
             if header.eq_ignore_ascii_case("x-forwarded-for") {
                 // Envoy appends the peer it saw; a forged first entry is kept, never trusted.
-                value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.contains(signed_nonce))
+                value.rsplit(',').next().is_some_and(forged)
             } else {
-                value.contains(signed_nonce)
+                forged(value)
             }
         })
         .map(|(header, value)| format!("{header}: {value}"))
@@ -1037,6 +1063,17 @@ mod tests {
     }
 
     #[test]
+    fn nonce_addresses_are_benchmark_addresses_matched_whole() {
+        let address = nonce_address("mp0123456789abcdef");
+        assert_eq!(address, nonce_address("mp0123456789abcdef"));
+        let parsed: std::net::Ipv4Addr = address.parse().unwrap();
+        assert!(parsed.is_benchmarking(), "{address}");
+        assert!(carries_forged(&format!("{address}, 127.0.0.1"), "mpX", &address));
+        assert!(!carries_forged(&format!("{address}7"), "mpX", &address));
+        assert!(!carries_forged(&format!("1{address}"), "mpX", &address));
+    }
+
+    #[test]
     fn forged_identity_needs_a_reached_app_and_no_forged_value() {
         let refused = Ok(response(403, "sign in"));
         let clean = Ok(response(
@@ -1062,6 +1099,20 @@ mod tests {
             r#"{"headers":{"X-Forwarded-For":["127.0.0.1, mpB"]}}"#,
         ));
         assert!(!judge_identity("x".into(), &refused, "mpA", &last_hop, "mpB").passed);
+        // A forged client address the gateway believed (x-envoy-external-address from a
+        // trusted-proxy count) is found by its address form too.
+        let believed = Ok(response(
+            200,
+            &format!(
+                r#"{{"headers":{{"X-Forwarded-For":["{0}, 127.0.0.1"],"X-Envoy-External-Address":["{0}"]}}}}"#,
+                nonce_address("mpB")
+            ),
+        ));
+        let check = judge_identity("x".into(), &refused, "mpA", &believed, "mpB");
+        assert!(
+            !check.passed && check.actual.contains("X-Envoy-External-Address: 198."),
+            "{check}"
+        );
         let unverified = judge_identity("x".into(), &refused, "mpA", &refused, "mpB");
         assert!(
             !unverified.passed && unverified.actual.starts_with("inconclusive"),

@@ -40,6 +40,12 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-preferred-username",
     "x-forwarded-access-token",
     "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
     "forwarded",
     "x-original-url",
     "x-rewrite-url",
@@ -167,6 +173,7 @@ pub struct IstioContext<'a> {
     pub request_authentication: bool,
     pub jwt_audiences: bool,
     pub log_query_strings: bool,
+    pub gateway_trusted_proxies: u32,
     pub baseline_route: bool,
     pub client_id: &'static str,
     /// The issuer the RequestAuthentications name.
@@ -246,6 +253,7 @@ impl<'a> IstioContext<'a> {
             request_authentication: config.request_authentication,
             jwt_audiences: config.jwt_audiences,
             log_query_strings: config.log_query_strings,
+            gateway_trusted_proxies: config.gateway_trusted_proxies,
             baseline_route: config.baseline_route,
             client_id: config.sign_in_client_id(),
             issuer_url: if config.jwt_issuer_mismatch {

@@ -156,6 +156,10 @@ pub struct StackConfig {
     /// iframe (`browserSecurityHeaders` without `frame-ancestors` and `X-Frame-Options`):
     /// any site can then frame it. Keycloak's defaults in the reference.
     pub realm_login_page_frameable: bool,
+    /// The realm's `accessTokenLifespan` (Keycloak's ID tokens live as long): Keycloak's
+    /// default of 5 minutes in the reference; a day where someone lengthened it to stop
+    /// refresh errors.
+    pub access_token_lifespan_seconds: u32,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     /// oauth2-proxy's `cookie_samesite = "none"`: its cookies go with every cross-site
@@ -190,6 +194,10 @@ pub struct StackConfig {
     /// Envoy's access logs (gateway, sidecar) write full paths with their query strings,
     /// where OIDC carries codes, state and the logout's `id_token_hint`. Off in the reference.
     pub log_query_strings: bool,
+    /// The mesh's `defaultConfig.gatewayTopology.numTrustedProxies`: how many proxies in
+    /// front of the gateway it trusts to have written `X-Forwarded-For`. 0 in the reference,
+    /// where clients reach the gateway directly; more lets a client choose its address.
+    pub gateway_trusted_proxies: u32,
     /// oauth2-proxy's `cookie_domains`: a `Domain` on its cookies, so they also go to every
     /// other host under it. None (host-only) in the reference.
     pub session_cookie_domain: Option<String>,
@@ -247,6 +255,7 @@ impl Default for StackConfig {
             client_implicit_flow: false,
             client_direct_access_grants: true,
             realm_login_page_frameable: false,
+            access_token_lifespan_seconds: 300,
             secure_session_cookie: true,
             cookie_samesite_none: false,
             session_store: SessionStore::Redis,
@@ -262,6 +271,7 @@ impl Default for StackConfig {
             oidc_issuer_unchecked: false,
             oidc_extra_audience: None,
             log_query_strings: false,
+            gateway_trusted_proxies: 0,
             baseline_route: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
@@ -489,6 +499,11 @@ impl StackConfig {
                 "oauth2-proxy session_store_type = \"redis\" with redis_connection_url (and a redis password): the cookie then holds only a ticket the server can revoke",
             ),
             P::protection_or_fix(
+                "access tokens live at most an hour",
+                self.access_token_lifespan_seconds <= 3600,
+                "the realm's Access Token Lifespan (Realm settings → Tokens) at 5 to 60 minutes; sessions renew tokens with cookie_refresh",
+            ),
+            P::protection_or_fix(
                 "the ID token's nonce checked at sign-in",
                 self.oidc_nonce_checked,
                 "oauth2-proxy insecure_oidc_skip_nonce = false (its default, true, skips the check)",
@@ -502,6 +517,11 @@ impl StackConfig {
                 "access logs without query strings (codes, state, id_token_hint)",
                 !self.log_query_strings,
                 "meshConfig.accessLogFormat with %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+            ),
+            P::protection_or_fix(
+                "the gateway takes the client's address from its own peer (numTrustedProxies 0)",
+                self.gateway_trusted_proxies == 0,
+                "meshConfig.defaultConfig.gatewayTopology.numTrustedProxies = the number of proxies that really stand in front of the gateway and append to X-Forwarded-For (0 behind a TCP load balancer)",
             ),
             P::protection_or_fix(
                 "session cookie host-only (no cookie_domains)",

@@ -299,6 +299,49 @@ pub fn check_lifetime(
     ]
 }
 
+/// The token's issued lifetime (`exp - iat`) within `bound` seconds. The finding names the
+/// IdP's setting, since that is where it is fixed (Keycloak: the realm's or the client's
+/// access token lifespan).
+pub fn check_lifetime_bound(claims: &Map<String, Value>, bound: i64) -> CheckResult {
+    let expected = format!("exp - iat at most {bound}s ({})", human_duration(bound));
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    let iat = claims.get("iat").and_then(Value::as_i64);
+    match (exp, iat) {
+        (Some(exp), Some(iat)) => {
+            let lifetime = exp - iat;
+            let actual = format!("{lifetime}s ({})", human_duration(lifetime));
+            if lifetime <= bound {
+                CheckResult::new("lifetime", true, expected, actual)
+            } else {
+                CheckResult::new(
+                    "lifetime",
+                    false,
+                    expected,
+                    format!(
+                        "{actual}: a copied token works that long whatever happens to the \
+                         session; lower the IdP's access token lifespan (Keycloak: realm \
+                         settings, Tokens, or the client's advanced settings)"
+                    ),
+                )
+            }
+        }
+        _ => CheckResult::new(
+            "lifetime",
+            false,
+            expected,
+            "no numeric exp and iat claims, so no lifetime to bound",
+        ),
+    }
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// What a claim must look like.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -426,6 +469,27 @@ mod tests {
         assert!(!future_iat[1].passed, "{future_iat:?}");
         let none = check_lifetime(&Map::new(), 0, 30);
         assert!(none.iter().all(|r| !r.passed && r.actual == "missing"));
+    }
+
+    #[test]
+    fn lifetime_bound_names_the_issued_lifetime_both_ways() {
+        let issued = |lifetime: i64| {
+            let mut c = Map::new();
+            c.insert("iat".into(), json!(1_000_000));
+            c.insert("exp".into(), json!(1_000_000 + lifetime));
+            c
+        };
+        let short = check_lifetime_bound(&issued(300), 3600);
+        assert!(short.passed, "{short:?}");
+        assert_eq!(short.actual, "300s (5 min)");
+        let at_bound = check_lifetime_bound(&issued(3600), 3600);
+        assert!(at_bound.passed, "{at_bound:?}");
+        let long = check_lifetime_bound(&issued(86_400), 3600);
+        assert!(!long.passed);
+        assert_eq!(long.expected, "exp - iat at most 3600s (1 h)");
+        assert!(long.actual.starts_with("86400s (24 h): "), "{}", long.actual);
+        let missing = check_lifetime_bound(&Map::new(), 3600);
+        assert!(!missing.passed, "{missing:?}");
     }
 
     #[test]

@@ -325,6 +325,10 @@ pub enum Step {
         token: TokenSource,
         #[serde(default)]
         claims: BTreeMap<String, ClaimExpectation>,
+        /// The longest lifetime (`exp - iat`) the token may be issued with: a stolen bearer
+        /// token works until it expires, whatever happens to the session it came from.
+        #[serde(default)]
+        lifetime_at_most_seconds: Option<i64>,
     },
 }
 

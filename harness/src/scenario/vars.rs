@@ -45,6 +45,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "nonce",
         "in a probe request: a value unique to that request, which an echoing app gives back",
     ),
+    (
+        "nonce_address",
+        "in a probe request: the nonce as an IPv4 address (198.18.0.0/15), for forged client addresses",
+    ),
 ];
 
 /// Values for [`VARIABLES`], taken from an environment's endpoints.

@@ -61,6 +61,7 @@ pub(in crate::env) struct RealmContext<'a> {
     client_direct_access_grants: bool,
     client_refresh_tokens: bool,
     login_page_frameable: bool,
+    access_token_lifespan_seconds: u32,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
     frontend_url: Option<String>,
 }
@@ -135,6 +136,7 @@ impl<'a> RealmContext<'a> {
             client_implicit_flow: config.client_implicit_flow,
             client_direct_access_grants: config.client_direct_access_grants,
             login_page_frameable: config.realm_login_page_frameable,
+            access_token_lifespan_seconds: config.access_token_lifespan_seconds,
             client_refresh_tokens: config.client_refresh_tokens,
         }
     }
