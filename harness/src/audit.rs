@@ -205,6 +205,8 @@ fn kind(file: &ConfigFile, found: &[Setting]) -> Vec<ConfigKind> {
         || text.contains("PeerAuthentication")
         || text.contains("envoy.filters.http.jwt_authn")
         || text.contains("DownstreamTlsContext")
+        || text.contains("numTrustedProxies")
+        || text.contains("xff_num_trusted_hops")
     {
         kinds.push(ConfigKind::Mesh);
     }
@@ -551,6 +553,30 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
             "serve the IdP over HTTPS and use an https jwksUri",
         ));
     }
+    // Right only when exactly that many proxies that append to X-Forwarded-For stand in front
+    // of the gateway; behind a TCP load balancer, or reachable directly, a client writes the
+    // entries the gateway believes.
+    // Read from the text, not the parsed settings: the count also hides in a JSON annotation
+    // (`proxy.istio.io/config: '{"gatewayTopology": {"numTrustedProxies": 1}}'`).
+    let counts = trusted_proxy_counts(text);
+    if !counts.is_empty() {
+        let trusted_proxies = counts.into_iter().find(|(_, _, n)| *n > 0);
+        checks.push(check(
+            file,
+            "trusted proxies in front of the gateway",
+            Severity::Medium,
+            "numTrustedProxies / xff_num_trusted_hops 0, unless that many proxies that append to X-Forwarded-For stand in front",
+            trusted_proxies.map(|(line, key, n)| {
+                (
+                    line,
+                    format!(
+                        "{key} = {n}: the gateway takes the client's address from X-Forwarded-For, which a client reaching it directly or through a TCP load balancer writes itself (remoteIpBlocks, rate limits, x-envoy-external-address)"
+                    ),
+                )
+            }),
+            "gatewayTopology.numTrustedProxies: the number of L7 proxies in front of the gateway (0 behind a TCP load balancer); confirm with the forged_client_address scenario",
+        ));
+    }
     if text.contains("kind: PeerAuthentication") {
         let permissive = first(found, &["mode"]).find(|s| {
             s.value.eq_ignore_ascii_case("PERMISSIVE") || s.value.eq_ignore_ascii_case("DISABLE")
@@ -570,6 +596,24 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
         ));
     }
     checks
+}
+
+/// Every trusted-proxy count written in `text`: (line, key, count).
+fn trusted_proxy_counts(text: &str) -> Vec<(usize, &'static str, u32)> {
+    let mut counts = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        for key in ["numTrustedProxies", "xff_num_trusted_hops"] {
+            for (at, _) in line.match_indices(key) {
+                let value = line[at + key.len()..]
+                    .trim_start_matches(|c: char| matches!(c, '"' | '\'' | ':' | '=' | ' '));
+                let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(count) = digits.parse() {
+                    counts.push((index + 1, key, count));
+                }
+            }
+        }
+    }
+    counts
 }
 
 fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
@@ -610,6 +654,46 @@ fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
             "sslRequired: external, and TLS in front of the IdP",
         ),
     ];
+    // Keycloak's default is 5 minutes; a client's own lifespan overrides the realm's.
+    const LONGEST_ACCESS_TOKEN_SECONDS: i64 = 3600;
+    let long_lifespan = |owner: String, value: Option<i64>| {
+        value
+            .filter(|&seconds| seconds > LONGEST_ACCESS_TOKEN_SECONDS)
+            .map(|seconds| {
+                (
+                    0,
+                    format!(
+                        "{owner} access token lifespan {seconds}s: a copied token works that long, whatever happens to its session"
+                    ),
+                )
+            })
+    };
+    let as_seconds = |value: Option<&serde_json::Value>| {
+        value.and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+    };
+    let mut lifespan = long_lifespan("the realm's".into(), as_seconds(realm.get("accessTokenLifespan")));
+    for client in realm
+        .get("clients")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let id = client.get("clientId").and_then(|v| v.as_str()).unwrap_or("?");
+        lifespan = lifespan.or_else(|| {
+            long_lifespan(
+                format!("client {id}'s"),
+                as_seconds(client.pointer("/attributes/access.token.lifespan")),
+            )
+        });
+    }
+    checks.push(check(
+        file,
+        "access token lifespan",
+        Severity::Medium,
+        "access tokens issued for at most an hour",
+        lifespan,
+        "accessTokenLifespan of 300 to 3600 seconds (and no longer access.token.lifespan on a client); sessions renew tokens with oauth2-proxy's cookie_refresh",
+    ));
     for client in realm
         .get("clients")
         .and_then(|c| c.as_array())
@@ -834,6 +918,37 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxy_counts_are_findings_in_every_spelling() {
+        let mesh = "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 2\n";
+        assert_eq!(
+            findings(&[file("mesh.yaml", mesh)]),
+            ["mesh.yaml: trusted proxies in front of the gateway"]
+        );
+        let annotation = "metadata:\n  annotations:\n    proxy.istio.io/config: '{\"gatewayTopology\": {\"numTrustedProxies\": 1}}'\n";
+        assert_eq!(
+            findings(&[file("gateway.yaml", annotation)]),
+            ["gateway.yaml: trusted proxies in front of the gateway"]
+        );
+        let envoy = "typed_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n  xff_num_trusted_hops: 1\n";
+        assert_eq!(
+            findings(&[file("envoy.yaml", envoy)]),
+            ["envoy.yaml: trusted proxies in front of the gateway"]
+        );
+        let direct = "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 0\n";
+        assert!(findings(&[file("mesh.yaml", direct)]).is_empty());
+        let realm = r#"{"realm":"r","accessTokenLifespan":36000,"clients":[]}"#;
+        let checks = audit(&[file("realm.json", realm)]);
+        let lifespan = checks
+            .iter()
+            .find(|c| c.name == "realm.json: access token lifespan")
+            .unwrap();
+        assert!(
+            !lifespan.passed && lifespan.actual.contains("realm's access token lifespan 36000s"),
+            "{lifespan}"
+        );
+    }
+
+    #[test]
     fn realm_exports_are_read_as_json() {
         let internal = "kind: RequestAuthentication\nspec:\n  jwtRules:\n  - issuer: http://idp\n    audiences: [app]\n    jwksUri: http://keycloak.auth.svc.cluster.local/realms/r/protocol/openid-connect/certs\n";
         assert!(findings(&[file("ra.yaml", internal)]).is_empty());
@@ -845,12 +960,13 @@ mod tests {
             refused.contains("(notes.yaml)") && refused.contains("nothing was audited"),
             "{refused}"
         );
-        let realm = r#"{"realm":"r","registrationAllowed":true,"sslRequired":"none","clients":[{"clientId":"app","standardFlowEnabled":true,"implicitFlowEnabled":true,"redirectUris":["https://app/*"],"attributes":{}}]}"#;
+        let realm = r#"{"realm":"r","registrationAllowed":true,"sslRequired":"none","clients":[{"clientId":"app","standardFlowEnabled":true,"implicitFlowEnabled":true,"redirectUris":["https://app/*"],"attributes":{"access.token.lifespan":"86400"}}]}"#;
         assert_eq!(
             findings(&[file("realm.json", realm)]),
             [
                 "realm.json: open self-registration",
                 "realm.json: IdP over plain HTTP",
+                "realm.json: access token lifespan",
                 "realm.json: client app redirect URIs",
                 "realm.json: client app implicit flow",
                 "realm.json: client app PKCE",
