@@ -284,6 +284,15 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // Keycloak's default: Revoke Refresh Token off.
+        name: "realm_refresh_tokens_reusable",
+        breakage: |c| c.realm_refresh_token_reuse = true,
+        red: &[red(
+            "attack_session_lifecycle::refresh_token_redeemed_once",
+            "simultaneous reuse: expected at most one of two simultaneous redemptions succeeds, actual 2 of 2 succeeded",
+        )],
+    },
+    Case {
         // Lengthened to a day to stop users seeing refresh errors; Keycloak caps a token at
         // the SSO session's maximum (10 h by default), which is what the app then receives.
         name: "realm_access_tokens_valid_for_a_day",
@@ -1361,6 +1370,7 @@ fn realm_of(c: &StackConfig) -> String {
                 c.realm_login_page_frameable,
                 c.client_refresh_tokens,
                 c.access_token_lifespan_seconds,
+                c.realm_refresh_token_reuse,
             ),
         )
     )

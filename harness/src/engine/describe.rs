@@ -91,6 +91,9 @@ impl Engine {
                 )
             }
             Step::AuditConfig {} => "audit the deployment's configuration files".to_string(),
+            Step::RefreshTokenReuse {} => "redeem the granted refresh token twice at once, then \
+                 once more"
+                .to_string(),
             Step::ReplayCallback {} => "send the sign-in's callback (its code and state) again \
                  from a new browser holding only the kept cookies"
                 .to_string(),

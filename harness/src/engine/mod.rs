@@ -76,6 +76,8 @@ struct ScenarioState {
     /// The last request got no HTTP response (a caller's connection was rejected): why.
     rejected: Option<String>,
     granted: Option<Secret>,
+    /// The refresh token of the last `token_grant`.
+    granted_refresh: Option<Secret>,
     /// Parts a `disrupt` step took down and no `restore` brought back yet.
     disrupted: Vec<crate::control::Part>,
     /// Cookies a `keep_cookie` step copied, by the name it gave.
@@ -272,6 +274,7 @@ impl Engine {
                     last: None,
                     rejected: None,
                     granted: None,
+                    granted_refresh: None,
                     disrupted: Vec::new(),
                     kept_cookies: Vec::new(),
                 };
@@ -421,6 +424,7 @@ impl Engine {
             Step::WaitForSessionRefresh {} => self.wait_for_session_refresh().await,
             Step::WaitForTokenExpiry {} => self.wait_for_token_expiry(state).await,
             Step::ReplayCallback {} => self.replay_callback(state).await,
+            Step::RefreshTokenReuse {} => self.refresh_token_reuse(state).await,
             Step::Disrupt { .. }
             | Step::Restore { .. }
             | Step::ExpectImpostorRefused {}

@@ -16,10 +16,60 @@ impl Engine {
         credentials: Credentials,
         state: &mut ScenarioState,
     ) -> Result<StepOutput, String> {
-        let (page, token) = self.password_grant_for(credentials).await?;
+        let (page, token, refresh) = self.password_grant_for(credentials).await?;
         state.granted = token;
+        state.granted_refresh = refresh;
         state.last = Some(page);
         Ok(StepOutput::default())
+    }
+
+    /// Redeems the granted refresh token twice at once, then once more. One redemption must
+    /// succeed (the control: refresh works at all) and only one: an IdP that rotates refresh
+    /// tokens refuses a used one, so a copy an attacker took stops working once its owner
+    /// refreshes (and the IdP can tell that a token was stolen).
+    pub(super) async fn refresh_token_reuse(
+        &self,
+        state: &mut ScenarioState,
+    ) -> Result<StepOutput, String> {
+        let refresh = state.granted_refresh.clone().ok_or(
+            "no refresh token: run a successful token_grant step first (an IdP that issued \
+             none: Keycloak's client setting use.refresh.tokens is off)",
+        )?;
+        let discovery = self.discovery().await?;
+        let redeem = || {
+            oidc::refresh_grant(
+                &self.http,
+                &discovery.token_endpoint,
+                &self.endpoints.client_id,
+                &self.endpoints.client_secret,
+                &refresh,
+            )
+        };
+        let (first, second) = tokio::join!(redeem(), redeem());
+        let (first, second) = (
+            first.map_err(|e| e.to_string())?,
+            second.map_err(|e| e.to_string())?,
+        );
+        let later = redeem().await.map_err(|e| e.to_string())?;
+        for answer in [&first, &second, &later] {
+            for token in [&answer.access_token, &answer.refresh_token]
+                .into_iter()
+                .flatten()
+            {
+                self.redactor.register(token);
+            }
+        }
+        let checks = oidc::judge_refresh_reuse([&first, &second], &later);
+        state.last = Some(Page {
+            url: discovery.token_endpoint,
+            status: later.status,
+            headers: later.headers,
+            body: later.body,
+        });
+        Ok(StepOutput {
+            checks,
+            jwt: None,
+        })
     }
 
     pub(super) async fn discovery(&self) -> Result<oidc::Discovery, String> {
@@ -31,7 +81,7 @@ impl Engine {
     async fn password_grant_for(
         &self,
         credentials: Credentials,
-    ) -> Result<(Page, Option<Secret>), String> {
+    ) -> Result<(Page, Option<Secret>, Option<Secret>), String> {
         let discovery = self.discovery().await?;
         let (username, password) = self.credentials(credentials)?;
         let grant = oidc::password_grant(
@@ -44,7 +94,10 @@ impl Engine {
         )
         .await
         .map_err(|e| e.to_string())?;
-        if let Some(token) = &grant.access_token {
+        for token in [&grant.access_token, &grant.refresh_token]
+            .into_iter()
+            .flatten()
+        {
             self.redactor.register(token);
         }
         Ok((
@@ -55,6 +108,7 @@ impl Engine {
                 body: grant.body,
             },
             grant.access_token,
+            grant.refresh_token,
         ))
     }
 
@@ -155,7 +209,7 @@ impl Engine {
                 )?
             }
             bearer::Source::SecondUserPassword => {
-                let (answer, token) = self.password_grant_for(Credentials::SecondUser).await?;
+                let (answer, token, _) = self.password_grant_for(Credentials::SecondUser).await?;
                 issued(
                     token,
                     answer.status,

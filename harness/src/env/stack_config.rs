@@ -160,6 +160,9 @@ pub struct StackConfig {
     /// default of 5 minutes in the reference; a day where someone lengthened it to stop
     /// refresh errors.
     pub access_token_lifespan_seconds: u32,
+    /// The realm lets a refresh token be redeemed again (Keycloak's default: Revoke Refresh
+    /// Token off). The reference rotates them: each redemption's token is the only one left.
+    pub realm_refresh_token_reuse: bool,
     /// oauth2-proxy marks its session cookie `Secure`.
     pub secure_session_cookie: bool,
     /// oauth2-proxy's `cookie_samesite = "none"`: its cookies go with every cross-site
@@ -256,6 +259,7 @@ impl Default for StackConfig {
             client_direct_access_grants: true,
             realm_login_page_frameable: false,
             access_token_lifespan_seconds: 300,
+            realm_refresh_token_reuse: false,
             secure_session_cookie: true,
             cookie_samesite_none: false,
             session_store: SessionStore::Redis,
@@ -502,6 +506,11 @@ impl StackConfig {
                 "access tokens live at most an hour",
                 self.access_token_lifespan_seconds <= 3600,
                 "the realm's Access Token Lifespan (Realm settings → Tokens) at 5 to 60 minutes; sessions renew tokens with cookie_refresh",
+            ),
+            P::protection_or_fix(
+                "refresh tokens rotated (a used one is refused)",
+                !self.realm_refresh_token_reuse,
+                "the realm's Revoke Refresh Token on with Refresh Token Max Reuse 0 (revokeRefreshToken: true, refreshTokenMaxReuse: 0)",
             ),
             P::protection_or_fix(
                 "the ID token's nonce checked at sign-in",

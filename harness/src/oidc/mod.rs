@@ -96,6 +96,8 @@ pub struct GrantResponse {
     pub body: String,
     /// The access token, when the grant succeeded and the answer holds one.
     pub access_token: Option<Secret>,
+    /// The refresh token, likewise.
+    pub refresh_token: Option<Secret>,
 }
 
 /// Resource-owner password grant (`grant_type=password`, scope `openid`) at `token_endpoint`.
@@ -117,6 +119,96 @@ pub async fn password_grant(
         ("scope", "openid"),
     ];
     grant(client, token_endpoint, "a token (password grant)", &form).await
+}
+
+/// A refresh-token grant: new tokens for `refresh_token`.
+pub async fn refresh_grant(
+    client: &reqwest::Client,
+    token_endpoint: &Url,
+    client_id: &str,
+    client_secret: &Secret,
+    refresh_token: &Secret,
+) -> Result<GrantResponse, OidcError> {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id),
+        ("client_secret", client_secret.expose()),
+        ("refresh_token", refresh_token.expose()),
+    ];
+    grant(client, token_endpoint, "tokens (refresh grant)", &form).await
+}
+
+/// The verdict on one refresh token redeemed twice at once (`simultaneous`) and once more
+/// afterwards (`later`): at least one of the simultaneous redemptions succeeds (the control),
+/// at most one does, and the later one is refused.
+pub fn judge_refresh_reuse(
+    simultaneous: [&GrantResponse; 2],
+    later: &GrantResponse,
+) -> Vec<CheckResult> {
+    let redeemed = |answer: &GrantResponse| answer.status.is_success() && answer.access_token.is_some();
+    let outcome = |answer: &GrantResponse| {
+        if redeemed(answer) {
+            format!("{} with new tokens", answer.status.as_u16())
+        } else {
+            format!(
+                "{} {}",
+                answer.status.as_u16(),
+                refusal_reason(&answer.body)
+            )
+        }
+    };
+    let successes = simultaneous.iter().filter(|a| redeemed(a)).count();
+    let outcomes = format!(
+        "{} of 2 succeeded ({}; {})",
+        successes,
+        outcome(simultaneous[0]),
+        outcome(simultaneous[1])
+    );
+    vec![
+        CheckResult::new(
+            "refresh redeemed",
+            successes >= 1,
+            "one of two simultaneous redemptions of the refresh token succeeds",
+            outcomes.clone(),
+        ),
+        CheckResult::new(
+            "simultaneous reuse",
+            successes <= 1,
+            "at most one of two simultaneous redemptions succeeds",
+            if successes <= 1 {
+                outcomes
+            } else {
+                format!(
+                    "{outcomes}: the IdP lets a refresh token be used again, so a copied one \
+                     keeps minting access tokens beside its owner (Keycloak: Realm settings → \
+                     Tokens → Revoke Refresh Token on, Refresh Token Max Reuse 0)"
+                )
+            },
+        ),
+        CheckResult::new(
+            "reuse after redemption",
+            !redeemed(later),
+            "the used refresh token refused afterwards",
+            outcome(later),
+        ),
+    ]
+}
+
+/// The `error` and `error_description` of a token endpoint's refusal, else an excerpt.
+fn refusal_reason(body: &str) -> String {
+    let parsed = serde_json::from_str::<Value>(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match (field("error"), field("error_description")) {
+        (Some(error), Some(description)) => format!("{error}: {description}"),
+        (Some(error), None) => error,
+        _ => body.chars().take(120).collect(),
+    }
 }
 
 /// A client-credentials grant: the client's service account's token.
@@ -160,19 +252,20 @@ async fn grant(
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.text().await.map_err(|e| fail(e.to_string()))?;
-    let access_token = serde_json::from_str::<Value>(&body)
+    let answer = serde_json::from_str::<Value>(&body)
         .ok()
-        .filter(|_| status.is_success())
-        .and_then(|v| {
-            v.get("access_token")
-                .and_then(Value::as_str)
-                .map(Secret::new)
-        });
+        .filter(|_| status.is_success());
+    let token = |name: &str| {
+        answer
+            .as_ref()
+            .and_then(|v| v.get(name).and_then(Value::as_str).map(Secret::new))
+    };
     Ok(GrantResponse {
         status,
         headers,
+        access_token: token("access_token"),
+        refresh_token: token("refresh_token"),
         body,
-        access_token,
     })
 }
 
@@ -490,6 +583,47 @@ mod tests {
         assert!(long.actual.starts_with("86400s (24 h): "), "{}", long.actual);
         let missing = check_lifetime_bound(&Map::new(), 3600);
         assert!(!missing.passed, "{missing:?}");
+    }
+
+    fn grant_answer(status: u16, body: &str) -> GrantResponse {
+        let status = reqwest::StatusCode::from_u16(status).unwrap();
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        let token = |name: &str| {
+            parsed
+                .as_ref()
+                .filter(|_| status.is_success())
+                .and_then(|v| v.get(name)?.as_str().map(Secret::new))
+        };
+        GrantResponse {
+            status,
+            headers: reqwest::header::HeaderMap::new(),
+            access_token: token("access_token"),
+            refresh_token: token("refresh_token"),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn refresh_reuse_needs_one_redemption_and_no_second() {
+        let issued = grant_answer(200, r#"{"access_token":"a","refresh_token":"r"}"#);
+        let refused = grant_answer(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Maximum allowed refresh token reuse exceeded"}"#,
+        );
+        let rotated = judge_refresh_reuse([&issued, &refused], &refused);
+        assert!(rotated.iter().all(|c| c.passed), "{rotated:?}");
+        assert_eq!(
+            rotated[0].actual,
+            "1 of 2 succeeded (200 with new tokens; 400 invalid_grant: Maximum allowed refresh token reuse exceeded)"
+        );
+        let reusable = judge_refresh_reuse([&issued, &issued], &issued);
+        assert_eq!(
+            reusable.iter().map(|c| c.passed).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+        assert!(reusable[1].actual.contains("Revoke Refresh Token"), "{}", reusable[1].actual);
+        let broken = judge_refresh_reuse([&refused, &refused], &refused);
+        assert!(!broken[0].passed, "no redemption at all is no evidence: {broken:?}");
     }
 
     #[test]

@@ -305,6 +305,9 @@ pub enum Step {
     /// from a new browser holding only the cookies kept with `keep_cookie` (the CSRF cookie from
     /// before the sign-in): a code used twice. The scenario goes on in that browser.
     ReplayCallback {},
+    /// Redeems the refresh token of the last `token_grant` twice at once, then once more: one
+    /// redemption must succeed (the control), only one, and the used token is then refused.
+    RefreshTokenReuse {},
     /// Audits the deployment's configuration files for insecure settings (one check per rule
     /// that applies to a file; see docs/attacks.md).
     AuditConfig {},
@@ -354,6 +357,7 @@ impl Step {
             Step::WaitForSessionRefresh {} => "wait_for_session_refresh",
             Step::WaitForTokenExpiry {} => "wait_for_token_expiry",
             Step::ReplayCallback {} => "replay_callback",
+            Step::RefreshTokenReuse {} => "refresh_token_reuse",
         }
     }
 
@@ -408,7 +412,8 @@ impl Step {
             | Step::AuditConfig {}
             | Step::WaitForSessionRefresh {}
             | Step::WaitForTokenExpiry {}
-            | Step::ReplayCallback {} => {}
+            | Step::ReplayCallback {}
+            | Step::RefreshTokenReuse {} => {}
         }
         out
     }

@@ -62,6 +62,7 @@ pub(in crate::env) struct RealmContext<'a> {
     client_refresh_tokens: bool,
     login_page_frameable: bool,
     access_token_lifespan_seconds: u32,
+    refresh_token_reuse: bool,
     /// Where the realm says it is published, when not at the root of Keycloak's hostname.
     frontend_url: Option<String>,
 }
@@ -137,6 +138,7 @@ impl<'a> RealmContext<'a> {
             client_direct_access_grants: config.client_direct_access_grants,
             login_page_frameable: config.realm_login_page_frameable,
             access_token_lifespan_seconds: config.access_token_lifespan_seconds,
+            refresh_token_reuse: config.realm_refresh_token_reuse,
             client_refresh_tokens: config.client_refresh_tokens,
         }
     }
