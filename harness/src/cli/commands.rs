@@ -441,7 +441,7 @@ pub(crate) async fn start_kind(
 ) -> Result<KindEnvironment> {
     if config.istio_overlay.is_some() {
         bail!(
-            "--istio lays your objects over the local environment's; on kind apply them to the cluster yourself (kubectl apply -f DIR) after `meshauth up --env kind --keep-cluster`\nhow to fix: drop --istio, or run with --env local"
+            "--istio lays your objects over the local environment's; on kind apply them to the cluster yourself (kubectl apply -f DIR) after `meshauth run --env kind --keep-cluster` (which leaves the cluster running)\nhow to fix: drop --istio, or run with --env local"
         );
     }
     let mut images = Images::pinned();

@@ -205,7 +205,9 @@ pub async fn run_shim(spec_path: &Path) -> Result<i32, String> {
     }
     let mut request = image
         .with_cmd(spec.command.clone())
-        .with_network("host")
+        // The network mode, not `with_network("host")`: that looks "host" up among the
+        // engine's networks, which podman does not list, and then tries to create it.
+        .with_host_config_modifier(|config| config.network_mode = Some("host".into()))
         .with_user(spec.user.clone())
         .with_labels([("meshauth.component", spec.name.as_str())])
         .with_startup_timeout(Duration::from_secs(600));

@@ -97,6 +97,8 @@ impl DeploymentProfile {
             oidc_nonce_checked: false,
             client_requires_pkce: false,
             session_refresh_seconds: None,
+            // Keycloak's default for a new realm: Revoke Refresh Token off.
+            realm_refresh_token_reuse: true,
             ..config
         };
         match self {
@@ -135,6 +137,7 @@ impl DeploymentProfile {
                 admission_role: false,
                 idp_address: IdpAddress::OwnListenerUnderAuth,
                 realm: KeycloakRealm::Istio,
+                realm_refresh_token_reuse: true,
                 ..config
             },
         }

@@ -58,7 +58,12 @@ pub fn container_spec(
             spec
         }
         Component::OAuth2Proxy => spec(&images.oauth2_proxy),
-        Component::Httpbin | Component::EchoApp => spec(&images.httpbin),
+        Component::Httpbin | Component::EchoApp => {
+            // go-httpbin's image names its program in CMD only, which our arguments replace.
+            let mut spec = spec(&images.httpbin);
+            spec.entrypoint = Some("/bin/go-httpbin".into());
+            spec
+        }
         Component::Redis => {
             let mut spec = spec(&images.redis);
             spec.entrypoint = Some("redis-server".into());
