@@ -207,6 +207,8 @@ fn kind(file: &ConfigFile, found: &[Setting]) -> Vec<ConfigKind> {
         || text.contains("DownstreamTlsContext")
         || text.contains("numTrustedProxies")
         || text.contains("xff_num_trusted_hops")
+        || text.contains("minProtocolVersion")
+        || text.contains("tls_minimum_protocol_version")
     {
         kinds.push(ConfigKind::Mesh);
     }
@@ -577,6 +579,82 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
             "gatewayTopology.numTrustedProxies: the number of L7 proxies in front of the gateway (0 behind a TCP load balancer); confirm with the forged_client_address scenario",
         ));
     }
+    let identity_back = yaml_list(
+        text,
+        &[
+            "headersToDownstreamOnAllow",
+            "allowed_client_headers_on_success",
+        ],
+    )
+    .into_iter()
+    .find(|(_, item)| carries_identity(item));
+    if text.contains("headersToDownstreamOnAllow")
+        || text.contains("allowed_client_headers_on_success")
+    {
+        checks.push(check(
+            file,
+            "identity sent back to the browser",
+            Severity::High,
+            "only set-cookie among the auth service's headers passed back on allow",
+            identity_back.map(|(line, item)| {
+                (
+                    line,
+                    format!("{item} is passed back to the browser: the session's token or identity leaves the server side (scripts, extensions, caches and logs in front of the browser see it)"),
+                )
+            }),
+            "headersToDownstreamOnAllow: [set-cookie]; identity headers belong in headersToUpstreamOnAllow",
+        ));
+    }
+    let legacy_tls = first(
+        found,
+        &["minprotocolversion", "tls_minimum_protocol_version"],
+    )
+    .find(|s| {
+        let version: String = s
+            .value
+            .to_ascii_uppercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        matches!(version.as_str(), "TLSV10" | "TLSV11")
+    })
+    .map(|s| {
+        (
+            s.line,
+            format!(
+                "{}: browsers' TLS 1.0 and 1.1 (deprecated by RFC 8996) are accepted",
+                quoted(s)
+            ),
+        )
+    });
+    let cbc_suite = yaml_list(text, &["cipherSuites", "cipher_suites"])
+        .into_iter()
+        .find(|(_, suite)| {
+            let suite = suite.to_ascii_uppercase();
+            !(suite.contains("GCM") || suite.contains("CHACHA20") || suite.starts_with('['))
+        })
+        .map(|(line, suite)| {
+            (
+                line,
+                format!("{suite}: a suite without AEAD (CBC, or worse) is offered"),
+            )
+        });
+    if legacy_tls.is_some()
+        || cbc_suite.is_some()
+        || text.contains("minProtocolVersion")
+        || text.contains("tls_minimum_protocol_version")
+        || text.contains("cipherSuites")
+        || text.contains("cipher_suites")
+    {
+        checks.push(check(
+            file,
+            "legacy TLS at the gateway",
+            Severity::Medium,
+            "TLS 1.2 or newer with AEAD suites only (ECDHE with AES-GCM or ChaCha20-Poly1305)",
+            legacy_tls.or(cbc_suite),
+            "minProtocolVersion: TLSV1_2 on the Gateway's tls (tls_minimum_protocol_version: TLSv1_2 in Envoy), and cipherSuites limited to ECDHE-*-AES*-GCM-* and ECDHE-*-CHACHA20-POLY1305",
+        ));
+    }
     if text.contains("kind: PeerAuthentication") {
         let permissive = first(found, &["mode"]).find(|s| {
             s.value.eq_ignore_ascii_case("PERMISSIVE") || s.value.eq_ignore_ascii_case("DISABLE")
@@ -598,6 +676,65 @@ fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
     checks
 }
 
+/// The items of every YAML list under one of `keys`, block (`- item`, `- exact: item`) or
+/// flow (`[a, b]`) style: (line, item).
+fn yaml_list(text: &str, keys: &[&str]) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut items = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let names_a_key = keys.iter().any(|key| {
+            trimmed
+                .trim_start_matches("- ")
+                .trim_matches('"')
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start_matches('"').trim_start().starts_with(':'))
+        });
+        if !names_a_key {
+            continue;
+        }
+        let inline = trimmed.split_once(':').map(|(_, v)| v.trim()).unwrap_or("");
+        if inline.starts_with('[') {
+            items.extend(list(inline).into_iter().map(|item| (index + 1, item)));
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        for (offset, next) in lines.iter().enumerate().skip(index + 1) {
+            let next_trimmed = next.trim_start();
+            if next_trimmed.is_empty() {
+                continue;
+            }
+            let next_indent = next.len() - next_trimmed.len();
+            if next_indent < indent || (next_indent == indent && !next_trimmed.starts_with("- ")) {
+                break;
+            }
+            let item = next_trimmed.trim_start_matches("- ").trim();
+            // Envoy's string matchers: `- exact: name`, `- prefix: x-auth-request-`.
+            let item = ["exact:", "prefix:", "safe_regex:", "regex:"]
+                .iter()
+                .find_map(|m| item.strip_prefix(m))
+                .unwrap_or(item);
+            if !item.is_empty() && !item.ends_with(':') {
+                items.push((offset + 1, clean_value(item)));
+            }
+        }
+    }
+    items
+}
+
+/// A header that carries the session's identity or tokens.
+fn carries_identity(header: &str) -> bool {
+    let header = header.to_ascii_lowercase();
+    header == "authorization"
+        || header.starts_with("x-auth-request-")
+        || header.starts_with("x-forwarded-user")
+        || header.starts_with("x-forwarded-email")
+        || header.starts_with("x-forwarded-groups")
+        || header.starts_with("x-forwarded-preferred-username")
+        || header.starts_with("x-forwarded-access-token")
+        || header.starts_with("x-id-token")
+}
+
 /// Every trusted-proxy count written in `text`: (line, key, count).
 fn trusted_proxy_counts(text: &str) -> Vec<(usize, &'static str, u32)> {
     let mut counts = Vec::new();
@@ -605,7 +742,7 @@ fn trusted_proxy_counts(text: &str) -> Vec<(usize, &'static str, u32)> {
         for key in ["numTrustedProxies", "xff_num_trusted_hops"] {
             for (at, _) in line.match_indices(key) {
                 let value = line[at + key.len()..]
-                    .trim_start_matches(|c: char| matches!(c, '"' | '\'' | ':' | '=' | ' '));
+                    .trim_start_matches(['"', '\'', ':', '=', ' ']);
                 let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
                 if let Ok(count) = digits.parse() {
                     counts.push((index + 1, key, count));
@@ -671,14 +808,20 @@ fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
     let as_seconds = |value: Option<&serde_json::Value>| {
         value.and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
     };
-    let mut lifespan = long_lifespan("the realm's".into(), as_seconds(realm.get("accessTokenLifespan")));
+    let mut lifespan = long_lifespan(
+        "the realm's".into(),
+        as_seconds(realm.get("accessTokenLifespan")),
+    );
     for client in realm
         .get("clients")
         .and_then(|c| c.as_array())
         .into_iter()
         .flatten()
     {
-        let id = client.get("clientId").and_then(|v| v.as_str()).unwrap_or("?");
+        let id = client
+            .get("clientId")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
         lifespan = lifespan.or_else(|| {
             long_lifespan(
                 format!("client {id}'s"),
@@ -686,6 +829,60 @@ fn keycloak_realm(file: &ConfigFile) -> Vec<CheckResult> {
             )
         });
     }
+    // Keycloak's defaults (X-Frame-Options SAMEORIGIN, frame-ancestors 'self') apply where the
+    // export leaves the headers out.
+    let headers = realm.get("browserSecurityHeaders");
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_ascii_lowercase)
+    };
+    let frame_options = header("xFrameOptions");
+    let csp = header("contentSecurityPolicy");
+    let frameable = headers.is_some()
+        && !frame_options
+            .as_deref()
+            .is_some_and(|v| v.contains("deny") || v.contains("sameorigin"))
+        && !csp
+            .as_deref()
+            .is_some_and(|v| v.contains("frame-ancestors"));
+    checks.push(check(
+        file,
+        "login page frameable",
+        Severity::Medium,
+        "browserSecurityHeaders keep X-Frame-Options or a CSP frame-ancestors",
+        frameable.then(|| {
+            (
+                0,
+                format!(
+                    "browserSecurityHeaders: xFrameOptions {:?}, contentSecurityPolicy {:?}: any site can frame the login page (clickjacking of the password form)",
+                    frame_options.unwrap_or_default(),
+                    csp.unwrap_or_default()
+                ),
+            )
+        }),
+        "xFrameOptions: SAMEORIGIN and contentSecurityPolicy with frame-ancestors 'self' (Keycloak's defaults), or frame-ancestors naming the one portal that embeds it",
+    ));
+    let rotated = realm.get("revokeRefreshToken").and_then(|v| v.as_bool()) == Some(true)
+        && realm
+            .get("refreshTokenMaxReuse")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+            == 0;
+    checks.push(check(
+        file,
+        "refresh tokens reusable",
+        Severity::Low,
+        "revokeRefreshToken true with refreshTokenMaxReuse 0",
+        (!rotated).then(|| {
+            (
+                0,
+                "refresh tokens are not rotated (Keycloak's default): a copied refresh token keeps minting access tokens beside its owner's".to_string(),
+            )
+        }),
+        "revokeRefreshToken: true, refreshTokenMaxReuse: 0 (Realm settings → Tokens → Revoke Refresh Token)",
+    ));
     checks.push(check(
         file,
         "access token lifespan",
@@ -871,7 +1068,7 @@ mod tests {
                 None => assert!(check.passed, "{check}"),
             }
         }
-        let implicit_only = r#"{"realm":"r","clients":[{"clientId":"spa","standardFlowEnabled":false,"implicitFlowEnabled":true,"redirectUris":["*"]}]}"#;
+        let implicit_only = r#"{"realm":"r","revokeRefreshToken":true,"clients":[{"clientId":"spa","standardFlowEnabled":false,"implicitFlowEnabled":true,"redirectUris":["*"]}]}"#;
         assert_eq!(
             findings(&[file("realm.json", implicit_only)]),
             [
@@ -882,7 +1079,10 @@ mod tests {
         let defaults = r#"{"realm":"r","clients":[{"clientId":"app","redirectUris":["https://app/oauth2/callback"]}]}"#;
         assert_eq!(
             findings(&[file("realm.json", defaults)]),
-            ["realm.json: client app PKCE"]
+            [
+                "realm.json: refresh tokens reusable",
+                "realm.json: client app PKCE"
+            ]
         );
         let unset = "meshConfig:\n  extensionProviders:\n  - name: p\n    envoyExtAuthzHttp:\n      service: s\n      pathPrefix: /x\n      headersToDownstreamOnDeny: [set-cookie]\n";
         assert_eq!(
@@ -919,7 +1119,8 @@ mod tests {
 
     #[test]
     fn trusted_proxy_counts_are_findings_in_every_spelling() {
-        let mesh = "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 2\n";
+        let mesh =
+            "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 2\n";
         assert_eq!(
             findings(&[file("mesh.yaml", mesh)]),
             ["mesh.yaml: trusted proxies in front of the gateway"]
@@ -934,7 +1135,8 @@ mod tests {
             findings(&[file("envoy.yaml", envoy)]),
             ["envoy.yaml: trusted proxies in front of the gateway"]
         );
-        let direct = "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 0\n";
+        let direct =
+            "meshConfig:\n  defaultConfig:\n    gatewayTopology:\n      numTrustedProxies: 0\n";
         assert!(findings(&[file("mesh.yaml", direct)]).is_empty());
         let realm = r#"{"realm":"r","accessTokenLifespan":36000,"clients":[]}"#;
         let checks = audit(&[file("realm.json", realm)]);
@@ -943,9 +1145,56 @@ mod tests {
             .find(|c| c.name == "realm.json: access token lifespan")
             .unwrap();
         assert!(
-            !lifespan.passed && lifespan.actual.contains("realm's access token lifespan 36000s"),
+            !lifespan.passed
+                && lifespan
+                    .actual
+                    .contains("realm's access token lifespan 36000s"),
             "{lifespan}"
         );
+    }
+
+    #[test]
+    fn identity_back_to_the_browser_legacy_tls_and_frameable_login_are_findings() {
+        let provider = "meshConfig:\n  extensionProviders:\n  - name: p\n    envoyExtAuthzHttp:\n      service: s\n      pathPrefix: /x\n      failOpen: false\n      timeout: 5s\n      headersToDownstreamOnDeny: [set-cookie]\n      headersToDownstreamOnAllow:\n      - set-cookie\n      - X-Auth-Request-Access-Token\n";
+        assert_eq!(
+            findings(&[file("mesh.yaml", provider)]),
+            ["mesh.yaml: identity sent back to the browser"]
+        );
+        let envoy = "name: envoy.filters.http.ext_authz\ntyped_config:\n  failure_mode_allow: false\n  path_prefix: /x\n  authorization_response:\n    allowed_client_headers_on_success:\n      patterns:\n      - exact: set-cookie\n      - prefix: x-auth-request-\n";
+        assert!(
+            findings(&[file("envoy.yaml", envoy)])
+                .contains(&"envoy.yaml: identity sent back to the browser".to_string()),
+            "{:?}",
+            findings(&[file("envoy.yaml", envoy)])
+        );
+        let only_cookies = provider.replace("      - X-Auth-Request-Access-Token\n", "");
+        assert!(findings(&[file("mesh.yaml", &only_cookies)]).is_empty());
+
+        let gateway = "kind: Gateway\nspec:\n  servers:\n  - port: {number: 443}\n    tls:\n      mode: SIMPLE\n      minProtocolVersion: TLSV1_0\n";
+        assert_eq!(
+            findings(&[file("gateway.yaml", gateway)]),
+            ["gateway.yaml: legacy TLS at the gateway"]
+        );
+        let cbc = "kind: Gateway\nspec:\n  servers:\n  - tls:\n      minProtocolVersion: TLSV1_2\n      cipherSuites:\n      - ECDHE-RSA-AES128-GCM-SHA256\n      - ECDHE-RSA-AES128-SHA\n";
+        let checks = audit(&[file("gateway.yaml", cbc)]);
+        let tls = checks
+            .iter()
+            .find(|c| c.name == "gateway.yaml: legacy TLS at the gateway")
+            .unwrap();
+        assert!(
+            !tls.passed && tls.actual.contains("ECDHE-RSA-AES128-SHA:"),
+            "{tls}"
+        );
+        let modern = cbc.replace("      - ECDHE-RSA-AES128-SHA\n", "");
+        assert!(findings(&[file("gateway.yaml", &modern)]).is_empty());
+
+        let framed = r#"{"realm":"r","revokeRefreshToken":true,"browserSecurityHeaders":{"xFrameOptions":"","contentSecurityPolicy":"frame-src 'self'; object-src 'none';"},"clients":[]}"#;
+        assert_eq!(
+            findings(&[file("realm.json", framed)]),
+            ["realm.json: login page frameable"]
+        );
+        let defaults = r#"{"realm":"r","revokeRefreshToken":true,"clients":[]}"#;
+        assert!(findings(&[file("realm.json", defaults)]).is_empty());
     }
 
     #[test]
@@ -966,6 +1215,7 @@ mod tests {
             [
                 "realm.json: open self-registration",
                 "realm.json: IdP over plain HTTP",
+                "realm.json: refresh tokens reusable",
                 "realm.json: access token lifespan",
                 "realm.json: client app redirect URIs",
                 "realm.json: client app implicit flow",

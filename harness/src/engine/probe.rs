@@ -1069,7 +1069,11 @@ mod tests {
         let parsed: std::net::Ipv4Addr = address.parse().unwrap();
         let [first, second, ..] = parsed.octets();
         assert!(first == 198 && (second == 18 || second == 19), "{address}");
-        assert!(carries_forged(&format!("{address}, 127.0.0.1"), "mpX", &address));
+        assert!(carries_forged(
+            &format!("{address}, 127.0.0.1"),
+            "mpX",
+            &address
+        ));
         assert!(!carries_forged(&format!("{address}7"), "mpX", &address));
         assert!(!carries_forged(&format!("1{address}"), "mpX", &address));
     }

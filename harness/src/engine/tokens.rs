@@ -66,10 +66,7 @@ impl Engine {
             headers: later.headers,
             body: later.body,
         });
-        Ok(StepOutput {
-            checks,
-            jwt: None,
-        })
+        Ok(StepOutput { checks, jwt: None })
     }
 
     pub(super) async fn discovery(&self) -> Result<oidc::Discovery, String> {

@@ -145,7 +145,8 @@ pub fn judge_refresh_reuse(
     simultaneous: [&GrantResponse; 2],
     later: &GrantResponse,
 ) -> Vec<CheckResult> {
-    let redeemed = |answer: &GrantResponse| answer.status.is_success() && answer.access_token.is_some();
+    let redeemed =
+        |answer: &GrantResponse| answer.status.is_success() && answer.access_token.is_some();
     let outcome = |answer: &GrantResponse| {
         if redeemed(answer) {
             format!("{} with new tokens", answer.status.as_u16())
@@ -580,7 +581,11 @@ mod tests {
         let long = check_lifetime_bound(&issued(86_400), 3600);
         assert!(!long.passed);
         assert_eq!(long.expected, "exp - iat at most 3600s (1 h)");
-        assert!(long.actual.starts_with("86400s (24 h): "), "{}", long.actual);
+        assert!(
+            long.actual.starts_with("86400s (24 h): "),
+            "{}",
+            long.actual
+        );
         let missing = check_lifetime_bound(&Map::new(), 3600);
         assert!(!missing.passed, "{missing:?}");
     }
@@ -621,9 +626,16 @@ mod tests {
             reusable.iter().map(|c| c.passed).collect::<Vec<_>>(),
             [true, false, false]
         );
-        assert!(reusable[1].actual.contains("Revoke Refresh Token"), "{}", reusable[1].actual);
+        assert!(
+            reusable[1].actual.contains("Revoke Refresh Token"),
+            "{}",
+            reusable[1].actual
+        );
         let broken = judge_refresh_reuse([&refused, &refused], &refused);
-        assert!(!broken[0].passed, "no redemption at all is no evidence: {broken:?}");
+        assert!(
+            !broken[0].passed,
+            "no redemption at all is no evidence: {broken:?}"
+        );
     }
 
     #[test]
