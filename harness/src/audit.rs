@@ -741,8 +741,7 @@ fn trusted_proxy_counts(text: &str) -> Vec<(usize, &'static str, u32)> {
     for (index, line) in text.lines().enumerate() {
         for key in ["numTrustedProxies", "xff_num_trusted_hops"] {
             for (at, _) in line.match_indices(key) {
-                let value = line[at + key.len()..]
-                    .trim_start_matches(['"', '\'', ':', '=', ' ']);
+                let value = line[at + key.len()..].trim_start_matches(['"', '\'', ':', '=', ' ']);
                 let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
                 if let Ok(count) = digits.parse() {
                     counts.push((index + 1, key, count));
