@@ -58,6 +58,10 @@ pub(crate) enum Command {
     /// What Istio makes of the deployment's Istio objects.
     #[command(subcommand)]
     Istio(IstioCommand),
+    /// Container images of the components, built here for machines and clusters without
+    /// registry access.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Runs one component's container for the containers environment (internal).
     #[command(hide = true)]
     ContainerShim {
@@ -72,6 +76,15 @@ pub(crate) enum IstioCommand {
     /// profile's, with --istio laid over them) for the gateway and httpbin's sidecar:
     /// listeners, clusters and routes as Envoy receives them, one JSON file per proxy.
     Dump(IstioDumpArgs),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ImagesCommand {
+    /// Build the images `--env containers` runs from the components the local environment
+    /// runs (installing them first), tagged with the references it names, so nothing is
+    /// pulled. Uses podman, else docker (or $MESHAUTH_CONTAINER_ENGINE); an image whose
+    /// inputs did not change is kept.
+    Build,
 }
 
 #[derive(clap::Args)]
@@ -347,6 +360,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
         Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),
+        Command::Images(ImagesCommand::Build) => images_build(),
         Command::ContainerShim { spec } => {
             let code = crate::components::container::run_shim(&spec)
                 .await

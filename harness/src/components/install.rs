@@ -414,7 +414,7 @@ fn join<T>(
 
 /// Runs an installer command, turning failure into an error that names the component, the
 /// command and the tail of its output.
-fn run(
+pub(super) fn run(
     component: &'static str,
     command: &mut Command,
     hint: &str,
@@ -444,7 +444,7 @@ fn run(
     })
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComponentError {
+pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComponentError {
     let what = what.into();
     move |source| ComponentError::Io { what, source }
 }

@@ -3,6 +3,7 @@
 //! scenarios.
 
 pub mod container;
+pub mod images;
 pub mod install;
 pub mod java;
 pub mod process;

@@ -141,7 +141,11 @@ impl LocalStack {
 
     pub fn info(&self) -> EnvironmentInfo {
         EnvironmentInfo {
-            kind: "local".into(),
+            kind: match self.runtime {
+                Runtime::Processes => "local",
+                Runtime::Containers(_) => "containers",
+            }
+            .into(),
             app_url: self.endpoints.app.to_string(),
             idp_url: self.endpoints.idp.to_string(),
             issuer: self.issuer.clone(),
