@@ -25,6 +25,10 @@ pub struct RawRequest {
     pub host: String,
     /// In order, names as spelled.
     pub headers: Vec<(String, String)>,
+    /// Sent over HTTP/2 (TLS with ALPN `h2`): the target becomes `:path` as written, the Host
+    /// `:authority`; header names go lower case, as HTTP/2 requires, and the connection-specific
+    /// ones HTTP/2 forbids (`Connection`, `Upgrade`, …) are left out.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,9 @@ impl RawRequest {
             String::new()
         };
         let mut text = format!("{} {sent_to}{}", self.method, self.target);
+        if self.http2 {
+            text.push_str(" over HTTP/2");
+        }
         if self.host != authority(origin) {
             text.push_str(&format!(" (Host: {})", self.host));
         }
@@ -108,13 +115,18 @@ pub const NO_COMPLETE_RESPONSE: &str = "no complete response within";
 #[derive(Clone)]
 pub struct RawClient {
     tls: TlsConnector,
+    /// The same trust, offering only `h2` in ALPN.
+    tls_h2: TlsConnector,
     timeout: Duration,
 }
 
 impl RawClient {
     pub fn new(extra_ca_pem: Option<&str>, timeout: Duration) -> Result<Self, String> {
+        let mut h2 = tls_client_config(extra_ca_pem)?;
+        h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls_client_config(extra_ca_pem)?)),
+            tls_h2: TlsConnector::from(Arc::new(h2)),
             timeout,
         })
     }
@@ -138,6 +150,21 @@ impl RawClient {
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
         match origin.scheme() {
+            "https" if request.http2 => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                let tls = self
+                    .tls_h2
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(format!(
+                        "{host}:{port} did not take HTTP/2: no h2 in its ALPN answer"
+                    ));
+                }
+                exchange_h2(tls, request).await
+            }
             "https" => {
                 let name = ServerName::try_from(host.clone())
                     .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
@@ -148,10 +175,91 @@ impl RawClient {
                     .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
                 exchange_on(tls, request).await
             }
+            "http" if request.http2 => Err(format!(
+                "{origin}: HTTP/2 probes go over TLS (ALPN h2); this origin is plain HTTP"
+            )),
             "http" => exchange_on(tcp, request).await,
             other => Err(format!("{origin}: scheme {other} is not http or https")),
         }
     }
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 8.2.2): a request carrying them is malformed there.
+const CONNECTION_SPECIFIC: [&str; 6] = [
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "http2-settings",
+];
+
+/// The request as one HTTP/2 stream on `stream` (a TLS connection that negotiated `h2`).
+async fn exchange_h2<S>(stream: S, request: &RawRequest) -> Result<RawResponse, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let uri: hyper::Uri = format!("https://{}{}", request.host, request.target)
+        .parse()
+        .map_err(|e| {
+            format!(
+                "{} with :authority {} cannot be sent over HTTP/2: {e}",
+                request.target, request.host
+            )
+        })?;
+    let mut builder = hyper::Request::builder()
+        .method(request.method.as_str())
+        .uri(uri)
+        .header("user-agent", "meshauth-probe");
+    for (name, value) in &request.headers {
+        let name = name.to_ascii_lowercase();
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) || name == "host" {
+            continue;
+        }
+        builder = builder.header(name, value);
+    }
+    let outgoing = builder
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("building the HTTP/2 request: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let result = async {
+        let response = sender
+            .send_request(outgoing)
+            .await
+            .map_err(|e| format!("sending the HTTP/2 request: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            MAX_RESPONSE,
+        ))
+        .await
+        .map_err(|e| format!("reading the HTTP/2 response: {e}"))?
+        .to_bytes();
+        Ok(RawResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+    .await;
+    driver.abort();
+    result
 }
 
 async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
@@ -318,6 +426,7 @@ mod tests {
             target: "/anything/%2e%2e//./x;y".into(),
             host: "APP.EXAMPLE.:443".into(),
             headers: vec![("X_Auth_Request_User".into(), "mallory".into())],
+            http2: false,
         };
         let wire = String::from_utf8(request.to_bytes()).unwrap();
         assert!(
@@ -335,6 +444,16 @@ mod tests {
             request.describe(&elsewhere, true),
             "GET http://idp.example:8080/anything/%2e%2e//./x;y (Host: APP.EXAMPLE.:443) \
              [X_Auth_Request_User: mallory]"
+        );
+        let h2 = RawRequest {
+            http2: true,
+            ..request.clone()
+        };
+        assert!(
+            h2.describe(&origin, false)
+                .starts_with("GET /anything/%2e%2e//./x;y over HTTP/2 (Host: "),
+            "{}",
+            h2.describe(&origin, false)
         );
     }
 

@@ -10,7 +10,7 @@ use super::expect::excerpt;
 use crate::browser::raw::{RawClient, RawRequest, RawResponse};
 use crate::check::CheckResult;
 use crate::redact::Secret;
-use crate::scenario::{Attack, Evidence, Probe, ProbeRequest, Variables};
+use crate::scenario::{Attack, Evidence, Probe, ProbeRequest, Protocol, Variables};
 
 /// The header every probe request carries its nonce in; an echoing app gives it back.
 pub const NONCE_HEADER: &str = "X-Meshauth-Probe";
@@ -192,6 +192,7 @@ fn build(
             .map(|h| vars.expand(h))
             .unwrap_or_else(|| crate::browser::raw::authority(origin)),
         headers,
+        http2: request.protocol == Protocol::H2,
     }
 }
 
@@ -233,6 +234,7 @@ fn build_follow(signed: &RawRequest, target: &Url, marker: &str) -> RawRequest {
         target: path,
         host: signed.host.clone(),
         headers,
+        http2: signed.http2,
     }
 }
 

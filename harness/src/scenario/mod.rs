@@ -464,6 +464,21 @@ pub struct ProbeRequest {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub evidence: Evidence,
+    /// The HTTP version the request goes over.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// How a probe request travels.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, byte for byte as written.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`), as browsers reach an HTTPS gateway: a separate codec and
+    /// header map in the gateway, where a check or a header rule may apply differently.
+    H2,
 }
 
 /// What proves an answer came from the app.
