@@ -1,0 +1,304 @@
+//! Istio objects and mesh config, and Envoy bootstraps: the gateway's checks, its JWT rules,
+//! what it trusts and sends back, its TLS, and the sidecars' mTLS.
+
+use super::settings::{Setting, code, first, list, trusted_proxy_counts, truthy, yaml_list};
+use super::{ConfigFile, check, quoted};
+use crate::check::{CheckResult, Severity};
+
+pub(super) fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
+    let text = &code(&file.text);
+    let mut checks = Vec::new();
+    ext_authz_failure_mode(file, found, &mut checks);
+    access_logs(file, text, &mut checks);
+    ext_authz_provider(file, found, text, &mut checks);
+    jwt_rules(file, found, text, &mut checks);
+    trusted_proxies(file, text, &mut checks);
+    identity_sent_back(file, text, &mut checks);
+    legacy_tls(file, found, text, &mut checks);
+    peer_authentication(file, found, text, &mut checks);
+    checks
+}
+
+/// The line (1-based) of the first line holding `needle`, 0 when none does.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+fn ext_authz_failure_mode(file: &ConfigFile, found: &[Setting], checks: &mut Vec<CheckResult>) {
+    let fail_open = first(found, &["failopen", "failure_mode_allow"]).find(|s| truthy(&s.value));
+    checks.push(check(
+        file,
+        "ext_authz fails open",
+        Severity::Critical,
+        "failOpen / failure_mode_allow false",
+        fail_open.map(|s| (s.line, quoted(s))),
+        "failOpen: false on the envoyExtAuthzHttp provider",
+    ));
+}
+
+fn access_logs(file: &ConfigFile, text: &str, checks: &mut Vec<CheckResult>) {
+    if text.contains("envoy.access_loggers") || text.contains("accessLogFile") {
+        let without_query = text.contains("REQ_WITHOUT_QUERY");
+        checks.push(check(file, "query strings in access logs", Severity::Medium,
+            "access log lines without query strings (%REQ_WITHOUT_QUERY(...)%)",
+            (!without_query).then(|| (line_of(text, if text.contains("accessLogFile") { "accessLogFile" } else { "access_log" }), "the default format logs each path with its query string: authorization codes, state and the logout's id_token_hint end up in the logs".to_string())),
+            "meshConfig.accessLogFormat (or the access log's format) with %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"));
+    }
+}
+
+fn ext_authz_provider(
+    file: &ConfigFile,
+    found: &[Setting],
+    text: &str,
+    checks: &mut Vec<CheckResult>,
+) {
+    let ext_authz =
+        text.contains("envoyExtAuthzHttp") || text.contains("envoy.filters.http.ext_authz");
+    if ext_authz {
+        let has_prefix = first(found, &["pathprefix", "path_prefix"]).any(|s| !s.value.is_empty());
+        checks.push(check(file, "ext_authz pathPrefix", Severity::High,
+            "a pathPrefix, so oauth2-proxy's own /robots.txt, /ping, /ready never answer for an app path",
+            (!has_prefix).then(|| (line_of(text, if text.contains("envoyExtAuthzHttp") { "envoyExtAuthzHttp" } else { "ext_authz" }), "no pathPrefix: oauth2-proxy is asked about the app's own path".to_string())),
+            "pathPrefix: /ext-authz with includeAdditionalHeadersInCheck x-auth-request-redirect: \"%REQ(:PATH)%\""));
+        let set_cookie_back = text.to_ascii_lowercase().contains("set-cookie");
+        checks.push(check(file, "set-cookie passed back", Severity::Medium,
+            "set-cookie among the headers the gateway passes back (headersToDownstreamOnDeny / allowed_client_headers)",
+            (!set_cookie_back).then(|| (line_of(text, "ext"), "set-cookie is not passed back: the CSRF and session cookies never reach the browser".to_string())),
+            "add set-cookie to headersToDownstreamOnDeny and headersToDownstreamOnAllow"));
+        let seconds = |value: &str| {
+            let value = value.trim();
+            let (number, unit) = value.split_at(
+                value
+                    .find(|c: char| c.is_ascii_alphabetic())
+                    .unwrap_or(value.len()),
+            );
+            let number: f64 = number.trim().parse().ok()?;
+            Some(match unit {
+                "ms" => number / 1000.0,
+                "m" => number * 60.0,
+                "h" => number * 3600.0,
+                _ => number,
+            })
+        };
+        let long_timeout = first(found, &["timeout"])
+            .find(|s| seconds(&s.value).is_some_and(|t| t >= 60.0))
+            .map(|s| {
+                (
+                    s.line,
+                    format!(
+                        "{}: a hung auth service holds every request this long",
+                        quoted(s)
+                    ),
+                )
+            })
+            .or_else(|| {
+                (text.contains("envoyExtAuthzHttp") && first(found, &["timeout"]).next().is_none())
+                    .then(|| {
+                        (
+                            line_of(text, "envoyExtAuthzHttp"),
+                            "no timeout: Istio waits 600 s for a hung auth service".to_string(),
+                        )
+                    })
+            });
+        checks.push(check(
+            file,
+            "ext_authz timeout",
+            Severity::Low,
+            "a timeout of seconds, not Istio's 600 s default",
+            long_timeout,
+            "timeout: 5s on the envoyExtAuthzHttp provider",
+        ));
+    }
+}
+
+fn jwt_rules(file: &ConfigFile, found: &[Setting], text: &str, checks: &mut Vec<CheckResult>) {
+    if text.contains("jwtRules") || text.contains("envoy.filters.http.jwt_authn") {
+        let audiences = first(found, &["audiences"]).any(|s| !list(&s.value).is_empty())
+            || text.contains("audiences:\n");
+        checks.push(check(file, "JWT audiences", Severity::Medium,
+            "jwtRules[].audiences naming the app's client",
+            (!audiences).then(|| (line_of(text, "jwt"), "no audiences: every valid token of the realm is accepted, whichever client or service account it was issued to".to_string())),
+            "audiences: [<client id>] in each jwtRule"));
+        // In-cluster and loopback addresses stay inside the mesh's mTLS or the machine.
+        let plain_jwks = first(found, &["jwksuri", "uri"]).find(|s| {
+            let host = s
+                .value
+                .strip_prefix("http://")
+                .and_then(|rest| rest.split(['/', ':']).next())
+                .unwrap_or_default();
+            s.value.starts_with("http://")
+                && s.value.contains("certs")
+                && !(host == "localhost"
+                    || host.starts_with("127.")
+                    || host.ends_with(".svc")
+                    || host.ends_with(".cluster.local"))
+        });
+        checks.push(check(
+            file,
+            "JWKS over TLS",
+            Severity::Medium,
+            "jwksUri over https",
+            plain_jwks.map(|s| {
+                (
+                    s.line,
+                    format!(
+                        "{}: signing keys fetched in plaintext can be swapped in transit",
+                        quoted(s)
+                    ),
+                )
+            }),
+            "serve the IdP over HTTPS and use an https jwksUri",
+        ));
+    }
+}
+
+fn trusted_proxies(file: &ConfigFile, text: &str, checks: &mut Vec<CheckResult>) {
+    // Right only when exactly that many proxies that append to X-Forwarded-For stand in front
+    // of the gateway; behind a TCP load balancer, or reachable directly, a client writes the
+    // entries the gateway believes.
+    // Read from the text, not the parsed settings: the count also hides in a JSON annotation
+    // (`proxy.istio.io/config: '{"gatewayTopology": {"numTrustedProxies": 1}}'`).
+    let counts = trusted_proxy_counts(text);
+    if !counts.is_empty() {
+        let trusted_proxies = counts.into_iter().find(|(_, _, n)| *n > 0);
+        checks.push(check(
+            file,
+            "trusted proxies in front of the gateway",
+            Severity::Medium,
+            "numTrustedProxies / xff_num_trusted_hops 0, unless that many proxies that append to X-Forwarded-For stand in front",
+            trusted_proxies.map(|(line, key, n)| {
+                (
+                    line,
+                    format!(
+                        "{key} = {n}: the gateway takes the client's address from X-Forwarded-For, which a client reaching it directly or through a TCP load balancer writes itself (remoteIpBlocks, rate limits, x-envoy-external-address)"
+                    ),
+                )
+            }),
+            "gatewayTopology.numTrustedProxies: the number of L7 proxies in front of the gateway (0 behind a TCP load balancer); confirm with the forged_client_address scenario",
+        ));
+    }
+}
+
+fn identity_sent_back(file: &ConfigFile, text: &str, checks: &mut Vec<CheckResult>) {
+    let identity_back = yaml_list(
+        text,
+        &[
+            "headersToDownstreamOnAllow",
+            "allowed_client_headers_on_success",
+        ],
+    )
+    .into_iter()
+    .find(|(_, item)| carries_identity(item));
+    if text.contains("headersToDownstreamOnAllow")
+        || text.contains("allowed_client_headers_on_success")
+    {
+        checks.push(check(
+            file,
+            "identity sent back to the browser",
+            Severity::High,
+            "only set-cookie among the auth service's headers passed back on allow",
+            identity_back.map(|(line, item)| {
+                (
+                    line,
+                    format!("{item} is passed back to the browser: the session's token or identity leaves the server side (scripts, extensions, caches and logs in front of the browser see it)"),
+                )
+            }),
+            "headersToDownstreamOnAllow: [set-cookie]; identity headers belong in headersToUpstreamOnAllow",
+        ));
+    }
+}
+
+fn legacy_tls(file: &ConfigFile, found: &[Setting], text: &str, checks: &mut Vec<CheckResult>) {
+    let legacy_tls = first(
+        found,
+        &["minprotocolversion", "tls_minimum_protocol_version"],
+    )
+    .find(|s| {
+        let version: String = s
+            .value
+            .to_ascii_uppercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        matches!(version.as_str(), "TLSV10" | "TLSV11")
+    })
+    .map(|s| {
+        (
+            s.line,
+            format!(
+                "{}: browsers' TLS 1.0 and 1.1 (deprecated by RFC 8996) are accepted",
+                quoted(s)
+            ),
+        )
+    });
+    let cbc_suite = yaml_list(text, &["cipherSuites", "cipher_suites"])
+        .into_iter()
+        .find(|(_, suite)| {
+            let suite = suite.to_ascii_uppercase();
+            !(suite.contains("GCM") || suite.contains("CHACHA20") || suite.starts_with('['))
+        })
+        .map(|(line, suite)| {
+            (
+                line,
+                format!("{suite}: a suite without AEAD (CBC, or worse) is offered"),
+            )
+        });
+    if legacy_tls.is_some()
+        || cbc_suite.is_some()
+        || text.contains("minProtocolVersion")
+        || text.contains("tls_minimum_protocol_version")
+        || text.contains("cipherSuites")
+        || text.contains("cipher_suites")
+    {
+        checks.push(check(
+            file,
+            "legacy TLS at the gateway",
+            Severity::Medium,
+            "TLS 1.2 or newer with AEAD suites only (ECDHE with AES-GCM or ChaCha20-Poly1305)",
+            legacy_tls.or(cbc_suite),
+            "minProtocolVersion: TLSV1_2 on the Gateway's tls (tls_minimum_protocol_version: TLSv1_2 in Envoy), and cipherSuites limited to ECDHE-*-AES*-GCM-* and ECDHE-*-CHACHA20-POLY1305",
+        ));
+    }
+}
+
+fn peer_authentication(
+    file: &ConfigFile,
+    found: &[Setting],
+    text: &str,
+    checks: &mut Vec<CheckResult>,
+) {
+    if text.contains("kind: PeerAuthentication") {
+        let permissive = first(found, &["mode"]).find(|s| {
+            s.value.eq_ignore_ascii_case("PERMISSIVE") || s.value.eq_ignore_ascii_case("DISABLE")
+        });
+        checks.push(check(
+            file,
+            "mTLS mode",
+            Severity::Medium,
+            "PeerAuthentication STRICT",
+            permissive.map(|s| {
+                (
+                    s.line,
+                    format!("{}: plaintext callers are accepted", quoted(s)),
+                )
+            }),
+            "mtls.mode: STRICT",
+        ));
+    }
+}
+
+/// A header that carries the session's identity or tokens.
+fn carries_identity(header: &str) -> bool {
+    let header = header.to_ascii_lowercase();
+    header == "authorization"
+        || header.starts_with("x-auth-request-")
+        || header.starts_with("x-forwarded-user")
+        || header.starts_with("x-forwarded-email")
+        || header.starts_with("x-forwarded-groups")
+        || header.starts_with("x-forwarded-preferred-username")
+        || header.starts_with("x-forwarded-access-token")
+        || header.starts_with("x-id-token")
+}
