@@ -20,6 +20,32 @@ pub fn check_response(
     vars: &Variables,
 ) -> Vec<CheckResult> {
     let mut checks = Vec::new();
+    answer_checks(expect, page, vars, &mut checks);
+    sign_in_checks(expect, page, &mut checks);
+    cookie_checks(expect, page, browser, endpoints, vars, &mut checks);
+    app_checks(expect, page, browser, &mut checks);
+    // A page that failed its checks because the auth proxy answered at the IdP's address
+    // says why, with the fix.
+    if checks.iter().any(|check| !check.passed)
+        && let Some(diagnosis) = browser.idp_behind_auth_check_at(page)
+    {
+        checks.push(CheckResult::new(
+            "diagnosis",
+            false,
+            "the IdP answering at its own address",
+            diagnosis.to_string(),
+        ));
+    }
+    checks
+}
+
+/// The answer itself: connection, status, where it landed or points, its body, who refused.
+fn answer_checks(
+    expect: &ResponseExpectation,
+    page: &Page,
+    vars: &Variables,
+    checks: &mut Vec<CheckResult>,
+) {
     if let Some(connection) = expect.connection {
         checks.push(CheckResult::new(
             "connection",
@@ -86,6 +112,10 @@ pub fn check_response(
             .collect();
         checks.push(check_refused_by(&expect.refused_by, page, &idp_origins));
     }
+}
+
+/// The sign-in pages: the IdP's login form, the auth proxy's sign-in page, a login error.
+fn sign_in_checks(expect: &ResponseExpectation, page: &Page, checks: &mut Vec<CheckResult>) {
     if let Some(want) = &expect.login_form {
         let found = find_login_form(&page.body, &page.url).is_ok();
         checks.push(CheckResult::new(
@@ -151,6 +181,17 @@ pub fn check_response(
             ),
         ));
     }
+}
+
+/// The browser's cookies for the app, and what the response set.
+fn cookie_checks(
+    expect: &ResponseExpectation,
+    page: &Page,
+    browser: &Browser,
+    endpoints: &Endpoints,
+    vars: &Variables,
+    checks: &mut Vec<CheckResult>,
+) {
     for name in &expect.app_cookies {
         let name = &vars.expand(name);
         let present = browser.has_cookie_for(&endpoints.app, name);
@@ -192,6 +233,15 @@ pub fn check_response(
         };
         checks.extend(check_cookie(&cookie, browser, &endpoints.app));
     }
+}
+
+/// What the app received, and what the browser must never be given or allowed.
+fn app_checks(
+    expect: &ResponseExpectation,
+    page: &Page,
+    browser: &Browser,
+    checks: &mut Vec<CheckResult>,
+) {
     if !expect.app_received_headers.is_empty() || !expect.app_did_not_receive_headers.is_empty() {
         match echoed_headers(page) {
             Ok(received) => {
@@ -237,19 +287,6 @@ pub fn check_response(
     if let Some(want) = expect.not_frameable {
         checks.push(check_not_frameable(page, want));
     }
-    // A page that failed its checks because the auth proxy answered at the IdP's address
-    // says why, with the fix.
-    if checks.iter().any(|check| !check.passed)
-        && let Some(diagnosis) = browser.idp_behind_auth_check_at(page)
-    {
-        checks.push(CheckResult::new(
-            "diagnosis",
-            false,
-            "the IdP answering at its own address",
-            diagnosis.to_string(),
-        ));
-    }
-    checks
 }
 
 /// Whether browsers refuse to show `page` in another site's frame. CSP `frame-ancestors`
