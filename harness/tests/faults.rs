@@ -275,6 +275,33 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // Health checkers from the pod network let through at the auth proxy, with the
+        // gateway passing the client's own X-Real-IP into the check (as Istio's provider does
+        // with x-real-ip in includeRequestHeadersInCheck and nothing removing the client's).
+        name: "auth_proxy_trusting_the_pod_network_takes_the_clients_x_real_ip",
+        breakage: |c| {
+            c.strip_identity_headers = false;
+            c.oauth2_proxy_trusted_ips = vec!["10.0.0.0/8"];
+        },
+        red: &[red(
+            "attack_unauthenticated_reach::forwarded_headers_toward_the_check",
+            "[X-Real-IP: 10.0.0.1]",
+        )],
+    },
+    Case {
+        // The health path exempted at the auth proxy instead of the gateway, with the client's
+        // own X-Forwarded-Uri passed into the check.
+        name: "auth_proxy_exempting_health_takes_the_clients_x_forwarded_uri",
+        breakage: |c| {
+            c.strip_identity_headers = false;
+            c.oauth2_proxy_skip_auth_routes = vec!["GET=^/health$"];
+        },
+        red: &[red(
+            "attack_unauthenticated_reach::forwarded_headers_toward_the_check",
+            "[X-Forwarded-Uri: /health]",
+        )],
+    },
+    Case {
         // Set for a cloud load balancer that forwards TCP and writes no X-Forwarded-For.
         name: "gateway_trusting_two_proxies_takes_the_clients_own_address",
         breakage: |c| c.gateway_trusted_proxies = 2,

@@ -62,6 +62,12 @@ pub struct StackConfig {
     /// oauth2-proxy's `whitelist_domains`: hosts a return URL (`rd=`) may point to besides
     /// the app's own. Empty in the reference.
     pub whitelist_domains: Vec<String>,
+    /// oauth2-proxy's `trusted_ips`: client addresses that pass without a session (for health
+    /// checkers). None in the reference.
+    pub oauth2_proxy_trusted_ips: Vec<&'static str>,
+    /// oauth2-proxy's `skip_auth_routes` (`METHOD=regex`): paths that pass without a session.
+    /// None in the reference.
+    pub oauth2_proxy_skip_auth_routes: Vec<&'static str>,
     /// The ext_authz provider's `failOpen`: when oauth2-proxy cannot be asked, let the
     /// request through. Off in the reference.
     pub ext_authz_fail_open: bool,
@@ -225,6 +231,8 @@ impl Default for StackConfig {
             ext_authz_path_prefix: true,
             strip_identity_headers: true,
             whitelist_domains: Vec::new(),
+            oauth2_proxy_trusted_ips: Vec::new(),
+            oauth2_proxy_skip_auth_routes: Vec::new(),
             ext_authz_fail_open: false,
             ext_authz_check_cookie: true,
             ext_authz_identity_to_browser: false,
@@ -536,6 +544,11 @@ impl StackConfig {
                 "session cookie host-only (no cookie_domains)",
                 self.session_cookie_domain.is_none(),
                 "leave cookie_domains unset unless the session must span hosts you all own",
+            ),
+            P::protection_or_fix(
+                "no client address or path passes the auth proxy without a session (no trusted_ips, skip_auth_routes)",
+                self.oauth2_proxy_trusted_ips.is_empty() && self.oauth2_proxy_skip_auth_routes.is_empty(),
+                "leave oauth2-proxy's trusted_ips and skip_auth_routes unset: exempt health paths at the gateway (the CUSTOM policy's notPaths), where the client cannot choose the address or path the check sees",
             ),
             P::protection_or_fix(
                 "return URLs limited to the app (no whitelist_domains)",

@@ -163,6 +163,8 @@ pub(in crate::env) struct OAuth2ProxyContext<'a> {
     oidc_nonce_checked: bool,
     oidc_issuer_unchecked: bool,
     oidc_extra_audience: Option<&'static str>,
+    trusted_ips: &'a [&'static str],
+    skip_auth_routes: &'a [&'static str],
     /// `redis://host:port` of the session store; none for cookie sessions.
     redis_url: Option<String>,
     /// `cookie_refresh`, e.g. `2s`; none: never refresh.
@@ -200,6 +202,8 @@ impl<'a> OAuth2ProxyContext<'a> {
             secure_session_cookie: config.secure_session_cookie,
             cookie_samesite_none: config.cookie_samesite_none,
             whitelist_domains: &config.whitelist_domains,
+            trusted_ips: &config.oauth2_proxy_trusted_ips,
+            skip_auth_routes: &config.oauth2_proxy_skip_auth_routes,
             required_role: (config.admission_role && config.idp.keycloak_issues()).then_some(ROLE),
             cookie_domain: config.session_cookie_domain.as_deref(),
             // The second IdP's end_session asks the browser to confirm, which oauth2-proxy's
