@@ -34,7 +34,9 @@ fi
 socket=/run/podman/podman.sock
 if ! curl -sf --unix-socket "$socket" http://podman/_ping >/dev/null 2>&1; then
   mkdir -p /run/podman
-  nohup podman system service --time=0 "unix://$socket" >/tmp/podman-service.log 2>&1 &
+  # Detached from this shell's output, so that nothing waits on it; its pid for whoever stops it.
+  setsid nohup podman system service --time=0 "unix://$socket" </dev/null >/tmp/podman-service.log 2>&1 &
+  echo $! >/run/podman/meshauth-service.pid
   for _ in $(seq 1 50); do
     curl -sf --unix-socket "$socket" http://podman/_ping >/dev/null 2>&1 && break
     sleep 0.2
