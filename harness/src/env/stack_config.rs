@@ -547,7 +547,8 @@ impl StackConfig {
             ),
             P::protection_or_fix(
                 "no client address or path passes the auth proxy without a session (no trusted_ips, skip_auth_routes)",
-                self.oauth2_proxy_trusted_ips.is_empty() && self.oauth2_proxy_skip_auth_routes.is_empty(),
+                self.oauth2_proxy_trusted_ips.is_empty()
+                    && self.oauth2_proxy_skip_auth_routes.is_empty(),
                 "leave oauth2-proxy's trusted_ips and skip_auth_routes unset: exempt health paths at the gateway (the CUSTOM policy's notPaths), where the client cannot choose the address or path the check sees",
             ),
             P::protection_or_fix(
