@@ -119,6 +119,15 @@ impl Manifests {
 #[derive(Serialize)]
 struct KindContext<'a> {
     cluster_name: &'a str,
+    /// `imagePullPolicy` of every container: `Never` with local images (a missing image is an
+    /// error at once instead of a pull from a registry that cannot be reached).
+    image_pull_policy: &'static str,
+    /// Local images: the node image brings its CNI, Istio's images come from
+    /// `istio_hub`/`istio_tag`, and the proxy is upstream Envoy.
+    local_images: bool,
+    node_brings_cni: bool,
+    istio_hub: &'a str,
+    istio_tag: &'a str,
     namespace: &'a str,
     realm: &'a str,
     images: &'a Images,
@@ -225,6 +234,15 @@ pub fn render(
     .render()?;
     let context = KindContext {
         cluster_name: &options.cluster_name,
+        image_pull_policy: if options.local_images() {
+            "Never"
+        } else {
+            "IfNotPresent"
+        },
+        local_images: options.local_images(),
+        node_brings_cni: options.node_brings_cni(),
+        istio_hub: super::options::LOCAL_ISTIO_HUB,
+        istio_tag: options.istio_tag.as_deref().unwrap_or(""),
         namespace: NAMESPACE,
         realm: config.realm.name(),
         images: &options.images,
