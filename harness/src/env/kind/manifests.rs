@@ -386,6 +386,49 @@ mod tests {
     }
 
     #[test]
+    fn local_images_pull_nothing_and_tell_istio_its_proxy_is_upstream_envoy() {
+        let options = KindOptions {
+            image_source: super::super::ImageSource::Local,
+            istio_tag: Some("1.31.0".into()),
+            ..KindOptions::default()
+        };
+        assert_eq!(options.node_image(), Some(super::super::LOCAL_NODE_IMAGE));
+        assert_eq!(
+            options.istio_images(),
+            ["localhost/istio/pilot:1.31.0", "localhost/istio/proxyv2:1.31.0"]
+        );
+        let secrets = secrets();
+        let manifests = render(&StackConfig::default(), &options, &secrets).unwrap();
+        // The install files only: the objects differ from the default snapshot in
+        // imagePullPolicy alone (checked below).
+        insta::assert_snapshot!(
+            "kind_local_images",
+            format!(
+                "# cluster\n{}\n# istio\n{}",
+                manifests.cluster, manifests.istio_install
+            )
+        );
+        let default = render(&StackConfig::default(), &KindOptions::default(), &secrets)
+            .unwrap()
+            .objects_yaml();
+        assert_eq!(
+            manifests.objects_yaml(),
+            default.replace(
+                "\"imagePullPolicy\": \"IfNotPresent\"",
+                "\"imagePullPolicy\": \"Never\""
+            )
+        );
+        let containers = manifests
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .flat_map(|o| o["spec"]["template"]["spec"]["containers"].as_array().unwrap());
+        for container in containers {
+            assert_eq!(container["imagePullPolicy"], "Never", "{container}");
+        }
+    }
+
+    #[test]
     fn the_realm_and_oauth2_proxy_config_are_the_local_fixtures() {
         let config = StackConfig {
             role_mapper: false,
