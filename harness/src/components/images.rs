@@ -178,6 +178,23 @@ pub fn build_images(
     }
     keycloak.links.extend(busybox_applets(&busybox)?);
     let redis_libs: Vec<PathBuf> = toolchain.redis.library_dir.iter().cloned().collect();
+    let mut redis = ImageRecipe::new(&images.redis).program(
+        &toolchain.redis.binary,
+        "/usr/local/bin/redis-server",
+        &redis_libs,
+    );
+    // Its libraries from the cache (liblzf, jemalloc) sit at the cache's path inside the image
+    // too: the image itself says where (the local launch's LD_LIBRARY_PATH made --env
+    // containers work, a Kubernetes pod has no such variable).
+    if !redis_libs.is_empty() {
+        let joined = std::env::join_paths(&redis_libs)
+            .map_err(|e| ComponentError::Unusable {
+                component: "redis",
+                reason: format!("its library directory cannot be a search path: {e}"),
+                hint: "move the component cache to a path without ':'".into(),
+            })?;
+        redis = redis.instruction(format!("ENV LD_LIBRARY_PATH={}", joined.to_string_lossy()));
+    }
     let recipes = [
         ImageRecipe::new(&images.httpbin)
             .program(&toolchain.httpbin, "/bin/go-httpbin", &[])
@@ -188,13 +205,7 @@ pub fn build_images(
         ImageRecipe::new(&images.envoy)
             .program(&toolchain.envoy, "/usr/local/bin/envoy", &[])
             .instruction("ENTRYPOINT [\"/usr/local/bin/envoy\"]"),
-        ImageRecipe::new(&images.redis)
-            .program(
-                &toolchain.redis.binary,
-                "/usr/local/bin/redis-server",
-                &redis_libs,
-            )
-            .instruction("ENTRYPOINT [\"/usr/local/bin/redis-server\"]"),
+        redis.instruction("ENTRYPOINT [\"/usr/local/bin/redis-server\"]"),
         ImageRecipe::new(&images.node)
             .program(
                 &resolve_program(&toolchain.oidc_idp.node)?,
