@@ -145,6 +145,9 @@ struct KindContext<'a> {
     redis_password: &'a str,
     idp_url: &'a str,
     keycloak_internal_url: &'a str,
+    /// oauth2-proxy's sign-out also ends the Keycloak session: its server-side call goes to
+    /// Keycloak's Service (the issuer's loopback URL is the pod's own loopback in a pod).
+    backend_logout: bool,
     realm_json: &'a str,
     oauth2_proxy_cfg: &'a str,
     oauth2_proxy_client_secret: &'a str,
@@ -259,6 +262,7 @@ pub fn render(
         redis_password: secrets.redis_password.expose(),
         idp_url: &urls.idp,
         keycloak_internal_url: &keycloak_internal_url,
+        backend_logout: config.backend_logout && config.idp.keycloak_issues(),
         realm_json: &realm_json,
         oauth2_proxy_cfg: &oauth2_proxy_cfg,
         oauth2_proxy_client_secret: if config.wrong_client_secret {
