@@ -314,7 +314,12 @@ pub(crate) struct KindArgs {
     /// Istio's images built here — is loaded into the node with `kind load`, never pulled; the
     /// node image brings its own CNI; CoreDNS answers only the cluster's names; Istio is told
     /// its proxy is upstream Envoy).
-    #[arg(long = "images", value_enum, value_name = "SOURCE", default_value = "pull")]
+    #[arg(
+        long = "images",
+        value_enum,
+        value_name = "SOURCE",
+        default_value = "pull"
+    )]
     pub(crate) image_source: crate::env::kind::ImageSource,
     /// With --env kind: the node image (`kind create cluster --image`). Default: kind's own
     /// pinned node image, or with `--images local` the one built here

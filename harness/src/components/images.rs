@@ -187,12 +187,11 @@ pub fn build_images(
     // too: the image itself says where (the local launch's LD_LIBRARY_PATH made --env
     // containers work, a Kubernetes pod has no such variable).
     if !redis_libs.is_empty() {
-        let joined = std::env::join_paths(&redis_libs)
-            .map_err(|e| ComponentError::Unusable {
-                component: "redis",
-                reason: format!("its library directory cannot be a search path: {e}"),
-                hint: "move the component cache to a path without ':'".into(),
-            })?;
+        let joined = std::env::join_paths(&redis_libs).map_err(|e| ComponentError::Unusable {
+            component: "redis",
+            reason: format!("its library directory cannot be a search path: {e}"),
+            hint: "move the component cache to a path without ':'".into(),
+        })?;
         redis = redis.instruction(format!("ENV LD_LIBRARY_PATH={}", joined.to_string_lossy()));
     }
     let recipes = [
@@ -670,7 +669,11 @@ mod tests {
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         group_writable(&root).unwrap();
         let mode = |path: &str| {
-            std::fs::metadata(root.join(path)).unwrap().permissions().mode() & 0o777
+            std::fs::metadata(root.join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
         };
         assert_eq!(mode(""), 0o775);
         assert_eq!(mode("bin"), 0o775);

@@ -362,10 +362,12 @@ async fn cluster_dns_only(client: &kube::Client, kubeconfig: &Path) -> Result<()
     use kube::api::{Patch, PatchParams};
     let error = |what: &str| {
         let what = what.to_string();
-        move |e: kube::Error| EnvError::Cluster {
+        move |e: kube::Error| {
+            EnvError::Cluster {
             what,
             detail: e.to_string(),
             fix: "check `kubectl --kubeconfig RUN_DIR/kind/kubeconfig -n kube-system get cm/coredns deploy/coredns`".into(),
+        }
         }
     };
     let config_maps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "kube-system");
@@ -483,8 +485,14 @@ mod tests {
         assert!(!local.contains("max_concurrent"), "{local}");
         assert!(!local.contains("loop\n"), "{local}");
         assert!(local.contains("kubernetes cluster.local"), "{local}");
-        assert!(local.contains("cache 30 {\n       disable success"), "{local}");
-        assert!(local.contains("    reload\n    loadbalance\n}\n"), "{local}");
+        assert!(
+            local.contains("cache 30 {\n       disable success"),
+            "{local}"
+        );
+        assert!(
+            local.contains("    reload\n    loadbalance\n}\n"),
+            "{local}"
+        );
         assert_eq!(local.matches('{').count(), local.matches('}').count());
         let forward_on_one_line = ".:53 {\n    forward . 10.0.0.1\n    cache 30\n}\n";
         assert_eq!(

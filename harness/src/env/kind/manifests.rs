@@ -399,7 +399,10 @@ mod tests {
         assert_eq!(options.node_image(), Some(super::super::LOCAL_NODE_IMAGE));
         assert_eq!(
             options.istio_images(),
-            ["localhost/istio/pilot:1.31.0", "localhost/istio/proxyv2:1.31.0"]
+            [
+                "localhost/istio/pilot:1.31.0",
+                "localhost/istio/proxyv2:1.31.0"
+            ]
         );
         let secrets = secrets();
         let manifests = render(&StackConfig::default(), &options, &secrets).unwrap();
@@ -426,7 +429,11 @@ mod tests {
             .objects
             .iter()
             .filter(|o| o["kind"] == "Deployment")
-            .flat_map(|o| o["spec"]["template"]["spec"]["containers"].as_array().unwrap());
+            .flat_map(|o| {
+                o["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+            });
         for container in containers {
             assert_eq!(container["imagePullPolicy"], "Never", "{container}");
         }
