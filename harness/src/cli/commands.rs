@@ -489,6 +489,9 @@ pub(crate) async fn start_kind(
         keep_cluster: args.kind.keep_cluster,
         http_host_port: args.kind.kind_http_port,
         https_host_port: args.kind.kind_https_port,
+        image_source: args.kind.image_source,
+        node_image: args.kind.node_image.clone(),
+        istio_tag: None,
     };
     let progress = Progress::new();
     let started = Instant::now();

@@ -309,6 +309,23 @@ pub(crate) struct KindArgs {
     /// httpbin). Repeatable; applied after --image-registry.
     #[arg(long = "image", value_name = "NAME=REF")]
     pub(crate) images: Vec<String>,
+    /// With --env kind: `pull` (the cluster pulls every image) or `local` (for clusters without
+    /// registry access: every image already in the local engine — `meshauth images build`,
+    /// Istio's images built here — is loaded into the node with `kind load`, never pulled; the
+    /// node image brings its own CNI; CoreDNS answers only the cluster's names; Istio is told
+    /// its proxy is upstream Envoy).
+    #[arg(
+        long = "images",
+        value_enum,
+        value_name = "SOURCE",
+        default_value = "pull"
+    )]
+    pub(crate) image_source: crate::env::kind::ImageSource,
+    /// With --env kind: the node image (`kind create cluster --image`). Default: kind's own
+    /// pinned node image, or with `--images local` the one built here
+    /// (`localhost/kind-node:v1.34.4-lab`).
+    #[arg(long, value_name = "REF")]
+    pub(crate) node_image: Option<String>,
     /// With --env kind: the loopback port kind maps to the gateway's plain-HTTP node port.
     #[arg(long, value_name = "PORT", default_value_t = 18080)]
     pub(crate) kind_http_port: u16,

@@ -98,6 +98,9 @@ struct ImageRecipe {
     links: Vec<(PathBuf, PathBuf)>,
     /// Binaries whose shared libraries go in too, with extra library directories.
     binaries: Vec<(PathBuf, Vec<PathBuf>)>,
+    /// Directories (created if absent) the image's user may write to through group 0, as
+    /// `chmod -R g+rwX` in the upstream image.
+    group_writable: Vec<PathBuf>,
     instructions: Vec<String>,
 }
 
@@ -109,8 +112,15 @@ impl ImageRecipe {
             trees: Vec::new(),
             links: Vec::new(),
             binaries: Vec::new(),
+            group_writable: Vec::new(),
             instructions: Vec::new(),
         }
+    }
+
+    /// A directory the image's user (uid 1000, gid 0) may write to.
+    fn group_writable(mut self, inside: &str) -> Self {
+        self.group_writable.push(inside.into());
+        self
     }
 
     /// A program at `inside`, with its shared libraries.
@@ -149,6 +159,12 @@ pub fn build_images(
         .program(&busybox, "/bin/busybox", &[])
         .tree(java, "/opt/java/openjdk")
         .tree(&toolchain.keycloak_home, "/opt/keycloak")
+        // Keycloak writes its build (lib/quarkus) and data/ (the truststore, the dev database)
+        // at start. With `--user 0:0` (--env containers) any mode does; on Kubernetes the
+        // image's own user 1000 runs it, whose group is 0: the upstream image makes
+        // /opt/keycloak group-writable for exactly that.
+        .group_writable("/opt/keycloak")
+        .group_writable("/opt/keycloak/data")
         .instruction("ENV JAVA_HOME=/opt/java/openjdk PATH=/opt/java/openjdk/bin:/usr/local/bin:/usr/bin:/bin LANG=en_US.UTF-8")
         .instruction("USER 1000")
         .instruction("ENTRYPOINT [\"/opt/keycloak/bin/kc.sh\"]");
@@ -162,6 +178,22 @@ pub fn build_images(
     }
     keycloak.links.extend(busybox_applets(&busybox)?);
     let redis_libs: Vec<PathBuf> = toolchain.redis.library_dir.iter().cloned().collect();
+    let mut redis = ImageRecipe::new(&images.redis).program(
+        &toolchain.redis.binary,
+        "/usr/local/bin/redis-server",
+        &redis_libs,
+    );
+    // Its libraries from the cache (liblzf, jemalloc) sit at the cache's path inside the image
+    // too: the image itself says where (the local launch's LD_LIBRARY_PATH made --env
+    // containers work, a Kubernetes pod has no such variable).
+    if !redis_libs.is_empty() {
+        let joined = std::env::join_paths(&redis_libs).map_err(|e| ComponentError::Unusable {
+            component: "redis",
+            reason: format!("its library directory cannot be a search path: {e}"),
+            hint: "move the component cache to a path without ':'".into(),
+        })?;
+        redis = redis.instruction(format!("ENV LD_LIBRARY_PATH={}", joined.to_string_lossy()));
+    }
     let recipes = [
         ImageRecipe::new(&images.httpbin)
             .program(&toolchain.httpbin, "/bin/go-httpbin", &[])
@@ -172,13 +204,7 @@ pub fn build_images(
         ImageRecipe::new(&images.envoy)
             .program(&toolchain.envoy, "/usr/local/bin/envoy", &[])
             .instruction("ENTRYPOINT [\"/usr/local/bin/envoy\"]"),
-        ImageRecipe::new(&images.redis)
-            .program(
-                &toolchain.redis.binary,
-                "/usr/local/bin/redis-server",
-                &redis_libs,
-            )
-            .instruction("ENTRYPOINT [\"/usr/local/bin/redis-server\"]"),
+        redis.instruction("ENTRYPOINT [\"/usr/local/bin/redis-server\"]"),
         ImageRecipe::new(&images.node)
             .program(
                 &resolve_program(&toolchain.oidc_idp.node)?,
@@ -247,6 +273,11 @@ fn build_one(
         let _ = std::fs::remove_file(&at);
         std::os::unix::fs::symlink(target, &at).map_err(io(format!("link {}", at.display())))?;
     }
+    for path in &recipe.group_writable {
+        let at = inside(&rootfs, path);
+        std::fs::create_dir_all(&at).map_err(io(format!("create {}", at.display())))?;
+        group_writable(&at)?;
+    }
     let file = context.join("Containerfile");
     std::fs::write(&file, &containerfile).map_err(io(format!("write {}", file.display())))?;
     let hint = "the engine must build FROM scratch without a registry; with podman as root, \
@@ -279,6 +310,11 @@ fn containerfile(recipe: &ImageRecipe) -> String {
     let mut text = String::from(
         "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
     );
+    // Part of the inputs' digest: an image built before the directories were writable is
+    // built again.
+    for path in &recipe.group_writable {
+        text.push_str(&format!("# group-writable in rootfs: {}\n", path.display()));
+    }
     for line in &recipe.instructions {
         text.push_str(line);
         text.push('\n');
@@ -524,6 +560,33 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), ComponentError> {
 
 /// Copies the tree `from` to `to`: links that stay inside it are kept as links, links out of
 /// it (a JDK's `cacerts` into `/etc`) are replaced by what they point at.
+/// `chmod -R g+rwX`: group read and write everywhere, group execute on directories and on
+/// files someone may execute. Symbolic links are left alone.
+fn group_writable(path: &Path) -> Result<(), ComponentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata =
+        std::fs::symlink_metadata(path).map_err(io(format!("read {}", path.display())))?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = metadata.permissions().mode();
+    let mut wanted = mode | 0o060;
+    if metadata.is_dir() || mode & 0o111 != 0 {
+        wanted |= 0o010;
+    }
+    if wanted != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))
+            .map_err(io(format!("chmod {}", path.display())))?;
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io(format!("read {}", path.display())))? {
+            let entry = entry.map_err(io(format!("read {}", path.display())))?;
+            group_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ComponentError> {
     let root = from
         .canonicalize()
@@ -589,6 +652,34 @@ mod tests {
             parse_ldd("\tliblzf.so.1 => not found\n").unwrap_err(),
             "liblzf.so.1"
         );
+    }
+
+    #[test]
+    fn group_writable_is_chmod_g_plus_rwx() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("meshauth-gw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/kc.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(root.join("README.md"), "hi\n").unwrap();
+        for (path, mode) in [("bin", 0o755), ("bin/kc.sh", 0o755), ("README.md", 0o644)] {
+            std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        group_writable(&root).unwrap();
+        let mode = |path: &str| {
+            std::fs::metadata(root.join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o775);
+        assert_eq!(mode("bin"), 0o775);
+        assert_eq!(mode("bin/kc.sh"), 0o775);
+        assert_eq!(mode("README.md"), 0o664);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

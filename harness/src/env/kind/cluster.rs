@@ -253,6 +253,12 @@ fn rolled_out(deployment: &k8s_openapi::api::apps::v1::Deployment) -> bool {
     let Some(status) = &deployment.status else {
         return false;
     };
+    // The status must describe the current spec: right after a change (CoreDNS restarted
+    // with its new Corefile) it still reports the old, rolled-out generation.
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < generation {
+        return false;
+    }
     status.updated_replicas.unwrap_or(0) >= wanted
         && status.available_replicas.unwrap_or(0) >= wanted
         && status.replicas.unwrap_or(0) == wanted
@@ -290,6 +296,21 @@ fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_of_an_older_generation_is_not_rolled_out() {
+        let deployment = |observed: i64| -> k8s_openapi::api::apps::v1::Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "coredns", "generation": 2 },
+                "spec": { "replicas": 2, "selector": {}, "template": {} },
+                "status": { "observedGeneration": observed, "replicas": 2,
+                            "updatedReplicas": 2, "availableReplicas": 2 }
+            }))
+            .unwrap()
+        };
+        assert!(!rolled_out(&deployment(1)));
+        assert!(rolled_out(&deployment(2)));
+    }
 
     #[test]
     fn a_pod_that_cannot_pull_its_image_stops_the_wait() {

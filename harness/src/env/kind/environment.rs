@@ -37,11 +37,17 @@ impl KindEnvironment {
     pub async fn start(
         run_dir: &Path,
         config: StackConfig,
-        options: KindOptions,
+        mut options: KindOptions,
         redactor: &Redactor,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<Self, EnvError> {
         let tools = KindTools::find()?;
+        if options.local_images() {
+            options.istio_tag = Some(tools.istio_version.clone());
+        }
+        if tools.podman {
+            lib_modules()?;
+        }
         for (port, purpose) in [
             (
                 options.http_host_port,
@@ -108,11 +114,11 @@ impl KindEnvironment {
         // From here on the cluster exists: dropping `environment` deletes it on any error.
         // Ctrl-C from here on (kind create included) deletes the cluster.
         if !options.keep_cluster {
-            let kind = tools.kind.clone();
+            let mut kind = tools.kind();
             let name = options.cluster_name.clone();
             let kubeconfig = kubeconfig.clone();
             crate::components::process::on_interrupt(&interrupt_key(&name), move || {
-                let _ = Command::new(kind)
+                let _ = kind
                     .args(["delete", "cluster", "--name", &name])
                     .arg("--kubeconfig")
                     .arg(kubeconfig)
@@ -121,14 +127,19 @@ impl KindEnvironment {
         }
         progress(StackEvent::Starting("kind cluster"));
         let started = Instant::now();
+        let mut create = tools.kind();
+        create
+            .args(["create", "cluster", "--name", &options.cluster_name])
+            .arg("--config")
+            .arg(&cluster_file)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--wait", "180s"]);
+        if let Some(image) = options.node_image() {
+            create.args(["--image", image]);
+        }
         run_tool(
-            Command::new(&tools.kind)
-                .args(["create", "cluster", "--name", &options.cluster_name])
-                .arg("--config")
-                .arg(&cluster_file)
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(["--wait", "180s"]),
+            &mut create,
             "create the kind cluster",
             "see kind's output above; `kind delete cluster --name NAME` removes a half-created cluster",
         )?;
@@ -144,6 +155,29 @@ impl KindEnvironment {
             component: "kind cluster",
             after: started.elapsed(),
         });
+        let client = client(&kubeconfig).await?;
+        if environment.options.local_images() {
+            progress(StackEvent::Starting("images (kind load)"));
+            let started = Instant::now();
+            let redis = manifests
+                .deployments()
+                .iter()
+                .any(|(_, name)| name == "redis");
+            let mut images = environment.options.istio_images();
+            images.extend(environment.options.app_images(redis));
+            environment.load_images(&images)?;
+            progress(StackEvent::Ready {
+                component: "images (kind load)",
+                after: started.elapsed(),
+            });
+            progress(StackEvent::Starting("coredns (cluster names only)"));
+            let started = Instant::now();
+            cluster_dns_only(&client, &kubeconfig).await?;
+            progress(StackEvent::Ready {
+                component: "coredns (cluster names only)",
+                after: started.elapsed(),
+            });
+        }
 
         progress(StackEvent::Starting("istio"));
         let started = Instant::now();
@@ -161,7 +195,6 @@ impl KindEnvironment {
             after: started.elapsed(),
         });
 
-        let client = client(&kubeconfig).await?;
         progress(StackEvent::Starting("apps"));
         apply_all(&client, &manifests.objects).await?;
         for (namespace, name) in manifests.deployments() {
@@ -175,6 +208,22 @@ impl KindEnvironment {
         environment.wait_issuer().await?;
         environment.ready = true;
         Ok(environment)
+    }
+
+    /// Loads each image from the local engine into the node, one per `kind load` (an archive of
+    /// several images from podman's API can carry every name on the first image).
+    fn load_images(&self, images: &[String]) -> Result<(), EnvError> {
+        for image in images {
+            run_tool(
+                self.tools
+                    .kind()
+                    .args(["load", "docker-image", "--name", &self.options.cluster_name])
+                    .arg(image),
+                &format!("load the image {image} into the kind node"),
+                "the image must exist in the local engine (`docker image inspect IMAGE`): `meshauth images build` builds the apps' images, Istio's (`localhost/istio/pilot`, `proxyv2`, tagged with istioctl's version) are built as docs/cluster-lab.md §4f describes; or use `--images pull` on a machine with registry access",
+            )?;
+        }
+        Ok(())
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -258,7 +307,8 @@ impl Drop for KindEnvironment {
             // What went wrong stays inspectable after the cluster is gone.
             let logs = self.run_dir.join("kind/logs");
             match run_tool(
-                Command::new(&self.tools.kind)
+                self.tools
+                    .kind()
                     .args(["export", "logs"])
                     .arg(&logs)
                     .args(["--name", &self.options.cluster_name]),
@@ -271,7 +321,8 @@ impl Drop for KindEnvironment {
         }
         // With the run's own kubeconfig: the user's is never edited.
         if let Err(error) = run_tool(
-            Command::new(&self.tools.kind)
+            self.tools
+                .kind()
                 .args(["delete", "cluster", "--name", &self.options.cluster_name])
                 .arg("--kubeconfig")
                 .arg(&kubeconfig),
@@ -281,6 +332,117 @@ impl Drop for KindEnvironment {
             eprintln!("warning: {error}");
         }
     }
+}
+
+/// kind's podman provider bind-mounts `/lib/modules` into the node; podman refuses a missing
+/// bind source, and some machines (containers, sandboxes) have none: create the empty directory.
+fn lib_modules() -> Result<(), EnvError> {
+    let path = Path::new("/lib/modules");
+    if path.is_dir() {
+        return Ok(());
+    }
+    eprintln!(
+        "creating the empty directory /lib/modules: kind's podman provider mounts it into the node and this machine has none"
+    );
+    std::fs::create_dir_all(path).map_err(|source| EnvError::Io {
+        what: "create",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Without a registry the machine is offline too: CoreDNS's default Corefile forwards every
+/// name outside the cluster to the node's resolver, i.e. off this machine, and its `loop`
+/// check and readiness wait on those queries (readiness 503, `i/o timeout` to the upstream
+/// resolver). With local images the Corefile keeps only the cluster's own zones; CoreDNS is
+/// restarted with it and waited for.
+async fn cluster_dns_only(client: &kube::Client, kubeconfig: &Path) -> Result<(), EnvError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    let error = |what: &str| {
+        let what = what.to_string();
+        move |e: kube::Error| {
+            EnvError::Cluster {
+            what,
+            detail: e.to_string(),
+            fix: "check `kubectl --kubeconfig RUN_DIR/kind/kubeconfig -n kube-system get cm/coredns deploy/coredns`".into(),
+        }
+        }
+    };
+    let config_maps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "kube-system");
+    let coredns = config_maps
+        .get("coredns")
+        .await
+        .map_err(error("read CoreDNS's ConfigMap"))?;
+    let corefile = coredns
+        .data
+        .as_ref()
+        .and_then(|data| data.get("Corefile"))
+        .cloned()
+        .unwrap_or_default();
+    let local = corefile_without_upstream(&corefile);
+    if local != corefile {
+        config_maps
+            .patch(
+                "coredns",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "data": { "Corefile": local } })),
+            )
+            .await
+            .map_err(error("change CoreDNS's Corefile"))?;
+        let deployments: kube::Api<Deployment> =
+            kube::Api::namespaced(client.clone(), "kube-system");
+        let restarted = restart_stamp();
+        deployments
+            .patch(
+                "coredns",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "template": { "metadata": {
+                    "annotations": { "kubectl.kubernetes.io/restartedAt": restarted }
+                } } } })),
+            )
+            .await
+            .map_err(error("restart CoreDNS"))?;
+    }
+    wait_rollout(client, kubeconfig, "kube-system", "coredns").await
+}
+
+fn restart_stamp() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_default()
+}
+
+/// The Corefile without its `forward` block and `loop` plugin (see [`cluster_dns_only`]).
+fn corefile_without_upstream(corefile: &str) -> String {
+    let mut kept = Vec::new();
+    let mut depth_in_forward = 0usize;
+    for line in corefile.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        if depth_in_forward > 0 {
+            depth_in_forward += line.matches('{').count();
+            depth_in_forward -= line.matches('}').count().min(depth_in_forward);
+            continue;
+        }
+        if word == "forward" {
+            depth_in_forward = line
+                .matches('{')
+                .count()
+                .saturating_sub(line.matches('}').count());
+            continue;
+        }
+        if word == "loop" {
+            continue;
+        }
+        kept.push(line);
+    }
+    let mut text = kept.join("\n");
+    if corefile.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }
 
 fn image_version(component: &str, image: &str) -> ComponentVersion {
@@ -308,4 +470,34 @@ fn deployment_label(name: &str) -> &'static str {
 
 fn url(text: &str) -> Url {
     Url::parse(text).expect("loopback URLs built from ports are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corefile_keeps_only_the_cluster_zones() {
+        // kind's (kubeadm's) default Corefile.
+        let corefile = ".:53 {\n    errors\n    health {\n       lameduck 5s\n    }\n    ready\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }\n    prometheus :9153\n    forward . /etc/resolv.conf {\n       max_concurrent 1000\n    }\n    cache 30 {\n       disable success cluster.local\n       disable denial cluster.local\n    }\n    loop\n    reload\n    loadbalance\n}\n";
+        let local = corefile_without_upstream(corefile);
+        assert!(!local.contains("forward"), "{local}");
+        assert!(!local.contains("max_concurrent"), "{local}");
+        assert!(!local.contains("loop\n"), "{local}");
+        assert!(local.contains("kubernetes cluster.local"), "{local}");
+        assert!(
+            local.contains("cache 30 {\n       disable success"),
+            "{local}"
+        );
+        assert!(
+            local.contains("    reload\n    loadbalance\n}\n"),
+            "{local}"
+        );
+        assert_eq!(local.matches('{').count(), local.matches('}').count());
+        let forward_on_one_line = ".:53 {\n    forward . 10.0.0.1\n    cache 30\n}\n";
+        assert_eq!(
+            corefile_without_upstream(forward_on_one_line),
+            ".:53 {\n    cache 30\n}\n"
+        );
+    }
 }

@@ -119,6 +119,15 @@ impl Manifests {
 #[derive(Serialize)]
 struct KindContext<'a> {
     cluster_name: &'a str,
+    /// `imagePullPolicy` of every container: `Never` with local images (a missing image is an
+    /// error at once instead of a pull from a registry that cannot be reached).
+    image_pull_policy: &'static str,
+    /// Local images: the node image brings its CNI, Istio's images come from
+    /// `istio_hub`/`istio_tag`, and the proxy is upstream Envoy.
+    local_images: bool,
+    node_brings_cni: bool,
+    istio_hub: &'a str,
+    istio_tag: &'a str,
     namespace: &'a str,
     realm: &'a str,
     images: &'a Images,
@@ -136,6 +145,9 @@ struct KindContext<'a> {
     redis_password: &'a str,
     idp_url: &'a str,
     keycloak_internal_url: &'a str,
+    /// oauth2-proxy's sign-out also ends the Keycloak session: its server-side call goes to
+    /// Keycloak's Service (the issuer's loopback URL is the pod's own loopback in a pod).
+    backend_logout: bool,
     realm_json: &'a str,
     oauth2_proxy_cfg: &'a str,
     oauth2_proxy_client_secret: &'a str,
@@ -225,6 +237,15 @@ pub fn render(
     .render()?;
     let context = KindContext {
         cluster_name: &options.cluster_name,
+        image_pull_policy: if options.local_images() {
+            "Never"
+        } else {
+            "IfNotPresent"
+        },
+        local_images: options.local_images(),
+        node_brings_cni: options.node_brings_cni(),
+        istio_hub: super::options::LOCAL_ISTIO_HUB,
+        istio_tag: options.istio_tag.as_deref().unwrap_or(""),
         namespace: NAMESPACE,
         realm: config.realm.name(),
         images: &options.images,
@@ -241,6 +262,7 @@ pub fn render(
         redis_password: secrets.redis_password.expose(),
         idp_url: &urls.idp,
         keycloak_internal_url: &keycloak_internal_url,
+        backend_logout: config.backend_logout && config.idp.keycloak_issues(),
         realm_json: &realm_json,
         oauth2_proxy_cfg: &oauth2_proxy_cfg,
         oauth2_proxy_client_secret: if config.wrong_client_secret {
@@ -365,6 +387,56 @@ mod tests {
             namespace["metadata"]["labels"]["istio-injection"],
             "enabled"
         );
+    }
+
+    #[test]
+    fn local_images_pull_nothing_and_tell_istio_its_proxy_is_upstream_envoy() {
+        let options = KindOptions {
+            image_source: super::super::ImageSource::Local,
+            istio_tag: Some("1.31.0".into()),
+            ..KindOptions::default()
+        };
+        assert_eq!(options.node_image(), Some(super::super::LOCAL_NODE_IMAGE));
+        assert_eq!(
+            options.istio_images(),
+            [
+                "localhost/istio/pilot:1.31.0",
+                "localhost/istio/proxyv2:1.31.0"
+            ]
+        );
+        let secrets = secrets();
+        let manifests = render(&StackConfig::default(), &options, &secrets).unwrap();
+        // The install files only: the objects differ from the default snapshot in
+        // imagePullPolicy alone (checked below).
+        insta::assert_snapshot!(
+            "kind_local_images",
+            format!(
+                "# cluster\n{}\n# istio\n{}",
+                manifests.cluster, manifests.istio_install
+            )
+        );
+        let default = render(&StackConfig::default(), &KindOptions::default(), &secrets)
+            .unwrap()
+            .objects_yaml();
+        assert_eq!(
+            manifests.objects_yaml(),
+            default.replace(
+                "\"imagePullPolicy\": \"IfNotPresent\"",
+                "\"imagePullPolicy\": \"Never\""
+            )
+        );
+        let containers = manifests
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .flat_map(|o| {
+                o["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+            });
+        for container in containers {
+            assert_eq!(container["imagePullPolicy"], "Never", "{container}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod tools;
 pub use cluster::{apply, apply_all, client, delete_all, wait_established, wait_rollout};
 pub use environment::KindEnvironment;
 pub use manifests::{KindSecrets, Manifests, render};
-pub use options::{IMAGE_NAMES, Images, KindOptions};
+pub use options::{IMAGE_NAMES, ImageSource, Images, KindOptions, LOCAL_NODE_IMAGE};
 pub use tools::KindTools;
 
 /// The namespace the apps run in (sidecar injection on): the mesh policies' namespace, as on

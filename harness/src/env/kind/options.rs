@@ -72,6 +72,28 @@ impl Images {
     }
 }
 
+/// Where the cluster's images come from (`--images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// The cluster pulls every image from its registry (or `--image-registry`'s mirror).
+    #[default]
+    Pull,
+    /// No registry: every image already exists in the local engine (`meshauth images build`,
+    /// Istio's images built here) and is loaded into the node with `kind load`; nothing is
+    /// ever pulled (`imagePullPolicy: Never`), the node image brings its own CNI, CoreDNS
+    /// answers only for the cluster, and Istio is told its proxy is upstream Envoy.
+    Local,
+}
+
+/// The node image a local-images cluster runs when `--node-image` is not given: built on this
+/// machine from Kubernetes v1.34.4 (docs/cluster-lab.md §4e); it carries its own CNI config
+/// (a bridge with host-local addresses) and the control plane's images.
+pub const LOCAL_NODE_IMAGE: &str = "localhost/kind-node:v1.34.4-lab";
+/// Where Istio's images come from with local images: `localhost/istio/{pilot,proxyv2}:TAG`,
+/// TAG being istioctl's own version (docs/cluster-lab.md §4f).
+pub const LOCAL_ISTIO_HUB: &str = "localhost/istio";
+
 /// Where the cluster lives and how it is reached from this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindOptions {
@@ -82,6 +104,14 @@ pub struct KindOptions {
     pub images: Images,
     /// Leave the cluster running when the environment is dropped.
     pub keep_cluster: bool,
+    /// Pulled by the cluster, or loaded from the local engine.
+    pub image_source: ImageSource,
+    /// `kind create cluster --image`; `None`: kind's own pinned default (pull) or
+    /// [`LOCAL_NODE_IMAGE`] (local).
+    pub node_image: Option<String>,
+    /// Istio's image tag with local images: istioctl's own version (filled in from istioctl
+    /// before rendering).
+    pub istio_tag: Option<String>,
 }
 
 impl Default for KindOptions {
@@ -92,7 +122,57 @@ impl Default for KindOptions {
             https_host_port: 18443,
             images: Images::pinned(),
             keep_cluster: false,
+            image_source: ImageSource::Pull,
+            node_image: None,
+            istio_tag: None,
         }
+    }
+}
+
+impl KindOptions {
+    /// Whether nothing may be pulled.
+    pub fn local_images(&self) -> bool {
+        self.image_source == ImageSource::Local
+    }
+
+    /// The node image passed to `kind create cluster --image`, if any.
+    pub fn node_image(&self) -> Option<&str> {
+        match (&self.node_image, self.image_source) {
+            (Some(image), _) => Some(image),
+            (None, ImageSource::Local) => Some(LOCAL_NODE_IMAGE),
+            (None, ImageSource::Pull) => None,
+        }
+    }
+
+    /// The node image brings its own CNI configuration, so kind must not install kindnetd
+    /// (whose image would have to be pulled): true with local images.
+    pub fn node_brings_cni(&self) -> bool {
+        self.local_images()
+    }
+
+    /// Istio's images with local images (`HUB/pilot:TAG`, `HUB/proxyv2:TAG`): loaded into the
+    /// node like the apps'.
+    pub fn istio_images(&self) -> Vec<String> {
+        match (&self.istio_tag, self.local_images()) {
+            (Some(tag), true) => ["pilot", "proxyv2"]
+                .iter()
+                .map(|image| format!("{LOCAL_ISTIO_HUB}/{image}:{tag}"))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The images the apps' Deployments use (redis only with a redis session store).
+    pub fn app_images(&self, redis: bool) -> Vec<String> {
+        let mut images = vec![
+            self.images.keycloak.clone(),
+            self.images.oauth2_proxy.clone(),
+            self.images.httpbin.clone(),
+        ];
+        if redis {
+            images.push(self.images.redis.clone());
+        }
+        images
     }
 }
 

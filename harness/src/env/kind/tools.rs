@@ -18,6 +18,11 @@ const DOCKER: Tool = Tool {
     purpose: "run the kind cluster's node container",
     fix: "install Docker (or another engine kind supports) and start it; on machines without a container engine use `--env local`",
 };
+const PODMAN: Tool = Tool {
+    name: "podman",
+    purpose: "run the kind cluster's node (the engine is podman: kind's podman provider uses its CLI)",
+    fix: "install podman's CLI beside its API service (`apt-get install podman`)",
+};
 const KIND: Tool = Tool {
     name: "kind",
     purpose: "create the Kubernetes cluster",
@@ -49,6 +54,11 @@ pub struct KindTools {
     pub docker: PathBuf,
     pub kind: PathBuf,
     pub istioctl: PathBuf,
+    /// The engine behind the docker CLI is podman (its Docker-compatible API): kind must use
+    /// its podman provider, which runs the node with the `podman` CLI.
+    pub podman: bool,
+    /// istioctl's release version (`1.31.0`), the tag of Istio's images.
+    pub istio_version: String,
 }
 
 impl KindTools {
@@ -59,14 +69,44 @@ impl KindTools {
             "reach the Docker engine (the docker CLI is installed, but no engine answers)",
             "start the Docker daemon and make sure this user may use it (`docker info` must work); on machines without a container engine use `--env local`",
         )?;
+        let components = run_tool(
+            Command::new(&docker).args(["version", "--format", "{{json .Server.Components}}"]),
+            "ask the engine which it is",
+            "`docker version` must work",
+        )?;
+        let podman = is_podman(&components);
+        if podman {
+            find_on_path(&PODMAN)?;
+        }
         let istioctl = find_on_path(&ISTIOCTL)?;
-        release_istioctl(&istioctl)?;
+        let istio_version = release_istioctl(&istioctl)?;
         Ok(Self {
             docker,
             kind: find_on_path(&KIND)?,
             istioctl,
+            podman,
+            istio_version,
         })
     }
+
+    /// A `kind` command with the provider the engine needs: with podman,
+    /// `KIND_EXPERIMENTAL_PROVIDER=podman`. Without it kind picks its docker provider as soon as
+    /// a docker CLI is on PATH; its podman provider is the one proven against podman
+    /// (docs/cluster-lab.md §4e). Every kind command (create, load, export logs, delete) must
+    /// use the same provider, or it does not find the cluster.
+    pub fn kind(&self) -> Command {
+        let mut command = Command::new(&self.kind);
+        if self.podman {
+            command.env("KIND_EXPERIMENTAL_PROVIDER", "podman");
+        }
+        command
+    }
+}
+
+/// `docker version`'s server components name podman's engine (`Podman Engine`) when the API
+/// is podman's.
+fn is_podman(components: &str) -> bool {
+    components.contains("Podman Engine")
 }
 
 /// An istioctl built from source (`go install …/istioctl`) reports no release version and its
@@ -133,6 +173,16 @@ mod tests {
         for version in ["unknown", "1.31-dev", "1.31.0-alpha.1", "eed52ebb66ad", ""] {
             assert!(!is_release_version(version), "{version}");
         }
+    }
+
+    #[test]
+    fn podman_is_told_from_its_components() {
+        assert!(is_podman(
+            r#"[{"Name":"Podman Engine","Version":"4.3.1"},{"Name":"Conmon","Version":"2.1.6"}]"#
+        ));
+        assert!(!is_podman(
+            r#"[{"Name":"Engine","Version":"27.3.1"},{"Name":"containerd","Version":"1.7.22"}]"#
+        ));
     }
 
     #[test]
