@@ -242,6 +242,24 @@ impl KindEnvironment {
                 image_version("oauth2-proxy", &self.options.images.oauth2_proxy),
                 image_version("go-httpbin", &self.options.images.httpbin),
                 image_version("redis", &self.options.images.redis),
+                ComponentVersion {
+                    component: "Istio".into(),
+                    version: self.tools.istio_version.clone(),
+                    source: "istioctl".into(),
+                },
+                ComponentVersion {
+                    component: "kind node".into(),
+                    version: self
+                        .options
+                        .node_image()
+                        .unwrap_or("kind's default node image")
+                        .into(),
+                    source: if self.tools.podman {
+                        "kind (podman provider)".into()
+                    } else {
+                        "kind".into()
+                    },
+                },
             ],
             run_dir: Some(self.run_dir.display().to_string()),
             left_out: Vec::new(),
