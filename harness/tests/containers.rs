@@ -5,12 +5,10 @@
 //! Without a container engine the test is skipped with a loud message on a developer machine,
 //! and fails under CI (env `CI` set), where `.ci/run` installs podman and starts its Docker API.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 fn meshauth() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshauth"));
@@ -38,7 +36,7 @@ fn the_catalog_passes_on_images_built_here() {
         Err(missing) => {
             let message =
                 format!("no container engine ({missing}): the containers environment was NOT run");
-            if under_ci() {
+            if common::under_ci() {
                 panic!("{message}; .ci/run must install podman and start its Docker API");
             }
             // Written to the stream itself, not through eprintln!, so that the test harness's

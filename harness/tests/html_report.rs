@@ -5,6 +5,8 @@
 //! Without Chromium the test is skipped with a loud message on a developer machine, and fails
 //! under CI (env `CI` set), where `.ci/run` installs it. `MESHAUTH_CHROMIUM` names another binary.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,10 +30,6 @@ fn chromium() -> Option<PathBuf> {
             .map(|dir| dir.join(&name))
             .find(|path| path.is_file())
     })
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// Runs headless Chromium with `extra` arguments and a fresh profile; returns its stdout.
@@ -113,7 +111,7 @@ fn html_report_works_in_headless_chromium() {
     let Some(binary) = chromium() else {
         let message = "Chromium not found (install the Debian package `chromium`, or set \
                        MESHAUTH_CHROMIUM): the HTML report was NOT checked in a browser";
-        if under_ci() {
+        if common::under_ci() {
             panic!("{message}; CI must install it");
         }
         // Written to the stream itself, not through eprintln!, so that the test harness's

@@ -158,7 +158,6 @@ fn realm_rules(file: &ConfigFile, realm: &Value, clients: &[&Value]) -> Vec<Chec
 
 /// A client's settings; none for a client without a browser flow.
 fn client_rules(file: &ConfigFile, client: &Value) -> Vec<CheckResult> {
-    let mut checks = Vec::new();
     let id = client
         .get("clientId")
         .and_then(|v| v.as_str())
@@ -173,8 +172,9 @@ fn client_rules(file: &ConfigFile, client: &Value) -> Vec<CheckResult> {
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     if !standard && !implicit {
-        return checks;
+        return Vec::new();
     }
+    let mut checks = Vec::new();
     let redirects: Vec<&str> = client
         .get("redirectUris")
         .and_then(|v| v.as_array())

@@ -150,30 +150,27 @@ impl RawClient {
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
         match origin.scheme() {
-            "https" if request.http2 => {
+            "https" => {
                 let name = ServerName::try_from(host.clone())
                     .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let tls = self
-                    .tls_h2
+                let connector = if request.http2 {
+                    &self.tls_h2
+                } else {
+                    &self.tls
+                };
+                let tls = connector
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+                if !request.http2 {
+                    return exchange_on(tls, request).await;
+                }
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err(format!(
                         "{host}:{port} did not take HTTP/2: no h2 in its ALPN answer"
                     ));
                 }
                 exchange_h2(tls, request).await
-            }
-            "https" => {
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let tls = self
-                    .tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
-                exchange_on(tls, request).await
             }
             "http" if request.http2 => Err(format!(
                 "{origin}: HTTP/2 probes go over TLS (ALPN h2); this origin is plain HTTP"

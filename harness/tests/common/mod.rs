@@ -13,6 +13,12 @@ use meshauth::redact::Redactor;
 use meshauth::report::Reporter;
 use meshauth::report::terminal::TerminalReporter;
 
+/// Whether the tests run under CI (env `CI` set and not false), where a missing prerequisite
+/// that `.ci/run` installs is a failure, not a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
