@@ -230,6 +230,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         endpoints,
         baseline: Some(url.clone()),
         allow_remote: false,
+        telemetry: None,
     };
     let options = LoadOptions {
         users: settings.connections,

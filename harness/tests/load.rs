@@ -56,12 +56,14 @@ fn target() -> Result<LoadTarget, Failed> {
         ));
         *stack = Some(started.map_err(|e| format!("starting the stack: {e}"))?);
     }
-    let endpoints = stack.as_ref().expect("started above").endpoints().clone();
+    let stack = stack.as_ref().expect("started above");
+    let endpoints = stack.endpoints().clone();
     let baseline = endpoints.app.join("baseline/").ok();
     Ok(LoadTarget {
         endpoints,
         baseline,
         allow_remote: false,
+        telemetry: stack.telemetry(),
     })
 }
 
@@ -150,8 +152,9 @@ fn every_transaction_executes_and_ratios_are_computed() -> Result<(), Failed> {
         assert!(spread.min <= ratio.throughput_ratio && ratio.throughput_ratio <= spread.max);
     }
     assert!(report.silent_transactions().is_empty());
+    every_path_is_broken_down_hop_by_hop(interleaved);
     let json = serde_json::to_value(&*report).map_err(|e| e.to_string())?;
-    assert_eq!(json["schema"], 2);
+    assert_eq!(json["schema"], 3);
     assert!(json["phases"][0]["rounds"][0]["requests_per_second"]["cookie"].is_number());
     assert!(json["phases"][0]["transactions"][0]["ok_per_second"].is_array());
     assert!(json["ratios"][0]["throughput_ratio"].is_number());
@@ -166,6 +169,54 @@ fn every_transaction_executes_and_ratios_are_computed() -> Result<(), Failed> {
         "client secret leaked"
     );
     Ok(())
+}
+
+/// The gateway's and the sidecar's own timing split each path's mean latency; ext_authz
+/// shows on the authenticated paths only, and the components' CPU is given to the paths.
+fn every_path_is_broken_down_hop_by_hop(interleaved: &load::PhaseReport) {
+    use load::hops::Hop;
+    let hops = interleaved
+        .hops
+        .as_ref()
+        .expect("the local stack shows its timing");
+    assert!(hops.notes.is_empty(), "{:?}", hops.notes);
+    assert_eq!(hops.paths.len(), 3, "{hops:?}");
+    for path in &hops.paths {
+        assert!(path.gateway_lines > 0 && path.sidecar_lines > 0, "{path:?}");
+        let sum: f64 = path.hops.iter().map(|h| h.mean_us).sum();
+        assert!((sum - path.client_mean_us).abs() < 1.0, "{path:?}");
+        let ext_authz = path.hops.iter().find(|h| h.hop == Hop::ExtAuthz);
+        match path.transaction {
+            TransactionKind::Baseline => assert!(ext_authz.is_none(), "{path:?}"),
+            _ => {
+                let ext_authz = ext_authz.expect("ext_authz timed on an authenticated path");
+                assert!(ext_authz.mean_us > 0.0, "{path:?}");
+                assert!(ext_authz.added_us.is_some_and(|a| a > 0.0), "{path:?}");
+            }
+        }
+        for hop in [Hop::MeshHop, Hop::Sidecar, Hop::App] {
+            assert!(
+                path.hops.iter().any(|h| h.hop == hop),
+                "{hop:?} in {path:?}"
+            );
+        }
+    }
+    let cpu_of = |component: &str| {
+        hops.cpu
+            .iter()
+            .find(|c| c.component == component)
+            .unwrap_or_else(|| panic!("{component} CPU in {:?}", hops.cpu))
+    };
+    let gateway = cpu_of("gateway");
+    assert!(gateway.cpu_seconds > 0.0);
+    for kind in [TransactionKind::Baseline, TransactionKind::Cookie] {
+        assert!(gateway.per_request_us[&kind] > 0.0, "{gateway:?}");
+    }
+    let auth_proxy = cpu_of("oauth2-proxy");
+    assert!(
+        auth_proxy.per_request_us[&TransactionKind::Cookie] > 0.0,
+        "{auth_proxy:?}"
+    );
 }
 
 fn impossibly_tight_thresholds_fail() -> Result<(), Failed> {

@@ -265,7 +265,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
         EnvKind::Kind => {
             let (_, run_dir) = new_run_dir(&args.stack)?;
             let kind = start_kind(&args.stack, provisioned, &run_dir, &redactor).await?;
-            let target = provisioned_target(kind.endpoints());
+            let target = provisioned_target(kind.endpoints(), None);
             cluster = Some(kind);
             (run_dir, target)
         }
@@ -274,7 +274,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
             let (_, local) =
                 start_local_toolchain(&args.stack, provisioned, runtime, install()?, &redactor)
                     .await?;
-            let target = provisioned_target(local.endpoints());
+            let target = provisioned_target(local.endpoints(), local.telemetry());
             let run_dir = local.run_dir().to_path_buf();
             stack = Some(local);
             (run_dir, target)
@@ -296,6 +296,7 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<ExitCode> {
                     endpoints: existing.endpoints().clone(),
                     baseline: args.baseline_url.clone(),
                     allow_remote: args.allow_remote,
+                    telemetry: None,
                 },
             )
         }
@@ -369,11 +370,15 @@ pub(crate) fn deployment_profile(args: &StackArgs) -> crate::env::DeploymentProf
 }
 
 /// A load target on an environment meshauth provisioned: loopback, with its `/baseline/` route.
-pub(crate) fn provisioned_target(endpoints: &crate::env::Endpoints) -> crate::load::LoadTarget {
+pub(crate) fn provisioned_target(
+    endpoints: &crate::env::Endpoints,
+    telemetry: Option<crate::env::ComponentTelemetry>,
+) -> crate::load::LoadTarget {
     crate::load::LoadTarget {
         endpoints: endpoints.clone(),
         baseline: endpoints.app.join("baseline/").ok(),
         allow_remote: false,
+        telemetry,
     }
 }
 

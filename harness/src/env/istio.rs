@@ -24,6 +24,16 @@ pub const BOOTSTRAP_FIXTURE: &str = "envoy/istio-proxy.yaml.j2";
 /// The mesh config's name for oauth2-proxy, which `AuthorizationPolicy` CUSTOM names.
 pub const EXT_AUTHZ_PROVIDER: &str = "oauth2-proxy";
 
+/// The header a load run's generator tags each hot-path request with (its path's name), so the
+/// proxies' access logs tell the paths apart.
+pub const LOAD_TAG_HEADER: &str = "x-meshauth-load";
+
+/// The access log line of load runs (`StackConfig::hop_timing`): where each request's time went
+/// at this proxy, in µs by Envoy's own clock (`status`, not `code`: run logs redact OAuth's `code=`) — all of it, until the first byte went upstream
+/// (the filters: jwt_authn, ext_authz, routing), upstream, and ext_authz's round trip (filter
+/// state the `ext-authz-timing` EnvoyFilter turns on). No path, query or credential.
+pub const HOP_TIMING_LOG_FORMAT: &str = "meshauth-hop load=%REQ(X-MESHAUTH-LOAD)% status=%RESPONSE_CODE% total_us=%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)% to_upstream_us=%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)% upstream_us=%COMMON_DURATION(US_TX_BEG:US_RX_END:us)% ext_authz_us=%FILTER_STATE(envoy.filters.http.ext_authz:FIELD:latency_us)%\n";
+
 /// Headers that carry identity, or where the request came from and went to (host, path,
 /// prefix), and must only come from oauth2-proxy's answer or the gateway itself: a client's
 /// copy is removed before the check, so that neither oauth2-proxy nor the app reads it.
@@ -175,6 +185,9 @@ pub struct IstioContext<'a> {
     pub log_query_strings: bool,
     pub gateway_trusted_proxies: u32,
     pub baseline_route: bool,
+    /// The per-hop timing access log line and ext_authz's timing (load runs).
+    pub hop_timing: bool,
+    pub hop_log_format: &'static str,
     pub client_id: &'static str,
     /// The issuer the RequestAuthentications name.
     pub issuer_url: String,
@@ -255,6 +268,8 @@ impl<'a> IstioContext<'a> {
             log_query_strings: config.log_query_strings,
             gateway_trusted_proxies: config.gateway_trusted_proxies,
             baseline_route: config.baseline_route,
+            hop_timing: config.hop_timing,
+            hop_log_format: HOP_TIMING_LOG_FORMAT,
             client_id: config.sign_in_client_id(),
             issuer_url: if config.jwt_issuer_mismatch {
                 with_auth_prefix_toggled(issuer_url)

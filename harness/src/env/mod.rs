@@ -23,6 +23,26 @@ pub use pki::MeshPki;
 pub use profiles::DeploymentProfile;
 pub use stack_config::StackConfig;
 
+/// Where a running environment's components show their own timing and CPU use, for a load
+/// run's per-hop breakdown (`StackConfig::hop_timing`).
+#[derive(Debug, Clone)]
+pub struct ComponentTelemetry {
+    /// The gateway's access log, in the `istio::HOP_TIMING_LOG_FORMAT` line.
+    pub gateway_log: PathBuf,
+    /// The app's sidecar's access log, in the same line.
+    pub sidecar_log: Option<PathBuf>,
+    /// Each component's process group (`/proc` CPU counters); empty where the components run
+    /// somewhere the harness cannot read them (containers, a cluster).
+    pub processes: Vec<ComponentProcess>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentProcess {
+    pub component: &'static str,
+    /// The process group's leader: the component and every process it started.
+    pub process_group: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     #[error(transparent)]

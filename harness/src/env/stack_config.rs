@@ -213,6 +213,9 @@ pub struct StackConfig {
     /// An unauthenticated `/baseline/` route to httpbin on the HTTPS listener, for load tests'
     /// overhead baseline. Off unless a load run asks for it: a conformance run must not have it.
     pub baseline_route: bool,
+    /// The proxies log each request's per-hop timing (Envoy's µs timers and ext_authz's
+    /// round trip) instead of Istio's default line: for a load run's hop breakdown.
+    pub hop_timing: bool,
     /// httpbin's sidecar accepts mTLS peers of the mesh's trust domain only, as Istio does.
     pub sidecar_trust_domain_check: bool,
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
@@ -285,6 +288,7 @@ impl Default for StackConfig {
             log_query_strings: false,
             gateway_trusted_proxies: 0,
             baseline_route: false,
+            hop_timing: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
             istio_overlay: None,
@@ -322,12 +326,13 @@ impl StackConfig {
     }
 
     /// This configuration as a load run provisions it: the unauthenticated `/baseline/` route
-    /// for the overhead baseline, and a production-like session refresh interval (a
+    /// for the overhead baseline, the per-hop timing log lines, and a production-like session refresh interval (a
     /// conformance run's few seconds would put a refresh-token grant into the measured hot
     /// path every few seconds per session).
     pub fn for_load(self) -> Self {
         Self {
             baseline_route: true,
+            hop_timing: true,
             session_refresh_seconds: self.session_refresh_seconds.map(|_| 60),
             ..self
         }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderName, HeaderValue, LOCATION, USER_AGENT};
+
+const LOAD_TAG: HeaderName = HeaderName::from_static(crate::env::istio::LOAD_TAG_HEADER);
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -121,15 +123,18 @@ impl Client {
 
     /// Sends `GET target` on `connections`' connection to the target's origin (opening one if
     /// there is none or it was closed) and reads the body to its end, within the timeout.
-    /// A failed connection is dropped, so the next request opens a fresh one.
+    /// A failed connection is dropped, so the next request opens a fresh one. `tag` names the
+    /// path in the proxies' access logs (`LOAD_TAG_HEADER`).
     pub async fn get(
         &self,
         connections: &mut Connections,
         target: &Target,
+        tag: HeaderValue,
         header: Option<(&HeaderName, &HeaderValue)>,
     ) -> Result<Response, RequestError> {
         let slot = connections.slot(&target.origin);
-        let outcome = tokio::time::timeout(self.timeout, self.exchange(slot, target, header)).await;
+        let outcome =
+            tokio::time::timeout(self.timeout, self.exchange(slot, target, tag, header)).await;
         let outcome = outcome.unwrap_or(Err(RequestError::Timeout));
         if outcome.is_err() {
             *slot = None;
@@ -141,6 +146,7 @@ impl Client {
         &self,
         slot: &mut Option<Sender>,
         target: &Target,
+        tag: HeaderValue,
         header: Option<(&HeaderName, &HeaderValue)>,
     ) -> Result<Response, RequestError> {
         let reusable = match slot.as_mut() {
@@ -155,7 +161,8 @@ impl Client {
             .method(Method::GET)
             .uri(target.path.clone())
             .header(HOST, target.origin.authority.clone())
-            .header(USER_AGENT, self.user_agent.clone());
+            .header(USER_AGENT, self.user_agent.clone())
+            .header(LOAD_TAG, tag);
         if let Some((name, value)) = header {
             request = request.header(name, value);
         }

@@ -31,14 +31,52 @@ fn clock_ticks_per_second() -> f64 {
 
 /// utime + stime of this process, from /proc/self/stat (fields 14 and 15).
 fn process_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    ticks_of("/proc/self/stat")
+}
+
+/// A process's fields of /proc/PID/stat from field 3 (state) on: field n is at index n - 3.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     // The command name may hold spaces; fields are counted after its closing parenthesis.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state), so field n is at index n - 3.
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
+}
+
+fn ticks_of(stat_path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let fields = stat_fields(&stat)?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The processes of a process group, now (a component and what it started: kc.sh and its JVM).
+pub fn process_group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat_fields(&stat)?.get(2)?.parse::<u32>().ok())
+                == Some(group)
+        })
+        .collect()
+}
+
+/// CPU-seconds the processes have used so far (user + system, every thread); a process that
+/// has ended counts nothing.
+pub fn cpu_seconds_of(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| ticks_of(&format!("/proc/{pid}/stat")))
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// The machine's CPU-seconds so far, all cores (busy and idle).
+pub fn machine_cpu_seconds() -> f64 {
+    machine_ticks().map_or(0.0, |(total, _)| total as f64 / clock_ticks_per_second())
 }
 
 /// (total, idle + iowait) ticks of all CPUs, from the first line of /proc/stat.

@@ -8,6 +8,7 @@
 
 mod connection;
 pub mod cpu;
+pub mod hops;
 pub mod recorder;
 pub mod report;
 pub mod schedule;
@@ -82,6 +83,10 @@ impl TransactionKind {
             Self::Bearer => "bearer",
             Self::LoginStorm => "login_storm",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
 
     /// Share of users in the mix phase (per 8 users).
@@ -325,6 +330,8 @@ pub struct LoadTarget {
     pub baseline: Option<Url>,
     /// Whether non-loopback hosts may be targeted (never for the local environment).
     pub allow_remote: bool,
+    /// Where the components' own timing is, for the per-hop breakdown (`None`: not measured).
+    pub telemetry: Option<crate::env::ComponentTelemetry>,
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -483,6 +490,7 @@ pub async fn run(
                 schedule,
             ),
         });
+        let telemetry = target.telemetry.as_ref().map(hops::PhaseTelemetry::start);
         let cpu_before = cpu::CpuSample::now();
         on_generator_thread(
             phase,
@@ -493,9 +501,12 @@ pub async fn run(
         )
         .await?;
         let cpu = cpu_before.until(&cpu::CpuSample::now());
-        let report =
+        let mut report =
             PhaseReport::from_recorder(phase, &kinds, options.users, &context.recorder, cpu);
         progress(report.one_line());
+        if let Some(telemetry) = telemetry {
+            report.hops = Some(telemetry.finish(&context.recorder, &report));
+        }
         phases.push(report);
     }
     Ok(LoadReport::new(

@@ -10,6 +10,9 @@
 //! - `ratios[]`: overhead ratios (median over rounds, with their spread) and the formula used
 //!   (`method`).
 //! - `thresholds[]`: each threshold asked for, its limit, the measured value, pass/fail.
+//! - `phases[].hops` (or null): `paths[]` (`transaction`, `client_mean_us`, `hops[]` of `hop`,
+//!   `mean_us`, `p50_us`, `added_us`, `share_of_added`), `cpu[]` (`component`, `cpu_seconds`,
+//!   `share_of_machine`, `per_request_us` per path) and `notes[]`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,7 +26,8 @@ use super::schedule::{AUTHENTICATED, Round, Spread, round_ratios};
 use super::{LoadOptions, RunPhase, TransactionKind};
 
 /// 2: baseline, cookie and bearer run interleaved (`phases[].rounds`, ratio spreads).
-pub const SCHEMA: u32 = 2;
+/// 3: `phases[].hops`, the per-hop breakdown and each component's CPU.
+pub const SCHEMA: u32 = 3;
 
 pub fn serialize_seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -88,6 +92,9 @@ pub struct PhaseReport {
     /// then stopped); `None` when it was not asked for or not reached within `--duration`.
     pub precise_after_rounds: Option<usize>,
     pub generator: GeneratorCpu,
+    /// Where each path's time and the machine's CPU went, hop by hop, where the environment
+    /// shows its components' own timing.
+    pub hops: Option<super::hops::HopBreakdown>,
 }
 
 /// How much of the unauthenticated throughput an authenticated path keeps.
@@ -281,6 +288,7 @@ impl PhaseReport {
                 share_of_machine: cpu.share_of_machine,
                 machine_busy: cpu.machine_busy,
             },
+            hops: None,
         }
     }
 
@@ -537,6 +545,9 @@ impl LoadReport {
             if let Some(warning) = phase.slice_warning() {
                 let _ = writeln!(out, "{:<12} WARNING: {warning}", "");
             }
+            if let Some(hops) = &phase.hops {
+                render_hops(&mut out, hops);
+            }
             if let Some(rounds) = phase.precise_after_rounds {
                 let _ = writeln!(
                     out,
@@ -591,6 +602,70 @@ impl LoadReport {
             );
         }
         out
+    }
+}
+
+/// The per-hop breakdown as text: a row per hop, a column per path (mean µs, and what it adds
+/// over the baseline), then each component's CPU.
+fn render_hops(out: &mut String, hops: &super::hops::HopBreakdown) {
+    let mut order: Vec<super::hops::Hop> = hops
+        .paths
+        .iter()
+        .flat_map(|p| p.hops.iter().map(|h| h.hop))
+        .collect();
+    order.sort();
+    order.dedup();
+    if !hops.paths.is_empty() {
+        let _ = write!(out, "{:<12} {:<18}", "", "hop (mean µs)");
+        for path in &hops.paths {
+            let _ = write!(out, " {:>22}", path.transaction.name());
+        }
+        let _ = writeln!(out);
+        for hop in &order {
+            let _ = write!(out, "{:<12} {:<18}", "", hop.name());
+            for path in &hops.paths {
+                let cell = path.hops.iter().find(|h| h.hop == *hop).map_or_else(
+                    || "-".to_string(),
+                    |h| match (h.added_us, h.share_of_added) {
+                        (Some(added), Some(share)) => {
+                            format!("{:.0} ({added:+.0}, {:.0}%)", h.mean_us, share * 100.0)
+                        }
+                        (Some(added), None) => format!("{:.0} ({added:+.0})", h.mean_us),
+                        _ => format!("{:.0}", h.mean_us),
+                    },
+                );
+                let _ = write!(out, " {cell:>22}");
+            }
+            let _ = writeln!(out);
+        }
+        let _ = write!(out, "{:<12} {:<18}", "", "= generator mean");
+        for path in &hops.paths {
+            let _ = write!(out, " {:>22.0}", path.client_mean_us);
+        }
+        let _ = writeln!(out);
+    }
+    for component in &hops.cpu {
+        let per_request: Vec<String> = component
+            .per_request_us
+            .iter()
+            .map(|(kind, us)| format!("{} {us:.0} µs", kind.name()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<12} CPU {:<14} {:>6.2} s, {:>4.1}% of the machine; per request: {}",
+            "",
+            component.component,
+            component.cpu_seconds,
+            component.share_of_machine * 100.0,
+            if per_request.is_empty() {
+                "-".into()
+            } else {
+                per_request.join(", ")
+            }
+        );
+    }
+    for note in &hops.notes {
+        let _ = writeln!(out, "{:<12} note: {note}", "");
     }
 }
 

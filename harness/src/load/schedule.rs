@@ -159,6 +159,15 @@ impl Schedule {
         }
     }
 
+    /// The slot (round × path) whose measurement window holds `at`, and its path: what the
+    /// machine was busy with then. `None` in a guard, after the last round, or before `epoch`.
+    pub fn window_at(&self, epoch: Instant, at: Instant) -> Option<(usize, TransactionKind)> {
+        let since = at.checked_duration_since(epoch)?;
+        let (slot, into) = self.slot_at(since)?;
+        (into >= self.guard && slot / self.kinds.len() < self.last_round())
+            .then(|| (slot, self.kinds[slot % self.kinds.len()]))
+    }
+
     /// Counts a success of `kind` completed at `now` if it falls in one of `kind`'s windows.
     pub fn completed(&self, epoch: Option<Instant>, kind: TransactionKind, now: Instant) {
         let Some(epoch) = epoch else { return };

@@ -294,6 +294,7 @@ async fn hot_path(
         .get(
             &mut state.connections,
             target,
+            HeaderValue::from_static(kind.name()),
             header.as_ref().map(|(n, v)| (n, v)),
         )
         .await;

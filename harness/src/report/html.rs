@@ -772,6 +772,125 @@ struct PhaseView<'a> {
     slice_warning: Option<String>,
     throughput: LineChart,
     latency: PercentileChart,
+    hops: Option<HopChart>,
+}
+
+/// Each path's mean latency as a stacked bar of its hops, on one scale.
+#[derive(Serialize)]
+struct HopChart {
+    width: f64,
+    height: f64,
+    max_ms: String,
+    legend: Vec<HopLegend>,
+    rows: Vec<HopRow>,
+}
+
+#[derive(Serialize)]
+struct HopLegend {
+    hop: &'static str,
+    index: usize,
+    describe: &'static str,
+}
+
+#[derive(Serialize)]
+struct HopRow {
+    name: &'static str,
+    y: f64,
+    total: String,
+    segments: Vec<HopSegment>,
+}
+
+#[derive(Serialize)]
+struct HopSegment {
+    hop: &'static str,
+    index: usize,
+    x: f64,
+    width: f64,
+    title: String,
+}
+
+impl HopChart {
+    const LEFT: f64 = 110.0;
+    const ROW: f64 = 26.0;
+
+    fn new(breakdown: &crate::load::hops::HopBreakdown) -> Option<Self> {
+        use crate::load::hops::Hop;
+        if breakdown.paths.is_empty() {
+            return None;
+        }
+        let plot = CHART_WIDTH - Self::LEFT - 64.0;
+        let max_us = breakdown
+            .paths
+            .iter()
+            .map(|p| p.client_mean_us)
+            .fold(1.0_f64, f64::max);
+        let hops: Vec<Hop> = {
+            let mut seen: Vec<Hop> = breakdown
+                .paths
+                .iter()
+                .flat_map(|p| p.hops.iter().map(|h| h.hop))
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen
+        };
+        let index = |hop: Hop| hops.iter().position(|h| *h == hop).unwrap_or(0);
+        let rows = breakdown
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(row, path)| {
+                let mut x = Self::LEFT;
+                let segments = path
+                    .hops
+                    .iter()
+                    .map(|h| {
+                        // A hop measured below zero (two logs' populations differ a little)
+                        // is drawn empty, its value kept in the tooltip.
+                        let width = (h.mean_us.max(0.0) / max_us) * plot;
+                        let segment = HopSegment {
+                            hop: h.hop.name(),
+                            index: index(h.hop),
+                            x,
+                            width,
+                            title: format!(
+                                "{} {}: {:.0} µs{}",
+                                path.transaction.name(),
+                                h.hop.name(),
+                                h.mean_us,
+                                h.added_us
+                                    .map(|a| format!(" ({a:+.0} µs over baseline)"))
+                                    .unwrap_or_default()
+                            ),
+                        };
+                        x += width;
+                        segment
+                    })
+                    .collect();
+                HopRow {
+                    name: path.transaction.name(),
+                    y: 8.0 + row as f64 * Self::ROW,
+                    total: format!("{:.2} ms", path.client_mean_us / 1000.0),
+                    segments,
+                }
+            })
+            .collect();
+        Some(Self {
+            width: CHART_WIDTH,
+            height: 16.0 + breakdown.paths.len() as f64 * Self::ROW,
+            max_ms: format!("{:.2}", max_us / 1000.0),
+            legend: hops
+                .iter()
+                .enumerate()
+                .map(|(index, hop)| HopLegend {
+                    hop: hop.name(),
+                    index,
+                    describe: hop.describe(),
+                })
+                .collect(),
+            rows,
+        })
+    }
 }
 
 /// Successful requests per second, one line per transaction.
@@ -826,6 +945,7 @@ impl<'a> PhaseView<'a> {
             slice_warning: phase.slice_warning(),
             throughput: LineChart::new(phase),
             latency: PercentileChart::new(phase),
+            hops: phase.hops.as_ref().and_then(HopChart::new),
         }
     }
 }
@@ -1132,6 +1252,7 @@ mod tests {
                 share_of_machine: 0.1,
                 machine_busy: 0.9,
             },
+            hops: Some(sample_hops()),
         };
         LoadReport::new(
             "2026-01-01T00:00:00Z".into(),
@@ -1147,6 +1268,54 @@ mod tests {
                 ],
             )],
         )
+    }
+
+    /// A breakdown from recorded gateway and sidecar lines, and a component's CPU.
+    fn sample_hops() -> crate::load::hops::HopBreakdown {
+        use crate::load::TransactionKind;
+        use crate::load::hops::{ComponentCpu, HopLine, breakdown};
+        let lines =
+            |text: &str| -> Vec<HopLine> { text.lines().filter_map(HopLine::parse).collect() };
+        let mut notes = Vec::new();
+        let mut hops = breakdown(
+            &[
+                (TransactionKind::Baseline, 1.0),
+                (TransactionKind::Cookie, 14.0),
+            ],
+            &lines(include_str!(
+                "../../tests/data/recorded/gateway-hop-timing.log"
+            )),
+            &lines(include_str!(
+                "../../tests/data/recorded/sidecar-hop-timing.log"
+            )),
+            &mut notes,
+        );
+        hops.cpu.push(ComponentCpu {
+            component: "oauth2-proxy".into(),
+            cpu_seconds: 4.6,
+            share_of_machine: 0.14,
+            per_request_us: [(TransactionKind::Cookie, 500.0)].into(),
+        });
+        hops
+    }
+
+    #[test]
+    fn load_page_shows_each_paths_hops_as_a_stacked_bar() {
+        let html = render_load(&sample_load()).unwrap();
+        assert!(
+            html.contains("Where the time goes, hop by hop"),
+            "hop section"
+        );
+        assert!(html.contains("<rect class=\"hop-"), "stacked segments");
+        assert!(
+            html.contains("cookie ext_authz: 6735 µs"),
+            "a segment's tooltip"
+        );
+        assert!(
+            html.contains("% of added"),
+            "each hop's share of the added latency"
+        );
+        assert!(html.contains("oauth2-proxy</td><td>4.60"), "component CPU");
     }
 
     #[test]

@@ -139,6 +139,40 @@ impl LocalStack {
         &self.secrets.admin_password
     }
 
+    /// Where the components' own timing and CPU counters are, when the stack was started for a
+    /// load run (`StackConfig::hop_timing`).
+    pub fn telemetry(&self) -> Option<super::ComponentTelemetry> {
+        if !self.config.hop_timing {
+            return None;
+        }
+        let log_of = |component: Component| {
+            self.running
+                .iter()
+                .find(|r| r.component == component)
+                .map(|r| r.process.log_path().to_path_buf())
+        };
+        let processes = match self.runtime {
+            Runtime::Processes => self
+                .running
+                .iter()
+                .map(|r| super::ComponentProcess {
+                    component: match r.component {
+                        Component::Gateway => "gateway",
+                        Component::Sidecar => "app sidecar",
+                        other => other.name(),
+                    },
+                    process_group: r.process.pid(),
+                })
+                .collect(),
+            Runtime::Containers(_) => Vec::new(),
+        };
+        Some(super::ComponentTelemetry {
+            gateway_log: log_of(Component::Gateway)?,
+            sidecar_log: log_of(Component::Sidecar),
+            processes,
+        })
+    }
+
     pub fn info(&self) -> EnvironmentInfo {
         EnvironmentInfo {
             kind: match self.runtime {
