@@ -275,6 +275,37 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        // All of Keycloak on the gateway's IdP listener, as seed 000 publishes it: the admin
+        // console and admin REST API come with it.
+        name: "keycloak_published_whole_with_its_admin_console",
+        breakage: |c| c.idp_admin_published = true,
+        red: &[
+            red(
+                "attack_idp_exposure::admin_console_not_published",
+                "302 redirect to Keycloak's admin console",
+            ),
+            red(
+                "attack_idp_exposure::admin_console_not_published",
+                "401 from Keycloak's admin REST API",
+            ),
+            red(
+                "attack_idp_exposure::admin_console_not_published",
+                "200: Keycloak's admin console page",
+            ),
+        ],
+    },
+    Case {
+        // The admin console kept off by a route for "/admin/" only: "/admin" slips past.
+        name: "keycloak_admin_blocked_with_its_slash_only",
+        breakage: |c| {
+            c.istio_overlay = Some(istio_fault("virtualservice-admin-blocked-with-slash-only"))
+        },
+        red: &[red(
+            "attack_idp_exposure::admin_console_not_published",
+            "/admin: expected an answer that is not Keycloak's administration (console, its redirect, or admin API), actual 302 redirect",
+        )],
+    },
+    Case {
         // Health checkers from the pod network let through at the auth proxy, with the
         // gateway passing the client's own X-Real-IP into the check (as Istio's provider does
         // with x-real-ip in includeRequestHeadersInCheck and nothing removing the client's).

@@ -23,6 +23,14 @@ pub async fn run(
     vars: &Variables,
     session: Option<&Secret>,
 ) -> Result<Vec<CheckResult>, String> {
+    if probe.attack == Attack::IdpAdministration {
+        let checks = futures::stream::iter(&probe.requests)
+            .map(|request| run_anonymous(probe, request, origin, client, vars))
+            .buffered(PROBES_IN_FLIGHT)
+            .collect()
+            .await;
+        return Ok(checks);
+    }
     let session = session.ok_or(
         "a probe needs the scenario's session as its reference: put a sign_in step before it",
     )?;
@@ -38,6 +46,105 @@ pub async fn run(
 /// How many probe requests (each an anonymous and a signed-in send) are in flight at once.
 const PROBES_IN_FLIGHT: usize = 6;
 
+/// The origin a probe request goes to: its own, or the app's.
+fn request_origin(request: &ProbeRequest, app: &Url, vars: &Variables) -> Result<Url, CheckResult> {
+    match &request.origin {
+        None => Ok(app.clone()),
+        Some(origin) => Url::parse(&vars.expand(origin)).map_err(|error| {
+            CheckResult::new(
+                format!("{} {}", request.method, request.path),
+                false,
+                "a probe request to a URL",
+                format!("origin {origin:?} is not a URL: {error}"),
+            )
+        }),
+    }
+}
+
+/// A request whose answer alone is judged: sent once, without a session.
+async fn run_anonymous(
+    probe: &Probe,
+    request: &ProbeRequest,
+    app: &Url,
+    client: &RawClient,
+    vars: &Variables,
+) -> CheckResult {
+    let origin = match request_origin(request, app, vars) {
+        Ok(origin) => origin,
+        Err(check) => return check,
+    };
+    let (nonce_value, marker) = (nonce(), nonce());
+    let sent = build(request, &origin, vars, &nonce_value, &marker, None);
+    let mut shown = sent.clone();
+    shown.headers.retain(|(header, _)| header != NONCE_HEADER);
+    let name = shown.describe(&origin, &origin != app);
+    let answer = client.send(&origin, &sent).await;
+    judge_idp_administration(name, &answer).with_severity(probe.severity)
+}
+
+/// What shows an answer came from Keycloak's administration, if anything does.
+fn idp_administration_evidence(answer: &RawResponse) -> Option<String> {
+    if let Some(location) = answer.header("location")
+        && let Some(path) = location_path(location)
+        && path.contains("/admin/")
+        && path.trim_end_matches('/').ends_with("/console")
+    {
+        return Some(format!(
+            "{} redirect to Keycloak's admin console ({location})",
+            answer.status
+        ));
+    }
+    for marker in ["Keycloak Administration", "/admin/keycloak."] {
+        if answer.body.contains(marker) {
+            return Some(format!(
+                "{}: Keycloak's admin console page ({marker:?} in the body)",
+                answer.status
+            ));
+        }
+    }
+    // The admin REST API's answer to a request without a token; Keycloak's other 401s and
+    // a gateway's own refusals read differently.
+    if answer.status == 401 && answer.body.trim() == r#"{"error":"HTTP 401 Unauthorized"}"# {
+        return Some(
+            "401 from Keycloak's admin REST API (it asks for an admin token: the API is published)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The path of a Location header value, absolute or relative.
+fn location_path(location: &str) -> Option<String> {
+    match Url::parse(location) {
+        Ok(url) => Some(url.path().to_string()),
+        Err(_) => Some(location.split(['?', '#']).next()?.to_string()),
+    }
+}
+
+/// Keycloak's administration must not answer through the gateway: green on an answer that
+/// shows none of it, red on one that does, inconclusive without an answer.
+fn judge_idp_administration(name: String, answer: &Result<RawResponse, String>) -> CheckResult {
+    let expected =
+        "an answer that is not Keycloak's administration (console, its redirect, or admin API)";
+    match answer {
+        Err(error) => CheckResult::new(
+            name,
+            false,
+            expected,
+            format!("inconclusive: no answer ({error})"),
+        ),
+        Ok(answer) => match idp_administration_evidence(answer) {
+            Some(evidence) => CheckResult::new(name, false, expected, evidence),
+            None => CheckResult::new(
+                name,
+                true,
+                expected,
+                format!("{} {}", answer.status, excerpt(&answer.body)),
+            ),
+        },
+    }
+}
+
 async fn run_one(
     probe: &Probe,
     request: &ProbeRequest,
@@ -46,19 +153,9 @@ async fn run_one(
     vars: &Variables,
     session: &Secret,
 ) -> CheckResult {
-    let origin = match &request.origin {
-        None => app.clone(),
-        Some(origin) => match Url::parse(&vars.expand(origin)) {
-            Ok(origin) => origin,
-            Err(error) => {
-                return CheckResult::new(
-                    format!("{} {}", request.method, request.path),
-                    false,
-                    "a probe request to a URL",
-                    format!("origin {origin:?} is not a URL: {error}"),
-                );
-            }
-        },
+    let origin = match request_origin(request, app, vars) {
+        Ok(origin) => origin,
+        Err(check) => return check,
     };
     let origin = &origin;
     // Two values per send: `${nonce}` goes where the data puts it (a forged header's value,
@@ -123,6 +220,7 @@ async fn run_one(
             &signed_answer,
             &signed_marker,
         ),
+        Attack::IdpAdministration => judge_idp_administration(name, &anonymous_answer),
         Attack::ForgedIdentity => judge_identity(
             name,
             &anonymous_answer,
@@ -1031,6 +1129,53 @@ mod tests {
             !check.passed && check.actual.starts_with("inconclusive"),
             "{check}"
         );
+    }
+
+    /// Answers recorded from Keycloak 26.7 behind the local gateway (2026-12-07).
+    #[test]
+    fn keycloaks_administration_is_told_from_other_answers() {
+        let admin = |answer: RawResponse| {
+            judge_idp_administration("GET /admin/".into(), &Ok(answer)).passed
+        };
+        let console_redirect = with_headers(
+            302,
+            &[("location", "http://127.0.0.1:26336/admin/master/console/")],
+            "",
+        );
+        assert!(!admin(console_redirect));
+        let relative = with_headers(302, &[("location", "/auth/admin/istio/console")], "");
+        assert!(!admin(relative));
+        let page = with_headers(
+            200,
+            &[("content-type", "text/html; charset=utf-8")],
+            "<!doctype html><html><head><link rel=\"icon\" href=\"/resources/43xzw/admin/keycloak.v2/favicon.svg\"><title>Keycloak Administration Console</title>",
+        );
+        assert!(!admin(page));
+        let api = with_headers(
+            401,
+            &[("content-type", "application/json")],
+            r#"{"error":"HTTP 401 Unauthorized"}"#,
+        );
+        assert!(!admin(api));
+        // The gateway's own answer, Keycloak's answers elsewhere, the sign-in: none is admin.
+        assert!(admin(with_headers(404, &[], "")));
+        assert!(admin(with_headers(
+            404,
+            &[("content-type", "application/json")],
+            r#"{"error":"Unable to find matching target resource method"}"#
+        )));
+        assert!(admin(with_headers(
+            400,
+            &[],
+            r#"{"error":"missingNormalization","error_description":"Request path not normalized"}"#
+        )));
+        assert!(admin(with_headers(
+            302,
+            &[("location", "https://127.0.0.1:1/oauth2/start?rd=%2Fadmin%2Fconsole")],
+            ""
+        )));
+        let none = judge_idp_administration("GET /admin/".into(), &Err("reset".into()));
+        assert!(!none.passed && none.actual.contains("inconclusive"), "{none:?}");
     }
 
     #[test]

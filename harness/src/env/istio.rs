@@ -188,6 +188,7 @@ pub struct IstioContext<'a> {
     /// The per-hop timing access log line and ext_authz's timing (load runs).
     pub hop_timing: bool,
     pub hop_log_format: &'static str,
+    pub idp_admin_published: bool,
     pub client_id: &'static str,
     /// The issuer the RequestAuthentications name.
     pub issuer_url: String,
@@ -269,6 +270,7 @@ impl<'a> IstioContext<'a> {
             gateway_trusted_proxies: config.gateway_trusted_proxies,
             baseline_route: config.baseline_route,
             hop_timing: config.hop_timing,
+            idp_admin_published: config.idp_admin_published,
             hop_log_format: HOP_TIMING_LOG_FORMAT,
             client_id: config.sign_in_client_id(),
             issuer_url: if config.jwt_issuer_mismatch {

@@ -104,8 +104,10 @@ impl DeploymentProfile {
         match self {
             Self::Reference => config,
             // ASM's managed oauth2-proxy keeps sessions in the cookie.
+            // All of Keycloak on the gateway's port 80, its admin console included.
             Self::Seed000 => StackConfig {
                 session_store: SessionStore::Cookie,
+                idp_admin_published: true,
                 ..istio_provider_defaults(config)
             },
             Self::Seed001 => StackConfig {
@@ -115,9 +117,11 @@ impl DeploymentProfile {
             },
             // Its oauth2-proxy "stores tokens in redis".
             // Keycloak under /auth on the app's host, exempt by notPaths.
+            // `notPaths: ["/auth/*"]` exempts Keycloak's /auth/admin/ with the rest.
             Self::Seed002 => StackConfig {
                 session_store: SessionStore::Redis,
                 idp_address: IdpAddress::AppHostUnderAuth,
+                idp_admin_published: true,
                 ..istio_provider_defaults(config)
             },
             // Its issuer is Keycloak's legacy http://<keycloak>/auth/realms/istio; its Policy's
@@ -135,7 +139,9 @@ impl DeploymentProfile {
                 },
                 jwt_audiences: true,
                 admission_role: false,
+                // Keycloak behind its own public LoadBalancer, /auth/admin/ included.
                 idp_address: IdpAddress::OwnListenerUnderAuth,
+                idp_admin_published: true,
                 realm: KeycloakRealm::Istio,
                 realm_refresh_token_reuse: true,
                 ..config

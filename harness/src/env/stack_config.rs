@@ -216,6 +216,10 @@ pub struct StackConfig {
     /// The proxies log each request's per-hop timing (Envoy's µs timers and ext_authz's
     /// round trip) instead of Istio's default line: for a load run's hop breakdown.
     pub hop_timing: bool,
+    /// Keycloak's administration (its console and admin REST API, `/admin/`) is published on
+    /// the gateway with the rest of Keycloak. Off in the reference: the gateway answers those
+    /// paths itself (404), and administrators reach Keycloak on its own port.
+    pub idp_admin_published: bool,
     /// httpbin's sidecar accepts mTLS peers of the mesh's trust domain only, as Istio does.
     pub sidecar_trust_domain_check: bool,
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
@@ -289,6 +293,7 @@ impl Default for StackConfig {
             gateway_trusted_proxies: 0,
             baseline_route: false,
             hop_timing: false,
+            idp_admin_published: false,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::default(),
             istio_overlay: None,
@@ -544,6 +549,11 @@ impl StackConfig {
                 "the gateway takes the client's address from its own peer (numTrustedProxies 0)",
                 self.gateway_trusted_proxies == 0,
                 "meshConfig.defaultConfig.gatewayTopology.numTrustedProxies = the number of proxies that really stand in front of the gateway and append to X-Forwarded-For (0 behind a TCP load balancer)",
+            ),
+            P::protection_or_fix(
+                "Keycloak's administration (/admin/) not published on the gateway",
+                !self.idp_admin_published,
+                "route only Keycloak's public paths (/realms/, /resources/) through the gateway, or answer /admin on the IdP's routes with a directResponse 404; administrators use Keycloak's own port or an internal route",
             ),
             P::protection_or_fix(
                 "session cookie host-only (no cookie_domains)",

@@ -513,6 +513,11 @@ pub enum Attack {
     /// While a `disrupt` step has a part down, reach the app. Each request is sent anonymously
     /// and with the scenario's session: neither may echo its nonce (the gateway fails closed).
     ReachDuringOutage,
+    /// Reach the IdP's administration (Keycloak's admin console or admin REST API) through
+    /// the gateway. Each request is sent anonymously (no session needed) and must get an
+    /// answer that is not Keycloak's administration: a redirect to the console, the console's
+    /// page, or the admin API's own 401.
+    IdpAdministration,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

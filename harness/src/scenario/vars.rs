@@ -13,6 +13,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "idp",
         "the IdP's public URL (the gateway's plain-HTTP listener in seed 000)",
     ),
+    (
+        "idp_path",
+        "the path the IdP is published under on its origin (empty at the root, /auth under /auth)",
+    ),
     ("issuer", "the OIDC issuer URL"),
     (
         "sidecar",
