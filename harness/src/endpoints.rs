@@ -181,7 +181,10 @@ impl Endpoints {
             sidecar.into_iter().chain([
                 ("app", trim(&self.app)),
                 ("idp", trim(&self.idp)),
-                ("idp_path", self.idp.path().trim_end_matches('/').to_string()),
+                (
+                    "idp_path",
+                    self.idp.path().trim_end_matches('/').to_string(),
+                ),
                 ("issuer", self.issuer.clone()),
                 ("client_id", self.client_id.clone()),
                 ("username", self.user.username.clone()),

@@ -50,6 +50,22 @@ struct Variant {
 
 const VARIANTS: &[Variant] = &[
     Variant {
+        // PERMISSIVE with an AuthorizationPolicy admitting the gateway's principal only: a
+        // plaintext caller has no principal, so RBAC refuses it where STRICT would have
+        // ended its connection. Kept from the app either way.
+        name: "permissive_sidecar_admitting_only_the_gateway_keeps_everyone_else_out",
+        change: |c| {
+            c.sidecar = SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Permissive,
+                ..SidecarPolicy::reference()
+            }
+        },
+        green: &[
+            "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+            "attack_around_the_gateway::plaintext_caller_cannot_skip_the_gateway",
+        ],
+    },
+    Variant {
         name: "request_authentication_off_is_masked_by_oauth2_proxy_at_the_gateway",
         // Istio runs CUSTOM (oauth2-proxy, which verifies bearer tokens itself and replaces
         // the client's Authorization with the session's token) before jwt_authn: without the
@@ -273,6 +289,37 @@ const CASES: &[Case] = &[
             "attack_browser_hardening::login_page_not_frameable",
             "actual neither Content-Security-Policy frame-ancestors nor X-Frame-Options",
         )],
+    },
+    Case {
+        // STRICT mTLS on the app's sidecar, but no AuthorizationPolicy naming who may call
+        // it: every workload of the mesh reaches the app around the gateway's sign-in.
+        name: "app_sidecar_admitting_every_mesh_workload",
+        breakage: |c| c.sidecar.authorization = AuthorizationRequirement::None,
+        red: &[red(
+            "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+            "actual answered 200 at http://httpbin.foo.svc.cluster.local",
+        )],
+    },
+    Case {
+        // Nothing on the app's sidecar, as the write-ups leave it: Istio's PERMISSIVE
+        // default takes plaintext from any pod, and every caller is admitted.
+        name: "app_sidecar_left_at_istios_permissive_default",
+        breakage: |c| {
+            c.sidecar = SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Permissive,
+                ..SidecarPolicy::default()
+            }
+        },
+        red: &[
+            red(
+                "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+                "actual answered 200 at http://httpbin.foo.svc.cluster.local",
+            ),
+            red(
+                "attack_around_the_gateway::plaintext_caller_cannot_skip_the_gateway",
+                "actual answered 200 at http://127.0.0.11",
+            ),
+        ],
     },
     Case {
         // All of Keycloak on the gateway's IdP listener, as seed 000 publishes it: the admin

@@ -136,18 +136,68 @@ pub fn audit_recognised(files: &[ConfigFile]) -> Result<Vec<CheckResult>, String
     Ok(checks)
 }
 
-/// Audits every file; one check per rule that applies to each.
+/// A file written in YAML's flow style (`mtls: { mode: PERMISSIVE }`) or as JSON, re-read as
+/// block YAML: the rules read settings a line at a time, and a setting is the same setting in
+/// every style. `None` for block YAML, flags, TOML, and Keycloak realm exports (whose rules
+/// read their JSON).
+fn block_form(file: &ConfigFile) -> Option<ConfigFile> {
+    let text = code(&file.text);
+    let start = text.trim_start();
+    let flow = start.starts_with('{')
+        || start.starts_with('[')
+        || text.lines().any(|line| {
+            let line = line.trim_start().trim_start_matches("- ");
+            line.starts_with('{') || line.contains(": {") || line.contains(": [{")
+        });
+    if !flow || (text.contains("\"realm\"") && text.contains("\"clients\"")) {
+        return None;
+    }
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&file.text).ok()?;
+    let block: Vec<String> = documents
+        .iter()
+        .filter(|d| d.is_object() || d.is_array())
+        .map(serde_saphyr::to_string)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (!block.is_empty()).then(|| ConfigFile {
+        name: file.name.clone(),
+        text: block.join("---\n"),
+    })
+}
+
+/// Every rule that applies to one file as written.
+fn audit_text(file: &ConfigFile) -> Vec<CheckResult> {
+    let found = settings(&file.text);
+    let mut checks = Vec::new();
+    for kind in kind(file, &found) {
+        match kind {
+            ConfigKind::OAuth2Proxy => checks.extend(oauth2_proxy::oauth2_proxy(file, &found)),
+            ConfigKind::Mesh => checks.extend(mesh::mesh(file, &found)),
+            ConfigKind::KeycloakRealm => checks.extend(realm::keycloak_realm(file)),
+        }
+    }
+    checks
+}
+
+/// Audits every file; one check per rule that applies to each. A file with flow-style YAML or
+/// JSON is also read in block style: a rule is a finding when either reading finds it.
 pub fn audit(files: &[ConfigFile]) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     for file in files {
-        let found = settings(&file.text);
-        for kind in kind(file, &found) {
-            match kind {
-                ConfigKind::OAuth2Proxy => checks.extend(oauth2_proxy::oauth2_proxy(file, &found)),
-                ConfigKind::Mesh => checks.extend(mesh::mesh(file, &found)),
-                ConfigKind::KeycloakRealm => checks.extend(realm::keycloak_realm(file)),
+        let mut file_checks = audit_text(file);
+        if let Some(block) = block_form(file) {
+            for mut check in audit_text(&block) {
+                if !check.passed {
+                    check.actual = format!("read in block style, {}", check.actual);
+                }
+                match file_checks.iter_mut().find(|c| c.name == check.name) {
+                    Some(as_written) if as_written.passed && !check.passed => *as_written = check,
+                    Some(_) => {}
+                    None => file_checks.push(check),
+                }
             }
         }
+        checks.extend(file_checks);
     }
     checks
 }
@@ -169,6 +219,39 @@ mod tests {
             .filter(|c| !c.passed)
             .map(|c| c.name)
             .collect()
+    }
+
+    /// The same insecure settings in flow style, as JSON and in oauth2-proxy's alpha config
+    /// are found as in block YAML.
+    #[test]
+    fn flow_style_json_and_alpha_config_are_read_like_block_yaml() {
+        let flow = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec: { mtls: { mode: PERMISSIVE } }\n";
+        let json = r#"{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"default","namespace":"foo"},"spec":{"mtls":{"mode":"PERMISSIVE"}}}"#;
+        let block = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: foo\nspec:\n  mtls:\n    mode: PERMISSIVE\n";
+        let expected = findings(&[file("pa", block)]);
+        assert!(!expected.is_empty(), "block YAML: {expected:?}");
+        for text in [flow, json] {
+            assert_eq!(findings(&[file("pa", text)]), expected, "{text}");
+        }
+        let provider = "extensionProviders:\n- name: oauth2-proxy\n  envoyExtAuthzHttp: { service: oauth2-proxy.foo.svc.cluster.local, port: 4180, failOpen: true }\n";
+        assert!(
+            findings(&[file("mesh", provider)])
+                .iter()
+                .any(|f| f.contains("fail")),
+            "{:?}",
+            audit(&[file("mesh", provider)])
+        );
+        let alpha = "providers:\n- id: keycloak\n  provider: oidc\n  clientID: oauth2proxy\n  oidcConfig:\n    issuerURL: https://idp/realms/r\n    insecureSkipNonce: false\n    insecureSkipIssuerVerification: true\n    insecureAllowUnverifiedEmail: true\n";
+        let found = findings(&[file("alpha", alpha)]);
+        assert!(
+            !found.contains(&"alpha: ID token nonce".to_string()),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|f| f.contains("issuer"))
+                && found.iter().any(|f| f.contains("e-mail")),
+            "{found:?}"
+        );
     }
 
     #[test]

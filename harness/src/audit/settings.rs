@@ -19,6 +19,21 @@ pub(super) const SECRET_KEYS: &[&str] = &[
     "private_key",
 ];
 
+/// oauth2-proxy's alpha configuration (`--alpha-config`, YAML in camelCase) names some
+/// settings differently from its flags: their legacy spelling, lower-cased as read.
+const ALPHA_CONFIG_KEYS: &[(&str, &str)] = &[
+    ("insecureskipnonce", "insecure_oidc_skip_nonce"),
+    (
+        "insecureskipissuerverification",
+        "insecure_oidc_skip_issuer_verification",
+    ),
+    (
+        "insecureallowunverifiedemail",
+        "insecure_oidc_allow_unverified_email",
+    ),
+    ("issuerurl", "oidc_issuer_url"),
+];
+
 pub(super) fn normalise_key(raw: &str) -> String {
     let key = raw
         .trim()
@@ -26,6 +41,9 @@ pub(super) fn normalise_key(raw: &str) -> String {
         .trim_start_matches('-')
         .to_ascii_lowercase()
         .replace('-', "_");
+    if let Some((_, legacy)) = ALPHA_CONFIG_KEYS.iter().find(|(alpha, _)| *alpha == key) {
+        return legacy.to_string();
+    }
     key.strip_prefix("oauth2_proxy_")
         .map(str::to_string)
         .unwrap_or(key)

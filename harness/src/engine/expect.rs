@@ -46,12 +46,36 @@ fn answer_checks(
     vars: &Variables,
     checks: &mut Vec<CheckResult>,
 ) {
+    let idp_origins: Vec<url::Origin> = ["${idp}", "${issuer}"]
+        .iter()
+        .filter_map(|name| url::Url::parse(&vars.expand(name)).ok())
+        .map(|url| url.origin())
+        .collect();
     if let Some(connection) = expect.connection {
+        let refused_by =
+            refuser(page, &idp_origins).filter(|r| matches!(r, Refuser::Rbac | Refuser::JwtAuthn));
         checks.push(CheckResult::new(
             "connection",
-            connection == ConnectionExpectation::Answered,
+            match connection {
+                ConnectionExpectation::Answered => true,
+                ConnectionExpectation::Rejected => false,
+                ConnectionExpectation::Refused => refused_by.is_some(),
+            },
             describe_connection(connection),
-            format!("answered {} at {}", page.status.as_u16(), page.url),
+            match refused_by {
+                Some(refuser) => format!(
+                    "answered {} at {}: {}",
+                    page.status.as_u16(),
+                    page.url,
+                    refuser.describe()
+                ),
+                None => format!(
+                    "answered {} at {}: {}",
+                    page.status.as_u16(),
+                    page.url,
+                    excerpt(&page.body)
+                ),
+            },
         ));
     }
     if let Some(status) = expect.status {
@@ -105,11 +129,6 @@ fn answer_checks(
         ));
     }
     if !expect.refused_by.is_empty() {
-        let idp_origins: Vec<url::Origin> = ["${idp}", "${issuer}"]
-            .iter()
-            .filter_map(|name| url::Url::parse(&vars.expand(name)).ok())
-            .map(|url| url.origin())
-            .collect();
         checks.push(check_refused_by(&expect.refused_by, page, &idp_origins));
     }
 }
@@ -591,7 +610,7 @@ pub fn check_without_response(expect: &ResponseExpectation, reason: &str) -> Vec
     if let Some(connection) = expect.connection {
         checks.push(CheckResult::new(
             "connection",
-            connection == ConnectionExpectation::Rejected,
+            connection != ConnectionExpectation::Answered,
             describe_connection(connection),
             format!("rejected ({reason})"),
         ));
@@ -634,6 +653,9 @@ fn describe_connection(connection: ConnectionExpectation) -> &'static str {
         ConnectionExpectation::Answered => "an HTTP response",
         ConnectionExpectation::Rejected => {
             "the connection rejected (closed, reset or TLS handshake failed) without a response"
+        }
+        ConnectionExpectation::Refused => {
+            "kept from the app: the connection rejected, or the mesh's own refusal (RBAC's 403, jwt_authn's 401)"
         }
     }
 }

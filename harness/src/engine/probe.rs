@@ -1171,11 +1171,17 @@ mod tests {
         )));
         assert!(admin(with_headers(
             302,
-            &[("location", "https://127.0.0.1:1/oauth2/start?rd=%2Fadmin%2Fconsole")],
+            &[(
+                "location",
+                "https://127.0.0.1:1/oauth2/start?rd=%2Fadmin%2Fconsole"
+            )],
             ""
         )));
         let none = judge_idp_administration("GET /admin/".into(), &Err("reset".into()));
-        assert!(!none.passed && none.actual.contains("inconclusive"), "{none:?}");
+        assert!(
+            !none.passed && none.actual.contains("inconclusive"),
+            "{none:?}"
+        );
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl DeploymentProfile {
             session_refresh_seconds: None,
             // Keycloak's default for a new realm: Revoke Refresh Token off.
             realm_refresh_token_reuse: true,
+            // Nothing on the app's sidecar: Istio's PERMISSIVE default, every caller admitted.
+            sidecar: SidecarPolicy {
+                peer_authentication: PeerAuthenticationMode::Permissive,
+                ..SidecarPolicy::default()
+            },
             ..config
         };
         match self {

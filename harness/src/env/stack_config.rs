@@ -223,7 +223,8 @@ pub struct StackConfig {
     /// httpbin's sidecar accepts mTLS peers of the mesh's trust domain only, as Istio does.
     pub sidecar_trust_domain_check: bool,
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
-    /// AuthorizationPolicy). Istio's defaults unless a suite's `stack:` profile says otherwise.
+    /// AuthorizationPolicy): STRICT and only the gateway admitted in the reference
+    /// ([`SidecarPolicy::reference`]); a suite's `stack:` profile replaces them whole.
     pub sidecar: SidecarPolicy,
     /// A directory of the user's own Istio YAML, laid over the objects rendered from the
     /// settings above: an object of the same kind, namespace and name replaces the rendered
@@ -295,7 +296,7 @@ impl Default for StackConfig {
             hop_timing: false,
             idp_admin_published: false,
             sidecar_trust_domain_check: true,
-            sidecar: SidecarPolicy::default(),
+            sidecar: SidecarPolicy::reference(),
             istio_overlay: None,
         }
     }

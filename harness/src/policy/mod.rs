@@ -89,7 +89,22 @@ pub struct SidecarPolicy {
     pub authorization: AuthorizationRequirement,
 }
 
+/// The ingress gateway's identity in the mesh (Istio's default gateway service account).
+pub const GATEWAY_PRINCIPAL: &str =
+    "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+
 impl SidecarPolicy {
+    /// The reference's: STRICT mTLS, and the ingress gateway the only caller the app admits.
+    /// Sign-in at the gateway protects nothing a workload can reach around it: any pod of the
+    /// mesh (or, without STRICT, any pod at all) would call the app directly, with whatever
+    /// identity headers it likes.
+    pub fn reference() -> Self {
+        Self {
+            authorization: AuthorizationRequirement::PeerPrincipal(GATEWAY_PRINCIPAL.into()),
+            ..Self::default()
+        }
+    }
+
     /// The policy setting by setting, for reports.
     pub fn profile(&self) -> Vec<PolicySetting> {
         vec![

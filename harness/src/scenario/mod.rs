@@ -642,6 +642,10 @@ pub enum ConnectionExpectation {
     /// handshake: no HTTP response (e.g. plaintext to a STRICT mTLS listener). A port where
     /// nothing listens is an environment error, never this.
     Rejected,
+    /// Kept from the app either way: rejected as above, or answered by the mesh's own refusal
+    /// (RBAC's 403 or jwt_authn's 401, told by their own bodies). For callers a deployment may
+    /// stop at the handshake or at its authorization policy; the app's answer is neither.
+    Refused,
 }
 
 /// A part of the deployment that refuses a request on its own, and answers in its own words.
@@ -1103,8 +1107,8 @@ mod tests {
                 "needs an accepted control",
             ),
             (
-                "      - op: expect\n        connection: refused\n",
-                "unknown variant `refused`, expected one of answered, rejected",
+                "      - op: expect\n        connection: closed\n",
+                "unknown variant `closed`, expected one of answered, rejected, refused",
             ),
             (
                 "      - op: expect\n        connection: rejected\n        status: 403\n",
