@@ -1020,6 +1020,10 @@ const CASES: &[Case] = &[
                 "seed001_any_idp::user_outside_the_group_is_refused",
                 "status: expected 403, actual 200",
             ),
+            red(
+                "attack_admission::user_without_role_token_refused_on_every_path",
+                "GET /get with the second user's token (a user the app must not admit): expected not answered by the app with the second user's token",
+            ),
         ],
     },
     Case {
@@ -1116,6 +1120,10 @@ const CASES: &[Case] = &[
             red(
                 "seed002_role_claims::token_without_the_roles_is_refused_by_the_policy",
                 "status: expected 403, actual 200",
+            ),
+            red(
+                "seed002_role_claims::token_without_the_roles_refused_on_every_path",
+                "GET /anything/x with the second user's token (a user the app must not admit): expected not answered by the app",
             ),
         ],
     },
@@ -1239,9 +1247,30 @@ const CASES: &[Case] = &[
                 authorization: AuthorizationRequirement::None,
             };
         },
+        red: &[
+            red(
+                "seed003_origin_auth::missing_bearer_is_rejected",
+                "status: expected one of 302, 401, 403, actual 200 at https:",
+            ),
+            red(
+                "seed003_origin_auth::token_required_on_every_path_and_method",
+                "GET /ip: expected not answered by the app without a session",
+            ),
+        ],
+    },
+    Case {
+        // A token required only where the API is thought to be: a DENY without a principal
+        // scoped to /headers, which the single-path check passes; /get and the rest are open.
+        name: "token_required_on_some_paths_only_leaves_the_others_open",
+        breakage: |c| {
+            c.ext_authz = false;
+            c.istio_overlay = Some(istio_fault(
+                "authorizationpolicy-token-required-on-some-paths",
+            ));
+        },
         red: &[red(
-            "seed003_origin_auth::missing_bearer_is_rejected",
-            "status: expected one of 302, 401, 403, actual 200 at https:",
+            "seed003_origin_auth::token_required_on_every_path_and_method",
+            "GET /get: expected not answered by the app without a session",
         )],
     },
     Case {

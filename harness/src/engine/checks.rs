@@ -39,13 +39,36 @@ impl Engine {
         attack: &Probe,
         state: &ScenarioState,
     ) -> Result<StepOutput, String> {
-        let session = state.browser.cookie_header_for(&self.endpoints.app);
+        use crate::scenario::{Credentials, ProbeAttacker, ProbeReference};
+        let reference = match attack.reference {
+            ProbeReference::Session => state
+                .browser
+                .cookie_header_for(&self.endpoints.app)
+                .map(probe::ProbeCredential::Cookie),
+            ProbeReference::Bearer => state.granted.clone().map(probe::ProbeCredential::Bearer),
+        };
+        let attacker = match attack.attacker {
+            ProbeAttacker::Anonymous => None,
+            ProbeAttacker::SecondUserBearer => {
+                let (answer, token, _) = self.password_grant_for(Credentials::SecondUser).await?;
+                let token = token.ok_or_else(|| {
+                    format!(
+                        "the second user's token grant gave no access token ({} at {})",
+                        answer.status, answer.url
+                    )
+                })?;
+                Some(probe::ProbeCredential::Bearer(token))
+            }
+        };
         let checks = probe::run(
             attack,
             &self.endpoints.app,
             &self.raw,
             &self.vars,
-            session.as_ref(),
+            &probe::Standings {
+                reference,
+                attacker,
+            },
         )
         .await?;
         Ok(StepOutput { checks, jwt: None })

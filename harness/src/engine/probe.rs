@@ -12,6 +12,29 @@ use crate::check::CheckResult;
 use crate::redact::Secret;
 use crate::scenario::{Attack, Evidence, Probe, ProbeRequest, Protocol, Variables};
 
+/// What a probe send carries to be let in: a session cookie or a bearer token.
+#[derive(Debug, Clone)]
+pub enum ProbeCredential {
+    /// The browser's `Cookie` header for the app.
+    Cookie(Secret),
+    Bearer(Secret),
+}
+
+impl ProbeCredential {
+    fn header(&self) -> (String, String) {
+        match self {
+            Self::Cookie(cookie) => ("Cookie".into(), cookie.expose().to_string()),
+            Self::Bearer(token) => ("Authorization".into(), format!("Bearer {}", token.expose())),
+        }
+    }
+}
+
+/// The two standings a probe compares: the reference (let in) and the attacker's.
+pub struct Standings {
+    pub reference: Option<ProbeCredential>,
+    pub attacker: Option<ProbeCredential>,
+}
+
 /// The header every probe request carries its nonce in; an echoing app gives it back.
 pub const NONCE_HEADER: &str = "X-Meshauth-Probe";
 
@@ -21,7 +44,7 @@ pub async fn run(
     origin: &Url,
     client: &RawClient,
     vars: &Variables,
-    session: Option<&Secret>,
+    standings: &Standings,
 ) -> Result<Vec<CheckResult>, String> {
     if probe.attack == Attack::IdpAdministration {
         let checks = futures::stream::iter(&probe.requests)
@@ -31,12 +54,14 @@ pub async fn run(
             .await;
         return Ok(checks);
     }
-    let session = session.ok_or(
-        "a probe needs the scenario's session as its reference: put a sign_in step before it",
+    let session = standings.reference.as_ref().ok_or(
+        "a probe needs its reference credential: put a sign_in step (reference: session) or a \
+         token_grant step (reference: bearer) before it",
     )?;
+    let attacker = standings.attacker.as_ref();
     // The requests are independent: a few in flight at once, the checks in table order.
     let checks = futures::stream::iter(&probe.requests)
-        .map(|request| run_one(probe, request, origin, client, vars, session))
+        .map(|request| run_one(probe, request, origin, client, vars, session, attacker))
         .buffered(PROBES_IN_FLIGHT)
         .collect()
         .await;
@@ -151,7 +176,8 @@ async fn run_one(
     app: &Url,
     client: &RawClient,
     vars: &Variables,
-    session: &Secret,
+    session: &ProbeCredential,
+    attacker: Option<&ProbeCredential>,
 ) -> CheckResult {
     let origin = match request_origin(request, app, vars) {
         Ok(origin) => origin,
@@ -168,7 +194,7 @@ async fn run_one(
         vars,
         &anonymous_nonce,
         &anonymous_marker,
-        None,
+        attacker,
     );
     let (signed_nonce, signed_marker) = (nonce(), nonce());
     let signed = build(
@@ -180,8 +206,17 @@ async fn run_one(
         Some(session),
     );
     let mut shown = anonymous.clone();
-    shown.headers.retain(|(header, _)| header != NONCE_HEADER);
-    let name = shown.describe(origin, origin != app);
+    shown
+        .headers
+        .retain(|(header, _)| header != NONCE_HEADER && !is_credential(header, attacker));
+    let name = match attacker {
+        None => shown.describe(origin, origin != app),
+        Some(_) => format!(
+            "{} {}",
+            shown.describe(origin, origin != app),
+            probe.attacker.describe()
+        ),
+    };
     // Concurrently: a probe of a hung part waits out the gateway's timeout once, not twice.
     let (anonymous_answer, signed_answer) = tokio::join!(
         client.send(origin, &anonymous),
@@ -191,7 +226,7 @@ async fn run_one(
     let follow_marker = nonce();
     let followed = match follow_target(origin, &sign_in, &anonymous_answer, &signed_answer) {
         Some(target) => {
-            let follow = build_follow(&signed, &target, &follow_marker);
+            let follow = build_follow(&signed, session, &target, &follow_marker);
             Some(client.send(origin, &follow).await)
         }
         None => None,
@@ -201,6 +236,7 @@ async fn run_one(
             name,
             &Sent {
                 method: &request.method,
+                attacker: probe.attacker.describe(),
                 origin,
                 sign_in: &sign_in,
                 followed: followed.as_ref().map(|answer| Followed {
@@ -230,6 +266,12 @@ async fn run_one(
         ),
     };
     check.with_severity(probe.severity)
+}
+
+/// Whether `header` is the attacker's own credential header (kept out of check names: it
+/// holds a token).
+fn is_credential(header: &str, attacker: Option<&ProbeCredential>) -> bool {
+    attacker.is_some_and(|credential| header.eq_ignore_ascii_case(&credential.header().0))
 }
 
 fn nonce() -> String {
@@ -267,7 +309,7 @@ fn build(
     vars: &Variables,
     nonce: &str,
     marker: &str,
-    session: Option<&Secret>,
+    credential: Option<&ProbeCredential>,
 ) -> RawRequest {
     let vars = vars
         .with("nonce", nonce.to_string())
@@ -278,8 +320,8 @@ fn build(
         .map(|(name, value)| (vars.expand(name), vars.expand(value)))
         .collect();
     headers.push((NONCE_HEADER.to_string(), marker.to_string()));
-    if let Some(cookie) = session {
-        headers.push(("Cookie".to_string(), cookie.expose().to_string()));
+    if let Some(credential) = credential {
+        headers.push(credential.header());
     }
     RawRequest {
         method: request.method.clone(),
@@ -315,11 +357,17 @@ fn follow_target(
 }
 
 /// The signed-in request again, as a GET of the redirect's target, with its own marker.
-fn build_follow(signed: &RawRequest, target: &Url, marker: &str) -> RawRequest {
+fn build_follow(
+    signed: &RawRequest,
+    credential: &ProbeCredential,
+    target: &Url,
+    marker: &str,
+) -> RawRequest {
+    let credential_header = credential.header().0;
     let mut headers: Vec<(String, String)> = signed
         .headers
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(&credential_header))
         .cloned()
         .collect();
     headers.push((NONCE_HEADER.to_string(), marker.to_string()));
@@ -366,6 +414,8 @@ impl SignIn {
 /// What was sent, as far as judging its answer needs.
 struct Sent<'a> {
     method: &'a str,
+    /// How the attack send went ("without a session", …).
+    attacker: &'a str,
     origin: &'a Url,
     sign_in: &'a SignIn,
     /// The signed-in user's answer at the target of a redirect both sends got alike.
@@ -615,7 +665,8 @@ fn judge_reach(
     signed: &Result<RawResponse, String>,
     evidence: Evidence,
 ) -> CheckResult {
-    let expected = "not answered by the app without a session";
+    let expected = format!("not answered by the app {}", sent.attacker);
+    let expected = expected.as_str();
     let answer = match anonymous {
         Ok(answer) => answer,
         // No response is a refusal only beside a control: the same request with the session,
@@ -876,6 +927,7 @@ mod tests {
         ]);
         let sign_in = SignIn::from_vars(&vars);
         let sent = Sent {
+            attacker: "without a session",
             method,
             origin: &origin,
             sign_in: &sign_in,
@@ -892,6 +944,7 @@ mod tests {
         let origin = Url::parse("https://127.0.0.1:8443").unwrap();
         let sign_in = SignIn::from_vars(&Variables::default());
         let sent = Sent {
+            attacker: "without a session",
             method: "GET",
             origin: &origin,
             sign_in: &sign_in,
@@ -1027,6 +1080,7 @@ mod tests {
         let origin = Url::parse("http://127.0.0.1:8080").unwrap();
         let sign_in = SignIn::from_vars(&Variables::default());
         let sent = Sent {
+            attacker: "without a session",
             method: "GET",
             origin: &origin,
             sign_in: &sign_in,

@@ -75,7 +75,7 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    async fn password_grant_for(
+    pub(super) async fn password_grant_for(
         &self,
         credentials: Credentials,
     ) -> Result<(Page, Option<Secret>, Option<Secret>), String> {

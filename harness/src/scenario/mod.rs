@@ -234,6 +234,9 @@ impl Scenario {
                 }
                 Step::AuditConfig {} => needs.push(Requirement::ConfigFiles),
                 Step::WaitForSessionRefresh {} => needs.push(Requirement::SessionRefresh),
+                Step::Probe(probe) if probe.attacker == ProbeAttacker::SecondUserBearer => {
+                    needs.push(Requirement::SecondUser)
+                }
                 _ => {}
             }
         }
@@ -442,7 +445,50 @@ pub struct Probe {
     /// How bad it is when a request succeeds: the finding's severity.
     #[serde(default)]
     pub severity: Severity,
+    /// What the reference send carries: the standing the app must let in, whose answer tells
+    /// the app's from anyone else's.
+    #[serde(default)]
+    pub reference: ProbeReference,
+    /// What the attack send carries.
+    #[serde(default)]
+    pub attacker: ProbeAttacker,
     pub requests: Vec<ProbeRequest>,
+}
+
+/// A probe's reference credential.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeReference {
+    /// The scenario's session cookie (a `sign_in` first).
+    #[default]
+    Session,
+    /// The access token of the last `token_grant`, as `Authorization: Bearer`: for
+    /// deployments that require a token rather than a session (origin authentication).
+    Bearer,
+}
+
+/// Who sends a probe's attack requests.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeAttacker {
+    /// No credential at all.
+    #[default]
+    Anonymous,
+    /// The second user of the realm (valid, without the required role) with their own access
+    /// token from the IdP: admission must hold on every path spelling, not one.
+    SecondUserBearer,
+}
+
+impl ProbeAttacker {
+    /// How the attack send goes, for check texts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Anonymous => "without a session",
+            Self::SecondUserBearer => {
+                "with the second user's token (a user the app must not admit)"
+            }
+        }
+    }
 }
 
 /// One attack request. `path` is the request target exactly as sent.
@@ -987,6 +1033,14 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                         scenario.id
                     )));
                 }
+                let granted_before = scenario.steps[..index]
+                    .iter()
+                    .any(|s| matches!(s, Step::TokenGrant { .. }));
+                if probe.reference == ProbeReference::Bearer && !granted_before {
+                    return Err(invalid(
+                        "a probe with reference: bearer sends the last token_grant's token: put a token_grant step before it".into(),
+                    ));
+                }
                 has_check = true;
             }
             if let Step::ExpectJwt { .. } | Step::AuditConfig {} = step {
@@ -1117,6 +1171,10 @@ mod tests {
             (
                 "      - op: request\n        url: ${sidecr}/headers\n      - op: expect\n        status: 1\n",
                 "unknown variable ${sidecr}",
+            ),
+            (
+                "      - op: probe\n        attack: unauthenticated_reach\n        reference: bearer\n        requests: [{ path: /x }]\n",
+                "put a token_grant step before it",
             ),
             (
                 "      - op: expect\n        refused_by: [oauth2_proxy]\n",
