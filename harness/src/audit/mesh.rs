@@ -16,7 +16,120 @@ pub(super) fn mesh(file: &ConfigFile, found: &[Setting]) -> Vec<CheckResult> {
     identity_sent_back(file, text, &mut checks);
     legacy_tls(file, found, text, &mut checks);
     peer_authentication(file, found, text, &mut checks);
+    custom_policy_scope(file, text, &mut checks);
     checks
+}
+
+/// Paths a CUSTOM (auth proxy) policy may leave out: the auth proxy's own flow and the IdP's
+/// public pages where it shares the gateway. Anything else it leaves out is public.
+const SIGN_IN_PATHS: &[&str] = &["/oauth2/*", "/auth/*", "/realms/*", "/resources/*"];
+
+/// What a CUSTOM AuthorizationPolicy leaves unchecked: paths, hosts or methods exempted beyond
+/// the sign-in's own, a wildcard prefix without its slash (`/oauth2*` exempts `/oauth2x…`),
+/// and rules scoped to some paths, hosts, methods or conditions (everything else passes
+/// without the check). Read from the objects' structure, whatever their YAML or JSON style.
+fn custom_policy_scope(file: &ConfigFile, text: &str, checks: &mut Vec<CheckResult>) {
+    if !text.contains("AuthorizationPolicy") {
+        return;
+    }
+    let Ok(documents) = serde_saphyr::from_multiple::<serde_json::Value>(&file.text) else {
+        return;
+    };
+    for policy in documents.iter().filter(|d| {
+        d["kind"] == "AuthorizationPolicy" && d["spec"]["action"].as_str() == Some("CUSTOM")
+    }) {
+        let name = policy["metadata"]["name"].as_str().unwrap_or("(unnamed)");
+        let line = line_of(text, &format!("name: {name}"));
+        let (near_misses, unchecked) = custom_policy_gaps(&policy["spec"]);
+        checks.push(check(
+            file,
+            &format!("sign-in exemptions of CUSTOM policy {name}"),
+            Severity::High,
+            "no wildcard path exemption wider than its prefix (\"/oauth2/*\", never \"/oauth2*\")",
+            (!near_misses.is_empty()).then(|| {
+                (
+                    line,
+                    format!(
+                        "{}: each also exempts every path that merely starts the same (\"/oauth2x\", \"/auth-admin\")",
+                        near_misses.join(", ")
+                    ),
+                )
+            }),
+            "end each exempt prefix with a slash before the wildcard: \"/oauth2/*\"",
+        ));
+        checks.push(check(
+            file,
+            &format!("requests left unchecked by CUSTOM policy {name}"),
+            Severity::Medium,
+            "the check on every request but the sign-in's own paths",
+            (!unchecked.is_empty()).then(|| {
+                (
+                    line,
+                    format!(
+                        "{}: these requests reach the app without a session; make sure each is meant to be public",
+                        unchecked.join("; ")
+                    ),
+                )
+            }),
+            "exempt only the auth proxy's /oauth2/* (and the IdP's paths where it shares the host); put public content on its own host or route, not under the app's",
+        ));
+    }
+}
+
+/// A CUSTOM policy's wildcard near-misses and what else it leaves unchecked.
+fn custom_policy_gaps(spec: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let strings = |value: &serde_json::Value| -> Vec<String> {
+        value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mut near_misses, mut unchecked) = (Vec::new(), Vec::new());
+    for rule in spec["rules"].as_array().into_iter().flatten() {
+        for operation in rule["to"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|to| &to["operation"])
+        {
+            for path in strings(&operation["notPaths"]) {
+                if let Some(prefix) = path.strip_suffix('*')
+                    && !prefix.ends_with('/')
+                    && !prefix.is_empty()
+                {
+                    near_misses.push(format!("notPaths {path:?}"));
+                } else if !SIGN_IN_PATHS.contains(&path.as_str()) {
+                    unchecked.push(format!("notPaths {path:?}"));
+                }
+            }
+            for field in ["notHosts", "notMethods"] {
+                let values = strings(&operation[field]);
+                if !values.is_empty() {
+                    unchecked.push(format!("{field} {values:?}"));
+                }
+            }
+            for (field, what) in [
+                ("paths", "every other path"),
+                ("hosts", "every other host"),
+                ("methods", "every other method"),
+            ] {
+                let values = strings(&operation[field]);
+                if !values.is_empty() {
+                    unchecked.push(format!("{field} {values:?} only ({what} unchecked)"));
+                }
+            }
+        }
+        if rule["when"].as_array().is_some_and(|w| !w.is_empty()) {
+            unchecked
+                .push("a `when` condition (requests that do not meet it are unchecked)".into());
+        }
+    }
+    (near_misses, unchecked)
 }
 
 /// The line (1-based) of the first line holding `needle`, 0 when none does.

@@ -74,6 +74,7 @@ fn kind(file: &ConfigFile, found: &[Setting]) -> Vec<ConfigKind> {
         || text.contains("xff_num_trusted_hops")
         || text.contains("minProtocolVersion")
         || text.contains("tls_minimum_protocol_version")
+        || text.contains("AuthorizationPolicy")
     {
         kinds.push(ConfigKind::Mesh);
     }
@@ -252,6 +253,54 @@ mod tests {
                 && found.iter().any(|f| f.contains("e-mail")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_custom_policy_leaving_requests_unchecked_is_a_finding() {
+        let policy = |operation: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: oidc\n  namespace: istio-system\nspec:\n  action: CUSTOM\n  provider: {{ name: oauth2-proxy }}\n  rules:\n  - to:\n    - operation:\n{operation}"
+            )
+        };
+        let reference = policy("        notPorts: [\"8080\"]\n        notPaths: [\"/oauth2/*\"]\n");
+        assert!(findings(&[file("ap.yaml", &reference)]).is_empty());
+        let seed002 = policy("        notPaths: [\"/oauth2/*\", \"/auth/*\"]\n");
+        assert!(findings(&[file("ap.yaml", &seed002)]).is_empty());
+        for (operation, finding) in [
+            (
+                "        notPaths: [\"/oauth2*\"]\n",
+                "ap.yaml: sign-in exemptions of CUSTOM policy oidc",
+            ),
+            (
+                "        notPaths: [\"/oauth2/*\", \"/health*\"]\n",
+                "ap.yaml: sign-in exemptions of CUSTOM policy oidc",
+            ),
+            (
+                "        notPaths: [\"/oauth2/*\", \"/api/*\"]\n",
+                "ap.yaml: requests left unchecked by CUSTOM policy oidc",
+            ),
+            (
+                "        methods: [\"GET\"]\n",
+                "ap.yaml: requests left unchecked by CUSTOM policy oidc",
+            ),
+            (
+                "        paths: [\"/anything*\"]\n",
+                "ap.yaml: requests left unchecked by CUSTOM policy oidc",
+            ),
+            (
+                "        notHosts: [\"public.example.com\"]\n",
+                "ap.yaml: requests left unchecked by CUSTOM policy oidc",
+            ),
+        ] {
+            let found = findings(&[file("ap.yaml", &policy(operation))]);
+            assert!(
+                found.contains(&finding.to_string()),
+                "{operation}: {found:?}"
+            );
+        }
+        // A DENY or ALLOW policy is not the sign-in's scope.
+        let allow = reference.replace("CUSTOM", "ALLOW");
+        assert!(findings(&[file("ap.yaml", &allow)]).is_empty());
     }
 
     #[test]
