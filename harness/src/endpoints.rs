@@ -42,6 +42,8 @@ pub struct Endpoints {
     /// A user known only to the upstream IdP the realm brokers to, where the environment has
     /// one.
     pub upstream_user: Option<TestUser>,
+    /// Another user of that upstream IdP, outside the group the realm admits.
+    pub upstream_second_user: Option<TestUser>,
     /// Another client of the realm (password and client-credentials grants): valid tokens of
     /// the realm for another audience.
     pub other_client: Option<ClientCredentials>,

@@ -322,6 +322,16 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        // "Everyone from the upstream IdP gets the app's role": a Hardcoded Role mapper on
+        // the identity provider, as brokering set-ups start out.
+        name: "broker_gives_every_upstream_user_the_role",
+        breakage: |c| c.broker_role_from_upstream_group = false,
+        red: &[red(
+            "seed002_identity_brokering::upstream_user_outside_the_group_is_refused",
+            "status: expected 403, actual 200",
+        )],
+    },
+    Case {
         // All of Keycloak on the gateway's IdP listener, as seed 000 publishes it: the admin
         // console and admin REST API come with it.
         name: "keycloak_published_whole_with_its_admin_console",

@@ -168,7 +168,8 @@ impl Engine {
             return Ok(None);
         };
         let users = |e: &Endpoints| {
-            [&e.second_user, &e.upstream_user].map(|u| u.as_ref().map(|u| u.username.clone()))
+            [&e.second_user, &e.upstream_user, &e.upstream_second_user]
+                .map(|u| u.as_ref().map(|u| u.username.clone()))
         };
         let same = now.app == self.endpoints.app
             && now.idp == self.endpoints.idp
@@ -469,6 +470,16 @@ impl Engine {
                 let upstream = self.endpoints.upstream_user.as_ref().ok_or(
                     "this environment has no upstream IdP user (the local stack has one while a \
                      suite's profile brokers to the second IdP)",
+                )?;
+                (
+                    upstream.username.clone(),
+                    upstream.password.expose().to_string(),
+                )
+            }
+            Credentials::UpstreamSecondUser => {
+                let upstream = self.endpoints.upstream_second_user.as_ref().ok_or(
+                    "this environment has no second upstream IdP user (the local stack has one \
+                     while a suite's profile brokers to the second IdP)",
                 )?;
                 (
                     upstream.username.clone(),

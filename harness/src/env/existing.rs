@@ -333,6 +333,7 @@ impl ExistingEnvironment {
                 },
                 second_user,
                 upstream_user: None,
+                upstream_second_user: None,
                 other_client,
                 signing_key,
                 role: parsed.role,

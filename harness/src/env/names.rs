@@ -34,3 +34,6 @@ pub const UPSTREAM_ALIAS: &str = "upstream";
 pub const UPSTREAM_CLIENT_ID: &str = "keycloak-broker";
 pub const UPSTREAM_USERNAME: &str = "carol";
 pub const UPSTREAM_EMAIL: &str = "carol@upstream.example.test";
+/// A second user of the upstream IdP, outside the group the realm maps to the app's role.
+pub const UPSTREAM_SECOND_USERNAME: &str = "dave";
+pub const UPSTREAM_SECOND_EMAIL: &str = "dave@upstream.example.test";

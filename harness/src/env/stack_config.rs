@@ -220,6 +220,10 @@ pub struct StackConfig {
     /// the gateway with the rest of Keycloak. Off in the reference: the gateway answers those
     /// paths itself (404), and administrators reach Keycloak on its own port.
     pub idp_admin_published: bool,
+    /// Brokered sign-in (`idp: keycloak_brokering`): the realm gives the app's role to upstream
+    /// users in the upstream IdP's group that stands for it (a Claim to Role mapper on
+    /// `groups`). Off: every upstream user gets it (a Hardcoded Role mapper).
+    pub broker_role_from_upstream_group: bool,
     /// httpbin's sidecar accepts mTLS peers of the mesh's trust domain only, as Istio does.
     pub sidecar_trust_domain_check: bool,
     /// The mesh policies on httpbin's sidecar (PeerAuthentication, RequestAuthentication,
@@ -295,6 +299,7 @@ impl Default for StackConfig {
             baseline_route: false,
             hop_timing: false,
             idp_admin_published: false,
+            broker_role_from_upstream_group: true,
             sidecar_trust_domain_check: true,
             sidecar: SidecarPolicy::reference(),
             istio_overlay: None,
@@ -550,6 +555,11 @@ impl StackConfig {
                 "the gateway takes the client's address from its own peer (numTrustedProxies 0)",
                 self.gateway_trusted_proxies == 0,
                 "meshConfig.defaultConfig.gatewayTopology.numTrustedProxies = the number of proxies that really stand in front of the gateway and append to X-Forwarded-For (0 behind a TCP load balancer)",
+            ),
+            P::protection_or_fix(
+                "brokered users get the app's role from their upstream group only",
+                self.broker_role_from_upstream_group,
+                "map the role from the upstream IdP's group claim (Keycloak: Identity providers → Mappers → Claim to Role, claim groups), never a Hardcoded Role for everyone the upstream IdP knows",
             ),
             P::protection_or_fix(
                 "Keycloak's administration (/admin/) not published on the gateway",

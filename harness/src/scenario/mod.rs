@@ -578,6 +578,8 @@ pub enum Credentials {
     SecondUser,
     /// A user who exists only at the upstream IdP the realm brokers to (signs in there).
     UpstreamUser,
+    /// Another user of the upstream IdP, outside the group the realm admits.
+    UpstreamSecondUser,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

@@ -95,6 +95,7 @@ impl KindEnvironment {
             },
             second_user: None,
             upstream_user: None,
+            upstream_second_user: None,
             other_client: None,
             signing_key: None,
             role: ROLE.into(),

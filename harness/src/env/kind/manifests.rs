@@ -304,6 +304,9 @@ mod tests {
                 other_client_secret: Secret::new("other-client-secret-value".to_string()),
                 upstream_client_secret: Secret::new("upstream-client-secret-value".to_string()),
                 upstream_user_password: Secret::new("upstream-user-password-value".to_string()),
+                upstream_second_user_password: Secret::new(
+                    "upstream-second-user-password-value".to_string(),
+                ),
                 test_signing_key: crate::oidc::forge::SigningKey::generate().unwrap(),
             },
             cookie_secret: Secret::new("cookie-secret-value-32-bytes-abc".to_string()),

@@ -5,7 +5,10 @@ use url::Url;
 
 use super::{LocalStack, url};
 use crate::env::istio::ProxyIdentity;
-use crate::env::names::{OTHER_CLIENT_ID, UPSTREAM_EMAIL, UPSTREAM_USERNAME};
+use crate::env::names::{
+    OTHER_CLIENT_ID, UPSTREAM_EMAIL, UPSTREAM_SECOND_EMAIL, UPSTREAM_SECOND_USERNAME,
+    UPSTREAM_USERNAME,
+};
 use crate::env::{ClientCredentials, TestUser};
 use crate::policy::{AppListener, IdentityProvider};
 
@@ -35,6 +38,12 @@ impl LocalStack {
                 username: UPSTREAM_USERNAME.to_string(),
                 password: self.secrets.realm.upstream_user_password.clone(),
                 email: UPSTREAM_EMAIL.to_string(),
+            });
+        self.endpoints.upstream_second_user =
+            (self.config.idp == IdentityProvider::KeycloakBrokering).then(|| TestUser {
+                username: UPSTREAM_SECOND_USERNAME.to_string(),
+                password: self.secrets.realm.upstream_second_user_password.clone(),
+                email: UPSTREAM_SECOND_EMAIL.to_string(),
             });
         self.endpoints.other_client = keycloak.then(|| ClientCredentials {
             id: OTHER_CLIENT_ID.to_string(),

@@ -105,6 +105,7 @@ impl LocalStack {
             },
             second_user: None,
             upstream_user: None,
+            upstream_second_user: None,
             other_client: None,
             signing_key: None,
             role: ROLE.to_string(),

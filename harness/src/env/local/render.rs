@@ -13,8 +13,8 @@ use crate::env::StackConfig;
 use crate::env::istio::{self, BootstrapContext, ProxyIdentity};
 use crate::env::names::{
     EMAIL, OIDC_IDP_CLIENT_ID, OTHER_CLIENT_ID, ROLE, ROLES_CLIENT_ID, SECOND_EMAIL,
-    SECOND_USERNAME, UPSTREAM_ALIAS, UPSTREAM_CLIENT_ID, UPSTREAM_EMAIL, UPSTREAM_USERNAME,
-    USERNAME,
+    SECOND_USERNAME, UPSTREAM_ALIAS, UPSTREAM_CLIENT_ID, UPSTREAM_EMAIL, UPSTREAM_SECOND_EMAIL,
+    UPSTREAM_SECOND_USERNAME, UPSTREAM_USERNAME, USERNAME,
 };
 use crate::env::ports::Component;
 use crate::policy::{AppListener, IdentityProvider, IdpAddress, KeycloakRealm};
@@ -75,6 +75,9 @@ pub(in crate::env) struct UpstreamIdp<'a> {
     client_id: &'static str,
     client_secret: &'a str,
     role: &'static str,
+    /// The role from the upstream `groups` claim (Keycloak's Claim to Role mapper), not given
+    /// to every upstream user (the Hardcoded Role mapper).
+    role_from_groups: bool,
 }
 
 impl<'a> RealmContext<'a> {
@@ -102,6 +105,7 @@ impl<'a> RealmContext<'a> {
                     secrets.upstream_client_secret.expose()
                 },
                 role: ROLE,
+                role_from_groups: config.broker_role_from_upstream_group,
             }),
             client_secret: secrets.client_secret.expose(),
             redirect_uri,
@@ -279,6 +283,9 @@ impl LocalStack {
                 "upstream_username": UPSTREAM_USERNAME,
                 "upstream_user_password": realm.upstream_user_password.expose(),
                 "upstream_email": UPSTREAM_EMAIL,
+                "upstream_second_username": UPSTREAM_SECOND_USERNAME,
+                "upstream_second_user_password": realm.upstream_second_user_password.expose(),
+                "upstream_second_email": UPSTREAM_SECOND_EMAIL,
             }),
         )?)
     }

@@ -28,6 +28,7 @@ pub struct RealmSecrets {
     /// The realm's client at the upstream IdP it brokers to, and the user who exists only there.
     pub upstream_client_secret: Secret,
     pub upstream_user_password: Secret,
+    pub upstream_second_user_password: Secret,
     /// A key the realm publishes (and signs nothing with) whose private half the harness
     /// holds, to mint tokens that differ from real ones in one claim only.
     pub test_signing_key: SigningKey,
@@ -42,6 +43,7 @@ impl RealmSecrets {
             other_client_secret: Secret::generate(24),
             upstream_client_secret: Secret::generate(24),
             upstream_user_password: Secret::generate(18),
+            upstream_second_user_password: Secret::generate(18),
             test_signing_key: SigningKey::generate().map_err(pki::PkiError::from)?,
         })
     }
@@ -54,6 +56,7 @@ impl RealmSecrets {
             &self.other_client_secret,
             &self.upstream_client_secret,
             &self.upstream_user_password,
+            &self.upstream_second_user_password,
             &self.test_signing_key.private_key_pem,
         ] {
             redactor.register(secret);
