@@ -215,6 +215,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         },
         second_user: None,
         upstream_user: None,
+        upstream_second_user: None,
         other_client: None,
         signing_key: None,
         role: "unused".into(),
