@@ -90,7 +90,35 @@ fn custom_policy_gaps(spec: &serde_json::Value) -> (Vec<String>, Vec<String>) {
             .unwrap_or_default()
     };
     let (mut near_misses, mut unchecked) = (Vec::new(), Vec::new());
-    for rule in spec["rules"].as_array().into_iter().flatten() {
+    let rules = spec["rules"].as_array().cloned().unwrap_or_default();
+    if rules.is_empty() {
+        // A policy without rules matches no request: ext_authz checks nothing.
+        unchecked.push("no rules: the policy matches no request, so no request is checked".into());
+        return (near_misses, unchecked);
+    }
+    // Rules are OR-ed: one that matches every request leaves nothing unchecked, and one whose
+    // operations are not scoped makes other rules' scopes moot.
+    let matches_all = |rule: &serde_json::Value| {
+        rule.get("to").is_none() && rule.get("from").is_none() && rule.get("when").is_none()
+    };
+    if rules.iter().any(matches_all) {
+        return (near_misses, unchecked);
+    }
+    let scoped = |operation: &serde_json::Value| {
+        ["paths", "hosts", "methods", "ports"]
+            .iter()
+            .any(|field| operation.get(*field).is_some())
+    };
+    let some_operation_unscoped = rules.iter().any(|rule| {
+        rule.get("when").is_none()
+            && rule.get("from").is_none()
+            && rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|to| !scoped(&to["operation"]))
+    });
+    for rule in &rules {
         for operation in rule["to"]
             .as_array()
             .into_iter()
@@ -117,9 +145,10 @@ fn custom_policy_gaps(spec: &serde_json::Value) -> (Vec<String>, Vec<String>) {
                 ("paths", "every other path"),
                 ("hosts", "every other host"),
                 ("methods", "every other method"),
+                ("ports", "every other port"),
             ] {
                 let values = strings(&operation[field]);
-                if !values.is_empty() {
+                if !values.is_empty() && !some_operation_unscoped {
                     unchecked.push(format!("{field} {values:?} only ({what} unchecked)"));
                 }
             }

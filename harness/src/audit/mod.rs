@@ -298,6 +298,18 @@ mod tests {
                 "{operation}: {found:?}"
             );
         }
+        let no_rules = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: oidc\nspec:\n  action: CUSTOM\n  provider: { name: oauth2-proxy }\n";
+        assert!(
+            findings(&[file("ap.yaml", no_rules)])
+                .contains(&"ap.yaml: requests left unchecked by CUSTOM policy oidc".to_string())
+        );
+        // Rules are OR-ed: a scoped rule beside one that matches every request is no gap.
+        let or_ed = policy("        methods: [\"GET\"]\n  - {}\n");
+        assert!(findings(&[file("ap.yaml", &or_ed)]).is_empty(), "{or_ed}");
+        let beside_unscoped = policy(
+            "        methods: [\"GET\"]\n  - to:\n    - operation:\n        notPaths: [\"/oauth2/*\"]\n",
+        );
+        assert!(findings(&[file("ap.yaml", &beside_unscoped)]).is_empty());
         // A DENY or ALLOW policy is not the sign-in's scope.
         let allow = reference.replace("CUSTOM", "ALLOW");
         assert!(findings(&[file("ap.yaml", &allow)]).is_empty());

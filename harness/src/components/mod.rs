@@ -30,6 +30,10 @@ pub fn envoy_launch(envoy: &std::path::Path, config: &std::path::Path, log: Path
         .args([
             "--concurrency",
             "1",
+            // As Istio's pilot-agent starts it: access logs written out every second (Envoy's
+            // own default is 10 s), so a load run's per-hop lines are on disk a second after.
+            "--file-flush-interval-msec",
+            "1000",
             "--disable-hot-restart",
             "--log-level",
             "warn",

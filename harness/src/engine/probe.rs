@@ -129,7 +129,10 @@ fn idp_administration_evidence(answer: &RawResponse) -> Option<String> {
     }
     // The admin REST API's answer to a request without a token; Keycloak's other 401s and
     // a gateway's own refusals read differently.
-    if answer.status == 401 && answer.body.trim() == r#"{"error":"HTTP 401 Unauthorized"}"# {
+    let error = serde_json::from_str::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|body| body["error"].as_str().map(str::to_string));
+    if answer.status == 401 && error.as_deref() == Some("HTTP 401 Unauthorized") {
         return Some(
             "401 from Keycloak's admin REST API (it asks for an admin token: the API is published)"
                 .into(),

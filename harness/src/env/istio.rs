@@ -127,8 +127,8 @@ impl ProxyIdentity {
         Self::new(
             "router",
             "istio-ingressgateway",
-            "istio-system",
-            "istio-ingressgateway-service-account",
+            policy::GATEWAY_NAMESPACE,
+            policy::GATEWAY_SERVICE_ACCOUNT,
             "127.0.0.10",
             "127.0.0.20",
             serde_json::json!({ "istio": "ingressgateway", "app": "istio-ingressgateway" }),

@@ -11,7 +11,7 @@
 //! mTLS, both ways) + the sidecar + the app + the gateway's response.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +28,9 @@ use crate::env::ComponentTelemetry;
 
 /// How often the components' CPU counters are read (a slice's window is ≥ 200 ms).
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
-/// Envoy writes access logs out once a second (`file_flush_interval` default).
-const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(1100);
+/// The proxies write access logs out once a second (`--file-flush-interval-msec 1000`, as
+/// Istio's pilot-agent starts Envoy; `components::envoy_launch` does the same).
+const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(1200);
 
 /// One request's line at one proxy, in µs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -208,16 +209,24 @@ impl PhaseTelemetry {
     }
 }
 
+/// The per-hop lines a proxy wrote since `from`, read a line at a time (a long phase's log is
+/// hundreds of megabytes).
 fn read_lines(path: &Path, from: u64, notes: &mut Vec<String>) -> Vec<HopLine> {
-    let mut text = String::new();
-    let read = std::fs::File::open(path).and_then(|mut file| {
+    let opened = std::fs::File::open(path).and_then(|mut file| {
         file.seek(SeekFrom::Start(from))?;
-        file.read_to_string(&mut text)
+        Ok(file)
     });
-    if let Err(e) = read {
-        notes.push(format!("could not read {}: {e}", path.display()));
+    match opened {
+        Ok(file) => BufReader::new(file)
+            .split(b'\n')
+            .map_while(Result::ok)
+            .filter_map(|line| HopLine::parse(&String::from_utf8_lossy(&line)))
+            .collect(),
+        Err(e) => {
+            notes.push(format!("could not read {}: {e}", path.display()));
+            Vec::new()
+        }
     }
-    text.lines().filter_map(HopLine::parse).collect()
 }
 
 /// Mean and median of a series.

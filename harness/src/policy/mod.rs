@@ -89,9 +89,14 @@ pub struct SidecarPolicy {
     pub authorization: AuthorizationRequirement,
 }
 
-/// The ingress gateway's identity in the mesh (Istio's default gateway service account).
-pub const GATEWAY_PRINCIPAL: &str =
-    "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+/// The ingress gateway's namespace and service account (Istio's defaults for its gateway).
+pub const GATEWAY_NAMESPACE: &str = "istio-system";
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "istio-ingressgateway-service-account";
+
+/// The ingress gateway's identity in the mesh, as AuthorizationPolicy `principals` name it.
+pub fn gateway_principal() -> String {
+    format!("{TRUST_DOMAIN}/ns/{GATEWAY_NAMESPACE}/sa/{GATEWAY_SERVICE_ACCOUNT}")
+}
 
 impl SidecarPolicy {
     /// The reference's: STRICT mTLS, and the ingress gateway the only caller the app admits.
@@ -100,7 +105,7 @@ impl SidecarPolicy {
     /// identity headers it likes.
     pub fn reference() -> Self {
         Self {
-            authorization: AuthorizationRequirement::PeerPrincipal(GATEWAY_PRINCIPAL.into()),
+            authorization: AuthorizationRequirement::PeerPrincipal(gateway_principal()),
             ..Self::default()
         }
     }
@@ -156,8 +161,8 @@ impl SidecarPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackProfile {
-    /// The mesh policies on httpbin's sidecar; absent: the stack's own (Istio's defaults,
-    /// unless a deployment profile sets them).
+    /// The mesh policies on httpbin's sidecar; absent: the stack's own (the reference's STRICT
+    /// and only the gateway admitted, unless a deployment profile sets them).
     #[serde(default)]
     pub sidecar: Option<SidecarPolicy>,
     #[serde(default)]

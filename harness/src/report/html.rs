@@ -819,10 +819,12 @@ impl HopChart {
             return None;
         }
         let plot = CHART_WIDTH - Self::LEFT - 64.0;
+        // The widest bar drawn: hops measured below zero are drawn empty, so a path's bar may
+        // be longer than its mean.
         let max_us = breakdown
             .paths
             .iter()
-            .map(|p| p.client_mean_us)
+            .map(|p| p.hops.iter().map(|h| h.mean_us.max(0.0)).sum::<f64>())
             .fold(1.0_f64, f64::max);
         let hops: Vec<Hop> = {
             let mut seen: Vec<Hop> = breakdown

@@ -1013,15 +1013,17 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                         "an expect step must check at least one thing".into(),
                     ));
                 }
-                if expectation.connection == Some(ConnectionExpectation::Rejected)
+                if expectation
+                    .connection
+                    .is_some_and(|c| c != ConnectionExpectation::Answered)
                     && **expectation
                         != (ResponseExpectation {
-                            connection: Some(ConnectionExpectation::Rejected),
+                            connection: expectation.connection,
                             ..ResponseExpectation::default()
                         })
                 {
                     return Err(invalid(
-                        "connection: rejected means there is no response, so nothing else of it can be checked; \
+                        "connection: rejected (or refused) means there may be no response, so nothing else of it can be checked; \
                          move the other checks to an expect after a request that is answered"
                             .into(),
                     ));
@@ -1035,12 +1037,25 @@ fn validate_suite(suite: &Suite) -> Result<(), ScenarioError> {
                         scenario.id
                     )));
                 }
-                let granted_before = scenario.steps[..index]
-                    .iter()
-                    .any(|s| matches!(s, Step::TokenGrant { .. }));
+                if probe.attack != Attack::UnauthenticatedReach
+                    && (probe.reference != ProbeReference::Session
+                        || probe.attacker != ProbeAttacker::Anonymous)
+                {
+                    return Err(invalid(
+                        "reference and attacker choose the standings of an unauthenticated_reach probe; other attacks send as they describe".into(),
+                    ));
+                }
+                let granted_before = scenario.steps[..index].iter().any(|s| {
+                    matches!(
+                        s,
+                        Step::TokenGrant {
+                            credentials: Credentials::TestUser
+                        }
+                    )
+                });
                 if probe.reference == ProbeReference::Bearer && !granted_before {
                     return Err(invalid(
-                        "a probe with reference: bearer sends the last token_grant's token: put a token_grant step before it".into(),
+                        "a probe with reference: bearer sends the test user's token: put a token_grant step (the test user's credentials) before it".into(),
                     ));
                 }
                 has_check = true;
@@ -1168,7 +1183,7 @@ mod tests {
             ),
             (
                 "      - op: expect\n        connection: rejected\n        status: 403\n",
-                "connection: rejected means there is no response",
+                "connection: rejected (or refused) means there may be no response",
             ),
             (
                 "      - op: request\n        url: ${sidecr}/headers\n      - op: expect\n        status: 1\n",
@@ -1176,7 +1191,15 @@ mod tests {
             ),
             (
                 "      - op: probe\n        attack: unauthenticated_reach\n        reference: bearer\n        requests: [{ path: /x }]\n",
-                "put a token_grant step before it",
+                "put a token_grant step (the test user's credentials) before it",
+            ),
+            (
+                "      - op: token_grant\n        credentials: second_user\n      - op: probe\n        attack: unauthenticated_reach\n        reference: bearer\n        requests: [{ path: /x }]\n",
+                "put a token_grant step (the test user's credentials) before it",
+            ),
+            (
+                "      - op: probe\n        attack: forged_identity\n        attacker: second_user_bearer\n        requests: [{ path: /x }]\n",
+                "reference and attacker choose the standings of an unauthenticated_reach probe",
             ),
             (
                 "      - op: expect\n        refused_by: [oauth2_proxy]\n",
