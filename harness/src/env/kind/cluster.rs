@@ -265,6 +265,11 @@ fn rolled_out(deployment: &k8s_openapi::api::apps::v1::Deployment) -> bool {
 }
 
 /// A container that will not start by waiting: (container, reason, message).
+/// Crashes a container may have before its CrashLoopBackOff stops the wait: a component started
+/// before what it needs (oauth2-proxy before redis) crashes once or twice and then runs, as a
+/// Deployment does on any cluster; one that keeps crashing will not come up.
+const CRASHES_TOLERATED: i32 = 3;
+
 fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Option<String>)> {
     const HOPELESS: [&str; 6] = [
         "ImagePullBackOff",
@@ -283,7 +288,9 @@ fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Optio
         .find_map(|container| {
             let waiting = container.state.as_ref()?.waiting.as_ref()?;
             let reason = waiting.reason.as_deref()?;
-            HOPELESS.contains(&reason).then(|| {
+            let crashing_still = reason != "CrashLoopBackOff"
+                || container.restart_count >= CRASHES_TOLERATED;
+            (HOPELESS.contains(&reason) && crashing_still).then(|| {
                 (
                     container.name.clone(),
                     reason.to_string(),
@@ -342,5 +349,26 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(stuck(&starting), None);
+    }
+
+    #[test]
+    fn a_crash_loop_stops_the_wait_only_after_a_few_crashes() {
+        let crashed = |restarts: i32| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "oauth2-proxy-1" },
+                "status": { "containerStatuses": [
+                    { "name": "oauth2-proxy", "image": "x", "imageID": "", "ready": false,
+                      "restartCount": restarts,
+                      "state": { "waiting": { "reason": "CrashLoopBackOff",
+                                              "message": "back-off 10s restarting failed container" } } }
+                ] }
+            }))
+            .unwrap()
+        };
+        assert_eq!(stuck(&crashed(1)), None, "started before redis: it will come up");
+        assert_eq!(
+            stuck(&crashed(CRASHES_TOLERATED)).map(|(_, reason, _)| reason),
+            Some("CrashLoopBackOff".into())
+        );
     }
 }
