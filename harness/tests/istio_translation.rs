@@ -193,7 +193,9 @@ fn seed003_strict_request_principals_translation() {
 /// httpbin's sidecar exactly what the modern STRICT + RA + requestPrincipals profile gives.
 #[test]
 fn seed003_v1alpha1_policies_translate_like_their_modern_form() {
+    // The write-up's own policies only: no sidecar policy of the reference beside them.
     let legacy = StackConfig {
+        sidecar: meshauth::policy::SidecarPolicy::default(),
         istio_overlay: Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio-legacy"),
         ),
