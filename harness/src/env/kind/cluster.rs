@@ -288,8 +288,8 @@ fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Optio
         .find_map(|container| {
             let waiting = container.state.as_ref()?.waiting.as_ref()?;
             let reason = waiting.reason.as_deref()?;
-            let crashing_still = reason != "CrashLoopBackOff"
-                || container.restart_count >= CRASHES_TOLERATED;
+            let crashing_still =
+                reason != "CrashLoopBackOff" || container.restart_count >= CRASHES_TOLERATED;
             (HOPELESS.contains(&reason) && crashing_still).then(|| {
                 (
                     container.name.clone(),
@@ -365,7 +365,11 @@ mod tests {
             }))
             .unwrap()
         };
-        assert_eq!(stuck(&crashed(1)), None, "started before redis: it will come up");
+        assert_eq!(
+            stuck(&crashed(1)),
+            None,
+            "started before redis: it will come up"
+        );
         assert_eq!(
             stuck(&crashed(CRASHES_TOLERATED)).map(|(_, reason, _)| reason),
             Some("CrashLoopBackOff".into())
