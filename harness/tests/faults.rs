@@ -766,6 +766,20 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "istio_authorizationpolicy_exempting_an_api_prefix_and_a_page_exposes_them",
+        breakage: |c| c.istio_overlay = Some(istio_fault("authorizationpolicy-exempts-api")),
+        red: &[
+            red(
+                "attack_unauthenticated_reach::static_and_health_looking_paths",
+                "[high finding] GET /api/anything: expected not answered by the app without a session",
+            ),
+            red(
+                "attack_unauthenticated_reach::static_and_health_looking_paths",
+                "[high finding] GET /get: expected not answered by the app without a session",
+            ),
+        ],
+    },
+    Case {
         name: "istio_authorizationpolicy_exempting_oauth2_without_its_slash_exposes_near_misses",
         breakage: |c| c.istio_overlay = Some(istio_fault("oauth2-exempt-without-slash")),
         red: &[red(

@@ -46,14 +46,8 @@ fn answer_checks(
     vars: &Variables,
     checks: &mut Vec<CheckResult>,
 ) {
-    let idp_origins: Vec<url::Origin> = ["${idp}", "${issuer}"]
-        .iter()
-        .filter_map(|name| url::Url::parse(&vars.expand(name)).ok())
-        .map(|url| url.origin())
-        .collect();
     if let Some(connection) = expect.connection {
-        let refused_by =
-            refuser(page, &idp_origins).filter(|r| matches!(r, Refuser::Rbac | Refuser::JwtAuthn));
+        let refused_by = mesh_refusal(page);
         checks.push(CheckResult::new(
             "connection",
             match connection {
@@ -129,6 +123,11 @@ fn answer_checks(
         ));
     }
     if !expect.refused_by.is_empty() {
+        let idp_origins: Vec<url::Origin> = ["${idp}", "${issuer}"]
+            .iter()
+            .filter_map(|name| url::Url::parse(&vars.expand(name)).ok())
+            .map(|url| url.origin())
+            .collect();
         checks.push(check_refused_by(&expect.refused_by, page, &idp_origins));
     }
 }
@@ -401,17 +400,24 @@ fn check_refused_by(refusers: &[Refuser], page: &Page, idp_origins: &[url::Origi
     )
 }
 
-/// Which part made the refusal `page`, if its answer is one only that part gives.
-fn refuser(page: &Page, idp_origins: &[url::Origin]) -> Option<Refuser> {
+/// The mesh's own refusal (jwt_authn's or RBAC's), known by the answer only it gives.
+fn mesh_refusal(page: &Page) -> Option<Refuser> {
     let body = page.body.trim();
     let bearer_challenge = page
         .header("www-authenticate")
         .and_then(|c| c.trim_start().get(..6))
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
     match page.status.as_u16() {
-        401 if bearer_challenge && body.starts_with("Jwt ") => return Some(Refuser::JwtAuthn),
-        403 if body == "RBAC: access denied" => return Some(Refuser::Rbac),
-        _ => {}
+        401 if bearer_challenge && body.starts_with("Jwt ") => Some(Refuser::JwtAuthn),
+        403 if body == "RBAC: access denied" => Some(Refuser::Rbac),
+        _ => None,
+    }
+}
+
+/// Which part made the refusal `page`, if its answer is one only that part gives.
+fn refuser(page: &Page, idp_origins: &[url::Origin]) -> Option<Refuser> {
+    if let Some(refuser) = mesh_refusal(page) {
+        return Some(refuser);
     }
     let sign_in_page = find_provider_button(&page.body, &page.url).is_some()
         || find_login_form(&page.body, &page.url).is_ok();

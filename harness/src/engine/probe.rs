@@ -21,11 +21,19 @@ pub enum ProbeCredential {
 }
 
 impl ProbeCredential {
-    fn header(&self) -> (String, String) {
+    fn header_name(&self) -> &'static str {
         match self {
-            Self::Cookie(cookie) => ("Cookie".into(), cookie.expose().to_string()),
-            Self::Bearer(token) => ("Authorization".into(), format!("Bearer {}", token.expose())),
+            Self::Cookie(_) => "Cookie",
+            Self::Bearer(_) => "Authorization",
         }
+    }
+
+    fn header(&self) -> (String, String) {
+        let value = match self {
+            Self::Cookie(cookie) => cookie.expose().to_string(),
+            Self::Bearer(token) => format!("Bearer {}", token.expose()),
+        };
+        (self.header_name().into(), value)
     }
 }
 
@@ -274,7 +282,7 @@ async fn run_one(
 /// Whether `header` is the attacker's own credential header (kept out of check names: it
 /// holds a token).
 fn is_credential(header: &str, attacker: Option<&ProbeCredential>) -> bool {
-    attacker.is_some_and(|credential| header.eq_ignore_ascii_case(&credential.header().0))
+    attacker.is_some_and(|credential| header.eq_ignore_ascii_case(credential.header_name()))
 }
 
 fn nonce() -> String {
@@ -366,11 +374,10 @@ fn build_follow(
     target: &Url,
     marker: &str,
 ) -> RawRequest {
-    let credential_header = credential.header().0;
     let mut headers: Vec<(String, String)> = signed
         .headers
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(&credential_header))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(credential.header_name()))
         .cloned()
         .collect();
     headers.push((NONCE_HEADER.to_string(), marker.to_string()));

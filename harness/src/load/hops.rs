@@ -159,6 +159,20 @@ pub struct HopBreakdown {
     pub notes: Vec<String>,
 }
 
+impl HopBreakdown {
+    /// Every hop some path has, in the order a request meets them.
+    pub fn hops(&self) -> Vec<Hop> {
+        let mut hops: Vec<Hop> = self
+            .paths
+            .iter()
+            .flat_map(|p| p.hops.iter().map(|h| h.hop))
+            .collect();
+        hops.sort();
+        hops.dedup();
+        hops
+    }
+}
+
 /// One phase's collection: log positions at its start, a CPU sampler while it runs.
 pub struct PhaseTelemetry {
     sources: ComponentTelemetry,

@@ -608,13 +608,7 @@ impl LoadReport {
 /// The per-hop breakdown as text: a row per hop, a column per path (mean µs, and what it adds
 /// over the baseline), then each component's CPU.
 fn render_hops(out: &mut String, hops: &super::hops::HopBreakdown) {
-    let mut order: Vec<super::hops::Hop> = hops
-        .paths
-        .iter()
-        .flat_map(|p| p.hops.iter().map(|h| h.hop))
-        .collect();
-    order.sort();
-    order.dedup();
+    let order = hops.hops();
     if !hops.paths.is_empty() {
         let _ = write!(out, "{:<12} {:<18}", "", "hop (mean µs)");
         for path in &hops.paths {

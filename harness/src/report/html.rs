@@ -826,16 +826,7 @@ impl HopChart {
             .iter()
             .map(|p| p.hops.iter().map(|h| h.mean_us.max(0.0)).sum::<f64>())
             .fold(1.0_f64, f64::max);
-        let hops: Vec<Hop> = {
-            let mut seen: Vec<Hop> = breakdown
-                .paths
-                .iter()
-                .flat_map(|p| p.hops.iter().map(|h| h.hop))
-                .collect();
-            seen.sort();
-            seen.dedup();
-            seen
-        };
+        let hops = breakdown.hops();
         let index = |hop: Hop| hops.iter().position(|h| *h == hop).unwrap_or(0);
         let rows = breakdown
             .paths
