@@ -428,10 +428,18 @@ pub fn check_lifetime_bound(claims: &Map<String, Value>, bound: i64) -> CheckRes
     }
 }
 
+/// Exact when the lifetime is a whole number of hours or minutes; otherwise rounded, since an
+/// IdP that caps a token at its session's end issues one a second or two short of the cap.
 fn human_duration(seconds: i64) -> String {
+    fn rounded(value: f64, unit: &str) -> String {
+        let text = format!("{value:.1}");
+        format!("about {} {unit}", text.trim_end_matches(".0"))
+    }
     match seconds {
         s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s if s >= 3600 => rounded(s as f64 / 3600.0, "h"),
+        s if s >= 60 => rounded(s as f64 / 60.0, "min"),
         s => format!("{s} s"),
     }
 }
@@ -585,6 +593,20 @@ mod tests {
             long.actual.starts_with("86400s (24 h): "),
             "{}",
             long.actual
+        );
+        // Capped at a session that began the second before the token was issued.
+        let capped = check_lifetime_bound(&issued(35_999), 3600);
+        assert!(
+            capped.actual.starts_with("35999s (about 10 h): "),
+            "{}",
+            capped.actual
+        );
+        assert_eq!(
+            check_lifetime_bound(&issued(150), 60)
+                .actual
+                .split(':')
+                .next(),
+            Some("150s (about 2.5 min)")
         );
         let missing = check_lifetime_bound(&Map::new(), 3600);
         assert!(!missing.passed, "{missing:?}");
