@@ -1501,9 +1501,29 @@ fn run_schedule(
         }
     }
     runs.sort_by_cached_key(|(_, _, config)| (realm_of(config), format!("{config:?}")));
-    for (row, scenario, config) in runs {
-        let outcome = run_scenario(fixture, catalog, runtime, scenario, config)?;
-        fixture.outcomes.insert((row, scenario), outcome);
+    // Runs on the same configuration share one reconfiguration and run together, side by
+    // side where they may, as `meshauth run` runs a profile's scenarios.
+    let mut rest = runs.as_slice();
+    while let Some((_, _, config)) = rest.first() {
+        let same = rest.iter().take_while(|(_, _, c)| c == config).count();
+        let (group, later) = rest.split_at(same);
+        rest = later;
+        let mut names: Vec<&'static str> = Vec::new();
+        for (_, scenario, _) in group {
+            if !names.contains(scenario) {
+                names.push(scenario);
+            }
+        }
+        let transcripts = run_together(fixture, catalog, runtime, &names, config.clone())?;
+        for (row, scenario, _) in group {
+            let (verdict, failures, transcript) = transcripts
+                .get(scenario)
+                .cloned()
+                .ok_or_else(|| format!("{scenario} did not run"))?;
+            fixture
+                .outcomes
+                .insert((row, scenario), (verdict, failures, transcript));
+        }
     }
     Ok(())
 }
@@ -1554,24 +1574,40 @@ fn green_on_reference(fixture: &Fixture, name: &'static str) -> Result<(), Strin
     }
 }
 
-fn run_scenario(
+/// The stack reconfigured to `config`, then the named scenarios run on it through the engine;
+/// each one's outcome by name.
+fn run_together(
     fixture: &mut Fixture,
     catalog: &Catalog,
     runtime: &tokio::runtime::Runtime,
-    name: &str,
+    names: &[&'static str],
     config: StackConfig,
-) -> Result<Outcome, Failed> {
-    let (suite, scenario) = find(catalog, name)?;
+) -> Result<BTreeMap<&'static str, Outcome>, Failed> {
+    let scenarios = names
+        .iter()
+        .map(|name| find(catalog, name))
+        .collect::<Result<Vec<_>, _>>()?;
     runtime
         .block_on(fixture.stack.reconfigure(config))
-        .map_err(|e| format!("reconfiguring the stack for {name} failed: {e}"))?;
+        .map_err(|e| format!("reconfiguring the stack for {names:?} failed: {e}"))?;
     // A profile may move the app or the IdP (seed 001's plain-HTTP app, another IdP).
     let moved = fixture.engine.for_target(&fixture.stack)?;
     let engine = moved.as_ref().unwrap_or(&fixture.engine);
-    let mut transcript = common::Transcript::new();
-    let outcome =
-        runtime.block_on(engine.run_scenario(suite, scenario, &mut fixture.stack, &mut transcript));
-    Ok((outcome.verdict, outcome.failures, transcript.text()))
+    let mut transcripts = common::Transcripts::default();
+    let outcomes =
+        runtime.block_on(engine.run_on(&scenarios, &mut fixture.stack, &mut transcripts));
+    let mut by_name = BTreeMap::new();
+    for ((suite, scenario), outcome) in outcomes {
+        let name = qualified_name(suite, scenario);
+        let transcript = transcripts
+            .outcome(&name)
+            .map(|(_, text)| text)
+            .unwrap_or_default();
+        if let Some(name) = names.iter().find(|n| **n == name) {
+            by_name.insert(*name, (outcome.verdict, outcome.failures, transcript));
+        }
+    }
+    Ok(by_name)
 }
 
 fn judge_case(case: &Case, fixture: &Fixture) -> Result<(), Failed> {

@@ -258,7 +258,13 @@ impl Schemas {
     }
 }
 
-fn schemas() -> Schemas {
+/// Loaded once for every test of this file: compiling the validators is most of its time.
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: std::sync::OnceLock<Schemas> = std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(load_schemas)
+}
+
+fn load_schemas() -> Schemas {
     let cache = CacheDir::from_env().expect("a cache directory");
     let started = std::time::Instant::now();
     let paths = ensure_api_schemas(&cache, &|event| eprintln!("{event:?}"))
@@ -341,7 +347,7 @@ fn every_rendered_object_matches_the_real_api_schemas() {
 }
 
 /// Finds the object of `kind` and hands it to `break_it`, then validates it.
-fn broken(kind: &str, break_it: impl FnOnce(&mut Value)) -> (Schemas, Vec<String>) {
+fn broken(kind: &str, break_it: impl FnOnce(&mut Value)) -> (&'static Schemas, Vec<String>) {
     let schemas = schemas();
     let mut object = rendered(&StackConfig::default())
         .objects

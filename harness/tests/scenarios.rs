@@ -1,7 +1,7 @@
 //! The built-in catalog against the real local stack: every scenario is its own named test
-//! (`cargo test -p meshauth --test scenarios -- browser_login` runs one). One stack serves all,
-//! reconfigured to each scenario's `stack:` profile (so trials run one at a time, grouped by
-//! profile to restart as little as possible).
+//! (`cargo test -p meshauth --test scenarios -- browser_login` runs one). One stack serves all:
+//! the selected scenarios run once, together, through the engine as `meshauth run` runs them
+//! (grouped by profile, side by side where they may be), and each trial reports its own.
 
 mod common;
 
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let catalog = Arc::new(Catalog::builtin());
-    let mut names: Vec<(usize, usize, String)> = catalog
+    let names: Vec<(usize, usize, String)> = catalog
         .suites
         .iter()
         .enumerate()
@@ -36,17 +36,6 @@ fn main() -> ExitCode {
                 .map(move |(ci, scenario)| (si, ci, qualified_name(suite, scenario)))
         })
         .collect();
-    let profile = |si: usize, ci: usize| {
-        let suite = &catalog.suites[si];
-        serde_json::to_string(&suite.scenarios[ci].profile(suite)).unwrap_or_default()
-    };
-    names.sort_by_cached_key(|(si, ci, _)| {
-        let suite = &catalog.suites[*si];
-        (
-            !suite.scenarios[*ci].profile(suite).is_default(),
-            profile(*si, *ci),
-        )
-    });
     let write_ups: Vec<String> = DeploymentProfile::ALL
         .into_iter()
         .filter(|profile| profile.seed().is_some())
@@ -81,36 +70,39 @@ fn main() -> ExitCode {
     };
     let stack = Arc::new(Mutex::new(stack));
     let handle = runtime.handle().clone();
+    // The selected catalog scenarios run once, together, as `meshauth run` runs them (grouped
+    // by profile, side by side where they may be): on the first of their trials. Each trial
+    // then reports its own scenario's verdict and transcript.
+    let selected_names: Arc<Vec<String>> = Arc::new(
+        names
+            .iter()
+            .map(|(_, _, name)| name.clone())
+            .filter(|name| common::selected_by(&args, name))
+            .collect(),
+    );
+    let recorded: Arc<Mutex<Option<Result<common::Transcripts, String>>>> =
+        Arc::new(Mutex::new(None));
     let trials: Vec<Trial> = names
         .into_iter()
-        .map(|(si, ci, name)| {
-            let (catalog, engine, handle, stack) = (
+        .map(|(_, _, name)| {
+            let (catalog, engine, handle, stack, recorded, selected_names) = (
                 Arc::clone(&catalog),
                 engine.clone(),
                 handle.clone(),
                 Arc::clone(&stack),
+                Arc::clone(&recorded),
+                Arc::clone(&selected_names),
             );
-            Trial::test(name, move || {
-                let engine = engine
-                    .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
-                let suite = &catalog.suites[si];
-                let scenario = &suite.scenarios[ci];
-                let mut guard = stack.lock().unwrap_or_else(|p| p.into_inner());
-                let stack = guard
-                    .as_mut()
-                    .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
-                handle
-                    .block_on(stack.apply(&scenario.profile(suite)))
-                    .map_err(Failed::from)?;
-                // A profile may move the app or the IdP (seed 001's plain-HTTP app, another IdP).
-                let moved = engine.for_target(&*stack).map_err(Failed::from)?;
-                let engine = moved.as_ref().unwrap_or(&engine);
-                let mut transcript = common::Transcript::new();
-                let outcome =
-                    handle.block_on(engine.run_scenario(suite, scenario, stack, &mut transcript));
-                match outcome.verdict {
-                    Verdict::Pass => Ok(()),
-                    Verdict::Fail => Err(transcript.text().into()),
+            Trial::test(name.clone(), move || {
+                let mut recorded = recorded.lock().unwrap_or_else(|p| p.into_inner());
+                let transcripts = recorded.get_or_insert_with(|| {
+                    run_selected(&catalog, &selected_names, &engine, &stack, &handle)
+                });
+                let transcripts = transcripts.as_ref().map_err(|e| Failed::from(e.clone()))?;
+                match transcripts.outcome(&name) {
+                    Some((Verdict::Pass, _)) => Ok(()),
+                    Some((Verdict::Fail, transcript)) => Err(transcript.into()),
+                    None => Err(format!("{name} did not run").into()),
                 }
             })
         })
@@ -128,6 +120,48 @@ fn main() -> ExitCode {
     // Stop the stack before exiting: ExitCode lets destructors run, process::exit would not.
     drop(stack);
     conclusion.exit_code()
+}
+
+/// Runs the named catalog scenarios through the engine on the shared stack, then brings it
+/// back to the reference for the trials after them.
+fn run_selected(
+    catalog: &Catalog,
+    selected: &[String],
+    engine: &Result<Arc<Engine>, String>,
+    stack: &Mutex<Result<meshauth::env::LocalStack, String>>,
+    handle: &tokio::runtime::Handle,
+) -> Result<common::Transcripts, String> {
+    let engine = engine
+        .as_ref()
+        .map_err(|e| format!("the local stack did not start:\n{e}"))?;
+    let mut guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+    let stack = guard
+        .as_mut()
+        .map_err(|e| format!("the local stack did not start:\n{e}"))?;
+    let selection: Vec<_> = catalog
+        .select(&[])
+        .into_iter()
+        .filter(|(suite, scenario)| selected.contains(&qualified_name(suite, scenario)))
+        .collect();
+    let plan = meshauth::engine::plan(selection, stack.endpoints(), &*stack);
+    let mut transcripts = common::Transcripts::default();
+    for left_out in &plan.left_out {
+        transcripts.left_out.push((
+            left_out.scenario.clone(),
+            format!("left out on the local stack: {}", left_out.reason),
+        ));
+    }
+    handle.block_on(engine.run(
+        "scenarios",
+        Default::default(),
+        &plan,
+        &mut *stack,
+        &mut transcripts,
+    ));
+    handle
+        .block_on(stack.apply(&Default::default()))
+        .map_err(|e| format!("restoring the reference after the catalog failed: {e}"))?;
+    Ok(transcripts)
 }
 
 /// Brings the shared stack to `profile` (only what changes restarts).
@@ -366,6 +400,15 @@ fn write_up_trial(
         // The next trials (and a rerun) start from the reference.
         let restored = handle.block_on(stack.reconfigure(StackConfig::default()));
         restored.map_err(|e| Failed::from(format!("restoring the reference failed: {e}")))?;
+        // In plan order, whatever order they finished in (scenarios run side by side).
+        let position = |name: &str| {
+            plan.run
+                .iter()
+                .position(|(suite, scenario)| qualified_name(suite, scenario) == name)
+        };
+        verdicts
+            .finished
+            .sort_by_cached_key(|(name, _, _)| position(name));
         let red: Vec<&str> = verdicts
             .finished
             .iter()

@@ -714,7 +714,7 @@ async fn run_set(
         reporters.add(Box::new(file));
     }
     let plan = crate::engine::plan(selection.to_vec(), &endpoints, &stack);
-    let engine = Engine::new(endpoints, redactor)?;
+    let engine = Engine::new(endpoints, redactor)?.with_jobs(args.jobs);
     engine
         .run(&run_id, info, &plan, &mut stack, &mut reporters)
         .await;
@@ -836,7 +836,7 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             "none of the selected scenarios can run in this environment (reasons above)\nhow to fix: run them with --env local, or describe more of the deployment in the environment file"
         );
     }
-    let engine = Engine::new(endpoints, redactor)?;
+    let engine = Engine::new(endpoints, redactor)?.with_jobs(args.jobs);
     let summary = engine
         .run(&run_id, info, &plan, target, &mut reporters)
         .await;

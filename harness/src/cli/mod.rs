@@ -353,6 +353,12 @@ pub(crate) struct RunArgs {
     /// Where to write the reports (default: the run directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
+    /// How many scenarios run side by side: those of one stack profile that leave the stack as
+    /// they found it (a scenario that stops, freezes or replaces a part always runs alone).
+    /// 1 runs one at a time.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = crate::engine::DEFAULT_JOBS,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: u16,
     /// Run the selection once per set of component versions in FILE (YAML: `sets:` each with
     /// a `name` and any of `keycloak`, `oauth2_proxy`, `envoy`, `httpbin`), each installed side
     /// by side in the cache, and write versions.html: scenario × set, what changed first.

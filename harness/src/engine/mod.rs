@@ -19,6 +19,7 @@ pub use plan::{Plan, plan};
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use url::Url;
 
 use crate::browser::pod_exec::PodCaller;
@@ -34,6 +35,10 @@ use crate::scenario::{Caller, Credentials, Scenario, Step, Suite, Variables};
 
 /// Clock skew allowed when checking `exp` and `iat`.
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
+
+/// How many scenarios run side by side unless told otherwise: most of a scenario's time is
+/// spent waiting on the components, so four keep two cores busy without queueing the IdP.
+pub const DEFAULT_JOBS: u16 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -53,6 +58,8 @@ pub struct Engine {
     raw: RawClient,
     /// In-cluster callers of a user's own deployment: `curl` by exec in the pods they named.
     pod_callers: Vec<(Caller, std::sync::Arc<PodCaller>)>,
+    /// How many scenarios may run side by side (see [`Engine::with_jobs`]).
+    jobs: usize,
 }
 
 /// How one scenario ended.
@@ -144,7 +151,16 @@ impl Engine {
             http,
             raw,
             pod_callers,
+            jobs: usize::from(DEFAULT_JOBS),
         })
+    }
+
+    /// Runs up to `jobs` scenarios side by side (at least one): those of one stack profile
+    /// that leave the stack as they found it. Reports list them in plan order whatever order
+    /// they finish in; a scenario that needs the stack to itself always runs alone.
+    pub fn with_jobs(mut self, jobs: u16) -> Self {
+        self.jobs = usize::from(jobs.max(1));
+        self
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -182,7 +198,12 @@ impl Engine {
             return Ok(None);
         }
         Engine::new(now, self.redactor.clone())
-            .map(Some)
+            .map(|engine| {
+                Some(Engine {
+                    jobs: self.jobs,
+                    ..engine
+                })
+            })
             .map_err(|e| format!("the environment moved and its new endpoints are unusable: {e}"))
     }
 
@@ -210,35 +231,32 @@ impl Engine {
             ..RunSummary::default()
         };
         let mut broken: Option<String> = None;
-        for (suite, scenario) in &plan.run {
-            let outcome = if let Some(reason) = &broken {
-                unrunnable(suite, scenario, reason, sink)
-            } else {
-                match target.apply(&scenario.profile(suite)).await {
+        let mut rest: &[(&Suite, &Scenario)] = &plan.run;
+        while let Some((suite, scenario)) = rest.first() {
+            let profile = scenario.profile(suite);
+            let group_len = rest
+                .iter()
+                .take_while(|(s, sc)| sc.profile(s) == profile)
+                .count();
+            let (group, later) = rest.split_at(group_len);
+            rest = later;
+            let outcomes = match &broken {
+                Some(reason) => unrunnable(group, reason, sink),
+                None => match target.apply(&profile).await {
                     Ok(()) => match self.for_target(target) {
-                        Ok(Some(moved)) => moved.run_scenario(suite, scenario, target, sink).await,
-                        Ok(None) => self.run_scenario(suite, scenario, target, sink).await,
-                        Err(reason) => unrunnable(suite, scenario, &reason, sink),
+                        Ok(Some(moved)) => moved.run_on(group, target, sink).await,
+                        Ok(None) => self.run_on(group, target, sink).await,
+                        Err(reason) => unrunnable(group, &reason, sink),
                     },
-                    Err(reason) => unrunnable(suite, scenario, &reason, sink),
-                }
+                    Err(reason) => unrunnable(group, &reason, sink),
+                },
             };
-            if !outcome.unrestored.is_empty() {
-                // A stopped auth service makes every later refusal meaningless.
-                broken = Some(format!(
-                    "not run: {} left the {} disrupted and restoring it failed",
-                    crate::scenario::qualified_name(suite, scenario),
-                    outcome
-                        .unrestored
-                        .iter()
-                        .map(|p| p.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            match outcome.verdict {
-                Verdict::Pass => summary.passed += 1,
-                Verdict::Fail => summary.failed += 1,
+            for ((suite, scenario), outcome) in outcomes {
+                broken = broken.or_else(|| left_broken(suite, scenario, &outcome));
+                match outcome.verdict {
+                    Verdict::Pass => summary.passed += 1,
+                    Verdict::Fail => summary.failed += 1,
+                }
             }
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
@@ -248,13 +266,68 @@ impl Engine {
         summary
     }
 
+    /// Runs `scenarios` on the environment as it is now (their profile applied): first those
+    /// that leave the stack as they found it, up to `jobs` at a time without `control`, then
+    /// one at a time, with it, those that need the stack to themselves
+    /// ([`Scenario::needs_the_stack_to_itself`]). Outcomes come in that order, each with its
+    /// scenario; each scenario's events are held back and emitted whole, in the same order.
+    /// Once a scenario leaves a part disrupted that could not be restored, the rest fail
+    /// unrun, saying why.
+    pub async fn run_on<'s>(
+        &self,
+        scenarios: &[(&'s Suite, &'s Scenario)],
+        control: &mut dyn StackControl,
+        sink: &mut dyn EventSink,
+    ) -> Vec<((&'s Suite, &'s Scenario), ScenarioOutcome)> {
+        let (alone, beside): (Vec<_>, Vec<_>) = scenarios
+            .iter()
+            .copied()
+            .partition(|(_, scenario)| scenario.needs_the_stack_to_itself());
+        let mut outcomes = Vec::with_capacity(scenarios.len());
+        let mut finished = futures::stream::iter(&beside)
+            .map(|(suite, scenario)| async move {
+                let mut events = Vec::new();
+                let outcome = self
+                    .run_scenario(suite, scenario, None, &mut |event| events.push(event))
+                    .await;
+                (outcome, events)
+            })
+            .buffered(self.jobs);
+        let mut beside = beside.iter();
+        while let Some((outcome, events)) = finished.next().await {
+            for event in events {
+                sink.emit(event);
+            }
+            outcomes.extend(beside.next().map(|&run| (run, outcome)));
+        }
+        drop(finished);
+        let mut broken: Option<String> = None;
+        for (suite, scenario) in alone {
+            let outcome = match &broken {
+                Some(reason) => unrunnable(&[(suite, scenario)], reason, sink)
+                    .pop()
+                    .map(|(_, outcome)| outcome),
+                None => Some(
+                    self.run_scenario(suite, scenario, Some(&mut *control), sink)
+                        .await,
+                ),
+            };
+            if let Some(outcome) = outcome {
+                broken = broken.or_else(|| left_broken(suite, scenario, &outcome));
+                outcomes.push(((suite, scenario), outcome));
+            }
+        }
+        outcomes
+    }
+
     /// Runs one scenario, stopping at the first failed step (later steps depend on it). Parts
     /// it disrupted through `control` are restored before it ends, whatever its outcome.
+    /// Without `control` (a scenario running beside others), a step that needs it fails.
     pub async fn run_scenario(
         &self,
         suite: &Suite,
         scenario: &Scenario,
-        control: &mut dyn StackControl,
+        mut control: Option<&mut (dyn StackControl + '_)>,
         sink: &mut dyn EventSink,
     ) -> ScenarioOutcome {
         let started = Instant::now();
@@ -280,7 +353,9 @@ impl Engine {
                     kept_cookies: Vec::new(),
                 };
                 for (index, step) in scenario.steps.iter().enumerate() {
-                    let report = self.run_step(index + 1, step, &mut state, control).await;
+                    let report = self
+                        .run_step(index + 1, step, &mut state, control.as_deref_mut())
+                        .await;
                     let passed = report.passed;
                     if !passed {
                         let prefix = format!("step {} ({})", report.index, report.op);
@@ -304,7 +379,11 @@ impl Engine {
                     }
                 }
                 for part in std::mem::take(&mut state.disrupted) {
-                    if let Err(error) = control.restore(part).await {
+                    let restored = match control.as_deref_mut() {
+                        Some(control) => control.restore(part).await,
+                        None => Err(WITHOUT_CONTROL.to_string()),
+                    };
+                    if let Err(error) = restored {
                         failures.push(format!(
                             "restoring the {} after the scenario: {error}",
                             part.name()
@@ -335,15 +414,53 @@ impl Engine {
         }
     }
 
-    async fn run_step(
+    async fn run_step<'c>(
         &self,
         index: usize,
         step: &Step,
         state: &mut ScenarioState,
-        control: &mut dyn StackControl,
+        control: Option<&mut (dyn StackControl + 'c)>,
     ) -> StepReport {
         let started = Instant::now();
-        let result = match step {
+        let result = match control {
+            Some(control) => self.run_step_with(step, state, control).await,
+            None => self.execute(step, state).await,
+        };
+        let hops = state.take_hops();
+        let (output, error) = match result {
+            Ok(output) => (output, None),
+            Err(error) => (StepOutput::default(), Some(self.redactor.redact(&error))),
+        };
+        let checks: Vec<CheckResult> = output
+            .checks
+            .into_iter()
+            .map(|c| CheckResult {
+                expected: self.redactor.redact(&c.expected),
+                actual: self.redactor.redact(&c.actual),
+                ..c
+            })
+            .collect();
+        StepReport {
+            index,
+            op: step.op_name(),
+            summary: self.redactor.redact(&self.describe(step)),
+            passed: error.is_none() && checks.iter().all(|c| c.passed),
+            duration_ms: started.elapsed().as_millis() as u64,
+            hops,
+            checks,
+            jwt: output.jwt,
+            error,
+        }
+    }
+
+    /// A step run with the environment's control: those that need it use it.
+    async fn run_step_with(
+        &self,
+        step: &Step,
+        state: &mut ScenarioState,
+        control: &mut dyn StackControl,
+    ) -> Result<StepOutput, String> {
+        match step {
             Step::Disrupt { component, action } => {
                 state.disrupted.push(*component);
                 control
@@ -374,36 +491,11 @@ impl Engine {
                 })
             }),
             _ => self.execute(step, state).await,
-        };
-        let hops = state.take_hops();
-        let (output, error) = match result {
-            Ok(output) => (output, None),
-            Err(error) => (StepOutput::default(), Some(self.redactor.redact(&error))),
-        };
-        let checks: Vec<CheckResult> = output
-            .checks
-            .into_iter()
-            .map(|c| CheckResult {
-                expected: self.redactor.redact(&c.expected),
-                actual: self.redactor.redact(&c.actual),
-                ..c
-            })
-            .collect();
-        StepReport {
-            index,
-            op: step.op_name(),
-            summary: self.redactor.redact(&self.describe(step)),
-            passed: error.is_none() && checks.iter().all(|c| c.passed),
-            duration_ms: started.elapsed().as_millis() as u64,
-            hops,
-            checks,
-            jwt: output.jwt,
-            error,
         }
     }
 
-    /// Runs a step that needs no control of the environment (`run_step` runs those), each
-    /// operation by its family's function.
+    /// Runs a step that needs no control of the environment (`run_step_with` runs those),
+    /// each operation by its family's function.
     async fn execute(&self, step: &Step, state: &mut ScenarioState) -> Result<StepOutput, String> {
         match step {
             Step::Open { url } => self.open(url, state).await,
@@ -429,11 +521,7 @@ impl Engine {
             Step::Disrupt { .. }
             | Step::Restore { .. }
             | Step::ExpectImpostorRefused {}
-            | Step::AuditConfig {} => Err(
-                "disrupt, restore, expect_impostor_refused and audit_config steps are run by \
-                 run_step, with the environment's control"
-                    .into(),
-            ),
+            | Step::AuditConfig {} => Err(WITHOUT_CONTROL.into()),
             Step::ExpectJwt {
                 token,
                 claims,
@@ -500,37 +588,192 @@ impl Engine {
     }
 }
 
-/// A scenario whose environment could not be brought to its profile: failed, no steps run.
-fn unrunnable(
-    suite: &Suite,
-    scenario: &Scenario,
+/// Why a step that needs the environment's control failed in a scenario running beside others.
+const WITHOUT_CONTROL: &str = "this step needs the environment's control, which only a scenario \
+     running alone has (Scenario::needs_the_stack_to_itself decides)";
+
+/// Scenarios that cannot run (their profile could not be applied, or an earlier scenario left
+/// the stack broken): failed, no steps run.
+fn unrunnable<'s>(
+    scenarios: &[(&'s Suite, &'s Scenario)],
     reason: &str,
     sink: &mut dyn EventSink,
-) -> ScenarioOutcome {
+) -> Vec<((&'s Suite, &'s Scenario), ScenarioOutcome)> {
     let failures = vec![format!("stack profile: {reason}")];
-    sink.emit(RunEvent::ScenarioStarted {
-        suite: suite.suite.clone(),
-        scenario: scenario.id.clone(),
-        title: scenario.title.clone(),
-        file: suite.file.clone(),
-    });
-    sink.emit(RunEvent::ScenarioFinished {
-        suite: suite.suite.clone(),
-        scenario: scenario.id.clone(),
-        verdict: Verdict::Fail,
-        duration_ms: 0,
-        failures: failures.clone(),
-    });
-    ScenarioOutcome {
-        verdict: Verdict::Fail,
-        failures,
-        steps: Vec::new(),
-        unrestored: Vec::new(),
-    }
+    scenarios
+        .iter()
+        .map(|&(suite, scenario)| {
+            sink.emit(RunEvent::ScenarioStarted {
+                suite: suite.suite.clone(),
+                scenario: scenario.id.clone(),
+                title: scenario.title.clone(),
+                file: suite.file.clone(),
+            });
+            sink.emit(RunEvent::ScenarioFinished {
+                suite: suite.suite.clone(),
+                scenario: scenario.id.clone(),
+                verdict: Verdict::Fail,
+                duration_ms: 0,
+                failures: failures.clone(),
+            });
+            let outcome = ScenarioOutcome {
+                verdict: Verdict::Fail,
+                failures: failures.clone(),
+                steps: Vec::new(),
+                unrestored: Vec::new(),
+            };
+            ((suite, scenario), outcome)
+        })
+        .collect()
+}
+
+/// Why nothing after `scenario` can run, when it left parts disrupted that could not be
+/// restored: a stopped auth service makes every later refusal meaningless.
+fn left_broken(suite: &Suite, scenario: &Scenario, outcome: &ScenarioOutcome) -> Option<String> {
+    (!outcome.unrestored.is_empty()).then(|| {
+        format!(
+            "not run: {} left the {} disrupted and restoring it failed",
+            crate::scenario::qualified_name(suite, scenario),
+            outcome
+                .unrestored
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::control::{Disruption, Part};
+    use crate::env::existing::ExistingEnvironment;
+    use crate::policy::StackProfile;
+    use crate::scenario::Catalog;
+
+    /// Records the restores it is asked for; anything else is refused.
+    #[derive(Default)]
+    struct Recording {
+        restored: Vec<Part>,
+    }
+
+    impl StackControl for Recording {
+        fn apply<'a>(
+            &'a mut self,
+            _: &'a StackProfile,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn accepts_profile(&self, _: &StackProfile, _: bool) -> bool {
+            true
+        }
+        fn can_disrupt(&self, _: Part, _: Disruption) -> bool {
+            true
+        }
+        fn disrupt(
+            &mut self,
+            _: Part,
+            _: Disruption,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+            Box::pin(std::future::ready(Err("not here".into())))
+        }
+        fn restore(
+            &mut self,
+            part: Part,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+            self.restored.push(part);
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    /// Scenarios that need the stack to themselves run after the rest, alone and with the
+    /// environment's control; each scenario's events arrive whole, never interleaved with
+    /// another's, though up to `jobs` run side by side.
+    #[tokio::test]
+    async fn scenarios_run_side_by_side_and_report_whole() {
+        let suite = r#"
+suite: side_by_side
+description: engine ordering
+scenarios:
+  - id: alone
+    title: restores the auth service, audits what is not there
+    steps:
+      - op: restore
+        component: auth_service
+      - op: audit_config
+  - id: beside_one
+    title: checks a response it never got
+    steps:
+      - op: expect
+        status: 200
+  - id: beside_two
+    title: checks a response it never got
+    steps:
+      - op: expect
+        status: 200
+      - op: expect
+        status: 201
+"#;
+        let catalog = Catalog::from_sources([("side-by-side.yaml", suite)]).unwrap();
+        let existing = ExistingEnvironment::parse(
+            "with-mesh.yaml",
+            include_str!("../../tests/data/existing/with-mesh.yaml"),
+            Path::new("/etc/meshauth"),
+            &|name| matches!(name, "CS" | "PW").then(|| format!("{name}-value")),
+        )
+        .unwrap();
+        let engine = Engine::new(existing.endpoints().clone(), Redactor::new())
+            .unwrap()
+            .with_jobs(2);
+        let plan = Plan {
+            run: catalog.select(&[]),
+            left_out: Vec::new(),
+        };
+        let mut control = Recording::default();
+        let mut events = Vec::new();
+        let summary = engine
+            .run(
+                "side-by-side",
+                EnvironmentInfo::default(),
+                &plan,
+                &mut control,
+                &mut |event| events.push(event),
+            )
+            .await;
+        assert_eq!((summary.total, summary.failed), (3, 3), "{summary:?}");
+        assert_eq!(control.restored, vec![Part::AuthService]);
+        let order: Vec<String> = events
+            .iter()
+            .filter_map(|event| match event {
+                RunEvent::ScenarioStarted { scenario, .. } => Some(format!("start {scenario}")),
+                RunEvent::StepFinished { scenario, .. } => Some(format!("step {scenario}")),
+                RunEvent::ScenarioFinished { scenario, .. } => Some(format!("end {scenario}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "start beside_one",
+                "step beside_one",
+                "end beside_one",
+                "start beside_two",
+                "step beside_two",
+                "end beside_two",
+                "start alone",
+                "step alone",
+                "step alone",
+                "end alone",
+            ]
+        );
+    }
 }

@@ -10,9 +10,10 @@ use crate::policy::StackProfile;
 use crate::scenario::{Requirement, Scenario, Suite, qualified_name};
 
 /// The scenarios to run, and those left out. Scenarios needing the same stack profile run
-/// one after another (profiles in the order they first appear, scenarios in selection order
-/// within each): every profile switch restarts components, so the stack switches once per
-/// profile rather than once per change in the catalog's order.
+/// together (profiles in the order they first appear): every profile switch restarts
+/// components, so the stack switches once per profile rather than once per change in the
+/// catalog's order. (Within a profile the engine runs side by side those that may, then the
+/// rest one at a time: see [`super::Engine::run_on`].)
 pub struct Plan<'a> {
     pub run: Vec<(&'a Suite, &'a Scenario)>,
     pub left_out: Vec<LeftOut>,

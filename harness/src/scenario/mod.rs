@@ -188,6 +188,22 @@ fn caller_requirements(caller: Option<Caller>, url: &str) -> Vec<Requirement> {
 }
 
 impl Scenario {
+    /// Whether this scenario changes what every other scenario sees (a part stopped, frozen,
+    /// replaced, the test user's sessions or account or tokens changed), or reads what the
+    /// environment saw as a whole (the impostor's handshakes): then it runs alone, never
+    /// beside another. Every other scenario has its own browser, cookies and tokens.
+    pub fn needs_the_stack_to_itself(&self) -> bool {
+        self.steps.iter().any(|step| {
+            matches!(
+                step,
+                Step::Disrupt { .. }
+                    | Step::Restore { .. }
+                    | Step::ExpectImpostorRefused {}
+                    | Step::AuditConfig {}
+            )
+        })
+    }
+
     /// Everything this scenario needs of its environment (see [`Requirement`]).
     pub fn requirements(&self, suite: &Suite) -> Vec<Requirement> {
         let mut needs = Vec::new();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use meshauth::components::{self, CacheDir, InstallEvent};
 use meshauth::env::{LocalStack, StackConfig, StackEvent};
-use meshauth::events::{EventSink, RunEvent};
+use meshauth::events::{EventSink, RunEvent, Verdict};
 use meshauth::redact::Redactor;
 use meshauth::report::Reporter;
 use meshauth::report::terminal::TerminalReporter;
@@ -92,6 +92,66 @@ impl Transcript {
 impl EventSink for Transcript {
     fn emit(&mut self, event: RunEvent) {
         let _ = self.reporter.on_event(&event);
+    }
+}
+
+/// Each scenario's events as the terminal reporter prints them, and its verdict, from one
+/// engine run of many: events are routed by scenario name, so nothing here depends on the
+/// order the engine emits them in.
+#[derive(Default)]
+pub struct Transcripts {
+    running: Vec<(String, Transcript)>,
+    finished: Vec<(String, Verdict, String)>,
+    pub left_out: Vec<(String, String)>,
+}
+
+impl Transcripts {
+    /// The verdict and transcript of `name` (`suite::id`); a left-out scenario fails with why.
+    pub fn outcome(&self, name: &str) -> Option<(Verdict, String)> {
+        let finished = self
+            .finished
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, verdict, text)| (*verdict, text.clone()));
+        finished.or_else(|| {
+            self.left_out
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, why)| (Verdict::Fail, why.clone()))
+        })
+    }
+}
+
+impl EventSink for Transcripts {
+    fn emit(&mut self, event: RunEvent) {
+        let name = match &event {
+            RunEvent::ScenarioStarted {
+                suite, scenario, ..
+            }
+            | RunEvent::StepFinished {
+                suite, scenario, ..
+            }
+            | RunEvent::ScenarioFinished {
+                suite, scenario, ..
+            } => format!("{suite}::{scenario}"),
+            _ => return,
+        };
+        let verdict = match &event {
+            RunEvent::ScenarioFinished { verdict, .. } => Some(*verdict),
+            _ => None,
+        };
+        let at = match self.running.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                self.running.push((name.clone(), Transcript::new()));
+                self.running.len() - 1
+            }
+        };
+        self.running[at].1.emit(event);
+        if let Some(verdict) = verdict {
+            let (name, transcript) = self.running.swap_remove(at);
+            self.finished.push((name, verdict, transcript.text()));
+        }
     }
 }
 

@@ -18,6 +18,25 @@ use crate::redact::{Redactor, Secret};
 /// How often a component that meets "address already in use" is given new ports.
 const PORT_ATTEMPTS: usize = 5;
 
+/// What starts while Keycloak does, in waves: each wave's components need only earlier
+/// waves', so they start side by side. The apps, the session store, the second IdP and the
+/// config server first; then the proxies, which take their configuration from it.
+/// (oauth2-proxy waits for the IdP, after Keycloak is ready.)
+const START_WAVES: [&[Component]; 2] = [
+    &[
+        Component::Httpbin,
+        Component::EchoApp,
+        Component::IstioXds,
+        Component::Redis,
+        Component::OidcIdp,
+    ],
+    &[
+        Component::Sidecar,
+        Component::SleepSidecar,
+        Component::Gateway,
+    ],
+];
+
 impl LocalStack {
     /// Starts every component and waits until each is ready.
     pub async fn start(
@@ -189,12 +208,30 @@ impl LocalStack {
         self.address_endpoints();
         let started = Instant::now();
         let before = self.running_pids();
-        let converged = self.converge(&|_| {}).await;
-        let restarted: Vec<&str> = self
+        let ready_after = std::sync::Mutex::new(Vec::new());
+        let converged = self
+            .converge(&|event| {
+                if let StackEvent::Ready { component, after } = event {
+                    let mut ready = ready_after.lock().unwrap_or_else(|p| p.into_inner());
+                    ready.push((component, after));
+                }
+            })
+            .await;
+        let ready_after = ready_after.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Each with how long it took to be ready, so a slow switch says which part was slow.
+        let restarted: Vec<String> = self
             .running_pids()
             .into_iter()
             .filter(|now| !before.contains(now))
-            .map(|(component, _)| component.name())
+            .map(|(component, _)| {
+                match ready_after
+                    .iter()
+                    .find(|(name, _)| *name == component.name())
+                {
+                    Some((name, after)) => format!("{name} ({} ms)", after.as_millis()),
+                    None => component.name().to_string(),
+                }
+            })
             .collect();
         if !restarted.is_empty() {
             self.append_stack_log(&format!(
@@ -367,22 +404,32 @@ impl LocalStack {
                 self.keycloak_realms.push((realm, rendered));
             }
         }
-        for component in [
-            Component::Httpbin,
-            Component::EchoApp,
-            Component::IstioXds,
-            Component::Sidecar,
-            Component::SleepSidecar,
-            Component::Gateway,
-            Component::Redis,
-            Component::OidcIdp,
-        ] {
-            let is_wanted = wanted.iter().any(|(w, _)| *w == component);
-            if is_wanted && !self.is_running(component) {
+        for wave in START_WAVES {
+            let to_start: Vec<Component> = wave
+                .iter()
+                .copied()
+                .filter(|&c| wanted.iter().any(|(w, _)| *w == c) && !self.is_running(c))
+                .collect();
+            for &component in &to_start {
                 progress(StackEvent::Starting(component.name()));
                 self.announce_ports(component, progress);
-                let process = self.start_component(component, progress).await?;
-                self.record(component, process, inputs(component));
+            }
+            let started = futures::future::join_all(
+                to_start
+                    .iter()
+                    .map(|&component| self.start_component(component, progress)),
+            )
+            .await;
+            // Those that came up are kept (and stopped with the stack) whatever the others did.
+            let mut failed = None;
+            for (component, result) in to_start.into_iter().zip(started) {
+                match result {
+                    Ok(process) => self.record(component, process, inputs(component)),
+                    Err(error) => failed = failed.or(Some(error)),
+                }
+            }
+            if let Some(error) = failed {
+                return Err(error);
             }
         }
         if !self.keycloak_ready {
