@@ -4,6 +4,7 @@
 //! (grouped by profile, side by side where they may be), and each trial reports its own.
 
 mod common;
+mod redaction_audit;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,13 @@ use meshauth::env::ports::Component;
 use meshauth::env::{DeploymentProfile, StackConfig};
 use meshauth::events::{EventSink, RunEvent, Verdict};
 use meshauth::redact::Redactor;
+use meshauth::report::terminal::TerminalReporter;
+use meshauth::report::{ReportFormat, Reporters, file_reporters};
 use meshauth::scenario::{Catalog, Requirement, qualified_name};
 
 const EXISTING_TRIAL: &str = "existing_environment::drives_the_catalog";
+/// Last: it stops the stack to read its complete logs.
+const REDACTION_TRIAL: &str = "redaction::no_secret_reaches_any_file_of_a_real_run";
 
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         .iter()
         .any(|(_, _, name)| common::selected_by(&args, name))
         || common::selected_by(&args, EXISTING_TRIAL)
+        || common::selected_by(&args, REDACTION_TRIAL)
         || write_ups
             .iter()
             .any(|name| common::selected_by(&args, name));
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
             .map(|(_, _, name)| name)
             .chain([EXISTING_TRIAL.to_string()])
             .chain(write_ups)
+            .chain([REDACTION_TRIAL.to_string()])
             .map(|name| Trial::test(name, || Ok(())))
             .collect();
         return libtest_mimic::run(&args, trials).exit_code();
@@ -71,35 +78,44 @@ fn main() -> ExitCode {
     let stack = Arc::new(Mutex::new(stack));
     let handle = runtime.handle().clone();
     // The selected catalog scenarios run once, together, as `meshauth run` runs them (grouped
-    // by profile, side by side where they may be): on the first of their trials. Each trial
-    // then reports its own scenario's verdict and transcript.
+    // by profile, side by side where they may be, every reporter writing into the run
+    // directory): on the first of their trials. Each trial then reports its own scenario's
+    // verdict and transcript. The redaction audit needs the whole catalog to have run.
+    let audit_selected = common::selected_by(&args, REDACTION_TRIAL);
     let selected_names: Arc<Vec<String>> = Arc::new(
         names
             .iter()
             .map(|(_, _, name)| name.clone())
-            .filter(|name| common::selected_by(&args, name))
+            .filter(|name| audit_selected || common::selected_by(&args, name))
             .collect(),
     );
-    let recorded: Arc<Mutex<Option<Result<common::Transcripts, String>>>> =
-        Arc::new(Mutex::new(None));
+    let recorded: Arc<Mutex<Option<Result<CatalogRun, String>>>> = Arc::new(Mutex::new(None));
     let trials: Vec<Trial> = names
         .into_iter()
         .map(|(_, _, name)| {
-            let (catalog, engine, handle, stack, recorded, selected_names) = (
+            let (catalog, engine, handle, stack, recorded, selected_names, redactor) = (
                 Arc::clone(&catalog),
                 engine.clone(),
                 handle.clone(),
                 Arc::clone(&stack),
                 Arc::clone(&recorded),
                 Arc::clone(&selected_names),
+                redactor.clone(),
             );
             Trial::test(name.clone(), move || {
                 let mut recorded = recorded.lock().unwrap_or_else(|p| p.into_inner());
-                let transcripts = recorded.get_or_insert_with(|| {
-                    run_selected(&catalog, &selected_names, &engine, &stack, &handle)
+                let run = recorded.get_or_insert_with(|| {
+                    run_selected(
+                        &catalog,
+                        &selected_names,
+                        &engine,
+                        &stack,
+                        &redactor,
+                        &handle,
+                    )
                 });
-                let transcripts = transcripts.as_ref().map_err(|e| Failed::from(e.clone()))?;
-                match transcripts.outcome(&name) {
+                let run = run.as_ref().map_err(|e| Failed::from(e.clone()))?;
+                match run.transcripts.outcome(&name) {
                     Some((Verdict::Pass, _)) => Ok(()),
                     Some((Verdict::Fail, transcript)) => Err(transcript.into()),
                     None => Err(format!("{name} did not run").into()),
@@ -116,21 +132,30 @@ fn main() -> ExitCode {
             .into_iter()
             .filter_map(|profile| write_up_trial(profile, &stack, &catalog, &redactor, &handle)),
     );
+    trials.push(redaction_trial(&stack, &recorded, &redactor, &handle));
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the stack before exiting: ExitCode lets destructors run, process::exit would not.
     drop(stack);
     conclusion.exit_code()
 }
 
-/// Runs the named catalog scenarios through the engine on the shared stack, then brings it
-/// back to the reference for the trials after them.
+/// What the catalog's run gave: each scenario's verdict and transcript, and how many ran.
+struct CatalogRun {
+    transcripts: common::Transcripts,
+    total: usize,
+}
+
+/// Runs the named catalog scenarios through the engine on the shared stack, the terminal
+/// reporter (verbose) and every file reporter writing into the stack's run directory, then
+/// brings the stack back to the reference for the trials after them.
 fn run_selected(
     catalog: &Catalog,
     selected: &[String],
     engine: &Result<Arc<Engine>, String>,
     stack: &Mutex<Result<meshauth::env::LocalStack, String>>,
+    redactor: &Redactor,
     handle: &tokio::runtime::Handle,
-) -> Result<common::Transcripts, String> {
+) -> Result<CatalogRun, String> {
     let engine = engine
         .as_ref()
         .map_err(|e| format!("the local stack did not start:\n{e}"))?;
@@ -151,17 +176,77 @@ fn run_selected(
             format!("left out on the local stack: {}", left_out.reason),
         ));
     }
-    handle.block_on(engine.run(
+    let mut reporters = Reporters::new();
+    let terminal = std::fs::File::create(stack.run_dir().join("terminal.txt"))
+        .map_err(|e| format!("creating terminal.txt in the run directory: {e}"))?;
+    reporters.add(Box::new(TerminalReporter::new(terminal, true)));
+    let (files, _) = file_reporters(&ReportFormat::ALL, stack.run_dir(), redactor)
+        .map_err(|e| format!("the file reporters: {e}"))?;
+    for file in files {
+        reporters.add(Box::new(file));
+    }
+    let summary = handle.block_on(engine.run(
         "scenarios",
-        Default::default(),
+        stack.info(),
         &plan,
         &mut *stack,
-        &mut transcripts,
+        &mut |event: RunEvent| {
+            transcripts.emit(event.clone());
+            reporters.emit(event);
+        },
     ));
+    let errors = reporters.finish();
+    if !errors.is_empty() {
+        return Err(format!("the reporters failed: {errors:?}"));
+    }
     handle
         .block_on(stack.apply(&Default::default()))
         .map_err(|e| format!("restoring the reference after the catalog failed: {e}"))?;
-    Ok(transcripts)
+    Ok(CatalogRun {
+        transcripts,
+        total: summary.total,
+    })
+}
+
+/// The redaction audit (`redaction_audit`): after the catalog, the existing environment and
+/// the write-ups ran on the shared stack, a sign-in of the test's own, then the stack stopped
+/// and every file of its run directory read.
+fn redaction_trial(
+    stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
+    recorded: &Arc<Mutex<Option<Result<CatalogRun, String>>>>,
+    redactor: &Redactor,
+    handle: &tokio::runtime::Handle,
+) -> Trial {
+    let (stack, recorded, redactor, handle) = (
+        Arc::clone(stack),
+        Arc::clone(recorded),
+        redactor.clone(),
+        handle.clone(),
+    );
+    Trial::test(REDACTION_TRIAL, move || {
+        let total = match &*recorded.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(Ok(run)) => run.total,
+            Some(Err(error)) => return Err(format!("the catalog did not run: {error}").into()),
+            None => return Err("the catalog did not run before the audit".into()),
+        };
+        if total == 0 {
+            return Err("the catalog ran no scenario: nothing to audit".into());
+        }
+        let mut guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+        let stack = guard
+            .as_mut()
+            .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+        // The write-ups before it leave the stack configured as theirs.
+        handle
+            .block_on(stack.reconfigure(StackConfig::default()))
+            .map_err(|e| Failed::from(format!("restoring the reference failed: {e}")))?;
+        let signed_in = handle.block_on(redaction_audit::sign_in_secrets(stack.endpoints()));
+        // Stopped first so that the components' logs are complete.
+        stack.stop();
+        let secrets = redactor.registered_secrets_for_audit();
+        redaction_audit::audit_run(stack.run_dir(), total, &secrets, &signed_in);
+        Ok(())
+    })
 }
 
 /// Brings the shared stack to `profile` (only what changes restarts).
@@ -271,7 +356,9 @@ fn environment_file(
     stack: &meshauth::env::LocalStack,
 ) -> Result<(std::path::PathBuf, String, Secrets), Failed> {
     let endpoints = stack.endpoints();
-    let dir = stack.run_dir().join("existing");
+    // Beside the stack's run directory, not in it: these are the user's own inputs (secrets
+    // and all), which the redaction audit of the run directory would rightly find.
+    let dir = common::run_dir("existing-environment");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::fs::write(
         dir.join("ca.pem"),
@@ -397,9 +484,8 @@ fn write_up_trial(
             &mut *stack,
             &mut verdicts,
         ));
-        // The next trials (and a rerun) start from the reference.
-        let restored = handle.block_on(stack.reconfigure(StackConfig::default()));
-        restored.map_err(|e| Failed::from(format!("restoring the reference failed: {e}")))?;
+        // Left as the write-up configures it: the next write-up reconfigures anyway (a realm
+        // change costs seconds each way), and the trial after them restores the reference.
         // In plan order, whatever order they finished in (scenarios run side by side).
         let position = |name: &str| {
             plan.run
