@@ -207,9 +207,9 @@ impl Engine {
             .map_err(|e| format!("the environment moved and its new endpoints are unusable: {e}"))
     }
 
-    /// Runs the planned scenarios in order, bringing `target` to each one's stack profile
-    /// first, emitting the full event stream; the plan's left-out scenarios are listed in the
-    /// environment.
+    /// Runs the planned scenarios profile by profile, bringing `target` to each profile first
+    /// (see [`Engine::run_on`] for the order within one), emitting the full event stream; the
+    /// plan's left-out scenarios are listed in the environment.
     pub async fn run(
         &self,
         run_id: &str,
@@ -284,23 +284,21 @@ impl Engine {
             .copied()
             .partition(|(_, scenario)| scenario.needs_the_stack_to_itself());
         let mut outcomes = Vec::with_capacity(scenarios.len());
-        let mut finished = futures::stream::iter(&beside)
+        let mut finished = futures::stream::iter(beside)
             .map(|(suite, scenario)| async move {
                 let mut events = Vec::new();
                 let outcome = self
                     .run_scenario(suite, scenario, None, &mut |event| events.push(event))
                     .await;
-                (outcome, events)
+                ((suite, scenario), outcome, events)
             })
             .buffered(self.jobs);
-        let mut beside = beside.iter();
-        while let Some((outcome, events)) = finished.next().await {
+        while let Some((run, outcome, events)) = finished.next().await {
             for event in events {
                 sink.emit(event);
             }
-            outcomes.extend(beside.next().map(|&run| (run, outcome)));
+            outcomes.push((run, outcome));
         }
-        drop(finished);
         let mut broken: Option<String> = None;
         for (suite, scenario) in alone {
             let outcome = match &broken {
