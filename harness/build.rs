@@ -69,8 +69,8 @@ fn main() {
     ));
     code.push_str(&table("KIND", &workspace.join("kind"), &[".j2"]));
     code.push_str(&table(
-        "KUBE_ENVTEST",
-        &workspace.join("kube-envtest"),
+        "KUBE",
+        &workspace.join("kube"),
         &[".go", "go.mod", "go.sum"],
     ));
     code.push_str(&table(

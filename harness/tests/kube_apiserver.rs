@@ -1,5 +1,5 @@
 //! The kind environment's apply path against a real Kubernetes API server: kube-apiserver and
-//! etcd built from their Go modules (`kube-envtest/`) and started on loopback, envtest-style.
+//! etcd built from their Go modules (`kube/`) and started on loopback, envtest-style.
 //! What this proves: the objects meshauth renders are accepted by the API server's own
 //! validation (Istio's CRD schemas with their CEL rules included), server-side apply is
 //! idempotent, a broken object is refused with the API server's message, the rollout wait

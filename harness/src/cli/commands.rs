@@ -110,12 +110,23 @@ pub(crate) fn install() -> Result<Toolchain> {
     install_set(&VersionSet::pinned())
 }
 
-/// `meshauth images build`: every component installed, then its image built (or kept).
-pub(crate) fn images_build() -> Result<ExitCode> {
+/// `meshauth images build [--kind]`: every component installed, then its image built (or
+/// kept); with `--kind`, kind's toolchain, the node image and Istio's images too.
+pub(crate) fn images_build(kind: bool) -> Result<ExitCode> {
     use crate::components::images::{ImageEngine, ImageEvent, build_images};
+    use crate::components::kind_images::{build_kind_images, ensure_kind_toolchain};
     let engine = ImageEngine::find()?;
     let toolchain = install()?;
     let cache = CacheDir::from_env()?;
+    let kind_toolchain = if kind {
+        let progress = Progress::new();
+        let observe = |event: InstallEvent| report_install(&progress, event);
+        let built = ensure_kind_toolchain(&cache, &observe);
+        progress.finish();
+        Some(built.context("building kind's toolchain (kind, Kubernetes, Istio)")?)
+    } else {
+        None
+    };
     let progress = Progress::new();
     let started = Instant::now();
     let observe = |event: ImageEvent| match event {
@@ -125,7 +136,13 @@ pub(crate) fn images_build() -> Result<ExitCode> {
             None => format!("{} (unchanged)", image.reference),
         }),
     };
-    let built = build_images(&cache, &toolchain, &engine, &observe);
+    let mut built = build_images(&cache, &toolchain, &engine, &observe);
+    if let (Ok(images), Some(kind_toolchain)) = (&mut built, &kind_toolchain) {
+        match build_kind_images(&cache, &toolchain, kind_toolchain, &engine, &observe) {
+            Ok(more) => images.extend(more),
+            Err(e) => built = Err(e),
+        }
+    }
     progress.finish();
     let built = built.with_context(|| {
         format!(
@@ -134,12 +151,28 @@ pub(crate) fn images_build() -> Result<ExitCode> {
         )
     })?;
     eprintln!(
-        "{} images ready in {:.1}s ({}); `meshauth run --env containers` uses them",
+        "{} images ready in {:.1}s ({}); `meshauth run --env containers` uses them{}",
         built.len(),
         started.elapsed().as_secs_f64(),
-        engine.program.display()
+        engine.program.display(),
+        if kind {
+            ", and `meshauth run --env kind --images local`"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn report_install(progress: &Progress, event: InstallEvent) {
+    match event {
+        InstallEvent::Started { component, action } => {
+            progress.say(format!("{component}: {action}"))
+        }
+        InstallEvent::Finished { component, detail } => {
+            progress.done(format!("{component}: {detail}"))
+        }
+    }
 }
 
 pub(crate) fn install_set(set: &VersionSet) -> Result<Toolchain> {
@@ -147,14 +180,7 @@ pub(crate) fn install_set(set: &VersionSet) -> Result<Toolchain> {
     let started = Instant::now();
     let cache = CacheDir::from_env()?;
     progress.say(format!("checking components in {}", cache.path().display()));
-    let observe = |event: InstallEvent| match event {
-        InstallEvent::Started { component, action } => {
-            progress.say(format!("{component}: {action}"))
-        }
-        InstallEvent::Finished { component, detail } => {
-            progress.done(format!("{component}: {detail}"))
-        }
-    };
+    let observe = |event: InstallEvent| report_install(&progress, event);
     let toolchain = components::ensure_installed_set(&cache, set, &observe);
     progress.finish();
     let toolchain = toolchain.context("installing the local environment's components")?;

@@ -84,7 +84,14 @@ pub(crate) enum ImagesCommand {
     /// runs (installing them first), tagged with the references it names, so nothing is
     /// pulled. Uses podman, else docker (or $MESHAUTH_CONTAINER_ENGINE); an image whose
     /// inputs did not change is kept.
-    Build,
+    Build {
+        /// Also what `--env kind --images local` needs: kind and istioctl, Istio's pilot and
+        /// proxyv2 images, and a kind node image of Kubernetes built from its Go modules with
+        /// the control plane's images inside (about 15 minutes cold on 2 cores; needs root,
+        /// mmdebstrap and apt's Debian sources for the node's root file system).
+        #[arg(long)]
+        kind: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -383,7 +390,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Load(args) => load(&args).await,
         Command::Audit { files } => audit(&files),
         Command::Istio(IstioCommand::Dump(args)) => istio_dump(&args),
-        Command::Images(ImagesCommand::Build) => images_build(),
+        Command::Images(ImagesCommand::Build { kind }) => images_build(kind),
         Command::ContainerShim { spec } => {
             let code = crate::components::container::run_shim(&spec)
                 .await

@@ -58,8 +58,36 @@ impl ImageEngine {
             })
     }
 
+    /// Builds `context` (its `Containerfile`) as `references`, labelled with `inputs`.
+    pub(super) fn build(
+        &self,
+        references: &[&str],
+        inputs: &str,
+        context: &Path,
+    ) -> Result<(), ComponentError> {
+        let mut command = Command::new(&self.program);
+        command.arg("build");
+        for reference in references {
+            command.arg("--tag").arg(reference);
+        }
+        command
+            .arg("--label")
+            .arg(format!("{INPUTS_LABEL}={inputs}"))
+            .arg("--file")
+            .arg(context.join("Containerfile"))
+            .arg(context);
+        run(
+            "images",
+            &mut command,
+            "the engine must build FROM scratch without a registry; with podman as root, \
+             /etc/containers/containers.conf needs ulimits within the hard limits (see \
+             docs/cluster-lab.md)",
+        )
+        .map(drop)
+    }
+
     /// The inputs digest labelled on `reference`, if the engine has that image.
-    fn inputs_of(&self, reference: &str) -> Option<String> {
+    pub(super) fn inputs_of(&self, reference: &str) -> Option<String> {
         let output = Command::new(&self.program)
             .args(["image", "inspect", "--format"])
             .arg(format!("{{{{ index .Config.Labels \"{INPUTS_LABEL}\" }}}}"))
@@ -90,8 +118,13 @@ pub enum ImageEvent {
 
 /// One image's build context: its files (host path → path in the image), symlinks, and the
 /// Containerfile lines after `COPY rootfs/ /`.
-struct ImageRecipe {
+pub(super) struct ImageRecipe {
     reference: String,
+    /// The image this one starts from (`FROM`), built here too; `None`: `FROM scratch` with
+    /// the libraries `ldd` finds and a few files of `/etc`.
+    base: Option<String>,
+    /// More references the same image is tagged with.
+    also_tagged: Vec<String>,
     files: Vec<(PathBuf, PathBuf)>,
     /// Whole directories copied as they are (symlinks pointing outside resolved).
     trees: Vec<(PathBuf, PathBuf)>,
@@ -105,9 +138,11 @@ struct ImageRecipe {
 }
 
 impl ImageRecipe {
-    fn new(reference: &str) -> Self {
+    pub(super) fn new(reference: &str) -> Self {
         Self {
             reference: reference.to_string(),
+            base: None,
+            also_tagged: Vec::new(),
             files: Vec::new(),
             trees: Vec::new(),
             links: Vec::new(),
@@ -123,8 +158,25 @@ impl ImageRecipe {
         self
     }
 
+    /// Built `FROM base` (which brings its own libraries and `/etc`).
+    pub(super) fn from(mut self, base: &str) -> Self {
+        self.base = Some(base.to_string());
+        self
+    }
+
+    pub(super) fn also_tagged(mut self, reference: &str) -> Self {
+        self.also_tagged.push(reference.to_string());
+        self
+    }
+
+    /// A file at `inside`, as it is.
+    pub(super) fn file(mut self, host: &Path, inside: &str) -> Self {
+        self.files.push((host.to_path_buf(), inside.into()));
+        self
+    }
+
     /// A program at `inside`, with its shared libraries.
-    fn program(mut self, host: &Path, inside: &str, library_dirs: &[PathBuf]) -> Self {
+    pub(super) fn program(mut self, host: &Path, inside: &str, library_dirs: &[PathBuf]) -> Self {
         self.files.push((host.to_path_buf(), inside.into()));
         self.binaries
             .push((host.to_path_buf(), library_dirs.to_vec()));
@@ -137,7 +189,7 @@ impl ImageRecipe {
         self
     }
 
-    fn instruction(mut self, line: impl Into<String>) -> Self {
+    pub(super) fn instruction(mut self, line: impl Into<String>) -> Self {
         self.instructions.push(line.into());
         self
     }
@@ -221,15 +273,17 @@ pub fn build_images(
         .collect()
 }
 
-fn build_one(
+pub(super) fn build_one(
     root: &Path,
     recipe: &ImageRecipe,
     engine: &ImageEngine,
     observe: &dyn Fn(ImageEvent),
 ) -> Result<BuiltImage, ComponentError> {
     let mut libraries = BTreeSet::new();
-    for (binary, library_dirs) in &recipe.binaries {
-        libraries.extend(shared_libraries(binary, library_dirs)?);
+    if recipe.base.is_none() {
+        for (binary, library_dirs) in &recipe.binaries {
+            libraries.extend(shared_libraries(binary, library_dirs)?);
+        }
     }
     // Libraries of a tree the image holds anyway (the JDK's own) are not copied twice.
     libraries.retain(|library| {
@@ -239,7 +293,16 @@ fn build_one(
             .any(|(tree, _)| library.starts_with(tree))
     });
     let containerfile = containerfile(recipe);
-    let inputs = inputs_digest(recipe, &libraries, &containerfile)?;
+    // An image built on an older base is built again.
+    let base_inputs = recipe
+        .base
+        .as_deref()
+        .and_then(|base| engine.inputs_of(base));
+    let inputs = inputs_digest(
+        recipe,
+        &libraries,
+        &format!("{containerfile}{base_inputs:?}"),
+    )?;
     if engine.inputs_of(&recipe.reference).as_deref() == Some(inputs.as_str()) {
         let done = BuiltImage {
             reference: recipe.reference.clone(),
@@ -255,7 +318,11 @@ fn build_one(
     let context = root.join(context_name(&recipe.reference));
     let _ = std::fs::remove_dir_all(&context);
     let rootfs = context.join("rootfs");
-    write_etc(&rootfs)?;
+    if recipe.base.is_none() {
+        write_etc(&rootfs)?;
+    } else {
+        std::fs::create_dir_all(&rootfs).map_err(io(format!("create {}", rootfs.display())))?;
+    }
     for library in &libraries {
         copy_file(library, &inside(&rootfs, library))?;
     }
@@ -280,22 +347,9 @@ fn build_one(
     }
     let file = context.join("Containerfile");
     std::fs::write(&file, &containerfile).map_err(io(format!("write {}", file.display())))?;
-    let hint = "the engine must build FROM scratch without a registry; with podman as root, \
-                /etc/containers/containers.conf needs ulimits within the hard limits (see \
-                docs/cluster-lab.md)";
-    run(
-        "images",
-        Command::new(&engine.program)
-            .arg("build")
-            .arg("--tag")
-            .arg(&recipe.reference)
-            .arg("--label")
-            .arg(format!("{INPUTS_LABEL}={inputs}"))
-            .arg("--file")
-            .arg(&file)
-            .arg(&context),
-        hint,
-    )?;
+    let mut references = vec![recipe.reference.as_str()];
+    references.extend(recipe.also_tagged.iter().map(String::as_str));
+    engine.build(&references, &inputs, &context)?;
     // The context holds copies of the JDK and Keycloak: the image has them now.
     let _ = std::fs::remove_dir_all(&context);
     let done = BuiltImage {
@@ -307,9 +361,12 @@ fn build_one(
 }
 
 fn containerfile(recipe: &ImageRecipe) -> String {
-    let mut text = String::from(
-        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
-    );
+    let mut text = match &recipe.base {
+        None => String::from(
+            "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
+        ),
+        Some(base) => format!("FROM {base}\nCOPY rootfs/ /\n"),
+    };
     // Part of the inputs' digest: an image built before the directories were writable is
     // built again.
     for path in &recipe.group_writable {
@@ -358,14 +415,14 @@ fn inputs_digest(
     Ok(format!("{:016x}", fnv1a(listing.as_bytes())))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
 /// Every regular file under `dir` (symlinks followed), sorted.
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, ComponentError> {
+pub(super) fn walk(dir: &Path) -> Result<Vec<PathBuf>, ComponentError> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {
@@ -549,7 +606,7 @@ fn write_etc(rootfs: &Path) -> Result<(), ComponentError> {
 }
 
 /// Copies `from` (a symlink's target, for a link) to `to`, keeping its mode.
-fn copy_file(from: &Path, to: &Path) -> Result<(), ComponentError> {
+pub(super) fn copy_file(from: &Path, to: &Path) -> Result<(), ComponentError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
     }

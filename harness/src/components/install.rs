@@ -666,7 +666,7 @@ fn build_keycloak(
         .map_err(io(format!("write {}", stamp.display())))
 }
 
-fn go_command(cache: &CacheDir) -> Command {
+pub(super) fn go_command(cache: &CacheDir) -> Command {
     let mut command = Command::new("go");
     // The build cache stays in the user's default GOCACHE so Go builds are shared and warm.
     command
@@ -756,7 +756,7 @@ pub fn ensure_api_schemas(
 }
 
 /// Downloads `module@version` into the Go module cache and returns its source directory.
-fn go_module_dir(
+pub(super) fn go_module_dir(
     cache: &CacheDir,
     component: &'static str,
     module_version: &str,
@@ -780,7 +780,7 @@ fn go_module_dir(
 }
 
 /// Copies a file or a directory's files (the module cache's copies are read-only; ours are not).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), ComponentError> {
+pub(super) fn copy_tree(from: &Path, to: &Path) -> Result<(), ComponentError> {
     if from.is_dir() {
         std::fs::create_dir_all(to).map_err(io(format!("create {}", to.display())))?;
         for entry in std::fs::read_dir(from).map_err(io(format!("read {}", from.display())))? {
@@ -906,7 +906,7 @@ fn install_istio_xds(
 }
 
 /// Writes a Go module embedded in this binary (`(relative path, text)` pairs) under `dir`.
-fn write_sources(files: &[(&str, &str)], dir: &Path) -> Result<(), ComponentError> {
+pub(super) fn write_sources(files: &[(&str, &str)], dir: &Path) -> Result<(), ComponentError> {
     for (path, text) in files {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
@@ -917,8 +917,8 @@ fn write_sources(files: &[(&str, &str)], dir: &Path) -> Result<(), ComponentErro
     Ok(())
 }
 
-/// kube-apiserver and etcd, built from `kube-envtest/` (embedded in this binary): an
-/// envtest-style control plane for testing the kind environment's apply path without a cluster.
+/// kube-apiserver and etcd, built from `kube/` (embedded in this binary): an envtest-style
+/// control plane for testing the kind environment's apply path without a cluster.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneBinaries {
     pub kube_apiserver: PathBuf,
@@ -929,9 +929,9 @@ pub fn ensure_control_plane(
     cache: &CacheDir,
     observe: Observer<'_>,
 ) -> Result<ControlPlaneBinaries, ComponentError> {
-    const COMPONENT: &str = "kube-envtest";
+    const COMPONENT: &str = "kube-apiserver";
     let dir = cache.path().join(format!(
-        "kube-envtest-{}-etcd-{}",
+        "kube-apiserver-{}-etcd-{}",
         versions::KUBE_APISERVER,
         versions::ETCD
     ));
@@ -939,56 +939,103 @@ pub fn ensure_control_plane(
         kube_apiserver: dir.join("kube-apiserver"),
         etcd: dir.join("etcd"),
     };
+    let versions = format!(
+        "kube-apiserver {}, etcd {}",
+        versions::KUBE_APISERVER,
+        versions::ETCD
+    );
     if binaries.kube_apiserver.is_file() && binaries.etcd.is_file() {
         observe(InstallEvent::Finished {
             component: COMPONENT,
-            detail: format!(
-                "kube-apiserver {}, etcd {} (cached)",
-                versions::KUBE_APISERVER,
-                versions::ETCD
-            ),
+            detail: format!("{versions} (cached)"),
         });
         return Ok(binaries);
     }
     observe(InstallEvent::Started {
         component: COMPONENT,
-        action: format!(
-            "go build kube-apiserver {} and etcd {} (about 4 minutes cold)",
-            versions::KUBE_APISERVER,
-            versions::ETCD
-        ),
+        action: format!("go build {versions} (about 4 minutes cold)"),
     });
-    let source = dir.join("src");
-    write_sources(crate::embedded::KUBE_ENVTEST, &source)?;
-    let hint = "check that Go is installed and its module proxy serves k8s.io/kubernetes and its staging modules at the versions in kube-envtest/go.mod";
-    for (package, binary) in [
-        (
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            &binaries.kube_apiserver,
-        ),
-        ("go.etcd.io/etcd/server/v3", &binaries.etcd),
-    ] {
-        let staging = binary.with_extension("staging");
-        run(
-            COMPONENT,
-            go_command(cache)
-                .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
-                .arg(&staging)
-                .arg(package)
-                .current_dir(&source),
-            hint,
-        )?;
-        std::fs::rename(&staging, binary).map_err(io("move a control-plane binary into place"))?;
-    }
+    build_kube_programs(
+        cache,
+        COMPONENT,
+        &dir,
+        &[KUBE_APISERVER_PACKAGE, ETCD_PACKAGE],
+    )?;
     observe(InstallEvent::Finished {
         component: COMPONENT,
-        detail: format!(
-            "kube-apiserver {}, etcd {} built",
-            versions::KUBE_APISERVER,
-            versions::ETCD
-        ),
+        detail: format!("{versions} built"),
     });
     Ok(binaries)
+}
+
+pub(super) const KUBE_APISERVER_PACKAGE: &str = "k8s.io/kubernetes/cmd/kube-apiserver";
+pub(super) const ETCD_PACKAGE: &str = "go.etcd.io/etcd/server/v3";
+
+/// Builds main packages of `kube/` (embedded in this binary) into `dir`, each under the name
+/// `go build` gives it (etcd's server as `etcd`), in one `go build` so they share its work,
+/// stamped with the pinned versions as their releases are (`kubeadm` refuses a kubelet that
+/// reports none).
+pub(super) fn build_kube_programs(
+    cache: &CacheDir,
+    component: &'static str,
+    dir: &Path,
+    packages: &[&str],
+) -> Result<(), ComponentError> {
+    let source = dir.join("src");
+    write_sources(crate::embedded::KUBE, &source)?;
+    let staging = dir.join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
+    let (major, minor) = kube_major_minor(versions::KUBE_APISERVER);
+    let stamp = "k8s.io/component-base/version";
+    let ldflags = format!(
+        "-s -w -X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} \
+         -X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean \
+         -X sigs.k8s.io/cri-tools/pkg/version.Version={crictl}",
+        version = versions::KUBE_APISERVER,
+        crictl = versions::CRI_TOOLS,
+    );
+    run(
+        component,
+        go_command(cache)
+            .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+            .arg(format!("{}/", staging.display()))
+            .args(packages)
+            .current_dir(&source),
+        "check that Go is installed and its module proxy serves k8s.io/kubernetes and its \
+         staging modules at the versions in kube/go.mod",
+    )?;
+    for package in packages {
+        let built = go_exec_name(package);
+        let name = if *package == ETCD_PACKAGE {
+            "etcd"
+        } else {
+            built
+        };
+        std::fs::rename(staging.join(built), dir.join(name))
+            .map_err(io(format!("move {name} into {}", dir.display())))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// `v1.34.4` → (`1`, `34`).
+fn kube_major_minor(version: &str) -> (&str, &str) {
+    let mut parts = version.trim_start_matches('v').split('.');
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+/// The file name `go build -o DIR/` gives a main package: its last path element, or the one
+/// before a major-version suffix (`go.etcd.io/etcd/server/v3` → `server`).
+fn go_exec_name(package: &str) -> &str {
+    let mut elements = package.rsplit('/');
+    let last = elements.next().unwrap_or(package);
+    let is_major_suffix =
+        last.len() > 1 && last.starts_with('v') && last[1..].chars().all(|c| c.is_ascii_digit());
+    match elements.next() {
+        Some(previous) if is_major_suffix => previous,
+        _ => last,
+    }
 }
 
 fn install_httpbin(
@@ -1205,7 +1252,7 @@ fn node_binary() -> Result<PathBuf, ComponentError> {
 }
 
 /// FNV-1a over embedded sources' paths and texts: a cache directory per version of them.
-fn digest(files: &[(&str, &str)]) -> u64 {
+pub(super) fn digest(files: &[(&str, &str)]) -> u64 {
     files
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, (path, text)| {
@@ -1262,6 +1309,18 @@ fn install_envoy(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_names_binaries_as_its_build_does() {
+        assert_eq!(
+            super::go_exec_name("k8s.io/kubernetes/cmd/kubelet"),
+            "kubelet"
+        );
+        assert_eq!(super::go_exec_name("go.etcd.io/etcd/server/v3"), "server");
+        assert_eq!(super::go_exec_name("./cmd/coredns"), "coredns");
+        assert_eq!(super::go_exec_name("sigs.k8s.io/kind"), "kind");
+        assert_eq!(super::kube_major_minor("v1.34.4"), ("1", "34"));
+    }
+
     use super::*;
 
     #[test]

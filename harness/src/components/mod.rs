@@ -6,6 +6,7 @@ pub mod container;
 pub mod images;
 pub mod install;
 pub mod java;
+pub mod kind_images;
 pub mod process;
 
 use std::path::PathBuf;

@@ -41,7 +41,50 @@ pub const ISTIO_GENERATOR: &str = "v0.0.0-20260827124520-eed52ebb66ad";
 /// proxies as `ISTIO_VERSION` so version-gated output is what this generator makes for its own
 /// proxies.
 pub const ISTIO_PROXY_VERSION: &str = "1.31.0";
-/// The control plane the kube client is tested against (`kube-envtest/`): kube-apiserver from
+/// The control plane the kube client is tested against (`kube/`): kube-apiserver from
 /// `k8s.io/kubernetes` (its staging modules at the matching `v0.34.4`) and etcd's server.
 pub const KUBE_APISERVER: &str = "v1.34.4";
 pub const ETCD: &str = "v3.6.16";
+
+/// What `meshauth images build --kind` builds for `--env kind --images local` (a cluster with no
+/// registry): kind itself, and a node image of Kubernetes `KUBE_APISERVER` from the same
+/// `kube/` Go module, with the control plane's images tagged as kubeadm of that version expects
+/// (its `cmd/kubeadm/app/constants`), nothing pulled.
+pub const KIND: &str = "v0.33.0";
+pub const KIND_MODULE: &str = "sigs.k8s.io/kind";
+pub const CRI_TOOLS: &str = "v1.34.0";
+/// CoreDNS: kubeadm v1.34's default, v1.12.1, does not build against client-go v0.34 ("unknown
+/// field RetryOnError"); v1.12.4 is the first on that client-go. The kind config tells kubeadm.
+pub const COREDNS: &str = "v1.12.4";
+pub const KUBEADM_ETCD_TAG: &str = "3.6.5-0";
+pub const KUBEADM_PAUSE_TAG: &str = "3.10.1";
+/// The pause tag kind's containerd config names as its sandbox image, tagged on the same image.
+pub const KIND_PAUSE_TAG: &str = "3.10";
+/// The node's Debian release, and the packages kind's base image installs (Debian's containerd,
+/// runc and CNI plugins stand in for kind's builds from git).
+pub const NODE_DEBIAN_SUITE: &str = "bookworm";
+pub const NODE_DEBIAN_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iptables",
+    "nftables",
+    "iproute2",
+    "conntrack",
+    "ethtool",
+    "util-linux",
+    "mount",
+    "kmod",
+    "libseccomp2",
+    "procps",
+    "ca-certificates",
+    "bash",
+    "jq",
+    "e2fsprogs",
+    "pigz",
+    "containerd",
+    "runc",
+    "socat",
+    "ebtables",
+    "containernetworking-plugins",
+];

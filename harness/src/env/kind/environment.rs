@@ -41,7 +41,16 @@ impl KindEnvironment {
         redactor: &Redactor,
         progress: &(dyn Fn(StackEvent) + Sync),
     ) -> Result<Self, EnvError> {
-        let tools = KindTools::find()?;
+        let built = options
+            .local_images()
+            .then(|| crate::components::CacheDir::from_env().ok())
+            .flatten()
+            .and_then(|cache| crate::components::kind_images::cached_kind_toolchain(&cache));
+        let tools = KindTools::find(
+            built
+                .as_ref()
+                .map(|built| (built.kind.as_path(), built.istioctl.as_path())),
+        )?;
         if options.local_images() {
             options.istio_tag = Some(tools.istio_version.clone());
         }

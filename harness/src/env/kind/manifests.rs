@@ -126,6 +126,9 @@ struct KindContext<'a> {
     /// `istio_hub`/`istio_tag`, and the proxy is upstream Envoy.
     local_images: bool,
     node_brings_cni: bool,
+    /// The CoreDNS the local node image brings (kubeadm's own default cannot be built against
+    /// this Kubernetes' client-go).
+    coredns_tag: &'static str,
     istio_hub: &'a str,
     istio_tag: &'a str,
     namespace: &'a str,
@@ -244,6 +247,7 @@ pub fn render(
         },
         local_images: options.local_images(),
         node_brings_cni: options.node_brings_cni(),
+        coredns_tag: crate::components::versions::COREDNS,
         istio_hub: super::options::LOCAL_ISTIO_HUB,
         istio_tag: options.istio_tag.as_deref().unwrap_or(""),
         namespace: NAMESPACE,

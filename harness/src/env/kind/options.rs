@@ -86,13 +86,9 @@ pub enum ImageSource {
     Local,
 }
 
-/// The node image a local-images cluster runs when `--node-image` is not given: built on this
-/// machine from Kubernetes v1.34.4 (docs/cluster-lab.md §4e); it carries its own CNI config
-/// (a bridge with host-local addresses) and the control plane's images.
-pub const LOCAL_NODE_IMAGE: &str = "localhost/kind-node:v1.34.4-lab";
-/// Where Istio's images come from with local images: `localhost/istio/{pilot,proxyv2}:TAG`,
-/// TAG being istioctl's own version (docs/cluster-lab.md §4f).
-pub const LOCAL_ISTIO_HUB: &str = "localhost/istio";
+/// The node image a local-images cluster runs when `--node-image` is not given, and where
+/// Istio's images are: both built by `meshauth images build --kind`.
+pub use crate::components::kind_images::{LOCAL_ISTIO_HUB, LOCAL_NODE_IMAGE};
 
 /// Where the cluster lives and how it is reached from this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,12 +26,12 @@ const PODMAN: Tool = Tool {
 const KIND: Tool = Tool {
     name: "kind",
     purpose: "create the Kubernetes cluster",
-    fix: "install kind (`go install sigs.k8s.io/kind@latest`) and make sure it is on PATH",
+    fix: "install kind (`go install sigs.k8s.io/kind@v0.33.0`) and make sure it is on PATH; with `--images local`, `meshauth images build --kind` builds it",
 };
 const ISTIOCTL: Tool = Tool {
     name: "istioctl",
     purpose: "install Istio into the cluster",
-    fix: "install a release istioctl (the archive from Istio's releases page) and make sure it is on PATH; a `go install` build reports no version and installs test images",
+    fix: "install a release istioctl (the archive from Istio's releases page) and make sure it is on PATH; a `go install` build reports no version and installs test images; with `--images local`, `meshauth images build --kind` builds one with its images",
 };
 
 fn find_on_path(tool: &Tool) -> Result<PathBuf, EnvError> {
@@ -62,7 +62,9 @@ pub struct KindTools {
 }
 
 impl KindTools {
-    pub fn find() -> Result<Self, EnvError> {
+    /// The tools on `PATH`; `built` (kind and istioctl built with the local images, `meshauth
+    /// images build --kind`) stand in for those two, so istioctl's version is the images' tag.
+    pub fn find(built: Option<(&Path, &Path)>) -> Result<Self, EnvError> {
         let docker = find_on_path(&DOCKER)?;
         run_tool(
             Command::new(&docker).args(["info", "--format", "{{.ServerVersion}}"]),
@@ -78,11 +80,14 @@ impl KindTools {
         if podman {
             find_on_path(&PODMAN)?;
         }
-        let istioctl = find_on_path(&ISTIOCTL)?;
+        let (kind, istioctl) = match built {
+            Some((kind, istioctl)) => (kind.to_path_buf(), istioctl.to_path_buf()),
+            None => (find_on_path(&KIND)?, find_on_path(&ISTIOCTL)?),
+        };
         let istio_version = release_istioctl(&istioctl)?;
         Ok(Self {
             docker,
-            kind: find_on_path(&KIND)?,
+            kind,
             istioctl,
             podman,
             istio_version,
