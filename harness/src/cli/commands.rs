@@ -879,6 +879,9 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
             stack.peak_resident_kib() / 1024
         );
     }
+    if let Some(cluster) = cluster.as_ref().filter(|_| !summary.all_passed()) {
+        cluster.export_diagnostics();
+    }
     drop(stack);
     drop(cluster);
     Ok(if summary.all_passed() {

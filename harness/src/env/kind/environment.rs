@@ -230,7 +230,7 @@ impl KindEnvironment {
                     .args(["load", "docker-image", "--name", &self.options.cluster_name])
                     .arg(image),
                 &format!("load the image {image} into the kind node"),
-                "the image must exist in the local engine (`docker image inspect IMAGE`): `meshauth images build` builds the apps' images, Istio's (`localhost/istio/pilot`, `proxyv2`, tagged with istioctl's version) are built as docs/cluster-lab.md §4f describes; or use `--images pull` on a machine with registry access",
+                "the image must exist in the local engine (`docker image inspect IMAGE`): `meshauth images build` builds the apps' images, `meshauth images build --kind` the node's and Istio's (`localhost/istio/pilot`, `proxyv2`, tagged with istioctl's version); or use `--images pull` on a machine with registry access",
             )?;
         }
         Ok(())
@@ -317,6 +317,68 @@ fn interrupt_key(cluster: &str) -> String {
     format!("deleting kind cluster {cluster}")
 }
 
+impl KindEnvironment {
+    /// What the cluster looked like, kept in `RUN_DIR/kind/logs` before the cluster is gone:
+    /// every pod's and the node's logs (`kind export logs`), the cluster's events and every
+    /// pod described. Called when the start failed and, by the runner, when a scenario failed.
+    pub fn export_diagnostics(&self) {
+        let logs = self.run_dir.join("kind/logs");
+        let fix = "the cluster is deleted next; rerun with --keep-cluster to inspect it";
+        if let Err(error) = run_tool(
+            self.tools
+                .kind()
+                .args(["export", "logs"])
+                .arg(&logs)
+                .args(["--name", &self.options.cluster_name]),
+            "export the cluster's logs",
+            fix,
+        ) {
+            eprintln!("warning: {error}");
+        }
+        let node = format!("{}-control-plane", self.options.cluster_name);
+        for (file, what) in [
+            (
+                "events.txt",
+                &[
+                    "get",
+                    "events",
+                    "--all-namespaces",
+                    "--sort-by=.lastTimestamp",
+                ][..],
+            ),
+            (
+                "pods-described.txt",
+                &["describe", "pods", "--all-namespaces"][..],
+            ),
+        ] {
+            let described = run_tool(
+                std::process::Command::new(&self.tools.docker)
+                    .args([
+                        "exec",
+                        &node,
+                        "kubectl",
+                        "--kubeconfig",
+                        "/etc/kubernetes/admin.conf",
+                    ])
+                    .args(what),
+                "ask the node's kubectl",
+                fix,
+            );
+            let text = described.unwrap_or_else(|error| error.to_string());
+            let path = logs.join(file);
+            if let Err(error) =
+                std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&path, text))
+            {
+                eprintln!("warning: could not write {}: {error}", path.display());
+            }
+        }
+        eprintln!(
+            "the cluster's pod and node logs, events and pod descriptions are in {}",
+            logs.display()
+        );
+    }
+}
+
 impl Drop for KindEnvironment {
     fn drop(&mut self) {
         crate::components::process::forget_on_interrupt(&interrupt_key(&self.options.cluster_name));
@@ -332,20 +394,7 @@ impl Drop for KindEnvironment {
         }
         let kubeconfig = self.run_dir.join("kind/kubeconfig");
         if !self.ready {
-            // What went wrong stays inspectable after the cluster is gone.
-            let logs = self.run_dir.join("kind/logs");
-            match run_tool(
-                self.tools
-                    .kind()
-                    .args(["export", "logs"])
-                    .arg(&logs)
-                    .args(["--name", &self.options.cluster_name]),
-                "export the cluster's logs",
-                "the cluster is deleted next; rerun with --keep-cluster to inspect it",
-            ) {
-                Ok(_) => eprintln!("the cluster's pod and node logs are in {}", logs.display()),
-                Err(error) => eprintln!("warning: {error}"),
-            }
+            self.export_diagnostics();
         }
         // With the run's own kubeconfig: the user's is never edited.
         if let Err(error) = run_tool(
