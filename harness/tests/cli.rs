@@ -9,15 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn meshauth() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshauth"));
-    command.env("NO_COLOR", "1");
-    // Run directories (logs, rendered configs with per-run secrets) never land in the source
-    // tree the tests run from.
-    command.env(
-        "MESHAUTH_RUNS_DIR",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-runs"),
-    );
-    command
+    common::meshauth("cli-runs")
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -7,17 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 fn meshauth() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshauth"));
-    command.env("NO_COLOR", "1");
-    command.env(
-        "MESHAUTH_RUNS_DIR",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("containers-runs"),
-    );
-    command
+    common::meshauth("containers-runs")
 }
 
 /// The engine's CLI (`$MESHAUTH_CONTAINER_ENGINE`, podman, docker) when one answers, and its

@@ -10,19 +10,14 @@
 //! container engine, root or mmdebstrap, it fails and says which; not asked for, it says loudly
 //! that it skipped.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 const CLUSTER: &str = "meshauth-test";
 
 fn meshauth() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshauth"));
-    command.env("NO_COLOR", "1");
-    command.env(
-        "MESHAUTH_RUNS_DIR",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("kind-runs"),
-    );
-    command
+    common::meshauth("kind-runs")
 }
 
 /// Why the cluster cannot be made here, if it cannot.
@@ -115,11 +110,15 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
         "the run did not say it ran on kind:\n{shown}"
     );
 
-    let clusters = Command::new("podman")
+    // The node is a container of the engine kind used: its CLI must answer, or nothing is
+    // shown about what was left.
+    let engine = meshauth::components::images::ImageEngine::find().expect("the engine's CLI");
+    let listed = Command::new(&engine.program)
         .args(["ps", "--all", "--format", "{{.Names}}"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+        .expect("the engine's CLI runs");
+    assert!(listed.status.success(), "{listed:?}");
+    let clusters = String::from_utf8_lossy(&listed.stdout);
     assert!(
         !clusters.lines().any(|name| name.starts_with(CLUSTER)),
         "the cluster's node was left after the run: {clusters}"

@@ -136,13 +136,18 @@ pub(crate) fn images_build(kind: bool) -> Result<ExitCode> {
             None => format!("{} (unchanged)", image.reference),
         }),
     };
-    let mut built = build_images(&cache, &toolchain, &engine, &observe);
-    if let (Ok(images), Some(kind_toolchain)) = (&mut built, &kind_toolchain) {
-        match build_kind_images(&cache, &toolchain, kind_toolchain, &engine, &observe) {
-            Ok(more) => images.extend(more),
-            Err(e) => built = Err(e),
+    let built = build_images(&cache, &toolchain, &engine, &observe).and_then(|mut images| {
+        if let Some(kind_toolchain) = &kind_toolchain {
+            images.extend(build_kind_images(
+                &cache,
+                &toolchain,
+                kind_toolchain,
+                &engine,
+                &observe,
+            )?);
         }
-    }
+        Ok(images)
+    });
     progress.finish();
     let built = built.with_context(|| {
         format!(

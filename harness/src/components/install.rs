@@ -971,21 +971,14 @@ pub fn ensure_control_plane(
 pub(super) const KUBE_APISERVER_PACKAGE: &str = "k8s.io/kubernetes/cmd/kube-apiserver";
 pub(super) const ETCD_PACKAGE: &str = "go.etcd.io/etcd/server/v3";
 
-/// Builds main packages of `kube/` (embedded in this binary) into `dir`, each under the name
-/// `go build` gives it (etcd's server as `etcd`), in one `go build` so they share its work,
-/// stamped with the pinned versions as their releases are (`kubeadm` refuses a kubelet that
-/// reports none).
+/// Builds main packages of `kube/` (embedded in this binary) into `dir`, stamped with the
+/// pinned versions as their releases are (`kubeadm` refuses a kubelet that reports none).
 pub(super) fn build_kube_programs(
     cache: &CacheDir,
     component: &'static str,
     dir: &Path,
     packages: &[&str],
 ) -> Result<(), ComponentError> {
-    let source = dir.join("src");
-    write_sources(crate::embedded::KUBE, &source)?;
-    let staging = dir.join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
     let (major, minor) = kube_major_minor(versions::KUBE_APISERVER);
     let stamp = "k8s.io/component-base/version";
     let ldflags = format!(
@@ -995,28 +988,61 @@ pub(super) fn build_kube_programs(
         version = versions::KUBE_APISERVER,
         crictl = versions::CRI_TOOLS,
     );
+    build_go_programs(
+        cache,
+        component,
+        crate::embedded::KUBE,
+        dir,
+        packages,
+        &ldflags,
+        "check that Go is installed and its module proxy serves k8s.io/kubernetes and its \
+         staging modules at the versions in kube/go.mod",
+    )
+}
+
+/// Builds main packages of an embedded Go module (`sources`, written to `dir/src`) into `dir`,
+/// each named by [`program_name`], in one `go build` so that they share its work; a binary
+/// appears in `dir` only once it is whole.
+pub(super) fn build_go_programs(
+    cache: &CacheDir,
+    component: &'static str,
+    sources: &[(&str, &str)],
+    dir: &Path,
+    packages: &[&str],
+    ldflags: &str,
+    hint: &str,
+) -> Result<(), ComponentError> {
+    let source = dir.join("src");
+    write_sources(sources, &source)?;
+    let staging = dir.join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
     run(
         component,
         go_command(cache)
-            .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+            .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
             .arg(format!("{}/", staging.display()))
             .args(packages)
             .current_dir(&source),
-        "check that Go is installed and its module proxy serves k8s.io/kubernetes and its \
-         staging modules at the versions in kube/go.mod",
+        hint,
     )?;
     for package in packages {
-        let built = go_exec_name(package);
-        let name = if *package == ETCD_PACKAGE {
-            "etcd"
-        } else {
-            built
-        };
-        std::fs::rename(staging.join(built), dir.join(name))
+        let name = program_name(package);
+        std::fs::rename(staging.join(go_exec_name(package)), dir.join(name))
             .map_err(io(format!("move {name} into {}", dir.display())))?;
     }
     let _ = std::fs::remove_dir_all(&staging);
     Ok(())
+}
+
+/// The name a program built by [`build_go_programs`] has: `go build`'s, except etcd's server,
+/// which is `etcd`.
+pub(super) fn program_name(package: &str) -> &str {
+    if package == ETCD_PACKAGE {
+        "etcd"
+    } else {
+        go_exec_name(package)
+    }
 }
 
 /// `v1.34.4` → (`1`, `34`).
@@ -1318,6 +1344,7 @@ mod tests {
         assert_eq!(super::go_exec_name("go.etcd.io/etcd/server/v3"), "server");
         assert_eq!(super::go_exec_name("./cmd/coredns"), "coredns");
         assert_eq!(super::go_exec_name("sigs.k8s.io/kind"), "kind");
+        assert_eq!(super::program_name(super::ETCD_PACKAGE), "etcd");
         assert_eq!(super::kube_major_minor("v1.34.4"), ("1", "34"));
     }
 

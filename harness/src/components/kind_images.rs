@@ -16,8 +16,8 @@ use super::images::{
     BuiltImage, ImageEngine, ImageEvent, ImageRecipe, build_one, copy_file, fnv1a,
 };
 use super::install::{
-    CacheDir, ETCD_PACKAGE, InstallEvent, KUBE_APISERVER_PACKAGE, Toolchain, build_kube_programs,
-    copy_tree, digest, go_command, go_module_dir, io, run, write_sources,
+    CacheDir, ETCD_PACKAGE, InstallEvent, KUBE_APISERVER_PACKAGE, Toolchain, build_go_programs,
+    build_kube_programs, copy_tree, digest, go_command, go_module_dir, io, program_name, run,
 };
 use super::{ComponentError, versions};
 
@@ -133,13 +133,38 @@ pub fn ensure_kind_toolchain(
     Ok(toolchain)
 }
 
+/// Reports `component` as cached when `built`, else runs `build` between a started and a
+/// finished line.
+fn cached_or_built(
+    observe: Observer<'_>,
+    component: &'static str,
+    detail: &str,
+    built: bool,
+    action: String,
+    build: impl FnOnce() -> Result<(), ComponentError>,
+) -> Result<(), ComponentError> {
+    if built {
+        observe(InstallEvent::Finished {
+            component,
+            detail: format!("{detail} (cached)"),
+        });
+        return Ok(());
+    }
+    observe(InstallEvent::Started { component, action });
+    build()?;
+    observe(InstallEvent::Finished {
+        component,
+        detail: format!("{detail} built"),
+    });
+    Ok(())
+}
+
 fn ensure_kube(
     cache: &CacheDir,
     toolchain: &KindToolchain,
     observe: Observer<'_>,
 ) -> Result<(), ComponentError> {
     const COMPONENT: &str = "kubernetes";
-    let names: Vec<&str> = KUBE_PROGRAMS.iter().map(|p| program_name(p)).collect();
     let detail = format!(
         "Kubernetes {}, CoreDNS {}, crictl {}, etcd {}",
         versions::KUBE_APISERVER,
@@ -147,31 +172,17 @@ fn ensure_kube(
         versions::CRI_TOOLS,
         versions::ETCD
     );
-    if names.iter().all(|name| toolchain.kube(name).is_file()) {
-        observe(InstallEvent::Finished {
-            component: COMPONENT,
-            detail: format!("{detail} (cached)"),
-        });
-        return Ok(());
-    }
-    observe(InstallEvent::Started {
-        component: COMPONENT,
-        action: format!("go build {detail} (about 10 minutes cold)"),
-    });
-    build_kube_programs(cache, COMPONENT, &toolchain.kube, KUBE_PROGRAMS)?;
-    observe(InstallEvent::Finished {
-        component: COMPONENT,
-        detail: format!("{detail} built"),
-    });
-    Ok(())
-}
-
-/// The name a program of [`KUBE_PROGRAMS`] has once built.
-fn program_name(package: &str) -> &str {
-    if package == ETCD_PACKAGE {
-        return "etcd";
-    }
-    package.rsplit('/').next().unwrap_or(package)
+    let built = KUBE_PROGRAMS
+        .iter()
+        .all(|package| toolchain.kube(program_name(package)).is_file());
+    cached_or_built(
+        observe,
+        COMPONENT,
+        &detail,
+        built,
+        format!("go build {detail} (about 10 minutes cold)"),
+        || build_kube_programs(cache, COMPONENT, &toolchain.kube, KUBE_PROGRAMS),
+    )
 }
 
 /// pilot-discovery, pilot-agent and istioctl from the pinned `istio.io/istio` (istio-xds's
@@ -191,62 +202,46 @@ fn ensure_istio(
     );
     let dir = &toolchain.istio;
     let bootstrap = dir.join("envoy_bootstrap_tmpl.json");
-    let built = ["pilot-discovery", "pilot-agent", "istioctl"]
+    let built = ISTIO_PROGRAMS
         .iter()
-        .all(|name| dir.join(name).is_file())
+        .all(|package| dir.join(program_name(package)).is_file())
         && bootstrap.is_file();
-    if built {
-        observe(InstallEvent::Finished {
-            component: COMPONENT,
-            detail: format!("{detail} (cached)"),
-        });
-        return Ok(());
-    }
-    observe(InstallEvent::Started {
-        component: COMPONENT,
-        action: format!("go build {detail}"),
-    });
-    let source = dir.join("src");
-    write_sources(crate::embedded::ISTIO_XDS, &source)?;
-    let staging = dir.join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
-    let stamp = "istio.io/istio/pkg/version";
-    let version = versions::ISTIO_PROXY_VERSION;
-    let ldflags = format!(
-        "-s -w -X {stamp}.buildVersion={version} -X {stamp}.buildTag={version} \
-         -X {stamp}.buildHub={LOCAL_ISTIO_HUB} -X {stamp}.buildStatus=Clean"
-    );
-    run(
+    cached_or_built(
+        observe,
         COMPONENT,
-        go_command(cache)
-            .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
-            .arg(format!("{}/", staging.display()))
-            .args(ISTIO_PROGRAMS)
-            .current_dir(&source),
-        hint,
-    )?;
-    let module = run(
-        COMPONENT,
-        go_command(cache)
-            .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
-            .current_dir(&source),
-        hint,
-    )?;
-    copy_file(
-        &Path::new(module.trim()).join("tools/packaging/common/envoy_bootstrap.json"),
-        &bootstrap,
-    )?;
-    for name in ["pilot-discovery", "pilot-agent", "istioctl"] {
-        std::fs::rename(staging.join(name), dir.join(name))
-            .map_err(io(format!("move {name} into {}", dir.display())))?;
-    }
-    let _ = std::fs::remove_dir_all(&staging);
-    observe(InstallEvent::Finished {
-        component: COMPONENT,
-        detail: format!("{detail} built"),
-    });
-    Ok(())
+        &detail,
+        built,
+        format!("go build {detail}"),
+        || {
+            let stamp = "istio.io/istio/pkg/version";
+            let version = versions::ISTIO_PROXY_VERSION;
+            let ldflags = format!(
+                "-s -w -X {stamp}.buildVersion={version} -X {stamp}.buildTag={version} \
+                 -X {stamp}.buildHub={LOCAL_ISTIO_HUB} -X {stamp}.buildStatus=Clean"
+            );
+            let sources = crate::embedded::ISTIO_XDS;
+            build_go_programs(
+                cache,
+                COMPONENT,
+                sources,
+                dir,
+                ISTIO_PROGRAMS,
+                &ldflags,
+                hint,
+            )?;
+            let module = run(
+                COMPONENT,
+                go_command(cache)
+                    .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
+                    .current_dir(dir.join("src")),
+                hint,
+            )?;
+            copy_file(
+                &Path::new(module.trim()).join("tools/packaging/common/envoy_bootstrap.json"),
+                &bootstrap,
+            )
+        },
+    )
 }
 
 /// kind from its Go module, and its base image's files from the same module.
@@ -257,43 +252,32 @@ fn ensure_kind(
     hint: &str,
 ) -> Result<(), ComponentError> {
     const COMPONENT: &str = "kind";
-    if toolchain.kind.is_file() && toolchain.kind_base_files.is_dir() {
-        observe(InstallEvent::Finished {
-            component: COMPONENT,
-            detail: format!("{} (cached)", versions::KIND),
-        });
-        return Ok(());
-    }
-    observe(InstallEvent::Started {
-        component: COMPONENT,
-        action: format!("go install {}@{}", versions::KIND_MODULE, versions::KIND),
-    });
-    let dir = toolchain.kind.parent().expect("kind lives in a directory");
-    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-    run(
+    let module_version = format!("{}@{}", versions::KIND_MODULE, versions::KIND);
+    cached_or_built(
+        observe,
         COMPONENT,
-        go_command(cache)
-            .env("GOBIN", dir)
-            .arg("install")
-            .arg(format!("{}@{}", versions::KIND_MODULE, versions::KIND)),
-        hint,
-    )?;
-    let module = go_module_dir(
-        cache,
-        COMPONENT,
-        &format!("{}@{}", versions::KIND_MODULE, versions::KIND),
-        hint,
-    )?;
-    let _ = std::fs::remove_dir_all(&toolchain.kind_base_files);
-    copy_tree(
-        &module.join("images/base/files"),
-        &toolchain.kind_base_files,
-    )?;
-    observe(InstallEvent::Finished {
-        component: COMPONENT,
-        detail: format!("{} built", versions::KIND),
-    });
-    Ok(())
+        versions::KIND,
+        toolchain.kind.is_file() && toolchain.kind_base_files.is_dir(),
+        format!("go install {module_version}"),
+        || {
+            let dir = toolchain.kind.parent().expect("kind lives in a directory");
+            std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+            run(
+                COMPONENT,
+                go_command(cache)
+                    .env("GOBIN", dir)
+                    .arg("install")
+                    .arg(&module_version),
+                hint,
+            )?;
+            let module = go_module_dir(cache, COMPONENT, &module_version, hint)?;
+            let _ = std::fs::remove_dir_all(&toolchain.kind_base_files);
+            copy_tree(
+                &module.join("images/base/files"),
+                &toolchain.kind_base_files,
+            )
+        },
+    )
 }
 
 /// Builds the node image (its base, the control plane's images inside it) and Istio's images,

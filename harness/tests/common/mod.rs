@@ -13,6 +13,18 @@ use meshauth::redact::Redactor;
 use meshauth::report::Reporter;
 use meshauth::report::terminal::TerminalReporter;
 
+/// The `meshauth` binary under test, without colour, its run directories under `runs` in the
+/// tests' scratch space (never in the source tree: they hold logs and per-run secrets).
+pub fn meshauth(runs: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meshauth"));
+    command.env("NO_COLOR", "1");
+    command.env(
+        "MESHAUTH_RUNS_DIR",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(runs),
+    );
+    command
+}
+
 /// Whether the tests run under CI (env `CI` set and not false), where a missing prerequisite
 /// that `.ci/run` installs is a failure, not a skip.
 pub fn under_ci() -> bool {
