@@ -313,7 +313,7 @@ pub(crate) struct KindArgs {
     pub(crate) image_registry: Option<String>,
     /// With --env kind: one image replaced by a complete reference, e.g.
     /// `--image keycloak=quay.io/keycloak/keycloak:26.8.0` (NAME: keycloak, oauth2-proxy,
-    /// httpbin). Repeatable; applied after --image-registry.
+    /// httpbin, redis, curl: the in-mesh callers' image, which needs curl, sh and sleep). Repeatable; applied after --image-registry.
     #[arg(long = "image", value_name = "NAME=REF")]
     pub(crate) images: Vec<String>,
     /// With --env kind: `pull` (the cluster pulls every image) or `local` (for clusters without

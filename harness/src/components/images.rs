@@ -183,6 +183,13 @@ impl ImageRecipe {
         self
     }
 
+    /// Busybox as `/bin/busybox`, and a link in `/bin` for each of its applets (a shell, `sleep`).
+    pub(super) fn with_busybox(mut self, busybox: &Path) -> Result<Self, ComponentError> {
+        self = self.program(busybox, "/bin/busybox", &[]);
+        self.links.extend(busybox_applets(busybox)?);
+        Ok(self)
+    }
+
     /// A directory at `inside`, as it is.
     fn tree(mut self, host: &Path, inside: &str) -> Self {
         self.trees.push((host.to_path_buf(), inside.into()));
@@ -208,7 +215,7 @@ pub fn build_images(
     let java = &toolchain.java.home;
     let java_libraries = [java.join("lib"), java.join("lib/server")];
     let mut keycloak = ImageRecipe::new(&images.keycloak)
-        .program(&busybox, "/bin/busybox", &[])
+        .with_busybox(&busybox)?
         .tree(java, "/opt/java/openjdk")
         .tree(&toolchain.keycloak_home, "/opt/keycloak")
         // Keycloak writes its build (lib/quarkus) and data/ (the truststore, the dev database)
@@ -228,7 +235,6 @@ pub fn build_images(
             keycloak.binaries.push((library, java_libraries.to_vec()));
         }
     }
-    keycloak.links.extend(busybox_applets(&busybox)?);
     let redis_libs: Vec<PathBuf> = toolchain.redis.library_dir.iter().cloned().collect();
     let mut redis = ImageRecipe::new(&images.redis).program(
         &toolchain.redis.binary,
@@ -259,7 +265,10 @@ pub fn build_images(
         redis.instruction("ENTRYPOINT [\"/usr/local/bin/redis-server\"]"),
         ImageRecipe::new(&images.node)
             .program(
-                &resolve_program(&toolchain.oidc_idp.node)?,
+                &resolve_program(
+                    &toolchain.oidc_idp.node,
+                    "set MESHAUTH_NODE to the node binary",
+                )?,
                 "/usr/local/bin/node",
                 &[],
             )
@@ -506,7 +515,7 @@ fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
 }
 
 /// `program` as a path: itself when it has a slash, else where `PATH` finds it.
-fn resolve_program(program: &Path) -> Result<PathBuf, ComponentError> {
+pub(super) fn resolve_program(program: &Path, hint: &str) -> Result<PathBuf, ComponentError> {
     if program.components().count() > 1 {
         return Ok(program.to_path_buf());
     }
@@ -518,12 +527,12 @@ fn resolve_program(program: &Path) -> Result<PathBuf, ComponentError> {
         .ok_or_else(|| ComponentError::Unusable {
             component: "images",
             reason: format!("{} is not on PATH", program.display()),
-            hint: "set MESHAUTH_NODE to the node binary".into(),
+            hint: hint.into(),
         })
 }
 
 /// Debian's statically linked busybox, unpacked into the cache (`apt-get download`).
-fn ensure_busybox(cache: &CacheDir) -> Result<PathBuf, ComponentError> {
+pub(super) fn ensure_busybox(cache: &CacheDir) -> Result<PathBuf, ComponentError> {
     let dir = cache.path().join("busybox-static");
     let binary = dir.join("bin/busybox");
     if binary.is_file() {

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::images::{
-    BuiltImage, ImageEngine, ImageEvent, ImageRecipe, build_one, copy_file, fnv1a,
+    BuiltImage, ImageEngine, ImageEvent, ImageRecipe, build_one, copy_file, ensure_busybox, fnv1a,
+    resolve_program,
 };
 use super::install::{
     CacheDir, ETCD_PACKAGE, InstallEvent, KUBE_APISERVER_PACKAGE, Toolchain, build_go_programs,
@@ -28,6 +29,10 @@ pub const LOCAL_ISTIO_HUB: &str = "localhost/istio";
 /// configuration of its own (a bridge with host-local addresses), the control plane's images.
 pub const LOCAL_NODE_IMAGE: &str = "localhost/meshauth/kind-node:v1.34.4";
 const BASE_IMAGE: &str = "localhost/meshauth/kind-base:bookworm";
+/// The in-mesh callers' image with local images: this machine's curl (Debian's, with the
+/// libraries it links) and busybox for a shell and `sleep`, as `sleep` pods in and outside the
+/// mesh run it.
+pub const LOCAL_CALLER_IMAGE: &str = "localhost/meshauth/curl:debian";
 /// The node's hard limits: this machine's (nofile 20000) and podman's conmon's (nproc 32768).
 const NODE_NOFILE: u32 = 20_000;
 const NODE_NPROC: u32 = 32_768;
@@ -345,6 +350,18 @@ pub fn build_kind_images(
     for recipe in &istio {
         built.push(build_one(&root, recipe, engine, observe)?);
     }
+    let caller = ImageRecipe::new(LOCAL_CALLER_IMAGE)
+        .with_busybox(&ensure_busybox(cache)?)?
+        .program(
+            &resolve_program(
+                Path::new("curl"),
+                "install curl (apt-get install curl): the in-mesh callers run it",
+            )?,
+            "/usr/bin/curl",
+            &[],
+        )
+        .instruction("ENV PATH=/usr/bin:/bin");
+    built.push(build_one(&root, &caller, engine, observe)?);
     Ok(built)
 }
 

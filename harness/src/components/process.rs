@@ -31,7 +31,8 @@ pub fn install_signal_cleanup() {
                 .lock()
                 .map(|mut a| std::mem::take(&mut *a))
                 .unwrap_or_default();
-            for (what, action) in actions {
+            // Newest first: what was disrupted last is undone before the cluster it ran on goes.
+            for (what, action) in actions.into_iter().rev() {
                 eprintln!("interrupted: {what}");
                 action();
             }

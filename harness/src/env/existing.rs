@@ -531,8 +531,18 @@ impl StackControl for ExistingControl {
         part: Part,
         disruption: Disruption,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
-        let (command, _) = self.commands_for(part, disruption);
-        self.disrupted.entry(part).or_default().push(disruption);
+        let (command, undo) = self.commands_for(part, disruption);
+        let disruptions = self.disrupted.entry(part).or_default();
+        disruptions.push(disruption);
+        // Ctrl-C must not leave the user's deployment disrupted: undone on the way out.
+        if let Some(undo) = undo {
+            let what = interrupt_key(part, disruptions.len());
+            crate::components::process::on_interrupt(&what, move || {
+                if let Err(error) = run_command_blocking(&undo) {
+                    eprintln!("{error}");
+                }
+            });
+        }
         Box::pin(async move {
             let command = command.ok_or_else(|| {
                 format!(
@@ -555,12 +565,66 @@ impl StackControl for ExistingControl {
                     run_command(format!("restoring the {}", part.name()), command).await?;
                 }
                 if let Some(done) = self.disrupted.get_mut(&part) {
+                    crate::components::process::forget_on_interrupt(&interrupt_key(
+                        part,
+                        done.len(),
+                    ));
                     done.pop();
                 }
             }
             self.disrupted.remove(&part);
             Ok(())
         })
+    }
+}
+
+/// Whatever a run leaves disrupted (it stopped early: an error, a cancelled scenario) is
+/// undone before the harness lets go of the deployment, newest first.
+impl Drop for ExistingControl {
+    fn drop(&mut self) {
+        for (part, disruptions) in std::mem::take(&mut self.disrupted) {
+            for (depth, disruption) in disruptions.into_iter().enumerate().rev() {
+                crate::components::process::forget_on_interrupt(&interrupt_key(part, depth + 1));
+                if let (_, Some(undo)) = self.commands_for(part, disruption) {
+                    eprintln!("restoring the {} the run left disrupted", part.name());
+                    if let Err(error) = run_command_blocking(&undo) {
+                        eprintln!("{error}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn interrupt_key(part: Part, depth: usize) -> String {
+    format!("restoring the {} (disruption {depth})", part.name())
+}
+
+/// [`run_command`] outside the runtime (Ctrl-C, drop), bounded the same way.
+fn run_command_blocking(command: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not run `{command}`: {e}"))?;
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("`{command}` failed ({status})")),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{command}` did not finish within {COMMAND_TIMEOUT:?}"
+                ));
+            }
+            Err(e) => return Err(format!("`{command}`: {e}")),
+        }
     }
 }
 
@@ -660,6 +724,38 @@ mod tests {
         let done = std::fs::read_to_string(&log).unwrap();
         let _ = std::fs::remove_file(&log);
         assert_eq!(done, "short\ndisable\nenable\nusual\n");
+    }
+
+    /// A run that ends with a part still disrupted (an error, a cancelled scenario) leaves
+    /// the deployment as it found it: the undo commands run, newest first, when the control
+    /// is dropped (Ctrl-C runs the same commands from the interrupt handler).
+    #[tokio::test]
+    async fn what_a_run_leaves_disrupted_is_undone_when_it_lets_go() {
+        let log = std::env::temp_dir().join(format!("meshauth-left-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let step = |word: &str| format!("\"echo {word} >> {}\"", log.display());
+        let file = format!(
+            "{GOOD}control:\n  auth_service:\n    stop: {}\n    start: {}\n    pause: {}\n    \
+             resume: {}\n",
+            step("stop"),
+            step("start"),
+            step("pause"),
+            step("resume")
+        );
+        let parsed = ExistingEnvironment::parse("env.yaml", &file, Path::new("."), &env).unwrap();
+        let mut control = parsed.control();
+        control
+            .disrupt(Part::AuthService, Disruption::Stop)
+            .await
+            .unwrap();
+        control
+            .disrupt(Part::AuthService, Disruption::Pause)
+            .await
+            .unwrap();
+        drop(control);
+        let done = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(done, "stop\npause\nresume\nstart\n");
     }
 
     const MESH: &str = "mesh:\n  context: prod\n  kubeconfig: kube/config\n  \

@@ -58,6 +58,9 @@ pub const CRI_TOOLS: &str = "v1.34.0";
 pub const COREDNS: &str = "v1.12.4";
 pub const KUBEADM_ETCD_TAG: &str = "3.6.5-0";
 pub const KUBEADM_PAUSE_TAG: &str = "3.10.1";
+/// The in-mesh callers' image on a cluster that pulls (curl with a shell and `sleep`); with
+/// local images the machine's own curl in `kind_images::LOCAL_CALLER_IMAGE`.
+pub const CALLER_IMAGE: &str = "docker.io/curlimages/curl:8.17.0";
 /// The pause tag kind's containerd config names as its sandbox image, tagged on the same image.
 pub const KIND_PAUSE_TAG: &str = "3.10";
 /// The node's Debian release, and the packages kind's base image installs (Debian's containerd,

@@ -11,7 +11,9 @@ use super::cluster::{apply_all, client, wait_rollout};
 use super::manifests::{KindSecrets, PublicUrls, render};
 use super::options::KindOptions;
 use super::tools::{KindTools, run_tool};
+use super::{CALLER, NAMESPACE, OUTSIDE_NAMESPACE};
 use crate::components::ComponentVersion;
+use crate::endpoints::{ClusterCallers, KubeAccess, PodRef};
 use crate::env::local::StackEvent;
 use crate::env::names::{EMAIL, ROLE, ROLES_CLAIM, SESSION_REFRESH_SECONDS, USERNAME};
 use crate::env::{Endpoints, EnvError, StackConfig, TestUser};
@@ -115,10 +117,10 @@ impl KindEnvironment {
             )),
             sign_in_hosts: Vec::new(),
             ca_pem: Some(ca_pem),
-            // The harness cannot join the cluster's mesh from outside it: the mesh matrix
-            // (sidecar, in-mesh caller) runs on the local environment only.
+            // The harness cannot hold a workload certificate of the cluster's mesh: the
+            // scenarios that present made-up ones run on the local environment only.
             mesh: None,
-            cluster: None,
+            cluster: Some(callers(&options, &kubeconfig)),
         };
         secrets.realm.fill(&mut endpoints);
         // From here on the cluster exists: dropping `environment` deletes it on any error.
@@ -211,12 +213,15 @@ impl KindEnvironment {
             let started = Instant::now();
             wait_rollout(&client, &kubeconfig, &namespace, &name).await?;
             progress(StackEvent::Ready {
-                component: deployment_label(&name),
+                component: deployment_label(&namespace, &name),
                 after: started.elapsed(),
             });
         }
         environment.wait_issuer().await?;
         environment.ready = true;
+        if environment.options.keep_cluster {
+            environment.write_existing_file(&manifests)?;
+        }
         Ok(environment)
     }
 
@@ -274,8 +279,9 @@ impl KindEnvironment {
             run_dir: Some(self.run_dir.display().to_string()),
             left_out: Vec::new(),
             limits: vec![
-                "the harness cannot join the cluster's mesh from outside it: the mesh matrix and \
-                 the sidecar checks run on --env local only"
+                "the in-mesh callers are curl by exec in `sleep` pods (foo, with a sidecar; \
+                 legacy, without); callers with made-up certificates (another CA, expired, \
+                 another trust domain) run on --env local only"
                     .into(),
             ],
         }
@@ -310,6 +316,212 @@ impl KindEnvironment {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+impl KindEnvironment {
+    /// A kept cluster is a deployment like any user's: `RUN_DIR/kind/existing.yaml` describes
+    /// it for `--env existing` (its in-mesh callers, control commands through the node's own
+    /// kubectl, its configuration files), the secrets it names in `existing.env` (readable by
+    /// the user only), so that the cluster can be judged again, or by other tools, after this
+    /// run.
+    fn write_existing_file(&self, manifests: &super::Manifests) -> Result<PathBuf, EnvError> {
+        let dir = self.run_dir.join("kind");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
+                what: "write",
+                path,
+                source,
+            })
+        };
+        let mut config_files = Vec::new();
+        for (name, text) in &manifests.config_files {
+            let name = format!("config/{name}");
+            write(&name, text)?;
+            config_files.push(name);
+        }
+        let endpoints = &self.endpoints;
+        let mut secrets = vec![
+            (
+                "MESHAUTH_KIND_CLIENT_SECRET",
+                endpoints.client_secret.expose(),
+            ),
+            (
+                "MESHAUTH_KIND_USER_PASSWORD",
+                endpoints.user.password.expose(),
+            ),
+        ];
+        let mut file = serde_json::json!({
+            "app_url": endpoints.app.as_str(),
+            "idp_url": endpoints.idp.as_str(),
+            "issuer": endpoints.issuer,
+            "client_id": endpoints.client_id,
+            "client_secret_env": "MESHAUTH_KIND_CLIENT_SECRET",
+            "user": {
+                "username": endpoints.user.username,
+                "email": endpoints.user.email,
+                "password_env": "MESHAUTH_KIND_USER_PASSWORD",
+            },
+            "role": endpoints.role,
+            "roles_claim": endpoints.roles_claim,
+            "session_cookie": endpoints.session_cookie,
+            "session_refresh_seconds": endpoints.session_refresh.map(|d| d.as_secs()),
+            "ca_file": "ca.pem",
+            "config_files": config_files,
+            "control": self.control_commands(),
+            "mesh": {
+                "kubeconfig": "kubeconfig",
+                "context": format!("kind-{}", self.options.cluster_name),
+                "service_url": format!(
+                    "http://httpbin.{NAMESPACE}.svc.cluster.local:{}",
+                    super::manifests::HTTPBIN_PORT
+                ),
+                "caller": { "namespace": NAMESPACE, "selector": format!("app={CALLER}"), "container": CALLER },
+                "outside_caller": { "namespace": OUTSIDE_NAMESPACE, "selector": format!("app={CALLER}"), "container": CALLER },
+                "policy": self.config.sidecar,
+            },
+        });
+        if let Some(second) = &endpoints.second_user {
+            file["second_user"] = serde_json::json!({
+                "username": second.username,
+                "email": second.email,
+                "password_env": "MESHAUTH_KIND_SECOND_PASSWORD",
+            });
+            secrets.push(("MESHAUTH_KIND_SECOND_PASSWORD", second.password.expose()));
+        }
+        if let Some(other) = &endpoints.other_client {
+            file["other_client"] = serde_json::json!({
+                "client_id": other.id,
+                "client_secret_env": "MESHAUTH_KIND_OTHER_SECRET",
+            });
+            secrets.push(("MESHAUTH_KIND_OTHER_SECRET", other.secret.expose()));
+        }
+        if let Some(key) = &endpoints.signing_key {
+            write("test-key.pem", key.private_key_pem.expose())?;
+            file["test_signing_key_file"] = "test-key.pem".into();
+        }
+        let text = format!(
+            "# The kept kind cluster {} as a deployment for `meshauth run --env existing`:\n\
+             #   set -a; . {}; meshauth run --env existing --env-file {}\n{}\n",
+            self.options.cluster_name,
+            dir.join("existing.env").display(),
+            dir.join("existing.yaml").display(),
+            serde_json::to_string_pretty(&file).unwrap_or_default()
+        );
+        write("existing.yaml", &text)?;
+        let env: String = secrets
+            .iter()
+            .map(|(name, value)| format!("{name}='{}'\n", value.replace('\'', "'\\''")))
+            .collect();
+        write("existing.env", &env)?;
+        Ok(dir.join("existing.yaml"))
+    }
+
+    /// Commands that disrupt and restore the apps as a user of this cluster would: Deployments
+    /// scaled through the node's own kubectl (nothing needed on this machine but the engine's
+    /// CLI), processes frozen with `pkill` in the node (which sees every container's). A
+    /// command that restores returns once the gateway's Envoy has a healthy endpoint of the
+    /// service again: a pod ready in Kubernetes is not yet one the gateway routes to (the
+    /// endpoint reaches it over xDS), and a frozen or restarted dependency makes the pods
+    /// that check it unready for a while (oauth2-proxy's `/ready` checks redis).
+    fn control_commands(&self) -> serde_json::Value {
+        let engine = if self.tools.podman {
+            "podman".to_string()
+        } else {
+            self.tools.docker.display().to_string()
+        };
+        let node = format!("{}-control-plane", self.options.cluster_name);
+        let node_kubectl =
+            format!("{engine} exec {node} kubectl --kubeconfig /etc/kubernetes/admin.conf");
+        let kubectl = format!("{node_kubectl} -n {NAMESPACE}");
+        let until = |test: String, what: String| {
+            format!(
+                "for i in $(seq 180); do {test} && exit 0; sleep 1; done; \
+                 echo '{what} after 180 s' >&2; exit 1"
+            )
+        };
+        let gateway_routes_to = |service: &str, port: u16| {
+            until(
+                format!(
+                    "{node_kubectl} -n istio-system exec deploy/istio-ingressgateway -- \
+                     pilot-agent request GET clusters 2>/dev/null | grep -q \
+                     'outbound|{port}||{service}.{NAMESPACE}.svc.cluster.local::.*::health_flags::healthy$'"
+                ),
+                format!("the gateway has no healthy endpoint of {service}"),
+            )
+        };
+        let ports = |deployment: &str| match deployment {
+            "httpbin" => ("httpbin", super::manifests::HTTPBIN_PORT),
+            "keycloak" | "java" => ("keycloak", super::manifests::KEYCLOAK_PORT),
+            // The session store is reached by oauth2-proxy, whose readiness follows it.
+            _ => ("oauth2-proxy", super::manifests::OAUTH2_PROXY_PORT),
+        };
+        let scaled = |deployment: &str| {
+            let (service, port) = ports(deployment);
+            serde_json::json!({
+                "stop": format!(
+                    "{kubectl} scale deploy/{deployment} --replicas=0 && {}",
+                    until(
+                        format!("[ -z \"$({kubectl} get pods -l app={deployment} -o name)\" ]"),
+                        format!("pods of {deployment} still there"),
+                    )
+                ),
+                "start": format!(
+                    "{kubectl} scale deploy/{deployment} --replicas=1 && \
+                     {kubectl} rollout status deploy/{deployment} --timeout=180s && {}",
+                    gateway_routes_to(service, port)
+                ),
+            })
+        };
+        let frozen = |process: &str| {
+            let (service, port) = ports(process);
+            serde_json::json!({
+                "pause": format!("{engine} exec {node} pkill -STOP -x {process}"),
+                "resume": format!(
+                    "{engine} exec {node} pkill -CONT -x {process} && {}",
+                    gateway_routes_to(service, port)
+                ),
+            })
+        };
+        let mut auth_service = scaled("oauth2-proxy");
+        auth_service.as_object_mut().expect("an object").extend(
+            frozen("oauth2-proxy")
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let mut control = serde_json::json!({
+            "auth_service": auth_service,
+            "idp": frozen("java"),
+            "app": scaled("httpbin"),
+        });
+        if self.config.session_store == crate::env::stack_config::SessionStore::Redis {
+            control["session_store"] = scaled("redis");
+        }
+        control
+    }
+}
+
+/// The `sleep` pods the manifests run, reached through the cluster's own kubeconfig.
+fn callers(options: &KindOptions, kubeconfig: &Path) -> ClusterCallers {
+    let sleep = |namespace: &str| PodRef {
+        namespace: namespace.into(),
+        pod: None,
+        selector: Some(format!("app={CALLER}")),
+        container: Some(CALLER.into()),
+    };
+    ClusterCallers {
+        service: url(&format!(
+            "http://httpbin.{NAMESPACE}.svc.cluster.local:{}",
+            super::manifests::HTTPBIN_PORT
+        )),
+        access: KubeAccess {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            context: format!("kind-{}", options.cluster_name),
+        },
+        mesh_workload: sleep(NAMESPACE),
+        outside_mesh: Some(sleep(OUTSIDE_NAMESPACE)),
     }
 }
 
@@ -383,13 +595,20 @@ impl Drop for KindEnvironment {
     fn drop(&mut self) {
         crate::components::process::forget_on_interrupt(&interrupt_key(&self.options.cluster_name));
         if self.options.keep_cluster {
+            let dir = self.run_dir.join("kind");
             eprintln!(
-                "keeping kind cluster {} (kubeconfig {}; delete it with `kind delete cluster --name {} --kubeconfig {}`)",
-                self.options.cluster_name,
-                self.run_dir.join("kind/kubeconfig").display(),
-                self.options.cluster_name,
-                self.run_dir.join("kind/kubeconfig").display()
+                "keeping kind cluster {name} (kubeconfig {kubeconfig}; delete it with `{kind} delete cluster --name {name} --kubeconfig {kubeconfig}`)",
+                name = self.options.cluster_name,
+                kubeconfig = dir.join("kubeconfig").display(),
+                kind = self.tools.kind.display(),
             );
+            if self.ready {
+                eprintln!(
+                    "to judge it again as a deployment of your own: set -a; . {}; meshauth run --env existing --env-file {}",
+                    dir.join("existing.env").display(),
+                    dir.join("existing.yaml").display()
+                );
+            }
             return;
         }
         let kubeconfig = self.run_dir.join("kind/kubeconfig");
@@ -534,14 +753,17 @@ fn image_version(component: &str, image: &str) -> ComponentVersion {
     }
 }
 
-fn deployment_label(name: &str) -> &'static str {
-    match name {
-        "istio-ingressgateway" => "istio ingress gateway",
-        "httpbin" => "httpbin",
-        "echo" => "echo (second app)",
-        "oauth2-proxy" => "oauth2-proxy",
-        "redis" => "redis",
-        _ => "keycloak",
+fn deployment_label(namespace: &str, name: &str) -> &'static str {
+    match (namespace, name) {
+        (_, "istio-ingressgateway") => "istio ingress gateway",
+        (_, "httpbin") => "httpbin",
+        (_, "echo") => "echo (second app)",
+        (_, "oauth2-proxy") => "oauth2-proxy",
+        (_, "redis") => "redis",
+        (_, "keycloak") => "keycloak",
+        (OUTSIDE_NAMESPACE, CALLER) => "sleep (outside the mesh)",
+        (_, CALLER) => "sleep (in-mesh caller)",
+        _ => "deployment",
     }
 }
 

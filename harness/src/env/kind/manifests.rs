@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::NAMESPACE;
 use super::options::{Images, KindOptions};
+use super::{NAMESPACE, OUTSIDE_NAMESPACE};
 use crate::env::istio::{IstioContext, ServicePorts};
 use crate::env::local::{
     OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM_FIXTURE, RealmContext, RealmSecrets,
@@ -18,9 +18,9 @@ const CLUSTER_FIXTURE: &str = "kind/cluster.yaml.j2";
 const ISTIO_FIXTURE: &str = "kind/istio-operator.yaml.j2";
 const MANIFESTS_FIXTURE: &str = "kind/manifests.yaml.j2";
 
-const KEYCLOAK_PORT: u16 = 8080;
-const OAUTH2_PROXY_PORT: u16 = 4180;
-const HTTPBIN_PORT: u16 = 8000;
+pub(super) const KEYCLOAK_PORT: u16 = 8080;
+pub(super) const OAUTH2_PROXY_PORT: u16 = 4180;
+pub(super) const HTTPBIN_PORT: u16 = 8000;
 const REDIS_PORT: u16 = 6379;
 /// The ports the ingress gateway's Envoy listens on behind Service ports 80 and 443.
 const GATEWAY_HTTP_TARGET_PORT: u16 = 8080;
@@ -83,6 +83,10 @@ pub struct Manifests {
     pub istio_install: String,
     /// The Kubernetes and Istio objects, in apply order.
     pub objects: Vec<serde_json::Value>,
+    /// The deployment's configuration as a user keeps it, file name → text: the Istio policy
+    /// with the mesh config, oauth2-proxy's config, the realm export (the local environment
+    /// audits the same three).
+    pub config_files: Vec<(String, String)>,
 }
 
 impl Manifests {
@@ -132,6 +136,8 @@ struct KindContext<'a> {
     istio_hub: &'a str,
     istio_tag: &'a str,
     namespace: &'a str,
+    /// The namespace without sidecar injection, where the caller outside the mesh runs.
+    outside_namespace: &'a str,
     realm: &'a str,
     images: &'a Images,
     http_host_port: u16,
@@ -251,6 +257,7 @@ pub fn render(
         istio_hub: super::options::LOCAL_ISTIO_HUB,
         istio_tag: options.istio_tag.as_deref().unwrap_or(""),
         namespace: NAMESPACE,
+        outside_namespace: OUTSIDE_NAMESPACE,
         realm: config.realm.name(),
         images: &options.images,
         http_host_port: options.http_host_port,
@@ -290,6 +297,14 @@ pub fn render(
         cluster: crate::fixtures::render(CLUSTER_FIXTURE, &context)?,
         istio_install: crate::fixtures::render(ISTIO_FIXTURE, &context)?,
         objects: objects.into_iter().filter(|o| !o.is_null()).collect(),
+        config_files: vec![
+            (
+                "istio-policy.yaml".into(),
+                format!("{istio_policy}\n---\n{mesh_config}"),
+            ),
+            ("oauth2-proxy.cfg".into(), oauth2_proxy_cfg.clone()),
+            ("realm.json".into(), realm_json.clone()),
+        ],
     })
 }
 

@@ -23,5 +23,11 @@ pub use tools::KindTools;
 /// The namespace the apps run in (sidecar injection on): the mesh policies' namespace, as on
 /// the local environment (seed 003's `foo`).
 pub const NAMESPACE: &str = crate::policy::NAMESPACE;
+/// The namespace without sidecar injection where the caller outside the mesh (`sleep`) runs
+/// (Istio's own examples call it `legacy`).
+pub const OUTSIDE_NAMESPACE: &str = "legacy";
+/// The in-mesh callers' Deployment and ServiceAccount, in both namespaces: the mesh identity
+/// `cluster.local/ns/foo/sa/sleep` the mesh policies name.
+pub const CALLER: &str = "sleep";
 /// The server-side-apply field manager.
 pub const FIELD_MANAGER: &str = "meshauth";

@@ -4,20 +4,23 @@ use serde::Serialize;
 
 /// Container images, each a complete reference as its project publishes it: Keycloak and
 /// oauth2-proxy on quay.io (oauth2-proxy's tags keep the `v`), go-httpbin on Docker Hub (its
-/// tags drop the `v`), redis as Docker's official image.
+/// tags drop the `v`), redis as Docker's official image, the in-mesh callers' curl as curl's
+/// own image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Images {
     pub keycloak: String,
     pub oauth2_proxy: String,
     pub httpbin: String,
     pub redis: String,
+    /// The `sleep` pods the in-mesh callers exec curl in.
+    pub curl: String,
 }
 
 /// The names `--image NAME=REF` accepts.
-pub const IMAGE_NAMES: [&str; 4] = ["keycloak", "oauth2-proxy", "httpbin", "redis"];
+pub const IMAGE_NAMES: [&str; 5] = ["keycloak", "oauth2-proxy", "httpbin", "redis", "curl"];
 
 impl Images {
-    /// The pinned images.
+    /// The pinned images, as a cluster pulls them.
     pub fn pinned() -> Self {
         let images = crate::components::container::ContainerImages::pinned();
         Self {
@@ -25,6 +28,21 @@ impl Images {
             oauth2_proxy: images.oauth2_proxy,
             httpbin: images.httpbin,
             redis: images.redis,
+            curl: crate::components::versions::CALLER_IMAGE.into(),
+        }
+    }
+
+    /// The pinned images for `source`: with local images the callers' curl is the one
+    /// `meshauth images build --kind` makes (the apps' images are built under the references
+    /// a cluster would pull).
+    pub fn pinned_for(source: ImageSource) -> Self {
+        let images = Self::pinned();
+        match source {
+            ImageSource::Pull => images,
+            ImageSource::Local => Self {
+                curl: LOCAL_CALLER_IMAGE.into(),
+                ..images
+            },
         }
     }
 
@@ -43,6 +61,7 @@ impl Images {
             oauth2_proxy: through(self.oauth2_proxy),
             httpbin: through(self.httpbin),
             redis: through(self.redis),
+            curl: through(self.curl),
         }
     }
 
@@ -61,6 +80,7 @@ impl Images {
             "oauth2-proxy" => &mut self.oauth2_proxy,
             "httpbin" => &mut self.httpbin,
             "redis" => &mut self.redis,
+            "curl" => &mut self.curl,
             other => {
                 return Err(format!(
                     "--image {other:?}: no such image; NAME is one of {IMAGE_NAMES:?}"
@@ -88,7 +108,7 @@ pub enum ImageSource {
 
 /// The node image a local-images cluster runs when `--node-image` is not given, and where
 /// Istio's images are: both built by `meshauth images build --kind`.
-pub use crate::components::kind_images::{LOCAL_ISTIO_HUB, LOCAL_NODE_IMAGE};
+pub use crate::components::kind_images::{LOCAL_CALLER_IMAGE, LOCAL_ISTIO_HUB, LOCAL_NODE_IMAGE};
 
 /// Where the cluster lives and how it is reached from this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +136,7 @@ impl Default for KindOptions {
             cluster_name: "meshauth".into(),
             http_host_port: 18080,
             https_host_port: 18443,
-            images: Images::pinned(),
+            images: Images::pinned_for(ImageSource::Pull),
             keep_cluster: false,
             image_source: ImageSource::Pull,
             node_image: None,
@@ -158,12 +178,14 @@ impl KindOptions {
         }
     }
 
-    /// The images the apps' Deployments use (redis only with a redis session store).
+    /// The images the apps' Deployments and the callers' `sleep` pods use (redis only with a
+    /// redis session store).
     pub fn app_images(&self, redis: bool) -> Vec<String> {
         let mut images = vec![
             self.images.keycloak.clone(),
             self.images.oauth2_proxy.clone(),
             self.images.httpbin.clone(),
+            self.images.curl.clone(),
         ];
         if redis {
             images.push(self.images.redis.clone());
