@@ -850,10 +850,12 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     }
     let mut fixed = Uncontrolled;
     let mut commanded = existing_control;
-    let target: &mut dyn StackControl = match (stack.as_mut(), commanded.as_mut()) {
-        (Some(local), _) => local,
-        (None, Some(existing)) => existing,
-        (None, None) => &mut fixed,
+    let target: &mut dyn StackControl = match (stack.as_mut(), commanded.as_mut(), cluster.as_mut())
+    {
+        (Some(local), _, _) => local,
+        (None, Some(existing), _) => existing,
+        (None, None, Some(kind)) => kind,
+        (None, None, None) => &mut fixed,
     };
     let plan = crate::engine::plan(selection, &endpoints, target);
     for left_out in &plan.left_out {
@@ -886,6 +888,14 @@ pub(crate) async fn run(args: &RunArgs, verbose: bool) -> Result<ExitCode> {
     }
     if let Some(cluster) = cluster.as_ref().filter(|_| !summary.all_passed()) {
         cluster.export_diagnostics();
+    }
+    // A kept cluster is left with the policy its environment file declares, not the last
+    // scenario's.
+    if let Some(kind) = cluster.as_mut().filter(|kind| kind.kept()) {
+        kind.apply(&Default::default())
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("restoring the kept cluster's own mesh policy")?;
     }
     drop(stack);
     drop(cluster);

@@ -300,6 +300,86 @@ fn stuck(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String, Optio
         })
 }
 
+/// Runs `command` in `container` of the first running pod `selector` picks in `namespace`, by
+/// kube's websocket exec, and returns what it wrote to stdout (an error with its stderr when
+/// it fails).
+pub async fn exec_output(
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+    container: &str,
+    command: &[&str],
+) -> Result<String, String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams, ListParams};
+    use tokio::io::AsyncReadExt;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| format!("listing pods {namespace}/[{selector}]: {e}"))?;
+    let name = listed
+        .items
+        .iter()
+        .find(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Running")
+        })
+        .and_then(|pod| pod.metadata.name.clone())
+        .ok_or_else(|| format!("no running pod {namespace}/[{selector}]"))?;
+    let params = AttachParams::default()
+        .container(container)
+        .stdout(true)
+        .stderr(true);
+    let run = async {
+        let mut attached = pods
+            .exec(&name, command.iter().copied(), &params)
+            .await
+            .map_err(|e| format!("exec into {namespace}/{name}: {e}"))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (out, err) = (attached.stdout(), attached.stderr());
+        tokio::join!(
+            async {
+                if let Some(mut reader) = out {
+                    let _ = reader.read_to_end(&mut stdout).await;
+                }
+            },
+            async {
+                if let Some(mut reader) = err {
+                    let _ = reader.read_to_end(&mut stderr).await;
+                }
+            }
+        );
+        let status = match attached.take_status() {
+            Some(status) => status.await,
+            None => None,
+        };
+        let _ = attached.join().await;
+        let succeeded = match &status {
+            Some(status) => status.status.as_deref() == Some("Success"),
+            None => stderr.is_empty(),
+        };
+        match succeeded {
+            true => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+            false => Err(format!(
+                "`{}` in {namespace}/{name} failed: {}",
+                command.join(" "),
+                String::from_utf8_lossy(&stderr).trim()
+            )),
+        }
+    };
+    tokio::time::timeout(ROLLOUT_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            format!(
+                "`{}` in {namespace}/{name} did not finish",
+                command.join(" ")
+            )
+        })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

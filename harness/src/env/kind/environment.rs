@@ -26,7 +26,13 @@ const ISSUER_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct KindEnvironment {
     tools: KindTools,
     options: KindOptions,
+    /// What the cluster runs now, and what it was started with (a scenario's mesh policy is
+    /// applied over `base`: see `control.rs`).
     config: StackConfig,
+    base: StackConfig,
+    secrets: KindSecrets,
+    /// The objects applied, as rendered from `config`.
+    objects: Vec<serde_json::Value>,
     run_dir: PathBuf,
     endpoints: Endpoints,
     /// Set once everything is up; a cluster dropped before that has its logs exported first.
@@ -158,7 +164,10 @@ impl KindEnvironment {
         let mut environment = Self {
             tools,
             options,
+            base: config.clone(),
             config,
+            secrets,
+            objects: manifests.objects.clone(),
             run_dir: run_dir.to_path_buf(),
             endpoints,
             ready: false,
@@ -245,6 +254,41 @@ impl KindEnvironment {
         &self.endpoints
     }
 
+    /// Whether the cluster outlives the environment (`--keep-cluster`).
+    pub fn kept(&self) -> bool {
+        self.options.keep_cluster
+    }
+
+    pub(super) fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    pub(super) fn base_config(&self) -> &StackConfig {
+        &self.base
+    }
+
+    pub(super) fn options(&self) -> &KindOptions {
+        &self.options
+    }
+
+    pub(super) fn secrets(&self) -> &KindSecrets {
+        &self.secrets
+    }
+
+    pub(super) fn objects(&self) -> &[serde_json::Value] {
+        &self.objects
+    }
+
+    pub(super) fn kubeconfig(&self) -> PathBuf {
+        self.run_dir.join("kind/kubeconfig")
+    }
+
+    /// What the cluster runs after a profile was applied.
+    pub(super) fn set_config(&mut self, config: StackConfig, objects: Vec<serde_json::Value>) {
+        self.config = config;
+        self.objects = objects;
+    }
+
     pub fn info(&self) -> EnvironmentInfo {
         EnvironmentInfo {
             kind: "kind".into(),
@@ -280,8 +324,11 @@ impl KindEnvironment {
             left_out: Vec::new(),
             limits: vec![
                 "the in-mesh callers are curl by exec in `sleep` pods (foo, with a sidecar; \
-                 legacy, without); callers with made-up certificates (another CA, expired, \
-                 another trust domain) run on --env local only"
+                 legacy, without); a scenario's mesh policy is applied to the cluster, its \
+                 sign-in profile (another IdP, listener, realm) is not; disruptions run with \
+                 --env local, or on a kept cluster (--keep-cluster) judged with --env existing; \
+                 callers with made-up certificates (another CA, expired, another trust domain) \
+                 run on --env local only"
                     .into(),
             ],
         }

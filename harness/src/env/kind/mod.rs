@@ -6,9 +6,10 @@
 //!
 //! One file per concern: `options` (where the cluster lives, which images), `manifests`
 //! (rendering), `tools` (docker, kind, istioctl), `cluster` (the Kubernetes API: apply, wait,
-//! delete) and `environment` (the lifecycle).
+//! delete), `environment` (the lifecycle) and `control` (a scenario's mesh policy applied).
 
 mod cluster;
+mod control;
 mod environment;
 mod manifests;
 mod options;
