@@ -417,17 +417,14 @@ impl KindEnvironment {
             "ca_file": "ca.pem",
             "config_files": config_files,
             "control": self.control_commands(),
-            "mesh": {
+            "mesh": self.endpoints.cluster.as_ref().map(|callers| serde_json::json!({
                 "kubeconfig": "kubeconfig",
-                "context": format!("kind-{}", self.options.cluster_name),
-                "service_url": format!(
-                    "http://httpbin.{NAMESPACE}.svc.cluster.local:{}",
-                    super::manifests::HTTPBIN_PORT
-                ),
-                "caller": { "namespace": NAMESPACE, "selector": format!("app={CALLER}"), "container": CALLER },
-                "outside_caller": { "namespace": OUTSIDE_NAMESPACE, "selector": format!("app={CALLER}"), "container": CALLER },
+                "context": callers.access.context,
+                "service_url": callers.service.as_str().trim_end_matches('/'),
+                "caller": callers.mesh_workload,
+                "outside_caller": callers.outside_mesh,
                 "policy": self.config.sidecar,
-            },
+            })),
         });
         if let Some(second) = &endpoints.second_user {
             file["second_user"] = serde_json::json!({
