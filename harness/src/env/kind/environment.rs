@@ -83,15 +83,7 @@ impl KindEnvironment {
         }
         let manifests = render(&config, &options, &secrets)?;
         let dir = run_dir.join("kind");
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
-                what: "write",
-                path,
-                source,
-            })?;
-            Ok::<_, EnvError>(dir.join(name))
-        };
+        let write = |name: &str, text: &str| write_run_file(&dir, name, text);
         let cluster_file = write("cluster.yaml", &manifests.cluster)?;
         let istio_file = write("istio-operator.yaml", &manifests.istio_install)?;
         write("objects.yaml", &manifests.objects_yaml())?;
@@ -374,14 +366,7 @@ impl KindEnvironment {
     /// run.
     fn write_existing_file(&self, manifests: &super::Manifests) -> Result<PathBuf, EnvError> {
         let dir = self.run_dir.join("kind");
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
-                what: "write",
-                path,
-                source,
-            })
-        };
+        let write = |name: &str, text: &str| write_run_file(&dir, name, text).map(drop);
         let mut config_files = Vec::new();
         for (name, text) in &manifests.config_files {
             let name = format!("config/{name}");
@@ -545,6 +530,17 @@ impl KindEnvironment {
         }
         control
     }
+}
+
+/// Writes `dir/name` readable by the user only (the run's files carry secrets), returning its path.
+fn write_run_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, EnvError> {
+    let path = dir.join(name);
+    crate::files::write_private(&path, text).map_err(|source| EnvError::Io {
+        what: "write",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }
 
 /// The `sleep` pods the manifests run, reached through the cluster's own kubeconfig.
