@@ -225,7 +225,7 @@ async fn meshauth_load(url: &Url, settings: &Settings) -> Row {
         sign_in_hosts: Vec::new(),
         ca_pem: None,
         mesh: None,
-        cluster: None,
+        mesh_callers: None,
     };
     let target = LoadTarget {
         endpoints,

@@ -70,9 +70,10 @@ pub struct Endpoints {
     /// the harness can join (the local one does).
     #[serde(skip)]
     pub mesh: Option<MeshEndpoints>,
-    /// In-cluster callers of a user's own deployment (`--env existing` with `mesh:`).
+    /// Callers inside a deployment's mesh that the harness runs curl as (`--env existing`
+    /// with `mesh:`, the kind environment's `sleep` pods).
     #[serde(skip)]
-    pub cluster: Option<ClusterCallers>,
+    pub mesh_callers: Option<MeshCallers>,
 }
 
 /// Where httpbin's sidecar listens and who the in-mesh caller (`sleep`) is.
@@ -99,27 +100,78 @@ pub struct MeshEndpoints {
     pub foreign_trust_domain: ClientIdentity,
 }
 
-/// Callers inside the user's own cluster, run by exec into pods the user names (kube's
-/// websocket exec; nothing in the cluster is created or changed).
+/// Callers inside a deployment's mesh, where the harness runs curl as them: in pods the user
+/// names (kube's websocket exec), or by commands that run curl where the caller is. Nothing
+/// there is created or changed.
 #[derive(Debug, Clone)]
-pub struct ClusterCallers {
+pub struct MeshCallers {
     /// The service's address inside the mesh (`http://httpbin.foo.svc.cluster.local:8000`):
     /// what `${sidecar}` stands for.
     pub service: Url,
+    /// How to reach the cluster of callers in pods.
     pub access: KubeAccess,
-    /// A pod with a sidecar: its plain requests leave through the mesh (mTLS as the mesh
+    /// A workload with a sidecar: its plain requests leave through the mesh (mTLS as the mesh
     /// decides), as seed 003's `sleep`.
-    pub mesh_workload: PodRef,
-    /// A pod without a sidecar, where the user names one: plaintext from inside the cluster.
-    pub outside_mesh: Option<PodRef>,
+    pub mesh_workload: CallerRef,
+    /// A workload without a sidecar, where the user names one: plaintext from inside.
+    pub outside_mesh: Option<CallerRef>,
 }
 
 /// How to reach the cluster's API server: a kubeconfig (absent: `$KUBECONFIG`, else
-/// `~/.kube/config`) and the context to use in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `~/.kube/config`) and the context to use in it (absent: its current context).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeAccess {
     pub kubeconfig: Option<std::path::PathBuf>,
-    pub context: String,
+    pub context: Option<String>,
+}
+
+/// Where an in-mesh caller's curl runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CallerRef {
+    /// In a pod of the cluster, by exec.
+    Pod(PodRef),
+    /// On this machine, by a command that runs curl where the caller is.
+    Command(CommandRef),
+}
+
+/// A command that runs curl where an in-mesh caller is (`[ssh, vm1, curl]`,
+/// `[docker, exec, -i, sleep, curl]`, or curl itself with `--connect-to`): the harness adds
+/// curl's arguments after it and writes the request's headers to its stdin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRef {
+    pub command: Vec<String>,
+}
+
+impl CallerRef {
+    /// The pod, or the command as written.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Pod(pod) => pod.describe(),
+            Self::Command(command) => format!("`{}`", command.command.join(" ")),
+        }
+    }
+}
+
+/// A pod (namespace, pod or selector, container) or a command (`command: [...]`), told apart by
+/// the `command` key so that a mistake in either is reported as that one's.
+impl<'de> serde::Deserialize<'de> for CallerRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let parsed = if value.get("command").is_some() {
+            serde_json::from_value(value).map(Self::Command)
+        } else {
+            serde_json::from_value(value).map(Self::Pod)
+        };
+        parsed.map_err(|e| {
+            D::Error::custom(format!(
+                "{e} (a caller is a pod: namespace, pod or selector, container; or a command: \
+                 [program, args…] that runs curl where the caller is)"
+            ))
+        })
+    }
 }
 
 /// A pod to run a caller in: by name, or the first running pod a label selector picks; the
@@ -172,7 +224,7 @@ impl Endpoints {
             .mesh
             .as_ref()
             .map(|m| &m.sidecar)
-            .or(self.cluster.as_ref().map(|c| &c.service))
+            .or(self.mesh_callers.as_ref().map(|c| &c.service))
             .map(|sidecar| ("sidecar", trim(sidecar)));
         let host = self.app.host_str().unwrap_or_default();
         let authority = match self.app.port() {

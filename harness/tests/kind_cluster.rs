@@ -4,8 +4,9 @@
 //! provider when the engine is podman), installs Istio with real sidecar injection, runs every
 //! scenario a cluster can run (in-mesh callers by exec, each mesh policy applied in place);
 //! then the kept cluster is judged again as a user's own deployment (`--env existing` with the
-//! environment file the run wrote: control commands, config files, in-mesh callers), and
-//! deleted.
+//! environment file the run wrote: control commands, config files, in-mesh callers), then
+//! broken on purpose with the local fault table's Istio YAML, one mistake at a time applied in
+//! place, each guarding scenario going red with the local row's text, and deleted.
 //!
 //! It runs when `MESHAUTH_TEST_KIND=1` is set: cold, it costs about 20 minutes of Go builds and
 //! image builds on 2 cores before the cluster's 5 minutes, more than `.ci/run`'s budget on a
@@ -168,6 +169,57 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
             "no {needed:?} in the run:\n{shown}"
         );
     }
+    // The same cluster broken on purpose, one realistic mistake at a time in the Istio YAML a
+    // user writes (the local fault table's overlays, tests/data/istio-faults/), applied in
+    // place: each guarding scenario, green on the reference just above, must go red with the
+    // local row's text.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let mut missed = Vec::new();
+    for fault in KIND_FAULTS {
+        for (scenario, _) in fault.red {
+            assert!(
+                stdout.contains(&format!("PASS {scenario} ")),
+                "{scenario} did not pass on the kept cluster before {} was laid over it:\n{shown}",
+                fault.overlay
+            );
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/istio-faults")
+            .join(fault.overlay);
+        let laid = runtime
+            .block_on(meshauth::env::kind::lay_over_cluster(
+                &kept.kubeconfig,
+                &dir,
+            ))
+            .unwrap_or_else(|e| panic!("could not lay {} over the cluster: {e}", fault.overlay));
+        let mut scenarios: Vec<&str> = fault.red.iter().map(|(scenario, _)| *scenario).collect();
+        scenarios.dedup();
+        let broken = meshauth()
+            .args(["run", "--env", "existing", "--env-file"])
+            .arg(&kept.environment_file)
+            .args(&scenarios)
+            .envs(kept.secrets())
+            .output()
+            .expect("meshauth runs");
+        runtime
+            .block_on(laid.take_back())
+            .unwrap_or_else(|e| panic!("could not take {} back: {e}", fault.overlay));
+        let said = String::from_utf8_lossy(&broken.stdout);
+        for (scenario, says) in fault.red {
+            if broken.status.code() != Some(1)
+                || !said.contains(&format!("FAIL {scenario} "))
+                || !said.contains(says)
+            {
+                missed.push(format!(
+                    "{}: expected {scenario} red with {says:?}, got {}:\n{said}\n{}",
+                    fault.overlay,
+                    broken.status,
+                    String::from_utf8_lossy(&broken.stderr)
+                ));
+            }
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n\n"));
     drop(kept);
 
     // The node is a container of the engine kind used: its CLI must answer, or nothing is
@@ -185,8 +237,96 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
     );
 }
 
+/// A realistic mistake in the cluster's Istio objects (a directory of
+/// tests/data/istio-faults/, the YAML the local fault table lays over the local environment)
+/// and what the run against the broken cluster must say: the local rows' texts, where the
+/// address in them is not the local environment's.
+struct KindFault {
+    overlay: &'static str,
+    red: &'static [(&'static str, &'static str)],
+}
+
+const KIND_FAULTS: &[KindFault] = &[
+    KindFault {
+        overlay: "authorizationpolicy-exempts-health",
+        red: &[(
+            "attack_unauthenticated_reach::static_and_health_looking_paths",
+            "[high finding] GET /health: expected not answered by the app without a session",
+        )],
+    },
+    KindFault {
+        overlay: "authorizationpolicy-checks-only-get",
+        red: &[
+            (
+                "attack_unauthenticated_reach::method_variants",
+                "[critical finding] POST /anything: expected not answered by the app",
+            ),
+            (
+                "attack_unauthenticated_reach::method_variants",
+                "[critical finding] HEAD /anything: expected not answered by the app",
+            ),
+        ],
+    },
+    KindFault {
+        overlay: "authorizationpolicy-scoped-to-app-paths",
+        red: &[(
+            "attack_unauthenticated_reach::path_normalisation_variants",
+            "GET //anything: expected not answered by the app without a session",
+        )],
+    },
+    KindFault {
+        overlay: "authorizationpolicy-one-host-spelling",
+        red: &[(
+            "attack_unauthenticated_reach::authority_variants",
+            "GET /anything (Host: 127.0.0.1): expected not answered by the app without a session",
+        )],
+    },
+    KindFault {
+        overlay: "oauth2-exempt-without-slash",
+        red: &[(
+            "attack_unauthenticated_reach::exempt_prefix_near_misses",
+            "GET /oauth2x/anything: expected not answered by the app without a session",
+        )],
+    },
+    KindFault {
+        overlay: "gateway-legacy-tls",
+        red: &[
+            (
+                "attack_browser_hardening::legacy_tls_refused",
+                "ServerHello: TLS 1.0 with ECDHE-ECDSA-AES128-SHA: the listener speaks TLS 1.0",
+            ),
+            (
+                "attack_browser_hardening::legacy_tls_refused",
+                "ServerHello: TLS 1.2 with ECDHE-ECDSA-AES128-SHA: the listener takes the CBC suite",
+            ),
+        ],
+    },
+    KindFault {
+        overlay: "requestauthentication-wrong-issuer",
+        red: &[(
+            "seed003_origin_auth::direct_grant_bearer",
+            "with \"Jwt issuer is not configured\"",
+        )],
+    },
+    KindFault {
+        overlay: "peerauthentication-permissive",
+        red: &[(
+            "attack_mesh_transport::plaintext_is_rejected",
+            "without a response, actual answered",
+        )],
+    },
+    KindFault {
+        overlay: "destinationrule-plaintext-to-httpbin",
+        red: &[(
+            "seed000_browser_sso::browser_login",
+            "status: expected 200, actual 503 at https://127.0.0.1:",
+        )],
+    },
+];
+
 /// The cluster a run kept, deleted when dropped (by the command the run printed).
 struct KeptCluster {
+    kubeconfig: std::path::PathBuf,
     delete: String,
     environment_file: String,
     secrets_file: String,
@@ -210,7 +350,14 @@ impl KeptCluster {
             .next()?
             .to_string();
         let environment_file = judge.rsplit("--env-file ").next()?.trim().to_string();
+        let kubeconfig = stderr
+            .split("(kubeconfig ")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .into();
         Some(Self {
+            kubeconfig,
             delete,
             environment_file,
             secrets_file,

@@ -286,8 +286,8 @@ async fn in_mesh_caller_by_exec(client: &kube::Client, kubeconfig: &Path) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
     use meshauth::browser::BrowserError;
-    use meshauth::browser::pod_exec::PodCaller;
-    use meshauth::endpoints::{KubeAccess, PodRef};
+    use meshauth::browser::curl_caller::CurlCaller;
+    use meshauth::endpoints::{CallerRef, KubeAccess, PodRef};
 
     let sleep = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "sleep-exec-probe", "namespace": kind::NAMESPACE,
@@ -297,9 +297,10 @@ async fn in_mesh_caller_by_exec(client: &kube::Client, kubeconfig: &Path) {
     kind::apply(client, &sleep).await.unwrap();
     let access = KubeAccess {
         kubeconfig: Some(kubeconfig.to_path_buf()),
-        context: "envtest".into(),
+        context: Some("envtest".into()),
     };
-    let caller = |pod: PodRef| PodCaller::new(access.clone(), pod, Default::default());
+    let caller =
+        |pod: PodRef| CurlCaller::new(&CallerRef::Pod(pod), access.clone(), Default::default());
     let by_label = PodRef {
         namespace: kind::NAMESPACE.into(),
         pod: None,
@@ -349,16 +350,16 @@ async fn in_mesh_caller_by_exec(client: &kube::Client, kubeconfig: &Path) {
     assert!(!text.contains("secret-token-value"), "{text}");
 
     // A context the kubeconfig does not have is named as such.
-    let error = PodCaller::new(
-        KubeAccess {
-            kubeconfig: Some(kubeconfig.to_path_buf()),
-            context: "prod".into(),
-        },
-        PodRef {
+    let error = CurlCaller::new(
+        &CallerRef::Pod(PodRef {
             namespace: kind::NAMESPACE.into(),
             pod: Some("sleep-exec-probe".into()),
             selector: None,
             container: None,
+        }),
+        KubeAccess {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            context: Some("prod".into()),
         },
         Default::default(),
     )

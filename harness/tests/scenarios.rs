@@ -264,9 +264,13 @@ fn apply_profile(
 
 /// The `existing` environment, pointed at the running local stack through a written
 /// environment file, must drive the same scenarios to the same verdicts: with the stack's
-/// configuration files to audit and control commands that freeze and thaw its auth service
-/// and IdP (procps `kill -s STOP`/`CONT` on their process groups), as a user's `kubectl` commands would.
-/// In-mesh callers need a cluster to exec in: those scenarios are left out here.
+/// configuration files to audit, control commands that freeze and thaw its auth service
+/// and IdP (procps `kill -s STOP`/`CONT` on their process groups), as a user's `kubectl`
+/// commands would, and in-mesh callers given as commands (this machine's curl, connected to
+/// sleep's sidecar for the in-mesh caller and straight to httpbin's for the one outside the
+/// mesh), as a mesh outside Kubernetes would name them. Only the scenarios that present
+/// workload certificates the harness mints, need another stack profile or a disruption no
+/// command is given for are left out.
 fn existing_environment_trial(
     stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
     catalog: &Arc<Catalog>,
@@ -303,8 +307,13 @@ fn existing_environment_trial(
         };
         let (mut expected_run, mut expected_left_out) = (Vec::new(), 0);
         for (suite, scenario) in catalog.select(&[]) {
-            let left_out = scenario.requirements(suite).iter().any(|need| match need {
-                Requirement::StackProfile | Requirement::Mesh => true,
+            let requirements = scenario.requirements(suite);
+            let uses_mesh = requirements.contains(&Requirement::Mesh);
+            let left_out = requirements.iter().any(|need| match need {
+                Requirement::StackProfile => {
+                    !control.accepts_profile(&scenario.profile(suite), uses_mesh)
+                }
+                Requirement::MeshCertificates => true,
                 Requirement::Disrupt(part, disruption) => !controlled(*part, *disruption),
                 _ => false,
             });
@@ -322,11 +331,15 @@ fn existing_environment_trial(
             )
             .into());
         }
-        // The commands and the files are used, not only accepted.
+        // The commands, the files and the callers are used, not only accepted.
         for needed in [
             "attack_fail_closed::auth_service_hung",
             "attack_fail_closed::idp_hung",
             "attack_configuration::deployment_configuration",
+            "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+            "attack_around_the_gateway::plaintext_caller_cannot_skip_the_gateway",
+            "attack_mesh_transport::mesh_caller_is_accepted",
+            "attack_mesh_transport::plaintext_is_rejected",
         ] {
             if !expected_run.iter().any(|name| name == needed) {
                 return Err(format!("{needed} is not run against the existing environment").into());
@@ -390,6 +403,26 @@ fn environment_file(
             .ok_or_else(|| Failed::from(format!("{component:?} is not running")))
     };
     let (auth_service, idp) = (group(Component::OAuth2Proxy)?, group(Component::Keycloak)?);
+    // The in-mesh callers as commands: this machine's curl, connected to sleep's sidecar
+    // (which originates the mesh's mTLS as Istio configured it) or, outside the mesh, straight
+    // to httpbin's, for the service's in-mesh name.
+    let mesh = endpoints
+        .mesh
+        .as_ref()
+        .ok_or("the local stack has no mesh")?;
+    let through_sleep = mesh
+        .workload_proxy
+        .ok_or("the local stack has no sidecar for sleep")?;
+    let port = mesh.sidecar.port().ok_or("httpbin's sidecar has no port")?;
+    let service = format!("{}:{port}", mesh.service_host);
+    let httpbin_sidecar = format!(
+        "{}:{port}",
+        mesh.sidecar
+            .host_str()
+            .ok_or("httpbin's sidecar has no host")?
+    );
+    let policy = serde_json::to_string(&meshauth::policy::SidecarPolicy::reference())
+        .map_err(|e| e.to_string())?;
     let file = format!(
         "app_url: {}\nidp_url: {}\nissuer: {}\nclient_id: {}\nclient_secret_env: CLIENT_SECRET\n\
          user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
@@ -399,7 +432,11 @@ fn environment_file(
          config_files: {:?}\n\
          control:\n\
          \x20 auth_service:\n    pause: \"/bin/kill -s STOP -- -{auth_service}\"\n    resume: \"/bin/kill -s CONT -- -{auth_service}\"\n\
-         \x20 idp:\n    pause: \"/bin/kill -s STOP -- -{idp}\"\n    resume: \"/bin/kill -s CONT -- -{idp}\"\n",
+         \x20 idp:\n    pause: \"/bin/kill -s STOP -- -{idp}\"\n    resume: \"/bin/kill -s CONT -- -{idp}\"\n\
+         mesh:\n  service_url: http://{service}\n\
+         \x20 caller: {{ command: [curl, --connect-to, \"{service}:{through_sleep}\"] }}\n\
+         \x20 outside_caller: {{ command: [curl, --connect-to, \"{service}:{httpbin_sidecar}\"] }}\n\
+         \x20 policy: {policy}\n",
         endpoints.app,
         endpoints.idp,
         endpoints.issuer,

@@ -1,9 +1,9 @@
 //! A browser-like HTTP client: keeps cookies, follows redirects itself so that every hop is
 //! recorded (with cookie values and tokens redacted), and trusts only the CA it is given.
 
+pub mod curl_caller;
 pub mod form;
 mod jar;
-pub mod pod_exec;
 pub mod raw;
 pub mod tls_hello;
 

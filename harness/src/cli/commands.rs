@@ -507,11 +507,6 @@ pub(crate) async fn start_kind(
     run_dir: &Path,
     redactor: &Redactor,
 ) -> Result<KindEnvironment> {
-    if config.istio_overlay.is_some() {
-        bail!(
-            "--istio lays your objects over the local environment's; on kind apply them to the cluster yourself (kubectl apply -f DIR) after `meshauth run --env kind --keep-cluster` (which leaves the cluster running)\nhow to fix: drop --istio, or run with --env local"
-        );
-    }
     let mut images = Images::pinned_for(args.kind.image_source);
     if let Some(mirror) = &args.kind.image_registry {
         images = images.mirrored(mirror);

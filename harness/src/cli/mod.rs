@@ -275,7 +275,8 @@ pub(crate) struct StackArgs {
     /// A directory of your own Istio YAML (AuthorizationPolicy, RequestAuthentication,
     /// PeerAuthentication, Gateway, VirtualService, DestinationRule, …) laid over the
     /// profile's: an object of the same kind, namespace and name replaces it, others are added.
-    /// The local environment's gateway and sidecars are then configured by Istio from it.
+    /// The local environment's gateway and sidecars are then configured by Istio from it;
+    /// the kind environment applies the objects to its cluster.
     #[arg(long, value_name = "DIR")]
     pub(crate) istio: Option<PathBuf>,
     /// Where run directories (logs, rendered configs) go.

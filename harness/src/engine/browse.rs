@@ -9,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use url::Url;
 
 use super::{Engine, ScenarioState, StepOutput};
-use crate::browser::pod_exec::PodCaller;
+use crate::browser::curl_caller::CurlCaller;
 use crate::browser::{Body, Browser, BrowserError, Page};
 use crate::scenario::{Bearer, Caller, Credentials};
 
@@ -69,8 +69,8 @@ impl Engine {
         let url = self.url(url)?;
         state.last = None;
         state.rejected = None;
-        if let Some(pod) = self.pod_caller(caller.unwrap_or(Caller::OutsideMesh), &url) {
-            match pod.send(&Method::GET, &url, &headers).await {
+        if let Some(curl) = self.curl_caller(caller.unwrap_or(Caller::OutsideMesh), &url) {
+            match curl.send(&Method::GET, &url, &headers).await {
                 Ok(page) => state.last = Some(page),
                 Err(BrowserError::NoResponse { detail, .. }) => {
                     state.rejected = Some(detail);
@@ -99,18 +99,18 @@ impl Engine {
         Ok(StepOutput::default())
     }
 
-    /// The pod that makes `caller`'s request to `url` in a user's cluster: the mesh workload's
-    /// always, the one outside the mesh for the service's in-cluster address only (the
-    /// gateway's public URLs are reached from here).
-    fn pod_caller(&self, caller: Caller, url: &Url) -> Option<std::sync::Arc<PodCaller>> {
-        let cluster = self.endpoints.cluster.as_ref()?;
-        if caller == Caller::OutsideMesh && url.host_str() != cluster.service.host_str() {
+    /// Where `caller`'s request to `url` is made in a deployment's mesh: the mesh workload's
+    /// always, the one outside the mesh for the service's in-mesh address only (the gateway's
+    /// public URLs are reached from here).
+    fn curl_caller(&self, caller: Caller, url: &Url) -> Option<std::sync::Arc<CurlCaller>> {
+        let callers = self.endpoints.mesh_callers.as_ref()?;
+        if caller == Caller::OutsideMesh && url.host_str() != callers.service.host_str() {
             return None;
         }
-        self.pod_callers
+        self.curl_callers
             .iter()
             .find(|(c, _)| *c == caller)
-            .map(|(_, pod)| pod.clone())
+            .map(|(_, curl)| curl.clone())
     }
 
     /// Where `caller`'s requests go when it has a sidecar of its own (sleep's, configured by
@@ -202,8 +202,8 @@ impl Engine {
         headers: &HeaderMap,
     ) -> Result<Page, String> {
         let caller = caller.unwrap_or(Caller::OutsideMesh);
-        if let Some(pod) = self.pod_caller(caller, &url) {
-            return pod
+        if let Some(curl) = self.curl_caller(caller, &url) {
+            return curl
                 .send(&Method::GET, &url, headers)
                 .await
                 .map_err(|e| e.to_string());

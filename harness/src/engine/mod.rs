@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use url::Url;
 
-use crate::browser::pod_exec::PodCaller;
+use crate::browser::curl_caller::CurlCaller;
 use crate::browser::raw::RawClient;
 use crate::browser::{Browser, BrowserError, Page};
 use crate::check::CheckResult;
@@ -56,8 +56,8 @@ pub struct Engine {
     http: reqwest::Client,
     /// For attack probes: requests exactly as written.
     raw: RawClient,
-    /// In-cluster callers of a user's own deployment: `curl` by exec in the pods they named.
-    pod_callers: Vec<(Caller, std::sync::Arc<PodCaller>)>,
+    /// Callers in a deployment's mesh: `curl` where they are (by exec in a pod, or a command).
+    curl_callers: Vec<(Caller, std::sync::Arc<CurlCaller>)>,
     /// How many scenarios may run side by side (see [`Engine::with_jobs`]).
     jobs: usize,
 }
@@ -125,22 +125,22 @@ impl Engine {
         let http = crate::browser::http_client(endpoints.ca_pem.as_deref())?;
         let raw = RawClient::new(endpoints.ca_pem.as_deref(), Duration::from_secs(15))
             .map_err(EngineError::Probe)?;
-        let pod_callers = endpoints
-            .cluster
+        let curl_callers = endpoints
+            .mesh_callers
             .iter()
-            .flat_map(|cluster| {
-                let caller = |pod: &crate::endpoints::PodRef| {
-                    std::sync::Arc::new(PodCaller::new(
-                        cluster.access.clone(),
-                        pod.clone(),
+            .flat_map(|callers| {
+                let caller = |place: &crate::endpoints::CallerRef| {
+                    std::sync::Arc::new(CurlCaller::new(
+                        place,
+                        callers.access.clone(),
                         redactor.clone(),
                     ))
                 };
-                std::iter::once((Caller::MeshWorkload, caller(&cluster.mesh_workload))).chain(
-                    cluster
+                std::iter::once((Caller::MeshWorkload, caller(&callers.mesh_workload))).chain(
+                    callers
                         .outside_mesh
                         .iter()
-                        .map(move |pod| (Caller::OutsideMesh, caller(pod))),
+                        .map(move |place| (Caller::OutsideMesh, caller(place))),
                 )
             })
             .collect();
@@ -150,7 +150,7 @@ impl Engine {
             vars,
             http,
             raw,
-            pod_callers,
+            curl_callers,
             jobs: usize::from(DEFAULT_JOBS),
         })
     }

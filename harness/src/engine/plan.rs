@@ -29,12 +29,12 @@ pub fn plan<'a>(
             &scenario.profile(suite),
             scenario.requirements(suite).contains(&Requirement::Mesh),
         ),
-        Requirement::Mesh => endpoints.mesh.is_some() || endpoints.cluster.is_some(),
+        Requirement::Mesh => endpoints.mesh.is_some() || endpoints.mesh_callers.is_some(),
         Requirement::MeshCertificates => endpoints.mesh.is_some(),
         Requirement::OutsideCallerInMesh => {
             endpoints.mesh.is_some()
                 || endpoints
-                    .cluster
+                    .mesh_callers
                     .as_ref()
                     .is_some_and(|c| c.outside_mesh.is_some())
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{ClientCredentials, Endpoints, EnvError, TestUser};
 use crate::control::{Disruption, Part, StackControl};
-use crate::endpoints::{ClusterCallers, KubeAccess, PodRef};
+use crate::endpoints::{CallerRef, KubeAccess, MeshCallers};
 use crate::events::{EnvironmentInfo, PolicySetting};
 use crate::oidc::forge::SigningKey;
 use crate::policy::{SidecarPolicy, SignInProfile, StackProfile};
@@ -71,21 +71,24 @@ struct ExistingFile {
     mesh: Option<MeshFile>,
 }
 
-/// The in-mesh callers: `curl` by exec in pods of the user's cluster (nothing is created).
+/// The in-mesh callers: `curl` by exec in pods of the user's cluster, or by commands that run
+/// it where the callers are (nothing is created).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MeshFile {
     /// A kubeconfig, relative to this file (absent: `$KUBECONFIG`, else `~/.kube/config`).
     #[serde(default)]
     kubeconfig: Option<String>,
-    context: String,
+    /// The kubeconfig's context (absent: its current one).
+    #[serde(default)]
+    context: Option<String>,
     /// The app's address inside the mesh, `http://` (the caller's sidecar adds mTLS).
     service_url: Url,
-    /// A pod with a sidecar, and curl in the container.
-    caller: PodRef,
-    /// A pod without a sidecar, for the plaintext cells.
+    /// A workload with a sidecar: a pod with curl in the container, or a command.
+    caller: CallerRef,
+    /// A workload without a sidecar, for the plaintext cells.
     #[serde(default)]
-    outside_caller: Option<PodRef>,
+    outside_caller: Option<CallerRef>,
     /// What the deployment applies to the app's workload, as a stack profile's `sidecar:`
     /// says it; the mesh scenarios written for this policy run. Absent: Istio's defaults.
     #[serde(default)]
@@ -304,9 +307,9 @@ impl ExistingEnvironment {
                 }
             }
         }
-        let cluster = match &parsed.mesh {
+        let mesh_callers = match &parsed.mesh {
             Some(mesh) => Some(
-                cluster_callers(mesh, base_dir)
+                mesh_callers(mesh, base_dir)
                     .map_err(|(message, hint)| config_error(format!("mesh: {message}"), hint))?,
             ),
             None => None,
@@ -345,7 +348,7 @@ impl ExistingEnvironment {
                 sign_in_hosts: parsed.sign_in_hosts,
                 ca_pem,
                 mesh: None,
-                cluster,
+                mesh_callers,
             },
         })
     }
@@ -371,20 +374,20 @@ impl ExistingEnvironment {
             idp_url: self.endpoints.idp.to_string(),
             issuer: self.endpoints.issuer.clone(),
             profile: std::iter::once(PolicySetting::info("described by", &self.file))
-                .chain(self.endpoints.cluster.iter().flat_map(|cluster| {
+                .chain(self.endpoints.mesh_callers.iter().flat_map(|callers| {
                     let declared = |mut setting: PolicySetting| {
                         setting.setting = format!("{} (declared)", setting.setting);
                         setting
                     };
                     std::iter::once(PolicySetting::info(
-                        "in-mesh callers (curl by exec)",
+                        "in-mesh callers (curl)",
                         format!(
                             "{}, outside the mesh: {}",
-                            cluster.mesh_workload.describe(),
-                            cluster
+                            callers.mesh_workload.describe(),
+                            callers
                                 .outside_mesh
                                 .as_ref()
-                                .map(PodRef::describe)
+                                .map(CallerRef::describe)
                                 .unwrap_or_else(|| "none".into())
                         ),
                     ))
@@ -399,11 +402,8 @@ impl ExistingEnvironment {
     }
 }
 
-/// The in-cluster callers the `mesh:` section describes, or what is wrong with it.
-fn cluster_callers(
-    mesh: &MeshFile,
-    base_dir: &Path,
-) -> Result<ClusterCallers, (String, &'static str)> {
+/// The in-mesh callers the `mesh:` section describes, or what is wrong with it.
+fn mesh_callers(mesh: &MeshFile, base_dir: &Path) -> Result<MeshCallers, (String, &'static str)> {
     if mesh.service_url.scheme() != "http" {
         return Err((
             format!("service_url {} is not http://", mesh.service_url),
@@ -411,20 +411,30 @@ fn cluster_callers(
              the caller's sidecar originates the mesh's mTLS",
         ));
     }
-    for (field, pod) in std::iter::once(("caller", &mesh.caller))
-        .chain(mesh.outside_caller.iter().map(|p| ("outside_caller", p)))
+    for (field, caller) in std::iter::once(("caller", &mesh.caller))
+        .chain(mesh.outside_caller.iter().map(|c| ("outside_caller", c)))
     {
-        if pod.pod.is_some() == pod.selector.is_some() {
-            return Err((
-                format!("{field} needs exactly one of pod and selector"),
-                "name the pod (pod: sleep-7d9f…) or a label selector (selector: app=sleep)",
-            ));
+        match caller {
+            CallerRef::Pod(pod) if pod.pod.is_some() == pod.selector.is_some() => {
+                return Err((
+                    format!("{field} needs exactly one of pod and selector"),
+                    "name the pod (pod: sleep-7d9f…) or a label selector (selector: app=sleep)",
+                ));
+            }
+            CallerRef::Command(command) if command.command.is_empty() => {
+                return Err((
+                    format!("{field}'s command is empty"),
+                    "give the program and its arguments that run curl where the caller is \
+                     (command: [ssh, vm1, curl])",
+                ));
+            }
+            _ => {}
         }
     }
     mesh.policy
         .validate()
         .map_err(|message| (format!("policy: {message}"), "see docs/mesh-matrix.md"))?;
-    Ok(ClusterCallers {
+    Ok(MeshCallers {
         service: mesh.service_url.clone(),
         access: KubeAccess {
             kubeconfig: mesh.kubeconfig.as_ref().map(|k| base_dir.join(k)),
@@ -766,7 +776,7 @@ mod tests {
     /// A kube context and a pod to call from: the endpoints the mesh scenarios call by exec
     /// (which of them run is the plan's: `engine::plan`'s tests).
     #[test]
-    fn a_mesh_section_gives_cluster_callers() {
+    fn a_mesh_section_gives_pod_callers() {
         let parsed = ExistingEnvironment::parse(
             "env.yaml",
             &format!("{GOOD}{MESH}"),
@@ -774,15 +784,34 @@ mod tests {
             &env,
         )
         .unwrap();
-        let cluster = parsed.endpoints().cluster.as_ref().unwrap();
+        let callers = parsed.endpoints().mesh_callers.as_ref().unwrap();
         assert_eq!(
-            cluster.access.kubeconfig.as_deref(),
+            callers.access.kubeconfig.as_deref(),
             Some(Path::new("/etc/meshauth/kube/config"))
         );
-        assert_eq!(cluster.mesh_workload.describe(), "foo/[app=sleep]");
+        assert_eq!(callers.access.context.as_deref(), Some("prod"));
+        assert_eq!(callers.mesh_workload.describe(), "foo/[app=sleep]");
         assert_eq!(
             parsed.endpoints().variables().expand("${sidecar}/headers"),
             "http://httpbin.foo.svc.cluster.local:8000/headers"
+        );
+    }
+
+    /// Callers outside Kubernetes: commands that run curl where the callers are; no context.
+    #[test]
+    fn a_mesh_section_gives_command_callers() {
+        let mesh = "mesh:\n  service_url: http://httpbin.foo.svc.cluster.local:8000\n  \
+            caller: { command: [ssh, vm1, curl] }\n  \
+            outside_caller: { command: [docker, exec, -i, legacy-sleep, curl] }\n";
+        let parsed =
+            ExistingEnvironment::parse("env.yaml", &format!("{GOOD}{mesh}"), Path::new("."), &env)
+                .unwrap();
+        let callers = parsed.endpoints().mesh_callers.as_ref().unwrap();
+        assert_eq!(callers.access, KubeAccess::default());
+        assert_eq!(callers.mesh_workload.describe(), "`ssh vm1 curl`");
+        assert_eq!(
+            callers.outside_mesh.as_ref().map(CallerRef::describe),
+            Some("`docker exec -i legacy-sleep curl`".to_string())
         );
     }
 
@@ -805,6 +834,24 @@ mod tests {
                 "policy: authorization request_principal needs request_authentication",
             ),
             (MESH.replace("context: prod", "contxt: prod"), "contxt"),
+            (
+                MESH.replace("container: sleep", "containr: sleep"),
+                "unknown field `containr`",
+            ),
+            (
+                MESH.replace(
+                    "{ namespace: foo, selector: app=sleep, container: sleep }",
+                    "{ command: [] }",
+                ),
+                "caller's command is empty",
+            ),
+            (
+                MESH.replace(
+                    "{ namespace: foo, selector: app=sleep, container: sleep }",
+                    "{ command: [ssh, vm1, curl], namespace: foo }",
+                ),
+                "unknown field `namespace`",
+            ),
         ] {
             let error = ExistingEnvironment::parse(
                 "env.yaml",

@@ -5,6 +5,7 @@
 pub mod existing;
 pub mod impostor;
 pub mod istio;
+pub mod istio_overlay;
 pub mod kind;
 pub mod local;
 mod names;

@@ -51,16 +51,9 @@ pub async fn delete_all(
     client: &kube::Client,
     objects: &[serde_json::Value],
 ) -> Result<(), EnvError> {
-    use kube::api::{Api, DeleteParams, DynamicObject};
+    use kube::api::DeleteParams;
     for object in objects.iter().rev() {
-        let (parsed, label, resource, namespaced) = resolve(client, object).await?;
-        let name = parsed.metadata.name.clone().unwrap_or_default();
-        let api: Api<DynamicObject> = if namespaced {
-            let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
-            Api::namespaced_with(client.clone(), namespace, &resource)
-        } else {
-            Api::all_with(client.clone(), &resource)
-        };
+        let (api, _, name, label) = api_for(client, object).await?;
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -105,6 +98,32 @@ pub async fn wait_established(client: &kube::Client, names: &[String]) -> Result
     Ok(())
 }
 
+/// The API of an object's kind (in its namespace), its parsed form, its name and a label for
+/// messages.
+async fn api_for(
+    client: &kube::Client,
+    object: &serde_json::Value,
+) -> Result<
+    (
+        kube::Api<kube::api::DynamicObject>,
+        kube::api::DynamicObject,
+        String,
+        String,
+    ),
+    EnvError,
+> {
+    use kube::api::{Api, DynamicObject};
+    let (parsed, label, resource, namespaced) = resolve(client, object).await?;
+    let name = parsed.metadata.name.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = if namespaced {
+        let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    Ok((api, parsed, name, label))
+}
+
 /// An object's parsed form, a label for messages, its API resource and whether it is
 /// namespaced, from the cluster's discovery.
 async fn resolve(
@@ -145,25 +164,65 @@ async fn resolve(
     Ok((parsed, label, resource, namespaced))
 }
 
-/// Server-side apply of one rendered object, whatever its kind (CRDs included).
+/// Server-side apply of one object, whatever its kind (CRDs included). Strict: a field the
+/// cluster does not know (a misspelt `notPath`) is an error, not silently dropped.
 pub async fn apply(client: &kube::Client, object: &serde_json::Value) -> Result<(), EnvError> {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
-    let (parsed, label, resource, namespaced) = resolve(client, object).await?;
-    let name = parsed.metadata.name.clone().unwrap_or_default();
-    let api: Api<DynamicObject> = if namespaced {
-        let namespace = parsed.metadata.namespace.as_deref().unwrap_or("default");
-        Api::namespaced_with(client.clone(), namespace, &resource)
-    } else {
-        Api::all_with(client.clone(), &resource)
-    };
+    use kube::api::{Patch, PatchParams};
+    let (api, parsed, name, label) = api_for(client, object).await?;
     api.patch(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(FIELD_MANAGER)
+            .force()
+            .validation_strict(),
         &Patch::Apply(&parsed),
     )
     .await
     .map_err(kube_error(format!("apply {label}")))?;
     Ok(())
+}
+
+/// The object of the same kind, namespace and name as the cluster has it now, without what
+/// the cluster adds (status, managed fields, resource version…), so that applying it again
+/// puts it back; `None` when the cluster has no such object.
+pub async fn get(
+    client: &kube::Client,
+    object: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, EnvError> {
+    let (api, _, name, label) = api_for(client, object).await?;
+    let found = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_error(format!("read {label}")))?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let mut value = serde_json::to_value(found).map_err(|e| EnvError::Cluster {
+        what: format!("{label} as the cluster has it is not JSON"),
+        detail: e.to_string(),
+        fix: "report this as a bug".into(),
+    })?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
+    }
+    if let Some(metadata) = value["metadata"].as_object_mut() {
+        for added in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
+            metadata.remove(added);
+        }
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(|a| a.as_object_mut())
+        {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    Ok(Some(value))
 }
 
 /// Waits until the deployment is rolled out, stopping at once when one of its pods cannot

@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::cluster::{apply, client, delete_all, exec_output};
+use std::path::{Path, PathBuf};
+
+use super::cluster::{apply, client, delete_all, exec_output, get};
 use super::environment::KindEnvironment;
 use super::manifests::render;
 use crate::control::{Disruption, Part, StackControl};
+use crate::env::EnvError;
+use crate::env::istio_overlay::{self, identity};
 use crate::policy::{SignInProfile, StackProfile};
 
 /// How long the proxies' xDS state must stay unchanged after a push before it counts as the
@@ -35,15 +39,6 @@ pub(super) fn is_security_object(object: &serde_json::Value) -> bool {
     object["apiVersion"]
         .as_str()
         .is_some_and(|v| v.starts_with("security.istio.io/"))
-}
-
-fn identity(object: &serde_json::Value) -> (String, String, String) {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    (
-        text(&object["kind"]),
-        text(&object["metadata"]["namespace"]),
-        text(&object["metadata"]["name"]),
-    )
 }
 
 /// One proxy's xDS state as istiod's `/debug/syncz` reports it: the nonce of the last push of
@@ -74,18 +69,44 @@ impl SyncStatus {
     }
 }
 
-/// Whether a push that began after `before` has reached every proxy: httpbin's sidecar got
-/// new listeners (where the policies live), and no proxy has a push outstanding.
-fn pushed(before: &[SyncStatus], now: &[SyncStatus]) -> bool {
-    let app_sidecar = |statuses: &[SyncStatus]| {
-        statuses
-            .iter()
-            .find(|s| s.proxy.starts_with("httpbin-"))
-            .map(|s| s.listener_sent.clone())
-    };
-    let changed = match (app_sidecar(before), app_sidecar(now)) {
-        (Some(old), Some(new)) => old != new,
-        _ => false,
+/// Which proxies a change must reach before it counts as pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// httpbin's sidecar, where a sidecar profile's policies live: its listeners.
+    AppSidecar,
+    /// Whichever proxies the objects concern (the gateway, a sidecar): any new push.
+    AnyProxy,
+}
+
+/// Whether a push that began after `before` has reached every proxy: the watched proxies got a
+/// new push, and no proxy has a push outstanding.
+fn pushed(before: &[SyncStatus], now: &[SyncStatus], watched: Watched) -> bool {
+    let changed = match watched {
+        Watched::AppSidecar => {
+            let app_sidecar = |statuses: &[SyncStatus]| {
+                statuses
+                    .iter()
+                    .find(|s| s.proxy.starts_with("httpbin-"))
+                    .map(|s| s.listener_sent.clone())
+            };
+            match (app_sidecar(before), app_sidecar(now)) {
+                (Some(old), Some(new)) => old != new,
+                _ => false,
+            }
+        }
+        Watched::AnyProxy => now.iter().any(|status| {
+            before
+                .iter()
+                .find(|old| old.proxy == status.proxy)
+                .is_none_or(|old| {
+                    (&old.listener_sent, &old.cluster_sent, &old.route_sent)
+                        != (
+                            &status.listener_sent,
+                            &status.cluster_sent,
+                            &status.route_sent,
+                        )
+                })
+        }),
     };
     changed && now.iter().all(SyncStatus::in_sync)
 }
@@ -140,51 +161,127 @@ impl KindEnvironment {
         let client = client(&self.kubeconfig())
             .await
             .map_err(|e| e.to_string())?;
-        let before = syncz(&client).await?;
-        for object in &changed {
-            apply(&client, object).await.map_err(|e| e.to_string())?;
-        }
-        delete_all(&client, &removed)
-            .await
-            .map_err(|e| e.to_string())?;
-        let changes = changed.len() + removed.len();
         self.set_config(config, manifests.objects);
-        if changes == 0 {
-            return Ok(());
-        }
-        // Each object changed is a config event; istiod debounces them (100 ms) but may push
-        // more than once: done once pushed, and unchanged for a quiet second.
-        let deadline = Instant::now() + PUSH_TIMEOUT;
-        let mut settled: Option<(Vec<SyncStatus>, Instant)> = None;
-        loop {
-            let now = syncz(&client).await?;
-            if pushed(&before, &now) {
-                match &settled {
-                    Some((last, since)) if *last == now => {
-                        if since.elapsed() >= QUIET {
-                            tokio::time::sleep(DRAINED).await;
-                            return Ok(());
-                        }
+        apply_and_wait(&client, &changed, &removed, Watched::AppSidecar).await
+    }
+}
+
+/// Applies `changed` and deletes `removed` (server-side, as [`FIELD_MANAGER`](super::FIELD_MANAGER)),
+/// then waits until istiod has pushed the change to the watched proxies, every proxy has
+/// acknowledged it, and the drain of replaced filter chains is over.
+async fn apply_and_wait(
+    client: &kube::Client,
+    changed: &[&serde_json::Value],
+    removed: &[serde_json::Value],
+    watched: Watched,
+) -> Result<(), String> {
+    if changed.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let before = syncz(client).await?;
+    for object in changed {
+        apply(client, object).await.map_err(|e| e.to_string())?;
+    }
+    delete_all(client, removed)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Each object changed is a config event; istiod debounces them (100 ms) but may push
+    // more than once: done once pushed, and unchanged for a quiet second.
+    let deadline = Instant::now() + PUSH_TIMEOUT;
+    let mut settled: Option<(Vec<SyncStatus>, Instant)> = None;
+    loop {
+        let now = syncz(client).await?;
+        if pushed(&before, &now, watched) {
+            match &settled {
+                Some((last, since)) if *last == now => {
+                    if since.elapsed() >= QUIET {
+                        tokio::time::sleep(DRAINED).await;
+                        return Ok(());
                     }
-                    _ => settled = Some((now.clone(), Instant::now())),
                 }
-            } else {
-                settled = None;
+                _ => settled = Some((now.clone(), Instant::now())),
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "istiod did not push the mesh policy to every proxy within {PUSH_TIMEOUT:?} \
-                     (still out of sync: {})\nhow to fix: look at istiod's log (kubectl -n \
-                     istio-system logs deploy/istiod) and RUN_DIR/kind/logs",
-                    now.iter()
-                        .filter(|s| !s.in_sync())
-                        .map(|s| s.proxy.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            settled = None;
         }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "istiod did not push the change to every proxy within {PUSH_TIMEOUT:?} \
+                 (still out of sync: {})\nhow to fix: look at istiod's log (kubectl -n \
+                 istio-system logs deploy/istiod) and RUN_DIR/kind/logs",
+                now.iter()
+                    .filter(|s| !s.in_sync())
+                    .map(|s| s.proxy.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Istio objects laid over a running cluster's own by [`lay_over_cluster`], and what takes
+/// them back.
+pub struct LaidOver {
+    client: kube::Client,
+    dir: PathBuf,
+    /// The objects replaced, as the cluster had them.
+    replaced: Vec<serde_json::Value>,
+    /// The objects the cluster did not have.
+    added: Vec<serde_json::Value>,
+}
+
+fn lay_over_error(dir: &Path, what: &str) -> impl FnOnce(String) -> EnvError {
+    let what = format!("could not {what} the Istio objects of {}", dir.display());
+    move |detail| EnvError::Cluster {
+        what,
+        detail,
+        fix: "look at istiod's log (kubectl -n istio-system logs deploy/istiod)".into(),
+    }
+}
+
+/// Lays the Istio objects of `dir` over a running cluster's own, as `meshauth run --istio DIR`
+/// lays them over the rendered ones (an object of the same kind, namespace and name replaces
+/// the cluster's, others are added), and waits until every proxy has them: a deployment
+/// changed the way its owners change it, for a run against it (`--env existing`) to judge.
+pub async fn lay_over_cluster(kubeconfig: &Path, dir: &Path) -> Result<LaidOver, EnvError> {
+    let objects = istio_overlay::read_objects(dir)?;
+    let client = client(kubeconfig).await?;
+    let mut replaced = Vec::new();
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for object in &objects {
+        match get(&client, object).await? {
+            Some(current) if current["spec"] == object["spec"] => {}
+            Some(current) => {
+                replaced.push(current);
+                changed.push(object);
+            }
+            None => {
+                added.push(object.clone());
+                changed.push(object);
+            }
+        }
+    }
+    apply_and_wait(&client, &changed, &[], Watched::AnyProxy)
+        .await
+        .map_err(lay_over_error(dir, "lay"))?;
+    Ok(LaidOver {
+        client,
+        dir: dir.to_path_buf(),
+        replaced,
+        added,
+    })
+}
+
+impl LaidOver {
+    /// Puts the replaced objects back as they were and deletes the added ones, then waits until
+    /// every proxy has the cluster's own policy again.
+    pub async fn take_back(self) -> Result<(), EnvError> {
+        let replaced: Vec<&serde_json::Value> = self.replaced.iter().collect();
+        apply_and_wait(&self.client, &replaced, &self.added, Watched::AnyProxy)
+            .await
+            .map_err(lay_over_error(&self.dir, "take back"))
     }
 }
 
@@ -258,13 +355,16 @@ mod tests {
             status("httpbin-1.foo", ("a", "a")),
             status("sleep-1.foo", ("b", "b")),
         ];
-        assert!(!pushed(&before, &before), "nothing pushed yet");
+        assert!(
+            !pushed(&before, &before, Watched::AppSidecar),
+            "nothing pushed yet"
+        );
         let sent = [
             status("httpbin-1.foo", ("a2", "a")),
             status("sleep-1.foo", ("b2", "b2")),
         ];
         assert!(
-            !pushed(&before, &sent),
+            !pushed(&before, &sent, Watched::AppSidecar),
             "the app's sidecar has not acknowledged"
         );
         let other_pending = [
@@ -272,17 +372,42 @@ mod tests {
             status("sleep-1.foo", ("b3", "b2")),
         ];
         assert!(
-            !pushed(&before, &other_pending),
+            !pushed(&before, &other_pending, Watched::AppSidecar),
             "a proxy has a push outstanding"
         );
         let done = [
             status("httpbin-1.foo", ("a2", "a2")),
             status("sleep-1.foo", ("b2", "b2")),
         ];
-        assert!(pushed(&before, &done));
+        assert!(pushed(&before, &done, Watched::AppSidecar));
         assert!(
-            !pushed(&[], &done),
+            !pushed(&[], &done, Watched::AppSidecar),
             "no app sidecar before: nothing to compare"
+        );
+    }
+
+    /// Objects of any kind (the gateway's, a DestinationRule): any proxy's new push counts,
+    /// once every proxy acknowledged.
+    #[test]
+    fn any_proxys_push_counts_for_objects_of_any_kind() {
+        let before = [
+            status("istio-ingressgateway-1.istio-system", ("g", "g")),
+            status("httpbin-1.foo", ("a", "a")),
+        ];
+        assert!(!pushed(&before, &before, Watched::AnyProxy));
+        let gateway_pending = [
+            status("istio-ingressgateway-1.istio-system", ("g2", "g")),
+            status("httpbin-1.foo", ("a", "a")),
+        ];
+        assert!(!pushed(&before, &gateway_pending, Watched::AnyProxy));
+        let gateway_done = [
+            status("istio-ingressgateway-1.istio-system", ("g2", "g2")),
+            status("httpbin-1.foo", ("a", "a")),
+        ];
+        assert!(pushed(&before, &gateway_done, Watched::AnyProxy));
+        assert!(
+            !pushed(&before, &gateway_done, Watched::AppSidecar),
+            "the app's sidecar did not change"
         );
     }
 

@@ -13,7 +13,7 @@ use super::options::KindOptions;
 use super::tools::{KindTools, run_tool};
 use super::{CALLER, NAMESPACE, OUTSIDE_NAMESPACE};
 use crate::components::ComponentVersion;
-use crate::endpoints::{ClusterCallers, KubeAccess, PodRef};
+use crate::endpoints::{CallerRef, KubeAccess, MeshCallers, PodRef};
 use crate::env::local::StackEvent;
 use crate::env::names::{EMAIL, ROLE, ROLES_CLAIM, SESSION_REFRESH_SECONDS, USERNAME};
 use crate::env::{Endpoints, EnvError, StackConfig, TestUser};
@@ -118,7 +118,7 @@ impl KindEnvironment {
             // The harness cannot hold a workload certificate of the cluster's mesh: the
             // scenarios that present made-up ones run on the local environment only.
             mesh: None,
-            cluster: Some(callers(&options, &kubeconfig)),
+            mesh_callers: Some(callers(&options, &kubeconfig)),
         };
         secrets.realm.fill(&mut endpoints);
         // From here on the cluster exists: dropping `environment` deletes it on any error.
@@ -402,7 +402,7 @@ impl KindEnvironment {
             "ca_file": "ca.pem",
             "config_files": config_files,
             "control": self.control_commands(),
-            "mesh": self.endpoints.cluster.as_ref().map(|callers| serde_json::json!({
+            "mesh": self.endpoints.mesh_callers.as_ref().map(|callers| serde_json::json!({
                 "kubeconfig": "kubeconfig",
                 "context": callers.access.context,
                 "service_url": callers.service.as_str().trim_end_matches('/'),
@@ -544,21 +544,23 @@ fn write_run_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, EnvErro
 }
 
 /// The `sleep` pods the manifests run, reached through the cluster's own kubeconfig.
-fn callers(options: &KindOptions, kubeconfig: &Path) -> ClusterCallers {
-    let sleep = |namespace: &str| PodRef {
-        namespace: namespace.into(),
-        pod: None,
-        selector: Some(format!("app={CALLER}")),
-        container: Some(CALLER.into()),
+fn callers(options: &KindOptions, kubeconfig: &Path) -> MeshCallers {
+    let sleep = |namespace: &str| {
+        CallerRef::Pod(PodRef {
+            namespace: namespace.into(),
+            pod: None,
+            selector: Some(format!("app={CALLER}")),
+            container: Some(CALLER.into()),
+        })
     };
-    ClusterCallers {
+    MeshCallers {
         service: url(&format!(
             "http://httpbin.{NAMESPACE}.svc.cluster.local:{}",
             super::manifests::HTTPBIN_PORT
         )),
         access: KubeAccess {
             kubeconfig: Some(kubeconfig.to_path_buf()),
-            context: format!("kind-{}", options.cluster_name),
+            context: Some(format!("kind-{}", options.cluster_name)),
         },
         mesh_workload: sleep(NAMESPACE),
         outside_mesh: Some(sleep(OUTSIDE_NAMESPACE)),

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::options::{Images, KindOptions};
 use super::{NAMESPACE, OUTSIDE_NAMESPACE};
 use crate::env::istio::{IstioContext, ServicePorts};
+use crate::env::istio_overlay;
 use crate::env::local::{
     OAUTH2_PROXY_FIXTURE, OAuth2ProxyContext, REALM_FIXTURE, RealmContext, RealmSecrets,
 };
@@ -293,18 +294,27 @@ pub fn render(
             message: format!("the rendered manifests are not valid YAML: {e}"),
             hint: "fix the template (see docs/kind-environment.md)".into(),
         })?;
+    let mut objects: Vec<serde_json::Value> =
+        objects.into_iter().filter(|o| !o.is_null()).collect();
+    let mut config_files = vec![
+        (
+            "istio-policy.yaml".into(),
+            format!("{istio_policy}\n---\n{mesh_config}"),
+        ),
+        ("oauth2-proxy.cfg".into(), oauth2_proxy_cfg.clone()),
+        ("realm.json".into(), realm_json.clone()),
+    ];
+    if let Some(dir) = &config.istio_overlay {
+        istio_overlay::lay_over(&mut objects, istio_overlay::read_objects(dir)?);
+        for (name, text) in istio_overlay::read_files(dir)? {
+            config_files.push((format!("istio-overlay/{name}"), text));
+        }
+    }
     Ok(Manifests {
         cluster: crate::fixtures::render(CLUSTER_FIXTURE, &context)?,
         istio_install: crate::fixtures::render(ISTIO_FIXTURE, &context)?,
-        objects: objects.into_iter().filter(|o| !o.is_null()).collect(),
-        config_files: vec![
-            (
-                "istio-policy.yaml".into(),
-                format!("{istio_policy}\n---\n{mesh_config}"),
-            ),
-            ("oauth2-proxy.cfg".into(), oauth2_proxy_cfg.clone()),
-            ("realm.json".into(), realm_json.clone()),
-        ],
+        objects,
+        config_files,
     })
 }
 
@@ -387,6 +397,46 @@ mod tests {
             text = text.replace(secret, placeholder);
         }
         text
+    }
+
+    /// `--istio DIR` on kind: the user's objects replace the rendered ones of the same kind,
+    /// namespace and name (or are added), and are audited with the rest.
+    #[test]
+    fn the_users_istio_objects_are_laid_over_the_rendered_ones() {
+        let reference =
+            render(&StackConfig::default(), &KindOptions::default(), &secrets()).unwrap();
+        let overlay = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/istio-faults/oauth2-exempt-without-slash");
+        let config = StackConfig {
+            istio_overlay: Some(overlay),
+            ..StackConfig::default()
+        };
+        let manifests = render(&config, &KindOptions::default(), &secrets()).unwrap();
+        assert_eq!(
+            manifests.objects.len(),
+            reference.objects.len(),
+            "replaced, not added"
+        );
+        let policy = find(&manifests, "AuthorizationPolicy", "oidc");
+        assert_eq!(
+            policy["spec"]["rules"][0]["to"][0]["operation"]["notPaths"][0],
+            "/oauth2*"
+        );
+        let route = find(&manifests, "VirtualService", "ingressgateway");
+        assert_eq!(
+            route["spec"]["http"][1]["match"][0]["uri"]["prefix"],
+            "/oauth2/"
+        );
+        let audited: Vec<&str> = manifests
+            .config_files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert!(
+            audited.contains(&"istio-overlay/authorizationpolicy.yaml")
+                && audited.contains(&"istio-overlay/virtualservice.yaml"),
+            "{audited:?}"
+        );
     }
 
     #[test]

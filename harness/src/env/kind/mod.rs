@@ -15,7 +15,8 @@ mod manifests;
 mod options;
 mod tools;
 
-pub use cluster::{apply, apply_all, client, delete_all, wait_established, wait_rollout};
+pub use cluster::{apply, apply_all, client, delete_all, get, wait_established, wait_rollout};
+pub use control::{LaidOver, lay_over_cluster};
 pub use environment::KindEnvironment;
 pub use manifests::{KindSecrets, Manifests, render};
 pub use options::{IMAGE_NAMES, ImageSource, Images, KindOptions, LOCAL_NODE_IMAGE};

@@ -55,7 +55,7 @@ impl IstioInputs {
             },
         )?;
         let overlay = match &config.istio_overlay {
-            Some(dir) => Some(read_overlay(dir)?),
+            Some(dir) => Some(crate::env::istio_overlay::read_files(dir)?),
             None => None,
         };
         Ok(Self {
@@ -194,45 +194,4 @@ pub fn dump_istio(
         out.join("httpbin.json"),
         out.join("sleep.json"),
     ])
-}
-
-/// The YAML files of a user's Istio directory (recursively), sorted by path.
-fn read_overlay(dir: &Path) -> Result<Vec<(String, String)>, EnvError> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), EnvError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| EnvError::Io {
-            what: "read the Istio directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out)?;
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                let text = std::fs::read_to_string(&path).map_err(|source| EnvError::Io {
-                    what: "read Istio YAML",
-                    path: path.clone(),
-                    source,
-                })?;
-                let name = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                out.push((name, text));
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files)?;
-    if files.is_empty() {
-        return Err(EnvError::Config {
-            file: dir.display().to_string(),
-            message: "no *.yaml or *.yml files in the Istio directory".into(),
-            hint: "point --istio at a directory holding your Istio objects".into(),
-        });
-    }
-    files.sort();
-    Ok(files)
 }

@@ -147,7 +147,7 @@ impl LocalStack {
                 expired: (&mesh.expired).into(),
                 foreign_trust_domain: (&mesh.foreign_trust_domain).into(),
             }),
-            cluster: None,
+            mesh_callers: None,
         };
         secrets.realm.fill(&mut endpoints);
         let mut stack = Self {

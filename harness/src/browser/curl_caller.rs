@@ -1,9 +1,12 @@
-//! A caller inside the user's own cluster: `curl` run by exec (kube's websocket exec) in a pod
-//! the user names, so a request leaves from a real workload (through its sidecar, with the
-//! mesh's mTLS) without the harness creating or changing anything in the cluster. The request's
-//! headers go to curl on stdin (`-H @-`), never on its command line, where the API server's
-//! audit log and the pod's process list would show a token.
+//! A caller inside the deployment's mesh: `curl` run where the caller is, so that a request
+//! leaves from a real workload (through its sidecar, with the mesh's mTLS) without the harness
+//! creating or changing anything there. In a pod the user names, by exec (kube's websocket
+//! exec); or by a command the user gives that runs curl where the caller is (`ssh vm1 curl`,
+//! `docker exec -i sleep curl`, or curl on this machine with `--connect-to`), for meshes
+//! outside Kubernetes. The request's headers go to curl on stdin (`-H @-`), never on its
+//! command line, where an audit log or a process list would show a token.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,41 +18,56 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::{BrowserError, Page};
-use crate::endpoints::{KubeAccess, PodRef};
+use crate::endpoints::{CallerRef, KubeAccess, PodRef};
 use crate::redact::Redactor;
 
-/// How long curl may take for one request inside the pod, and the exec around it.
+/// How long curl may take for one request, and the exec or command around it.
 const CURL_MAX_TIME: Duration = Duration::from_secs(10);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One in-cluster caller: a pod and the container to run `curl` in.
-pub struct PodCaller {
+/// One in-mesh caller: where its curl runs.
+pub struct CurlCaller {
+    place: Place,
+    redactor: Redactor,
+}
+
+enum Place {
+    Pod(Box<PodPlace>),
+    Command(Vec<String>),
+}
+
+struct PodPlace {
     access: KubeAccess,
     pod: PodRef,
-    redactor: Redactor,
     client: OnceCell<kube::Client>,
     pod_name: OnceCell<String>,
 }
 
-impl PodCaller {
-    pub fn new(access: KubeAccess, pod: PodRef, redactor: Redactor) -> Self {
-        Self {
-            access,
-            pod,
-            redactor,
-            client: OnceCell::new(),
-            pod_name: OnceCell::new(),
-        }
+/// What running curl gave: its exit code (or why it is unknown), its output and its errors.
+struct Ran {
+    exit: Result<i32, String>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl CurlCaller {
+    /// A caller where `place` says; `access` reaches the cluster of a pod caller.
+    pub fn new(place: &CallerRef, access: KubeAccess, redactor: Redactor) -> Self {
+        let place = match place {
+            CallerRef::Pod(pod) => Place::Pod(Box::new(PodPlace {
+                access,
+                pod: pod.clone(),
+                client: OnceCell::new(),
+                pod_name: OnceCell::new(),
+            })),
+            CallerRef::Command(command) => Place::Command(command.command.clone()),
+        };
+        Self { place, redactor }
     }
 
-    /// The pod this caller runs in, as the user named it.
-    pub fn describe(&self) -> String {
-        self.pod.describe()
-    }
-
-    /// Sends one request from inside the pod; redirects are not followed. A connection the
-    /// server resets, closes or fails the TLS handshake on is [`BrowserError::NoResponse`], as
-    /// for the harness's own clients; nothing listening, or a caller that cannot run, is an
+    /// Sends one request from where the caller is; redirects are not followed. A connection
+    /// the server resets, closes or fails the TLS handshake on is [`BrowserError::NoResponse`],
+    /// as for the harness's own clients; nothing listening, or a caller that cannot run, is an
     /// error.
     pub async fn send(
         &self,
@@ -62,19 +80,8 @@ impl PodCaller {
             url: self.redactor.redact(url.as_str()),
             detail: self.redactor.redact(&detail),
         };
-        let client = self.client().await.map_err(failed)?;
-        let name = self.pod_name(client).await.map_err(failed)?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.pod.namespace);
-        let mut params = AttachParams::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true);
-        if let Some(container) = &self.pod.container {
-            params = params.container(container.clone());
-        }
         let max_time = CURL_MAX_TIME.as_secs().to_string();
-        let command = [
-            "curl",
+        let curl_args = [
             "-sS",
             "-i",
             "--max-time",
@@ -88,9 +95,115 @@ impl PodCaller {
             "--",
             url.as_str(),
         ];
-        let where_ = format!("exec into pod {}/{name}", self.pod.namespace);
+        let stdin = header_lines(headers);
+        let (where_, ran) = match &self.place {
+            Place::Pod(pod) => {
+                let client = pod.client().await.map_err(failed)?;
+                let name = pod.pod_name(client).await.map_err(failed)?;
+                let where_ = format!("exec into pod {}/{name}", pod.pod.namespace);
+                let ran = pod.exec(client, &name, &curl_args, &stdin, &where_).await;
+                (where_, ran)
+            }
+            Place::Command(command) => {
+                let where_ = format!("the caller's command `{}`", command.join(" "));
+                let ran = run_command(command, &curl_args, &stdin, &where_).await;
+                (where_, ran)
+            }
+        };
+        let ran = ran.map_err(failed)?;
+        let stderr = String::from_utf8_lossy(&ran.stderr).trim().to_string();
+        match ran.exit {
+            Ok(0) => {
+                let (status, headers, body) = parse_curl_response(&ran.stdout).map_err(failed)?;
+                Ok(Page {
+                    url: url.clone(),
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            Ok(code) => Err(curl_failure(
+                code,
+                &stderr,
+                method,
+                url,
+                &self.redactor,
+                &where_,
+            )),
+            Err(unknown) => Err(failed(format!(
+                "{where_}: the command's outcome is unknown ({unknown})"
+            ))),
+        }
+    }
+}
+
+/// Runs `command` with curl's arguments after it on this machine, the headers on its stdin;
+/// killed if it outlives [`EXEC_TIMEOUT`].
+async fn run_command(
+    command: &[String],
+    curl_args: &[&str],
+    stdin: &str,
+    where_: &str,
+) -> Result<Ran, String> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| format!("{where_} is empty"))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .args(curl_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "could not start {where_}: {e}\nhow to fix: name a program on PATH (or its \
+                 full path) in the environment file's mesh section"
+            )
+        })?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .map_err(|e| format!("{where_}: writing the request headers: {e}"))?;
+    }
+    let output = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{where_}: no answer within {EXEC_TIMEOUT:?}"))?
+        .map_err(|e| format!("{where_}: {e}"))?;
+    Ok(Ran {
+        exit: output
+            .status
+            .code()
+            .ok_or_else(|| format!("ended by a signal: {}", output.status)),
+        stdout: output.stdout,
+        stderr: output.stderr,
+    })
+}
+
+impl PodPlace {
+    async fn exec(
+        &self,
+        client: &kube::Client,
+        name: &str,
+        curl_args: &[&str],
+        stdin: &str,
+        where_: &str,
+    ) -> Result<Ran, String> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.pod.namespace);
+        let mut params = AttachParams::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true);
+        if let Some(container) = &self.pod.container {
+            params = params.container(container.clone());
+        }
+        let command: Vec<&str> = std::iter::once("curl")
+            .chain(curl_args.iter().copied())
+            .collect();
         let run = async {
-            let mut attached = pods.exec(&name, command, &params).await.map_err(|e| {
+            let mut attached = pods.exec(name, command, &params).await.map_err(|e| {
                 format!(
                     "{where_} failed: {}\nhow to fix: check that the pod runs and that your \
                      context may create pods/exec in namespace {}",
@@ -99,12 +212,12 @@ impl PodCaller {
                 )
             })?;
             let status = attached.take_status();
-            if let Some(mut stdin) = attached.stdin() {
-                stdin
-                    .write_all(header_lines(headers).as_bytes())
+            if let Some(mut input) = attached.stdin() {
+                input
+                    .write_all(stdin.as_bytes())
                     .await
                     .map_err(|e| format!("{where_}: writing the request headers: {e}"))?;
-                stdin
+                input
                     .shutdown()
                     .await
                     .map_err(|e| format!("{where_}: closing stdin: {e}"))?;
@@ -128,38 +241,20 @@ impl PodCaller {
                 None => None,
             };
             let _ = attached.join().await;
-            Ok::<_, String>((status, stdout, stderr))
-        };
-        let (status, stdout, stderr) = tokio::time::timeout(EXEC_TIMEOUT, run)
-            .await
-            .map_err(|_| failed(format!("{where_}: no answer within {EXEC_TIMEOUT:?}")))?
-            .map_err(failed)?;
-        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
-        match exit_code(status.as_ref()) {
-            Some(0) => {
-                let (status, headers, body) = parse_curl_response(&stdout).map_err(failed)?;
-                Ok(Page {
-                    url: url.clone(),
-                    status,
-                    headers,
-                    body,
-                })
-            }
-            Some(code) => Err(curl_failure(
-                code,
-                &stderr,
-                method,
-                url,
-                &self.redactor,
-                &where_,
-            )),
-            None => Err(failed(format!(
-                "{where_}: the command's outcome is unknown ({})",
+            let exit = exit_code(status.as_ref()).ok_or_else(|| {
                 status
                     .and_then(|s| s.message)
                     .unwrap_or_else(|| "no status from the API server".into())
-            ))),
-        }
+            });
+            Ok::<_, String>(Ran {
+                exit,
+                stdout,
+                stderr,
+            })
+        };
+        tokio::time::timeout(EXEC_TIMEOUT, run)
+            .await
+            .map_err(|_| format!("{where_}: no answer within {EXEC_TIMEOUT:?}"))?
     }
 
     async fn client(&self) -> Result<&kube::Client, String> {
@@ -181,16 +276,21 @@ impl PodCaller {
                     )
                 })?;
                 let options = kube::config::KubeConfigOptions {
-                    context: Some(self.access.context.clone()),
+                    context: self.access.context.clone(),
                     ..Default::default()
                 };
                 let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .map_err(|e| {
                         format!(
-                            "context {:?} is not usable: {e}\nhow to fix: name a context of \
+                            "context {} is not usable: {e}\nhow to fix: name a context of \
                              the kubeconfig in mesh.context (kubectl config get-contexts)",
-                            self.access.context
+                            self.access
+                                .context
+                                .as_deref()
+                                .map_or("(the kubeconfig's current one)".into(), |c| format!(
+                                    "{c:?}"
+                                ))
                         )
                     })?;
                 kube::Client::try_from(config)
@@ -314,9 +414,10 @@ fn curl_failure(
             method: method.to_string(),
             url: redactor.redact(url.as_str()),
             detail: format!(
-                "{detail} ({where_}): the container has no curl\nhow to fix: name a container \
-                 with curl in the environment file's mesh section (e.g. Istio's sleep sample, \
-                 curlimages/curl)"
+                "{detail} ({where_}): curl could not be run there (not installed, or not on \
+                 PATH)\nhow to fix: name a container with curl in the environment file's mesh \
+                 section (e.g. Istio's sleep sample, curlimages/curl), or a command that runs \
+                 curl where the caller is"
             ),
         },
         _ => BrowserError::Request {
@@ -407,6 +508,55 @@ mod tests {
         assert!(parse_curl_response(b"garbage\r\n\r\n").is_err());
     }
 
+    fn command_caller(script: &str) -> CurlCaller {
+        let command = crate::endpoints::CommandRef {
+            command: vec!["sh".into(), "-c".into(), script.into(), "curl".into()],
+        };
+        CurlCaller::new(
+            &CallerRef::Command(command),
+            KubeAccess::default(),
+            Redactor::default(),
+        )
+    }
+
+    /// A command caller gets curl's arguments after its own and the headers on stdin; its exit
+    /// code is curl's.
+    #[tokio::test]
+    async fn a_command_caller_runs_curl_where_it_says() {
+        let url: Url = "http://httpbin.foo:8000/headers".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        // Echoes its arguments and its stdin as the body of a 200.
+        let echo = command_caller(
+            r#"printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n%s|' "$*"; cat"#,
+        );
+        let page = echo.send(&Method::POST, &url, &headers).await.unwrap();
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(
+            page.body,
+            "-sS -i --max-time 10 --noproxy * -X POST -H @- -- http://httpbin.foo:8000/headers|authorization: Bearer t\n"
+        );
+        let reset = command_caller("exit 56").send(&Method::GET, &url, &headers).await;
+        assert!(matches!(reset, Err(BrowserError::NoResponse { .. })), "{reset:?}");
+        let timeout = command_caller("exit 28").send(&Method::GET, &url, &headers).await;
+        assert!(matches!(timeout, Err(BrowserError::Request { .. })), "{timeout:?}");
+        let missing = CurlCaller::new(
+            &CallerRef::Command(crate::endpoints::CommandRef {
+                command: vec!["meshauth-no-such-program".into()],
+            }),
+            KubeAccess::default(),
+            Redactor::default(),
+        )
+        .send(&Method::GET, &url, &headers)
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("could not start the caller's command `meshauth-no-such-program`"),
+            "{missing}"
+        );
+    }
+
     #[test]
     fn headers_go_on_stdin_one_per_line() {
         let mut headers = HeaderMap::new();
@@ -443,6 +593,9 @@ mod tests {
             "{timeout}"
         );
         let no_curl = curl_failure(127, "not found", &Method::GET, &url, &redactor, "exec");
-        assert!(no_curl.to_string().contains("has no curl"), "{no_curl}");
+        assert!(
+            no_curl.to_string().contains("curl could not be run there"),
+            "{no_curl}"
+        );
     }
 }
