@@ -848,6 +848,18 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "istio_authorizationpolicy_admitting_the_whole_mesh_at_the_app",
+        breakage: |c| {
+            c.istio_overlay = Some(istio_fault(
+                "authorizationpolicy-httpbin-admits-the-whole-mesh",
+            ))
+        },
+        red: &[red(
+            "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+            "actual answered 200 at http://httpbin.foo.svc.cluster.local",
+        )],
+    },
+    Case {
         name: "istio_envoyfilter_accepting_untrusted_peer_certificates",
         breakage: |c| c.istio_overlay = Some(istio_fault("envoyfilter-accepts-untrusted-peers")),
         red: &[

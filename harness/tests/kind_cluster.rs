@@ -309,10 +309,10 @@ const KIND_FAULTS: &[KindFault] = &[
         )],
     },
     KindFault {
-        overlay: "peerauthentication-permissive",
+        overlay: "authorizationpolicy-httpbin-admits-the-whole-mesh",
         red: &[(
-            "attack_mesh_transport::plaintext_is_rejected",
-            "without a response, actual answered",
+            "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
+            "actual answered 200 at http://httpbin.foo.svc.cluster.local",
         )],
     },
     KindFault {

@@ -338,8 +338,6 @@ fn existing_environment_trial(
             "attack_configuration::deployment_configuration",
             "attack_around_the_gateway::mesh_workload_cannot_skip_the_gateway",
             "attack_around_the_gateway::plaintext_caller_cannot_skip_the_gateway",
-            "attack_mesh_transport::mesh_caller_is_accepted",
-            "attack_mesh_transport::plaintext_is_rejected",
         ] {
             if !expected_run.iter().any(|name| name == needed) {
                 return Err(format!("{needed} is not run against the existing environment").into());

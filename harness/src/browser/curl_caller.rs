@@ -536,10 +536,20 @@ mod tests {
             page.body,
             "-sS -i --max-time 10 --noproxy * -X POST -H @- -- http://httpbin.foo:8000/headers|authorization: Bearer t\n"
         );
-        let reset = command_caller("exit 56").send(&Method::GET, &url, &headers).await;
-        assert!(matches!(reset, Err(BrowserError::NoResponse { .. })), "{reset:?}");
-        let timeout = command_caller("exit 28").send(&Method::GET, &url, &headers).await;
-        assert!(matches!(timeout, Err(BrowserError::Request { .. })), "{timeout:?}");
+        let reset = command_caller("exit 56")
+            .send(&Method::GET, &url, &headers)
+            .await;
+        assert!(
+            matches!(reset, Err(BrowserError::NoResponse { .. })),
+            "{reset:?}"
+        );
+        let timeout = command_caller("exit 28")
+            .send(&Method::GET, &url, &headers)
+            .await;
+        assert!(
+            matches!(timeout, Err(BrowserError::Request { .. })),
+            "{timeout:?}"
+        );
         let missing = CurlCaller::new(
             &CallerRef::Command(crate::endpoints::CommandRef {
                 command: vec!["meshauth-no-such-program".into()],
