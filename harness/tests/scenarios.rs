@@ -22,6 +22,8 @@ use meshauth::report::{ReportFormat, Reporters, file_reporters};
 use meshauth::scenario::{Catalog, Requirement, qualified_name};
 
 const EXISTING_TRIAL: &str = "existing_environment::drives_the_catalog";
+const EXISTING_MESH_TRIAL: &str =
+    "existing_environment::judges_the_mesh_cells_of_its_declared_policy";
 /// Last: it stops the stack to read its complete logs.
 const REDACTION_TRIAL: &str = "redaction::no_secret_reaches_any_file_of_a_real_run";
 
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         .iter()
         .any(|(_, _, name)| common::selected_by(&args, name))
         || common::selected_by(&args, EXISTING_TRIAL)
+        || common::selected_by(&args, EXISTING_MESH_TRIAL)
         || common::selected_by(&args, REDACTION_TRIAL)
         || write_ups
             .iter()
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
         let trials = names
             .into_iter()
             .map(|(_, _, name)| name)
-            .chain([EXISTING_TRIAL.to_string()])
+            .chain([EXISTING_TRIAL.to_string(), EXISTING_MESH_TRIAL.to_string()])
             .chain(write_ups)
             .chain([REDACTION_TRIAL.to_string()])
             .map(|name| Trial::test(name, || Ok(())))
@@ -125,6 +128,9 @@ fn main() -> ExitCode {
         .collect();
     let mut trials: Vec<Trial> = trials;
     trials.push(existing_environment_trial(
+        &stack, &catalog, &redactor, &handle,
+    ));
+    trials.push(existing_mesh_cells_trial(
         &stack, &catalog, &redactor, &handle,
     ));
     trials.extend(
@@ -286,7 +292,7 @@ fn existing_environment_trial(
             let stack = guard
                 .as_ref()
                 .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
-            environment_file(stack)?
+            environment_file(stack, &meshauth::policy::SidecarPolicy::reference())?
         };
         let lookup = |name: &str| {
             secrets
@@ -359,12 +365,82 @@ fn existing_environment_trial(
     })
 }
 
+/// The command callers' evidence both ways: with the stack under seed 003's STRICT +
+/// RequestAuthentication + `requestPrincipals: ["*"]` and the file declaring it, the five cells
+/// of that policy run through the callers, and the mesh workload with a valid JWT gets the app's
+/// 200 (so its curl did go through sleep's sidecar with the mesh's mTLS: a plaintext request
+/// would have been reset) while the same caller without a JWT gets RBAC's 403 and the caller
+/// outside the mesh is rejected at the handshake.
+fn existing_mesh_cells_trial(
+    stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
+    catalog: &Arc<Catalog>,
+    redactor: &Redactor,
+    handle: &tokio::runtime::Handle,
+) -> Trial {
+    const CELLS: &str = "seed003_mesh_matrix::strict_ra_rp__";
+    let shared = Arc::clone(stack);
+    let (catalog, redactor, handle) = (Arc::clone(catalog), redactor.clone(), handle.clone());
+    Trial::test(EXISTING_MESH_TRIAL, move || {
+        let cells = catalog.select(&[CELLS.to_string()]);
+        let (suite, scenario) = cells
+            .first()
+            .ok_or("no strict_ra_rp cells in the catalog")?;
+        let profile = scenario.profile(suite);
+        let policy = profile
+            .sidecar
+            .clone()
+            .ok_or("the cell has no sidecar profile")?;
+        apply_profile(&shared, &handle, &profile)?;
+        let (dir, file, secrets) = {
+            let guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let stack = guard
+                .as_ref()
+                .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+            environment_file(stack, &policy)?
+        };
+        let lookup = |name: &str| {
+            secrets
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let existing = ExistingEnvironment::parse("existing.yaml", &file, &dir, &lookup)
+            .map_err(|e| e.to_string())?;
+        let mut control = existing.control();
+        let engine = Engine::new(existing.endpoints().clone(), redactor.clone())
+            .map_err(|e| e.to_string())?;
+        let plan = meshauth::engine::plan(cells.clone(), existing.endpoints(), &control);
+        if plan.run.len() != 5 || !plan.left_out.is_empty() {
+            return Err(format!(
+                "expected the five {CELLS}* cells to run, ran {} and left out {:?}",
+                plan.run.len(),
+                plan.left_out
+            )
+            .into());
+        }
+        let mut transcript = common::Transcript::new();
+        let summary = handle.block_on(engine.run(
+            "existing",
+            existing.info(),
+            &plan,
+            &mut control,
+            &mut transcript,
+        ));
+        if summary.all_passed() && summary.total == 5 {
+            Ok(())
+        } else {
+            Err(transcript.text().into())
+        }
+    })
+}
+
 type Secrets = Vec<(&'static str, String)>;
 
 /// The environment file a user would write for the running stack, beside its CA, test key
 /// and configuration files, and the secrets it names.
 fn environment_file(
     stack: &meshauth::env::LocalStack,
+    policy: &meshauth::policy::SidecarPolicy,
 ) -> Result<(std::path::PathBuf, String, Secrets), Failed> {
     let endpoints = stack.endpoints();
     // Beside the stack's run directory, not in it: these are the user's own inputs (secrets
@@ -419,8 +495,7 @@ fn environment_file(
             .host_str()
             .ok_or("httpbin's sidecar has no host")?
     );
-    let policy = serde_json::to_string(&meshauth::policy::SidecarPolicy::reference())
-        .map_err(|e| e.to_string())?;
+    let policy = serde_json::to_string(policy).map_err(|e| e.to_string())?;
     let file = format!(
         "app_url: {}\nidp_url: {}\nissuer: {}\nclient_id: {}\nclient_secret_env: CLIENT_SECRET\n\
          user:\n  username: {}\n  email: {}\n  password_env: USER_PASSWORD\nrole: {}\nroles_claim: {}\nca_file: ca.pem\n\
