@@ -118,8 +118,8 @@ impl Requirement {
             }
             Requirement::Mesh => {
                 "it calls httpbin's in-mesh address as a workload: --env local, or an existing \
-                 deployment's environment file with a mesh section (a kube context and a pod \
-                 to call from)"
+                 deployment's environment file with a mesh section (a pod with a sidecar to \
+                 call from, or a command that runs curl where such a caller is)"
                     .into()
             }
             Requirement::MeshCertificates => {

@@ -4,12 +4,13 @@
 //! every proxy has acknowledged it, as `istioctl proxy-status` shows it. Profiles that change
 //! the sign-in (another IdP, listener, realm) and disruptions run on `--env local`; a kept
 //! cluster judged with `--env existing` gets control commands that scale and freeze.
+//! [`lay_over_cluster`] does the same for any Istio objects a user writes (`--istio DIR`) on a
+//! running cluster, and takes them back.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-
-use std::path::{Path, PathBuf};
 
 use super::cluster::{apply, client, delete_all, exec_output, get};
 use super::environment::KindEnvironment;
