@@ -134,12 +134,7 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
     // control commands that scale and freeze the apps, configuration files to audit.
     let kept = kept
         .unwrap_or_else(|| panic!("the run did not say where its environment file is:\n{shown}"));
-    let existing = meshauth()
-        .args(["run", "--env", "existing", "--env-file"])
-        .arg(&kept.environment_file)
-        .envs(kept.secrets())
-        .output()
-        .expect("meshauth runs");
+    let existing = kept.judge(&[]);
     let stdout = String::from_utf8_lossy(&existing.stdout);
     let stderr = String::from_utf8_lossy(&existing.stderr);
     let shown = format!(
@@ -194,13 +189,7 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
             .unwrap_or_else(|e| panic!("could not lay {} over the cluster: {e}", fault.overlay));
         let mut scenarios: Vec<&str> = fault.red.iter().map(|(scenario, _)| *scenario).collect();
         scenarios.dedup();
-        let broken = meshauth()
-            .args(["run", "--env", "existing", "--env-file"])
-            .arg(&kept.environment_file)
-            .args(&scenarios)
-            .envs(kept.secrets())
-            .output()
-            .expect("meshauth runs");
+        let broken = kept.judge(&scenarios);
         runtime
             .block_on(laid.take_back())
             .unwrap_or_else(|e| panic!("could not take {} back: {e}", fault.overlay));
@@ -227,13 +216,7 @@ fn the_catalog_passes_on_a_kind_cluster_built_here() {
         .collect();
     guarding.sort_unstable();
     guarding.dedup();
-    let restored = meshauth()
-        .args(["run", "--env", "existing", "--env-file"])
-        .arg(&kept.environment_file)
-        .args(&guarding)
-        .envs(kept.secrets())
-        .output()
-        .expect("meshauth runs");
+    let restored = kept.judge(&guarding);
     let said = String::from_utf8_lossy(&restored.stdout);
     assert!(
         restored.status.success() && counts(&said) == Some((guarding.len(), 0, guarding.len())),
@@ -382,6 +365,18 @@ impl KeptCluster {
             environment_file,
             secrets_file,
         })
+    }
+
+    /// `meshauth run --env existing` against the cluster as the run wrote it up (its environment
+    /// file, the secrets beside it): the scenarios whose names contain one of `filters`, or all.
+    fn judge(&self, filters: &[&str]) -> std::process::Output {
+        meshauth()
+            .args(["run", "--env", "existing", "--env-file"])
+            .arg(&self.environment_file)
+            .args(filters)
+            .envs(self.secrets())
+            .output()
+            .expect("meshauth runs")
     }
 
     /// `NAME='value'` lines, as the run wrote them for `set -a; . FILE`.
