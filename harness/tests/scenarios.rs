@@ -286,25 +286,14 @@ fn existing_environment_trial(
     let shared = Arc::clone(stack);
     let (catalog, redactor, handle) = (Arc::clone(catalog), redactor.clone(), handle.clone());
     Trial::test(EXISTING_TRIAL, move || {
-        apply_profile(&shared, &handle, &Default::default())?;
-        let (dir, file, secrets) = {
-            let guard = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let stack = guard
-                .as_ref()
-                .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
-            environment_file(stack, &meshauth::policy::SidecarPolicy::reference())?
-        };
-        let lookup = |name: &str| {
-            secrets
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let existing = ExistingEnvironment::parse("existing.yaml", &file, &dir, &lookup)
-            .map_err(|e| e.to_string())?;
+        let (existing, engine) = existing_over_stack(
+            &shared,
+            &handle,
+            &Default::default(),
+            &meshauth::policy::SidecarPolicy::reference(),
+            &redactor,
+        )?;
         let mut control = existing.control();
-        let engine = Engine::new(existing.endpoints().clone(), redactor.clone())
-            .map_err(|e| e.to_string())?;
         // A user's deployment is what it is: the planner leaves out what needs a stack
         // profile, the mesh or a disruption no command is given for, and says so.
         let plan = meshauth::engine::plan(catalog.select(&[]), existing.endpoints(), &control);
@@ -390,25 +379,9 @@ fn existing_mesh_cells_trial(
             .sidecar
             .clone()
             .ok_or("the cell has no sidecar profile")?;
-        apply_profile(&shared, &handle, &profile)?;
-        let (dir, file, secrets) = {
-            let guard = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let stack = guard
-                .as_ref()
-                .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
-            environment_file(stack, &policy)?
-        };
-        let lookup = |name: &str| {
-            secrets
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let existing = ExistingEnvironment::parse("existing.yaml", &file, &dir, &lookup)
-            .map_err(|e| e.to_string())?;
+        let (existing, engine) =
+            existing_over_stack(&shared, &handle, &profile, &policy, &redactor)?;
         let mut control = existing.control();
-        let engine = Engine::new(existing.endpoints().clone(), redactor.clone())
-            .map_err(|e| e.to_string())?;
         let plan = meshauth::engine::plan(cells.clone(), existing.endpoints(), &control);
         if plan.run.len() != 5 || !plan.left_out.is_empty() {
             return Err(format!(
@@ -432,6 +405,37 @@ fn existing_mesh_cells_trial(
             Err(transcript.text().into())
         }
     })
+}
+
+/// The running stack under `profile`, described by the environment file a user would write
+/// for it (declaring `policy` as its mesh policy), read back as `--env existing` reads it, and
+/// an engine for it.
+fn existing_over_stack(
+    stack: &Arc<Mutex<Result<meshauth::env::LocalStack, String>>>,
+    handle: &tokio::runtime::Handle,
+    profile: &meshauth::policy::StackProfile,
+    policy: &meshauth::policy::SidecarPolicy,
+    redactor: &Redactor,
+) -> Result<(ExistingEnvironment, Engine), Failed> {
+    apply_profile(stack, handle, profile)?;
+    let (dir, file, secrets) = {
+        let guard = stack.lock().unwrap_or_else(|p| p.into_inner());
+        let stack = guard
+            .as_ref()
+            .map_err(|e| Failed::from(format!("the local stack did not start:\n{e}")))?;
+        environment_file(stack, policy)?
+    };
+    let lookup = |name: &str| {
+        secrets
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let existing = ExistingEnvironment::parse("existing.yaml", &file, &dir, &lookup)
+        .map_err(|e| e.to_string())?;
+    let engine =
+        Engine::new(existing.endpoints().clone(), redactor.clone()).map_err(|e| e.to_string())?;
+    Ok((existing, engine))
 }
 
 type Secrets = Vec<(&'static str, String)>;

@@ -48,15 +48,23 @@ pub fn read_files(dir: &Path) -> Result<Vec<(String, String)>, EnvError> {
     Ok(files)
 }
 
-/// Every object of the directory's files, in file order. Each must name its kind, name and
-/// namespace: a cluster would put an object without a namespace wherever kubectl's context
-/// points, which is not what a harness can guess.
+/// Every object of the directory's files, in file order ([`objects_of`]).
 pub fn read_objects(dir: &Path) -> Result<Vec<serde_json::Value>, EnvError> {
+    objects_of(dir, &read_files(dir)?)
+}
+
+/// Every object of `files` (as [`read_files`] read them from `dir`), in file order. Each must
+/// name its kind, name and namespace: a cluster would put an object without a namespace
+/// wherever kubectl's context points, which is not what a harness can guess.
+pub fn objects_of(
+    dir: &Path,
+    files: &[(String, String)],
+) -> Result<Vec<serde_json::Value>, EnvError> {
     let mut objects = Vec::new();
-    for (name, text) in read_files(dir)? {
-        let file = dir.join(&name).display().to_string();
+    for (name, text) in files {
+        let file = dir.join(name).display().to_string();
         let documents: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&text).map_err(|e| EnvError::Config {
+            serde_saphyr::from_multiple(text).map_err(|e| EnvError::Config {
                 file: file.clone(),
                 message: format!("not valid YAML: {e}"),
                 hint: "fix the file (one Kubernetes object per `---` document)".into(),

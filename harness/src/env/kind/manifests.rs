@@ -305,8 +305,9 @@ pub fn render(
         ("realm.json".into(), realm_json.clone()),
     ];
     if let Some(dir) = &config.istio_overlay {
-        istio_overlay::lay_over(&mut objects, istio_overlay::read_objects(dir)?);
-        for (name, text) in istio_overlay::read_files(dir)? {
+        let files = istio_overlay::read_files(dir)?;
+        istio_overlay::lay_over(&mut objects, istio_overlay::objects_of(dir, &files)?);
+        for (name, text) in files {
             config_files.push((format!("istio-overlay/{name}"), text));
         }
     }
